@@ -1,0 +1,11 @@
+//! The client side of the UGC upload protocol (PROTOCOL.md): the part plan, the signature, the wire
+//! types, the HTTP client, and the one function that classifies every outcome.
+//!
+//! This layer owns the retry *policy* (which outcomes retry, how long to wait); it owns no state of
+//! an upload: the upload engine drives the calls and the ledger remembers.
+
+pub mod plan;
+pub mod signature;
+
+pub use plan::{Part, PartSize};
+pub use signature::{Claims, Processing, SecretKey, Signature};
