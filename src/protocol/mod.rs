@@ -4,8 +4,16 @@
 //! This layer owns the retry *policy* (which outcomes retry, how long to wait); it owns no state of
 //! an upload: the upload engine drives the calls and the ledger remembers.
 
+pub mod client;
+pub mod outcome;
 pub mod plan;
+pub mod retry;
 pub mod signature;
+pub mod wire;
 
+pub use client::{Client, ClientError, Timeouts};
+pub use outcome::{classify, Action, CallError, Pace, ServiceError, Verdict};
 pub use plan::{Part, PartSize};
+pub use retry::{Attempts, RetryPolicy};
 pub use signature::{Claims, Processing, SecretKey, Signature};
+pub use wire::{FinishAnswer, HeldPart, InitAnswer, InitRequest, PartRequest};

@@ -1,0 +1,213 @@
+//! The HTTP client of the three calls. One [`Client`] is shared by every upload (it pools
+//! connections); each method makes exactly one request and returns a typed answer or a
+//! [`CallError`]. It never retries: retrying is the engine's loop, on the policy of [`super::retry`].
+
+use super::outcome::{Action, CallError, ServiceError};
+use super::wire::{FinishAnswer, InitAnswer, InitRequest, PartRequest, RawAnswer};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Network timeouts, from the config's `[timeouts]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP + TLS connection establishment.
+    #[serde(with = "super::retry::humantime_serde")]
+    pub connect: Duration,
+    /// One whole request, a part's body included; a stalled call fails after this.
+    #[serde(with = "super::retry::humantime_serde")]
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            request: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("endpoint `{0}` is not an http(s) URL")]
+    BadEndpoint(String),
+    #[error("cannot build the http client: {0}")]
+    Build(String),
+}
+
+/// How much of an unexpected body is kept for the ledger and the logs.
+const BODY_EXCERPT: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+}
+
+impl Client {
+    pub fn new(endpoint: &str, timeouts: &Timeouts) -> Result<Client, ClientError> {
+        let url = reqwest::Url::parse(endpoint)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| ClientError::BadEndpoint(endpoint.to_owned()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.request)
+            .user_agent(concat!("vodup/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Client {
+            http,
+            endpoint: url,
+        })
+    }
+
+    pub async fn init(&self, req: &InitRequest<'_>) -> Result<InitAnswer, CallError> {
+        let query = [
+            ("fileSha", req.file_sha.to_owned()),
+            ("fileSize", req.file_size.to_string()),
+            ("dataSize", req.part_size.to_string()),
+            ("signature", req.signature.to_owned()),
+        ];
+        let raw = self.call(Action::Init, &query, None).await?;
+        match raw.code {
+            Some(0) => Ok(InitAnswer::New),
+            Some(1) => Ok(InitAnswer::Resume {
+                part_size: raw.data_size.and_then(|s| u64::try_from(s).ok()),
+                held: raw.held_parts(),
+            }),
+            Some(2) if !raw.file_id.is_empty() => Ok(InitAnswer::Instant {
+                url: RawAnswer::non_empty(&raw.url),
+                file_id: raw.file_id,
+            }),
+            _ => Err(unexpected(Action::Init, &raw)),
+        }
+    }
+
+    pub async fn upload_part(&self, req: &PartRequest<'_>, body: Bytes) -> Result<(), CallError> {
+        let query = [
+            ("fileSha", req.file_sha.to_owned()),
+            ("offset", req.offset.to_string()),
+            ("dataSize", req.data_size.to_string()),
+            ("dataMd5", req.data_md5.to_owned()),
+            ("signature", req.signature.to_owned()),
+        ];
+        let raw = self.call(Action::Part, &query, Some(body)).await?;
+        match raw.code {
+            Some(0) => Ok(()),
+            _ => Err(unexpected(Action::Part, &raw)),
+        }
+    }
+
+    pub async fn finish(&self, file_sha: &str, signature: &str) -> Result<FinishAnswer, CallError> {
+        let query = [
+            ("fileSha", file_sha.to_owned()),
+            ("signature", signature.to_owned()),
+        ];
+        let raw = self.call(Action::Finish, &query, None).await?;
+        match raw.code {
+            Some(0) if !raw.file_id.is_empty() => Ok(FinishAnswer {
+                url: RawAnswer::non_empty(&raw.url),
+                verify_content: RawAnswer::non_empty(&raw.verify_content),
+                file_id: raw.file_id,
+            }),
+            _ => Err(unexpected(Action::Finish, &raw)),
+        }
+    }
+
+    /// One request: GET for init and finish, POST with the part's bytes for a part. Answers with
+    /// `code < 0` become [`CallError::Service`].
+    async fn call(
+        &self,
+        action: Action,
+        params: &[(&str, String)],
+        body: Option<Bytes>,
+    ) -> Result<RawAnswer, CallError> {
+        let mut url = self.endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("Action", action.as_str())
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        let request = match body {
+            Some(body) => self.http.post(url).body(body),
+            None => self.http.get(url),
+        };
+        let transport = |e: reqwest::Error| CallError::Transport {
+            action,
+            detail: describe(e),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let text = response.bytes().await.map_err(transport)?;
+        if status != 200 {
+            return Err(CallError::Http {
+                action,
+                status,
+                body: excerpt(&text),
+            });
+        }
+        let raw: RawAnswer = match serde_json::from_slice(&text) {
+            Ok(raw @ RawAnswer { code: Some(_), .. }) => raw,
+            _ => {
+                return Err(CallError::BadBody {
+                    action,
+                    status,
+                    body: excerpt(&text),
+                })
+            }
+        };
+        match raw.code {
+            Some(code) if code < 0 => Err(CallError::Service {
+                action,
+                error: ServiceError {
+                    code,
+                    message: raw.message,
+                    code_desc: raw.code_desc,
+                    can_retry: raw.can_retry,
+                },
+            }),
+            _ => Ok(raw),
+        }
+    }
+}
+
+/// A success code this call does not define, or a success without its required fields.
+fn unexpected(action: Action, raw: &RawAnswer) -> CallError {
+    CallError::BadBody {
+        action,
+        status: 200,
+        body: format!(
+            "unexpected code {:?} (fileId {:?}, message {:?})",
+            raw.code, raw.file_id, raw.message
+        ),
+    }
+}
+
+/// A transport error's text without the URL (the URL carries the signature).
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    let e = e.without_url();
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.truncate(400);
+    text
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]);
+    text.into_owned()
+}
