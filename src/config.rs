@@ -1,0 +1,368 @@
+//! The configuration file: serde structs, every default in one place, and `validate()` that names
+//! the bad key. Secrets may come from the file, a separate file, or the environment, and are held
+//! only as [`SecretKey`], which never prints.
+
+use crate::protocol::retry::{humantime_serde, RetryPolicy};
+use crate::protocol::{PartSize, Processing, SecretKey, Timeouts};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_ENDPOINT: &str = "https://vod2.qcloud.com/v2/index.php";
+pub const SECRET_KEY_ENV: &str = "VODUP_SECRET_KEY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub endpoint: String,
+    pub secret_id: String,
+    pub secret_key: Option<SecretKey>,
+    pub secret_key_file: Option<PathBuf>,
+    pub uid: String,
+    pub ledger: PathBuf,
+    pub part_size: u64,
+    pub parts_in_flight: usize,
+    /// Files uploaded at the same time; their parts share `parts_in_flight`.
+    pub files_in_flight: usize,
+    /// How long a signature is valid (at most 90 days).
+    #[serde(with = "humantime_serde")]
+    pub signature_validity: Duration,
+    /// On SIGTERM, how long parts in flight may take to finish before they are abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// Every watched folder is rescanned this often (catches what a network filesystem never
+    /// reported); 0 disables the periodic rescan.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// `auto` (human on a terminal, plain under systemd), `human` or `json`.
+    pub log_format: LogFormat,
+    /// Processing options signed for `vodup upload` (watches have their own).
+    pub processing: Processing,
+    pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
+    pub watch: Vec<Watch>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: DEFAULT_ENDPOINT.into(),
+            secret_id: String::new(),
+            secret_key: None,
+            secret_key_file: None,
+            uid: "vodup".into(),
+            ledger: PathBuf::from("/var/lib/vodup/ledger.db"),
+            part_size: PartSize::OneMiB.bytes(),
+            parts_in_flight: 8,
+            files_in_flight: 2,
+            signature_validity: Duration::from_secs(24 * 3600),
+            shutdown_deadline: Duration::from_secs(30),
+            rescan_interval: Duration::from_secs(300),
+            log_format: LogFormat::Auto,
+            processing: Processing::default(),
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+            watch: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+/// What happens to a source file once the service confirmed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterUpload {
+    Keep,
+    Delete,
+    Move,
+}
+
+/// One watched drop folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    pub path: PathBuf,
+    #[serde(default = "Watch::default_include")]
+    pub include: Vec<String>,
+    #[serde(default = "Watch::default_exclude")]
+    pub exclude: Vec<String>,
+    #[serde(default = "Watch::default_recursive")]
+    pub recursive: bool,
+    #[serde(default = "Watch::default_after_upload")]
+    pub after_upload: AfterUpload,
+    pub done_dir: Option<PathBuf>,
+    pub failed_dir: Option<PathBuf>,
+    #[serde(default = "Watch::default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    #[serde(default)]
+    pub processing: Processing,
+}
+
+impl Watch {
+    pub fn default_include() -> Vec<String> {
+        [
+            "mp4", "mov", "m4v", "mkv", "avi", "wmv", "flv", "webm", "mpg", "mpeg", "ts", "mts",
+            "m2ts", "mxf", "3gp", "f4v", "rm", "rmvb", "vob", "ogv",
+        ]
+        .iter()
+        .map(|ext| format!("*.{ext}"))
+        .collect()
+    }
+    pub fn default_exclude() -> Vec<String> {
+        [".*", "*.part", "*.tmp", "*.crdownload", "~*"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+    fn default_recursive() -> bool {
+        true
+    }
+    fn default_after_upload() -> AfterUpload {
+        AfterUpload::Keep
+    }
+    pub fn default_settle() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    /// A watch of `path` with every default.
+    pub fn new(path: PathBuf) -> Watch {
+        Watch {
+            path,
+            include: Watch::default_include(),
+            exclude: Watch::default_exclude(),
+            recursive: true,
+            after_upload: AfterUpload::Keep,
+            done_dir: None,
+            failed_dir: None,
+            settle: Watch::default_settle(),
+            processing: Processing::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse, resolve the secret and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.resolve_secret(std::env::var(SECRET_KEY_ENV).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; the error names the key and the line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// The secret key comes from `secret_key`, else `secret_key_file`, else the environment.
+    pub fn resolve_secret(&mut self, from_env: Option<String>) -> Result<(), ConfigError> {
+        if self.secret_key.is_some() {
+            return Ok(());
+        }
+        if let Some(file) = &self.secret_key_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                invalid(
+                    "secret_key_file",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            self.secret_key = Some(SecretKey::new(text.trim()));
+        } else if let Some(key) = from_env {
+            self.secret_key = Some(SecretKey::new(key));
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.endpoint)
+            .map_err(|e| invalid("endpoint", format!("`{}` is not a URL: {e}", self.endpoint)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("endpoint", "must be an http or https URL"));
+        }
+        if self.secret_id.trim().is_empty() {
+            return Err(invalid("secret_id", "is required"));
+        }
+        match &self.secret_key {
+            Some(key) if !key.is_empty() => {}
+            _ => {
+                return Err(invalid(
+                    "secret_key",
+                    format!("is required (or secret_key_file, or ${SECRET_KEY_ENV})"),
+                ))
+            }
+        }
+        if self.uid.trim().is_empty() {
+            return Err(invalid("uid", "must not be empty"));
+        }
+        if self.part_size().is_none() {
+            return Err(invalid(
+                "part_size",
+                format!("{} is not 524288 or 1048576", self.part_size),
+            ));
+        }
+        if self.parts_in_flight == 0 || self.parts_in_flight > 256 {
+            return Err(invalid("parts_in_flight", "must be between 1 and 256"));
+        }
+        if self.files_in_flight == 0 {
+            return Err(invalid("files_in_flight", "must be at least 1"));
+        }
+        let validity = self.signature_validity.as_secs();
+        if validity <= 600 || validity > crate::protocol::signature::MAX_VALIDITY_SECS {
+            return Err(invalid(
+                "signature_validity",
+                "must be more than 10 minutes and at most 90 days",
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        for (i, watch) in self.watch.iter().enumerate() {
+            watch.validate(&format!("watch[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    pub fn part_size(&self) -> Option<PartSize> {
+        PartSize::from_bytes(self.part_size)
+    }
+
+    pub fn secret(&self) -> &SecretKey {
+        self.secret_key
+            .as_ref()
+            .expect("validate() guarantees a secret key")
+    }
+}
+
+impl Watch {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(invalid(format!("{key}.path"), "must not be empty"));
+        }
+        for (field, globs) in [("include", &self.include), ("exclude", &self.exclude)] {
+            for glob in globs {
+                globset::Glob::new(glob).map_err(|e| {
+                    invalid(format!("{key}.{field}"), format!("bad glob `{glob}`: {e}"))
+                })?;
+            }
+        }
+        if self.after_upload == AfterUpload::Move && self.done_dir.is_none() {
+            return Err(invalid(
+                format!("{key}.done_dir"),
+                "is required when after_upload = \"move\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> String {
+        "secret_id = \"AKID1\"\nsecret_key = \"k\"\n".into()
+    }
+
+    fn check(text: &str) -> Result<Config, String> {
+        let config = Config::parse(text)?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../config.example.toml");
+        let config = check(text).unwrap();
+        assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
+        assert_eq!(config.part_size, 1_048_576);
+        assert!(!config.watch.is_empty());
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_credentials() {
+        let config = check(&minimal()).unwrap();
+        assert_eq!(config.parts_in_flight, 8);
+        assert_eq!(config.uid, "vodup");
+        assert_eq!(config.signature_validity, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("part_size = 4096", "part_size"),
+            ("parts_in_flight = 0", "parts_in_flight"),
+            ("endpoint = \"ftp://x\"", "endpoint"),
+            ("signature_validity = \"100days\"", "signature_validity"),
+            (
+                "[[watch]]\npath = \"/d\"\nafter_upload = \"move\"",
+                "watch[0].done_dir",
+            ),
+            (
+                "[[watch]]\npath = \"/d\"\ninclude = [\"[\"]",
+                "watch[0].include",
+            ),
+        ];
+        for (extra, key) in cases {
+            let err = check(&format!("{}{extra}\n", minimal())).unwrap_err();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        let err = check(&format!("{}part_szie = 1\n", minimal())).unwrap_err();
+        assert!(err.contains("part_szie"), "{err}");
+        let err = check(&format!("{}[retry]\nbase = 5\n", minimal())).unwrap_err();
+        assert!(err.contains("base"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_secret_is_named_and_the_environment_fills_it() {
+        let mut config = Config::parse("secret_id = \"AKID1\"\n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("secret_key"), "{err}");
+        config.resolve_secret(Some("from-env".into())).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.secret(), &SecretKey::new("from-env"));
+    }
+
+    #[test]
+    fn debug_of_a_config_never_shows_the_secret() {
+        let config = check("secret_id = \"AKID1\"\nsecret_key = \"s3cr3t-value\"\n").unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t-value"));
+    }
+}

@@ -1,0 +1,111 @@
+use super::*;
+
+fn ledger() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("state/ledger.db")).unwrap();
+    (dir, ledger)
+}
+
+fn new_file(path: &Path) -> NewFile<'_> {
+    NewFile {
+        path,
+        size: 3_000_000,
+        mtime_ns: 42,
+        part_size: 1_048_576,
+        origin: None,
+        processing: "{}",
+    }
+}
+
+#[test]
+fn enqueue_is_idempotent_per_file_version() {
+    let (_d, l) = ledger();
+    let a = l.enqueue(&new_file(Path::new("/drop/a.mp4"))).unwrap();
+    let again = l.enqueue(&new_file(Path::new("/drop/a.mp4"))).unwrap();
+    assert_eq!(a.key, again.key);
+    assert_eq!(a.state, FileState::Queued);
+    let mut changed = new_file(Path::new("/drop/a.mp4"));
+    changed.mtime_ns = 43;
+    assert_ne!(l.enqueue(&changed).unwrap().key, a.key);
+    assert_eq!(l.unfinished().unwrap().len(), 2);
+}
+
+#[test]
+fn confirmed_parts_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    {
+        let l = Ledger::open(&db).unwrap();
+        let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
+        l.record_hash(
+            f.key,
+            "sha",
+            1_048_576,
+            &["m0".into(), "m1".into(), "m2".into()],
+        )
+        .unwrap();
+        l.confirm_part("sha", 0, 1_048_576).unwrap();
+        l.confirm_part("sha", 2_097_152, 902_848).unwrap();
+    }
+    let l = Ledger::open(&db).unwrap();
+    assert_eq!(l.confirmed("sha").unwrap(), BTreeSet::from([0, 2_097_152]));
+    let f = &l.unfinished().unwrap()[0];
+    assert_eq!(f.confirmed_bytes, 1_048_576 + 902_848);
+    assert_eq!(f.file_sha.as_deref(), Some("sha"));
+    assert_eq!(
+        l.part_md5s("sha", 1_048_576, 3).unwrap(),
+        Some(vec!["m0".into(), "m1".into(), "m2".into()])
+    );
+    assert_eq!(l.part_md5s("sha", 524_288, 6).unwrap(), None);
+}
+
+#[test]
+fn reconcile_makes_the_service_list_the_truth() {
+    let (_d, l) = ledger();
+    l.confirm_part("sha", 0, 10).unwrap();
+    l.confirm_part("sha", 10, 10).unwrap();
+    l.reconcile("sha", &[(10, 10), (20, 5)]).unwrap();
+    assert_eq!(l.confirmed("sha").unwrap(), BTreeSet::from([10, 20]));
+    l.reconcile("sha", &[]).unwrap();
+    assert!(l.confirmed("sha").unwrap().is_empty());
+}
+
+#[test]
+fn failure_keeps_code_message_and_description_until_done() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
+    let err = RecordedError {
+        code: -10003,
+        message: "bad".into(),
+        code_desc: "offset".into(),
+    };
+    l.fail(f.key, &err).unwrap();
+    let got = l.file(f.key).unwrap().unwrap();
+    assert_eq!(got.state, FileState::Failed);
+    assert_eq!(got.error, Some(err));
+    assert!(l.unfinished().unwrap().is_empty());
+    assert_eq!(l.requeue_failed(Some(Path::new("/a.mp4"))).unwrap(), 1);
+    l.finish(f.key, "123", Some("http://u"), false).unwrap();
+    let got = l.file(f.key).unwrap().unwrap();
+    assert_eq!((got.state, got.error), (FileState::Done, None));
+    assert_eq!(got.file_id.as_deref(), Some("123"));
+}
+
+#[test]
+fn signatures_are_kept_per_content() {
+    let (_d, l) = ledger();
+    assert_eq!(l.signature("sha").unwrap(), None);
+    l.store_signature("sha", 10, 524_288, "sig1", 100).unwrap();
+    l.store_signature("sha", 10, 524_288, "sig2", 200).unwrap();
+    assert_eq!(l.signature("sha").unwrap(), Some(("sig2".into(), 200)));
+}
+
+#[tokio::test]
+async fn run_moves_work_off_the_runtime() {
+    let (_d, l) = ledger();
+    let f = l
+        .run(|l| l.enqueue(&new_file(Path::new("/b.mp4"))))
+        .await
+        .unwrap();
+    assert_eq!(f.path, PathBuf::from("/b.mp4"));
+}
