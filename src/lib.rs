@@ -1,5 +1,21 @@
-//! vodup: resumable, exactly-once uploads of video files to a VOD service.
+//! vodup: resumable, exactly-once uploads of video files to a VOD service over the UGC upload
+//! protocol.
+//!
+//! How a file flows: the watcher ([`watcher`]) notices it and [`stability`] waits until it is
+//! fully written; the [`ledger`] records it; the upload engine ([`upload`]) hashes it once
+//! ([`hash`]), signs it and speaks the protocol ([`protocol`]) to init, send the missing parts
+//! concurrently and finish; the ledger records every part the service confirmed, so a restart
+//! resumes from there. The [`daemon`] wires these tasks together; [`emulator`] is a faithful
+//! implementation of the service for tests, benchmarks and trying a config.
+
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod error;
 pub mod hash;
 pub mod ledger;
+pub mod logging;
+pub mod progress;
 pub mod protocol;
+pub mod status;
+pub mod upload;

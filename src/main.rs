@@ -1,3 +1,38 @@
-fn main() {
-    println!("Hello, world!");
+//! The `vodup` binary: parse the command line, set up logging, load the config, call the library.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use std::process::ExitCode;
+use vodup::cli::{Cli, Command};
+use vodup::config::Config;
+use vodup::{commands, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vodup: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
+    match cli.command {
+        Command::CheckConfig => {
+            let config = load()?;
+            Ok(commands::check_config(&cli.config, &config)?)
+        }
+        Command::Demo { .. } | Command::Run => anyhow::bail!("not yet"),
+        Command::Upload { files, json } => {
+            let config = load()?;
+            logging::init(cli.log_format, cli.verbose, Some(config.log_format));
+            Ok(runtime.block_on(commands::upload(config, files, json))?)
+        }
+        Command::Status { json } => Ok(commands::status(&load()?, json)?),
+        Command::Retry { file, failed: _ } => Ok(commands::retry(&load()?, file.as_deref())?),
+    }
 }

@@ -301,6 +301,15 @@ impl Ledger {
         Ok(offsets)
     }
 
+    /// Bytes of a content confirmed at or after `since` (Unix seconds): the recent upload speed.
+    pub fn confirmed_since(&self, sha: &str, since: i64) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(SUM(len), 0) FROM confirmed_parts WHERE file_sha = ?1 AND confirmed_at >= ?2",
+            params![sha, since],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Record that the service answered code 0 for the part at `offset`. Call it only then.
     pub fn confirm_part(&self, sha: &str, offset: u64, len: u64) -> Result<()> {
         self.conn().execute(
@@ -362,7 +371,7 @@ impl Ledger {
     fn write_error(&self, key: FileKey, e: &RecordedError, state: Option<FileState>) -> Result<()> {
         self.conn().execute(
             "UPDATE files SET error_code = ?2, error_message = ?3, error_desc = ?4, \
-             state = COALESCE(?5, state), updated_at = ?6 WHERE id = ?1",
+             state = COALESCE(?5, state), updated_at = ?6 WHERE id = ?1 AND state != 'done'",
             params![
                 key,
                 e.code,

@@ -64,7 +64,7 @@ impl Client {
         })
     }
 
-    pub async fn init(&self, req: &InitRequest<'_>) -> Result<InitAnswer, CallError> {
+    pub async fn init(&self, req: InitRequest<'_>) -> Result<InitAnswer, CallError> {
         let query = [
             ("fileSha", req.file_sha.to_owned()),
             ("fileSize", req.file_size.to_string()),
@@ -86,7 +86,7 @@ impl Client {
         }
     }
 
-    pub async fn upload_part(&self, req: &PartRequest<'_>, body: Bytes) -> Result<(), CallError> {
+    pub async fn upload_part(&self, req: PartRequest<'_>, body: Bytes) -> Result<(), CallError> {
         let query = [
             ("fileSha", req.file_sha.to_owned()),
             ("offset", req.offset.to_string()),

@@ -1,0 +1,66 @@
+//! The command line: clap derive, every flag documented.
+
+use crate::config::LogFormat;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Resumable, exactly-once uploads of video files to a VOD service.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "VODUP_CONFIG",
+        default_value = "/etc/vodup/config.toml"
+    )]
+    pub config: PathBuf,
+    /// More logging: -v for debug, -vv for trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format; overrides the config's `log_format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: watch the configured drop folders and upload what lands there.
+    Run,
+    /// Try vodup with no setup: start the emulator on loopback and watch a temporary drop folder.
+    Demo {
+        /// Drop folder to watch (default: a new temporary folder).
+        #[arg(long)]
+        drop: Option<PathBuf>,
+    },
+    /// Upload files now, in the foreground; run it again to resume after an interruption.
+    Upload {
+        /// Files to upload.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print one JSON object per file instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every file in the ledger: state, progress, file id, last error.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put failed files back in the queue.
+    Retry {
+        /// The file to retry.
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        file: Option<PathBuf>,
+        /// Retry every failed file.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Validate the configuration and name any bad key.
+    CheckConfig,
+}

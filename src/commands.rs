@@ -1,0 +1,199 @@
+//! The one-shot commands: `upload`, `status`, `retry`, `check-config`, and `demo`.
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::ledger::{FileRecord, FileState, Ledger, NewFile};
+use crate::progress::{Bars, Lines};
+use crate::upload::{Engine, Outcome, Progress};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code of an interrupted `vodup upload` (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+/// Record a file on disk in the ledger (a failed earlier try is re-queued: the user asked again).
+pub fn enqueue_path(
+    ledger: &Ledger,
+    path: &Path,
+    part_size: u64,
+    origin: Option<&Path>,
+    processing: &str,
+) -> Result<FileRecord, Error> {
+    let io = |what, source| Error::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let path = std::fs::canonicalize(path).map_err(|e| io("cannot open", e))?;
+    if !path.is_file() {
+        return Err(io(
+            "not a regular file",
+            std::io::ErrorKind::InvalidInput.into(),
+        ));
+    }
+    let (size, mtime_ns) = crate::hash::stat(&path).map_err(|e| io("cannot stat", e))?;
+    let record = ledger.enqueue(&NewFile {
+        path: &path,
+        size,
+        mtime_ns,
+        part_size,
+        origin,
+        processing,
+    })?;
+    if record.state == FileState::Failed {
+        ledger.requeue_failed(Some(&path))?;
+        return Ok(ledger.file(record.key)?.unwrap_or(record));
+    }
+    Ok(record)
+}
+
+/// `vodup upload FILE...`: upload in the foreground, print each result.
+pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<ExitCode, Error> {
+    let ledger = Ledger::open(&config.ledger)?;
+    let progress: Arc<dyn Progress> = if !json && std::io::stderr().is_terminal() {
+        Arc::new(Bars::default())
+    } else {
+        Arc::new(Lines::default())
+    };
+    let engine = Engine::new(&config, ledger.clone(), progress)?;
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            crate::logging::shutdown_signal().await;
+            cancel.cancel();
+        }
+    });
+    let processing = serde_json::to_string(&config.processing).expect("processing serializes");
+    let files_at_once = Arc::new(Semaphore::new(config.files_in_flight));
+    let mut tasks = JoinSet::new();
+    let mut ok = true;
+    for (index, path) in files.into_iter().enumerate() {
+        let found = enqueue_path(&ledger, &path, config.part_size, None, &processing);
+        let record = match found {
+            Ok(record) => record,
+            Err(e) => {
+                ok = false;
+                print_error(json, &path, None, &e.to_string());
+                continue;
+            }
+        };
+        let (engine, cancel, gate) = (engine.clone(), cancel.clone(), files_at_once.clone());
+        tasks.spawn(async move {
+            let _turn = gate.acquire_owned().await.expect("never closed");
+            (index, path, engine.upload(record.key, &cancel).await)
+        });
+    }
+    let mut results: Vec<_> = tasks.join_all().await;
+    results.sort_by_key(|(index, ..)| *index);
+    for (_, path, outcome) in results {
+        ok &= report(json, &path, outcome?);
+    }
+    if cancel.is_cancelled() {
+        eprintln!("vodup: interrupted; run the same command again to resume");
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Done(f) if json => {
+            let mut value = serde_json::to_value(&f).expect("serializes");
+            value["path"] = path.display().to_string().into();
+            println!("{value}");
+            true
+        }
+        Outcome::Done(f) => {
+            let how = if f.instant { " (instant upload)" } else { "" };
+            let url = f.url.as_deref().unwrap_or("-");
+            println!("{}: fileId {} url {url}{how}", path.display(), f.file_id);
+            true
+        }
+        Outcome::Failed(e) => {
+            let text = format!("code {}: {} {}", e.code, e.message, e.code_desc);
+            if json {
+                let value = serde_json::json!({
+                    "path": path.display().to_string(),
+                    "error": { "code": e.code, "message": e.message, "codeDesc": e.code_desc },
+                });
+                println!("{value}");
+            } else {
+                println!("{}: failed: {}", path.display(), text.trim_end());
+            }
+            false
+        }
+        Outcome::Stopped => {
+            print_error(json, path, Some(0), "interrupted");
+            false
+        }
+    }
+}
+
+fn print_error(json: bool, path: &Path, code: Option<i64>, message: &str) {
+    if json {
+        let value = serde_json::json!({
+            "path": path.display().to_string(),
+            "error": { "code": code.unwrap_or(0), "message": message, "codeDesc": "" },
+        });
+        println!("{value}");
+    } else {
+        println!("{}: {message}", path.display());
+    }
+}
+
+/// `vodup status`: every file in the ledger.
+pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
+    let ledger = Ledger::open(&config.ledger)?;
+    let window = 10;
+    let since = crate::upload::unix_now() as i64 - window;
+    let mut rows = Vec::new();
+    for record in ledger.files()? {
+        let speed = match (&record.file_sha, record.state) {
+            (Some(sha), FileState::Uploading) => {
+                ledger.confirmed_since(sha, since)? / window as u64
+            }
+            _ => 0,
+        };
+        rows.push((record, speed));
+    }
+    if json {
+        println!("{}", crate::status::to_json(&rows));
+    } else {
+        print!("{}", crate::status::to_table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vodup retry FILE|--failed`.
+pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
+    let ledger = Ledger::open(&config.ledger)?;
+    let path = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()));
+    let count = ledger.requeue_failed(path.as_deref())?;
+    println!("{count} failed file(s) re-queued");
+    Ok(if count == 0 && file.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `vodup check-config`: the config loaded and validated; say so.
+pub fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Error> {
+    println!(
+        "{}: ok ({} watch folder(s), endpoint {})",
+        path.display(),
+        config.watch.len(),
+        config.endpoint
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,27 @@
+//! The crate's fatal errors: the ones that end a command or the daemon. Errors of one file or one
+//! part never come here: they are recorded in the ledger and end that file only.
+
+use crate::config::ConfigError;
+use crate::ledger::LedgerError;
+use crate::upload::EngineError;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("emulator: {0}")]
+    Emulator(String),
+    #[error("watch {path}: {message}")]
+    Watch { path: PathBuf, message: String },
+}

@@ -1,0 +1,90 @@
+//! Rendering the ledger for people (`vodup status`) and programs (`--json`).
+
+use crate::ledger::{FileRecord, FileState};
+use serde::Serialize;
+
+/// One file as `vodup status --json` shows it.
+#[derive(Debug, Serialize)]
+pub struct FileStatus<'a> {
+    #[serde(flatten)]
+    pub record: &'a FileRecord,
+    pub percent: f64,
+    /// Upload speed over the last seconds, bytes/s (0 when idle).
+    pub speed: u64,
+}
+
+pub fn percent(record: &FileRecord) -> f64 {
+    if record.state == FileState::Done || record.size == 0 {
+        return 100.0;
+    }
+    (record.confirmed_bytes as f64 * 100.0 / record.size as f64).min(100.0)
+}
+
+pub fn to_json(records: &[(FileRecord, u64)]) -> String {
+    let rows: Vec<FileStatus<'_>> = records
+        .iter()
+        .map(|(record, speed)| FileStatus {
+            record,
+            percent: percent(record),
+            speed: *speed,
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows).expect("status serializes")
+}
+
+pub fn to_table(records: &[(FileRecord, u64)]) -> String {
+    let mut out = format!(
+        "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
+        "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
+    );
+    for (r, speed) in records {
+        let bytes = format!("{}/{}", human(confirmed(r)), human(r.size));
+        let speed = if *speed > 0 {
+            format!("{}/s", human(*speed))
+        } else {
+            "-".into()
+        };
+        out.push_str(&format!(
+            "{:<10} {:>5.1}% {:>21} {:>10} {:<20} {}\n",
+            r.state.as_str(),
+            percent(r),
+            bytes,
+            speed,
+            r.file_id.as_deref().unwrap_or("-"),
+            r.path.display()
+        ));
+        if let Some(url) = r.url.as_deref() {
+            out.push_str(&format!("{:>71} {url}\n", "url"));
+        }
+        if let Some(e) = &r.error {
+            out.push_str(&format!(
+                "{:>71} code {}: {} {}\n",
+                "error", e.code, e.message, e.code_desc
+            ));
+        }
+    }
+    out
+}
+
+fn confirmed(r: &FileRecord) -> u64 {
+    if r.state == FileState::Done {
+        r.size
+    } else {
+        r.confirmed_bytes.min(r.size)
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}

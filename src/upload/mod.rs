@@ -1,0 +1,153 @@
+//! The upload engine: takes one file from the ledger to the service, exactly once, byte for byte.
+//!
+//! [`Engine::upload`] drives one file through hash → sign → init → parts → finish, resuming from
+//! what the ledger and the service already hold. Parts of every file share one semaphore
+//! (`parts_in_flight`), so memory is bounded by that many parts. The engine owns no retry policy
+//! (that is [`crate::protocol::retry`]) and no SQL (that is [`crate::ledger`]).
+
+mod call;
+mod file;
+mod parts;
+mod signer;
+
+pub use signer::{unix_now, Signer};
+
+use crate::config::Config;
+use crate::ledger::{FileKey, Ledger, LedgerError, RecordedError};
+use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How a file's upload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The service confirmed the file.
+    Done(Finished),
+    /// The file failed for good; the ledger holds the same error.
+    Failed(RecordedError),
+    /// Shutdown was requested; the file resumes on the next start.
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finished {
+    #[serde(rename = "fileSha")]
+    pub file_sha: String,
+    #[serde(rename = "fileId")]
+    pub file_id: String,
+    pub url: Option<String>,
+    pub instant: bool,
+}
+
+/// What the engine reports as a file moves; the CLI draws bars from it, the daemon logs it.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    Hashing {
+        size: u64,
+    },
+    /// Parts are going up; `confirmed` bytes were already held.
+    Uploading {
+        total: u64,
+        confirmed: u64,
+    },
+    PartConfirmed {
+        len: u64,
+    },
+    Finishing,
+}
+
+pub trait Progress: Send + Sync {
+    fn event(&self, key: FileKey, path: &Path, event: Event);
+}
+
+/// A progress sink that ignores everything.
+#[derive(Debug)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: FileKey, _: &Path, _: Event) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("file {0} is not in the ledger")]
+    UnknownFile(FileKey),
+}
+
+/// The engine; cheap to clone, shared by every file task.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    ledger: Ledger,
+    signer: Signer,
+    part_size: PartSize,
+    retry: RetryPolicy,
+    permits: Arc<Semaphore>,
+    progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("part_size", &self.inner.part_size)
+            .field("permits", &self.inner.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine for a validated config.
+    pub fn new(
+        config: &Config,
+        ledger: Ledger,
+        progress: Arc<dyn Progress>,
+    ) -> Result<Engine, EngineError> {
+        let client = Client::new(&config.endpoint, &config.timeouts)?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                client,
+                ledger,
+                signer: Signer {
+                    secret_id: config.secret_id.clone(),
+                    secret_key: config.secret().clone(),
+                    uid: config.uid.clone(),
+                    validity: config.signature_validity,
+                },
+                part_size: config.part_size().unwrap_or(PartSize::OneMiB),
+                retry: config.retry.clone(),
+                permits: Arc::new(Semaphore::new(config.parts_in_flight)),
+                progress,
+            }),
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// Parts in flight right now across all files.
+    pub fn parts_in_flight(&self, limit: usize) -> usize {
+        limit.saturating_sub(self.inner.permits.available_permits())
+    }
+
+    /// Upload the file `key` of the ledger. `cancel` stops it taking new parts; parts already in
+    /// flight finish (the caller bounds that with its deadline). Only ledger trouble is an `Err`:
+    /// everything that happens to the file is in the [`Outcome`] and the ledger.
+    pub async fn upload(
+        &self,
+        key: FileKey,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, EngineError> {
+        file::upload(&self.inner, key, cancel).await
+    }
+}
