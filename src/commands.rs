@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 /// Exit code of an interrupted `vodup upload` (128 + SIGINT).
 const INTERRUPTED: u8 = 130;
 
-/// Record a file on disk in the ledger (a failed earlier try is re-queued: the user asked again).
+/// Record a file on disk in the ledger (idempotent for the same path, size and mtime).
 pub fn enqueue_path(
     ledger: &Ledger,
     path: &Path,
@@ -45,10 +45,6 @@ pub fn enqueue_path(
         origin,
         processing,
     })?;
-    if record.state == FileState::Failed {
-        ledger.requeue_failed(Some(&path))?;
-        return Ok(ledger.file(record.key)?.unwrap_or(record));
-    }
     Ok(record)
 }
 
@@ -76,6 +72,11 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     for (index, path) in files.into_iter().enumerate() {
         let found = enqueue_path(&ledger, &path, config.part_size, None, &processing);
         let record = match found {
+            Ok(record) if record.state == FileState::Failed => {
+                // The user asks again for a file that failed: try it again.
+                ledger.requeue_failed(Some(&record.path))?;
+                record
+            }
             Ok(record) => record,
             Err(e) => {
                 ok = false;

@@ -11,11 +11,14 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod hash;
 pub mod ledger;
 pub mod logging;
 pub mod progress;
 pub mod protocol;
+pub mod stability;
 pub mod status;
 pub mod upload;
+pub mod watcher;

@@ -26,7 +26,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load()?;
             Ok(commands::check_config(&cli.config, &config)?)
         }
-        Command::Demo { .. } | Command::Run => anyhow::bail!("not yet"),
+        Command::Demo { drop } => {
+            logging::init(cli.log_format, cli.verbose, None);
+            Ok(runtime.block_on(commands::demo(drop, logging::shutdown_signal()))?)
+        }
+        Command::Run => {
+            let config = load()?;
+            logging::init(cli.log_format, cli.verbose, Some(config.log_format));
+            let options = vodup::daemon::Options {
+                reload_from: Some(cli.config.clone()),
+                ready: None,
+            };
+            runtime.block_on(vodup::daemon::run_with(
+                config,
+                options,
+                logging::shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Upload { files, json } => {
             let config = load()?;
             logging::init(cli.log_format, cli.verbose, Some(config.log_format));

@@ -143,6 +143,7 @@ async fn attempt(
         return Ok(Attempt::Changed);
     };
     tracing::Span::current().record("fileSha", job.sha.as_str());
+    let _one_upload_per_content = inner.contents.lock(&job.sha).await;
     let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
     Run {
         inner: inner.clone(),

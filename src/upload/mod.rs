@@ -15,6 +15,7 @@ pub use signer::{unix_now, Signer};
 use crate::config::Config;
 use crate::ledger::{FileKey, Ledger, LedgerError, RecordedError};
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
@@ -94,6 +95,48 @@ struct Inner {
     retry: RetryPolicy,
     permits: Arc<Semaphore>,
     progress: Arc<dyn Progress>,
+    contents: ContentLocks,
+}
+
+/// One lock per content (fileSha): two copies of the same content never upload at once, so the
+/// second one finds the first finished and completes by instant upload.
+#[derive(Default)]
+struct ContentLocks {
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a content uploads; the map entry goes when the last holder or waiter is done.
+struct ContentGuard<'a> {
+    locks: &'a ContentLocks,
+    sha: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ContentLocks {
+    async fn lock(&self, sha: &str) -> ContentGuard<'_> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(sha.to_owned()).or_default().clone()
+        };
+        ContentGuard {
+            locks: self,
+            sha: sha.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for ContentGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks
+            .get(&self.sha)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.sha);
+        }
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -127,6 +170,7 @@ impl Engine {
                 retry: config.retry.clone(),
                 permits: Arc::new(Semaphore::new(config.parts_in_flight)),
                 progress,
+                contents: ContentLocks::default(),
             }),
         })
     }

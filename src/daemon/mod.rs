@@ -1,0 +1,162 @@
+//! The daemon (`vodup run`): opens the ledger, resumes every unfinished file, rescans and watches
+//! the drop folders, and uploads what settles there, until its shutdown future resolves.
+//!
+//! Tasks: the intake (watch, settle, record) feeds the scheduler (queue, upload, after-upload
+//! action) through a bounded channel. One cancellation token stops both; the scheduler then
+//! drains parts in flight up to `shutdown_deadline`. SIGHUP reloads the watch list.
+
+mod dispose;
+mod intake;
+mod scheduler;
+mod systemd;
+
+pub use dispose::{dispose, move_into, Disposal};
+
+use crate::config::{Config, Watch};
+use crate::error::Error;
+use crate::ledger::Ledger;
+use crate::upload::{Engine, NoProgress};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The watch list, shared by the intake (which reloads it) and the scheduler (which needs a
+/// file's watch for its after-upload action).
+#[derive(Debug, Clone, Default)]
+pub struct Watches(Arc<RwLock<Vec<Watch>>>);
+
+impl Watches {
+    fn get(&self) -> Vec<Watch> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, watches: Vec<Watch>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = watches;
+    }
+
+    /// The watch whose folder is `origin` (as recorded in the ledger: canonical).
+    fn for_origin(&self, origin: &Path) -> Option<Watch> {
+        self.get()
+            .into_iter()
+            .find(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone()) == origin)
+    }
+}
+
+/// Extra wiring for callers that need it: a config file to reload on SIGHUP, a signal when the
+/// daemon watches.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub reload_from: Option<PathBuf>,
+    pub ready: Option<oneshot::Sender<()>>,
+}
+
+/// Run the daemon until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+pub async fn run_with(
+    config: Config,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let ledger = Ledger::open(&config.ledger)?;
+    let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?;
+    let watches = Watches(Arc::new(RwLock::new(config.watch.clone())));
+    let cancel = CancellationToken::new();
+    let (to_scheduler, intake_rx) = mpsc::channel(1024);
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let scheduler = scheduler::Scheduler {
+        engine,
+        ledger: ledger.clone(),
+        watches: watches.clone(),
+        files_in_flight: config.files_in_flight,
+        shutdown_deadline: config.shutdown_deadline,
+        intake: intake_rx,
+    };
+    let resumed = ledger.run(|l| l.unfinished()).await?;
+    info!(files = resumed.len(), "resuming unfinished files");
+    for record in &resumed {
+        let _ = to_scheduler.send(record.key).await;
+    }
+    let intake = intake::Intake {
+        ledger,
+        watches,
+        part_size: config.part_size,
+        rescan_interval: config.rescan_interval,
+        to_scheduler,
+        reload: reload_rx,
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let mut intake = tokio::spawn(intake.run(cancel.child_token(), ready_tx));
+    let mut scheduler = tokio::spawn(scheduler.run(cancel.child_token()));
+    let ready_options = options.ready;
+    tokio::spawn(async move {
+        if ready_rx.await.is_ok() {
+            info!("watching");
+            systemd::ready();
+            systemd::status("watching");
+            if let Some(tx) = ready_options {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let watchdog = tokio::spawn(feed_watchdog());
+    let reloader = tokio::spawn(reload_on_hangup(options.reload_from, reload_tx));
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        () = &mut shutdown => Ok(()),
+        ended = &mut intake => flatten(ended),
+        ended = &mut scheduler => flatten(ended.map(|r| r.map_err(Error::from))),
+    };
+    systemd::stopping();
+    cancel.cancel();
+    reloader.abort();
+    let _ = intake.await;
+    let drained = scheduler.await;
+    watchdog.abort();
+    result?;
+    if let Ok(Err(e)) = drained {
+        return Err(e.into());
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn flatten(joined: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
+    match joined {
+        Ok(result) => result,
+        Err(e) => panic!("daemon task panicked: {e}"),
+    }
+}
+
+async fn feed_watchdog() {
+    let Some(every) = systemd::watchdog_interval() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        systemd::feed_watchdog();
+    }
+}
+
+/// On SIGHUP, read the config file again and send its watch list to the intake.
+async fn reload_on_hangup(path: Option<PathBuf>, tx: mpsc::Sender<Vec<Watch>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(path) = path else { return };
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match Config::load(&path) {
+            Ok(config) => {
+                let _ = tx.send(config.watch).await;
+            }
+            Err(e) => warn!(error = %e, "SIGHUP: config not reloaded"),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The queue: files in arrival order, `files_in_flight` at a time (their parts share the engine's
+//! global limit, so a huge file and small ones interleave), and the after-upload action once a
+//! file ends. On shutdown it starts nothing new and lets running files drain up to the deadline.
+
+use super::dispose::dispose;
+use super::Watches;
+use crate::ledger::{FileKey, FileRecord, Ledger};
+use crate::upload::{Engine, EngineError, Outcome};
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// How often the ledger is checked for files queued from outside (`vodup retry`).
+const LEDGER_POLL: Duration = Duration::from_secs(2);
+
+pub struct Scheduler {
+    pub engine: Engine,
+    pub ledger: Ledger,
+    pub watches: Watches,
+    pub files_in_flight: usize,
+    pub shutdown_deadline: Duration,
+    pub intake: mpsc::Receiver<FileKey>,
+}
+
+type Ended = (FileKey, Result<Outcome, EngineError>);
+
+impl Scheduler {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), EngineError> {
+        let mut waiting: VecDeque<FileKey> = VecDeque::new();
+        let mut known: HashSet<FileKey> = HashSet::new();
+        let mut running: JoinSet<Ended> = JoinSet::new();
+        let mut poll = tokio::time::interval(LEDGER_POLL);
+        self.dispose_pending().await?;
+        loop {
+            while running.len() < self.files_in_flight {
+                let Some(key) = waiting.pop_front() else {
+                    break;
+                };
+                let (engine, cancel) = (self.engine.clone(), cancel.clone());
+                running.spawn(async move { (key, engine.upload(key, &cancel).await) });
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Some(ended) = running.join_next(), if !running.is_empty() => {
+                    let (key, outcome) = ended.expect("upload task does not panic");
+                    known.remove(&key);
+                    self.ended(key, outcome?).await?;
+                }
+                Some(key) = self.intake.recv() => {
+                    if known.insert(key) {
+                        waiting.push_back(key);
+                    }
+                }
+                _ = poll.tick() => {
+                    for record in self.ledger.run(|l| l.unfinished()).await? {
+                        if record.origin.is_some() && known.insert(record.key) {
+                            waiting.push_back(record.key);
+                        }
+                    }
+                }
+            }
+        }
+        self.drain(running).await
+    }
+
+    /// Let running files finish their parts in flight, up to the deadline; then abandon them
+    /// (what they had confirmed is in the ledger; the rest is re-sent on the next start).
+    async fn drain(&self, mut running: JoinSet<Ended>) -> Result<(), EngineError> {
+        if running.is_empty() {
+            return Ok(());
+        }
+        info!(files = running.len(), deadline = ?self.shutdown_deadline, "draining parts in flight");
+        let deadline = tokio::time::sleep(self.shutdown_deadline);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ended = running.join_next() => match ended {
+                    Some(Ok((key, outcome))) => self.ended(key, outcome?).await?,
+                    Some(Err(e)) if e.is_cancelled() => {}
+                    Some(Err(e)) => panic!("upload task panicked: {e}"),
+                    None => return Ok(()),
+                },
+                () = &mut deadline => {
+                    warn!(files = running.len(), "shutdown deadline passed: abandoning parts in flight");
+                    running.abort_all();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn ended(&self, key: FileKey, outcome: Outcome) -> Result<(), EngineError> {
+        if matches!(outcome, Outcome::Stopped) {
+            return Ok(());
+        }
+        if let Some(record) = self.ledger.run(move |l| l.file(key)).await? {
+            self.dispose_one(record).await?;
+        }
+        Ok(())
+    }
+
+    /// Finish the after-upload actions a crash interrupted.
+    async fn dispose_pending(&self) -> Result<(), EngineError> {
+        for record in self.ledger.run(|l| l.undisposed()).await? {
+            self.dispose_one(record).await?;
+        }
+        Ok(())
+    }
+
+    async fn dispose_one(&self, record: FileRecord) -> Result<(), EngineError> {
+        let Some(origin) = record.origin.clone() else {
+            return Ok(());
+        };
+        let Some(watch) = self.watches.for_origin(&origin) else {
+            warn!(path = %record.path.display(), "no watch for this file any more: left in place");
+            return Ok(());
+        };
+        let key = record.key;
+        let path = record.path.clone();
+        let done = tokio::task::spawn_blocking(move || dispose(&record, &watch))
+            .await
+            .expect("dispose does not panic");
+        match done {
+            Ok(disposal) => {
+                tracing::debug!(path = %path.display(), ?disposal, "disposed");
+                self.ledger.run(move |l| l.mark_disposed(key)).await?;
+            }
+            Err(e) => {
+                error!(path = %path.display(), error = %e, "after-upload action failed; will retry on restart")
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! Finding files in the drop folders: the include/exclude filter, the full scan, and the `notify`
+//! watcher feeding a bounded channel.
+//!
+//! The notify callback cannot wait: it uses `try_send`, and when the channel is full (or the
+//! kernel says events were lost) it raises the "rescan needed" flag instead of dropping the
+//! event. A rescan finds every file again, so no file is ever lost. This module does not decide
+//! when a file is complete ([`crate::stability`] does).
+
+use crate::config::Watch;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+
+/// Which paths of a watch are candidates.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    root: PathBuf,
+    include: GlobSet,
+    exclude: GlobSet,
+    recursive: bool,
+    /// Folders never descended into: the done and failed folders when they sit inside the root.
+    skip: Vec<PathBuf>,
+}
+
+fn globset(globs: &[String]) -> Result<GlobSet, globset::Error> {
+    let mut set = GlobSetBuilder::new();
+    for glob in globs {
+        set.add(
+            GlobBuilder::new(glob)
+                .case_insensitive(true)
+                .literal_separator(true)
+                .build()?,
+        );
+    }
+    set.build()
+}
+
+impl Filter {
+    pub fn new(watch: &Watch) -> Result<Filter, globset::Error> {
+        let root = std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone());
+        let skip = [&watch.done_dir, &watch.failed_dir]
+            .into_iter()
+            .flatten()
+            .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()))
+            .collect();
+        Ok(Filter {
+            root,
+            include: globset(&watch.include)?,
+            exclude: globset(&watch.exclude)?,
+            recursive: watch.recursive,
+            skip,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether `path` (absolute, under the root) names a file to upload. Hidden or excluded
+    /// folders on the way exclude it too.
+    pub fn matches(&self, path: &Path) -> bool {
+        let Ok(relative) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        let names: Vec<&std::ffi::OsStr> = relative.iter().collect();
+        let Some((file, dirs)) = names.split_last() else {
+            return false;
+        };
+        if (!self.recursive && !dirs.is_empty()) || self.in_skipped(path) {
+            return false;
+        }
+        !names.iter().any(|name| self.exclude.is_match(name)) && self.include.is_match(file)
+    }
+
+    fn in_skipped(&self, path: &Path) -> bool {
+        self.skip.iter().any(|dir| path.starts_with(dir))
+    }
+
+    /// Every matching regular file under the root, now.
+    pub fn scan(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    if self.recursive
+                        && !self.in_skipped(&path)
+                        && !self.exclude.is_match(entry.file_name())
+                    {
+                        dirs.push(path);
+                    }
+                } else if kind.is_file() && self.matches(&path) {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+}
+
+/// Set when events may have been lost; whoever rescans clears it.
+#[derive(Debug, Default)]
+pub struct RescanFlag {
+    needed: AtomicBool,
+    wake: Notify,
+}
+
+impl RescanFlag {
+    pub fn raise(&self) {
+        self.needed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Whether a rescan was needed (and clear it).
+    pub fn take(&self) -> bool {
+        self.needed.swap(false, Ordering::SeqCst)
+    }
+
+    pub async fn raised(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// Start watching `filters`' roots. Paths of interesting events go to `tx`; lost events raise
+/// `rescan`. Dropping the returned watcher stops it.
+pub fn watch(
+    filters: &[Filter],
+    tx: mpsc::Sender<PathBuf>,
+    rescan: Arc<RescanFlag>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let handler_filters = filters.to_vec();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let event = match event {
+            Ok(event) => event,
+            Err(_) => return rescan.raise(),
+        };
+        if event.need_rescan() {
+            return rescan.raise();
+        }
+        if !matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Modify(_)
+                | EventKind::Access(notify::event::AccessKind::Close(_))
+        ) {
+            return;
+        }
+        for path in event.paths {
+            if !handler_filters.iter().any(|f| f.matches(&path)) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(path) {
+                rescan.raise();
+            }
+        }
+    })?;
+    for filter in filters {
+        let mode = if filter.recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        watcher.watch(filter.root(), mode)?;
+    }
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(root: &Path) -> Filter {
+        let mut watch = Watch::new(root.to_owned());
+        watch.done_dir = Some(root.join("done"));
+        Filter::new(&watch).unwrap()
+    }
+
+    #[test]
+    fn default_globs_take_videos_and_skip_temporary_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let f = filter(&root);
+        for yes in ["a.mp4", "B.MOV", "sub/c.mkv", "x.y.webm"] {
+            assert!(f.matches(&root.join(yes)), "{yes}");
+        }
+        for no in [
+            ".a.mp4",
+            "a.mp4.part",
+            "a.tmp",
+            "a.crdownload",
+            "~a.mp4",
+            "a.txt",
+            ".hidden/a.mp4",
+            "done/a.mp4",
+        ] {
+            assert!(!f.matches(&root.join(no)), "{no}");
+        }
+        assert!(!f.matches(Path::new("/elsewhere/a.mp4")));
+    }
+
+    #[test]
+    fn scan_finds_nested_matches_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        for name in [
+            "a.mp4",
+            "sub/b.mov",
+            "sub/c.txt",
+            ".h/d.mp4",
+            "done/e.mp4",
+            "f.mp4.part",
+        ] {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+        }
+        let found = filter(&root).scan();
+        assert_eq!(found, vec![root.join("a.mp4"), root.join("sub/b.mov")]);
+    }
+
+    #[test]
+    fn non_recursive_watch_ignores_subfolders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let mut watch = Watch::new(root.clone());
+        watch.recursive = false;
+        let f = Filter::new(&watch).unwrap();
+        assert!(f.matches(&root.join("a.mp4")));
+        assert!(!f.matches(&root.join("sub/a.mp4")));
+    }
+}
