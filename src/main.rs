@@ -28,7 +28,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { drop } => {
             logging::init(cli.log_format, cli.verbose, None);
-            Ok(runtime.block_on(commands::demo(drop, logging::shutdown_signal()))?)
+            Ok(runtime.block_on(vodup::demo::demo(drop, logging::shutdown_signal()))?)
         }
         Command::Run => {
             let config = load()?;

@@ -1,0 +1,196 @@
+//! The daemon against the emulator: pick-up of existing and new files, settling, renames and
+//! temporary names, a burst of files, after-upload actions and failures.
+
+use crate::helpers::env::{bytes, eventually, fetch, Env, PART};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use vodup::config::{AfterUpload, Config};
+use vodup::daemon::{run_with, Options};
+use vodup::emulator::Faults;
+use vodup::ledger::FileState;
+
+/// The daemon running in-process; dropped or stopped, it shuts down.
+struct Daemon {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), vodup::error::Error>>,
+}
+
+impl Daemon {
+    async fn start(config: Config) -> Daemon {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, watching) = oneshot::channel();
+        let options = Options { reload_from: None, ready: Some(ready) };
+        let task = tokio::spawn(run_with(config, options, async move {
+            let _ = stopped.await;
+        }));
+        tokio::time::timeout(Duration::from_secs(10), watching).await.expect("daemon ready").unwrap();
+        Daemon { stop: Some(stop), task }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.task).await.unwrap().expect("daemon stops cleanly");
+    }
+}
+
+fn in_done(env: &Env, name: &str) -> PathBuf {
+    env.done.join(name)
+}
+
+async fn wait_done(env: &Env, names: &[&str], timeout: Duration) {
+    for name in names {
+        let path = in_done(env, name);
+        eventually(&format!("{name} in the done folder"), timeout, || async { path.exists() }).await;
+    }
+}
+
+/// The bytes the service holds for the file once at `drop_path`.
+async fn served(env: &Env, drop_path: &Path) -> Vec<u8> {
+    let record = env.record(drop_path).expect("in the ledger");
+    assert_eq!(record.state, FileState::Done);
+    fetch(record.url.as_deref().unwrap()).await
+}
+
+#[tokio::test]
+async fn files_present_before_start_and_dropped_after_are_all_uploaded() {
+    let env = Env::new().await;
+    let early = bytes(2 * PART as usize + 5, 20);
+    let nested = bytes(PART as usize / 3, 21);
+    let early_path = env.write(&env.drop, "early.mp4", &early);
+    let nested_path = env.write(&env.drop, "show/ep1.mov", &nested);
+    let daemon = Daemon::start(env.config()).await;
+    let late = bytes(3 * PART as usize, 22);
+    let late_path = env.write(&env.drop, "late.mkv", &late);
+    wait_done(&env, &["early.mp4", "show/ep1.mov", "late.mkv"], Duration::from_secs(30)).await;
+    assert_eq!(served(&env, &early_path).await, early);
+    assert_eq!(served(&env, &nested_path).await, nested);
+    assert_eq!(served(&env, &late_path).await, late);
+    assert_eq!(std::fs::read(in_done(&env, "show/ep1.mov")).unwrap(), nested);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_slowly_written_file_is_uploaded_once_after_it_stops_growing() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.watch[0].settle = Duration::from_millis(800);
+    let daemon = Daemon::start(config).await;
+    let data = bytes(6 * PART as usize, 23);
+    let path = env.drop.join("slow.mp4");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in data.chunks(PART as usize / 2) {
+            file.write_all(chunk).unwrap();
+            file.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    wait_done(&env, &["slow.mp4"], Duration::from_secs(30)).await;
+    assert_eq!(served(&env, &path).await, data);
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.finishes, 1, "one upload, of the complete file");
+    assert_eq!(stats.inits.values().sum::<u64>(), 1, "never started on a partial file");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn renamed_in_files_are_taken_and_temporary_names_ignored_until_renamed() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config()).await;
+    let data = bytes(PART as usize + 1, 24);
+    let partial = env.write(&env.drop, "clip.mp4.part", &data);
+    let hidden = env.write(&env.drop, ".clip2.mp4", &data);
+    let outside = env.write(&env.src, "moved.mov", &bytes(1000, 25));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.ledger().files().unwrap().is_empty(), "temporary names are not taken");
+    std::fs::rename(&partial, env.drop.join("clip.mp4")).unwrap();
+    std::fs::rename(&outside, env.drop.join("moved.mov")).unwrap();
+    wait_done(&env, &["clip.mp4", "moved.mov"], Duration::from_secs(30)).await;
+    assert!(hidden.exists(), "hidden files are left alone");
+    assert_eq!(env.ledger().files().unwrap().len(), 2);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_small_files_dropped_at_once_are_all_uploaded() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.files_in_flight = 4;
+    let daemon = Daemon::start(config).await;
+    let names: Vec<String> = (0..200).map(|i| format!("burst/f{i:03}.mp4")).collect();
+    for (i, name) in names.iter().enumerate() {
+        env.write(&env.drop, name, &bytes(2_000 + i, 100 + i as u64));
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    wait_done(&env, &refs, Duration::from_secs(120)).await;
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.finishes, 200);
+    assert_eq!(stats.parts_accepted, 200);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_content_dropped_twice_is_uploaded_once() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config()).await;
+    let data = bytes(4 * PART as usize, 26);
+    env.write(&env.drop, "a.mp4", &data);
+    env.write(&env.drop, "b.mp4", &data);
+    wait_done(&env, &["a.mp4", "b.mp4"], Duration::from_secs(30)).await;
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.parts_accepted, 4, "one copy's parts only");
+    assert_eq!(stats.inits.get("2").copied(), Some(1), "the other is an instant upload");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn delete_never_touches_a_file_whose_finish_failed() {
+    let env = Env::new().await;
+    let bad = bytes(2 * PART as usize, 27);
+    env.emu
+        .set_faults(&Faults {
+            final_rate: 1.0,
+            final_codes: vec![4300],
+            actions: vec!["FinishUploadEx".into()],
+            file_sha: Some(vodup::hash::sha1_hex(&bad)),
+            ..Faults::default()
+        })
+        .await;
+    let mut config = env.config();
+    config.watch[0].after_upload = AfterUpload::Delete;
+    config.watch[0].failed_dir = None;
+    let daemon = Daemon::start(config).await;
+    let bad_path = env.write(&env.drop, "bad.mp4", &bad);
+    let good_path = env.write(&env.drop, "good.mp4", &bytes(PART as usize, 28));
+    eventually("good.mp4 deleted after upload", Duration::from_secs(30), || async { !good_path.exists() }).await;
+    eventually("bad.mp4 failed", Duration::from_secs(30), || async {
+        env.record(&bad_path).is_some_and(|r| r.state == FileState::Failed)
+    })
+    .await;
+    daemon.stop().await;
+    assert_eq!(std::fs::read(&bad_path).unwrap(), bad, "a failed file is left as it was");
+    assert_eq!(env.record(&good_path).unwrap().state, FileState::Done);
+}
+
+#[tokio::test]
+async fn final_failures_land_in_the_failed_folder_with_a_sidecar() {
+    let env = Env::new().await;
+    env.emu
+        .set_faults(&Faults { final_rate: 1.0, final_codes: vec![4300], actions: vec!["InitUploadEx".into()], ..Faults::default() })
+        .await;
+    let daemon = Daemon::start(env.config()).await;
+    let data = bytes(PART as usize, 29);
+    env.write(&env.drop, "sub/refused.mp4", &data);
+    let moved = env.failed.join("sub/refused.mp4");
+    let sidecar = env.failed.join("sub/refused.mp4.error.json");
+    eventually("the sidecar", Duration::from_secs(30), || async { sidecar.exists() }).await;
+    assert_eq!(std::fs::read(&moved).unwrap(), data);
+    let error: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    assert_eq!(error["code"], 4300);
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(error["attempts"].as_u64().unwrap() >= 1);
+    assert!(!in_done(&env, "sub/refused.mp4").exists());
+    daemon.stop().await;
+}

@@ -1,0 +1,158 @@
+//! The upload engine against the emulator: bytes arrive intact, instant upload, faults, final
+//! errors, files that change, and the ledger invariant.
+
+use crate::helpers::env::{bytes, fetch, Env, PART};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use vodup::commands::enqueue_path;
+use vodup::emulator::Faults;
+use vodup::ledger::{FileState, Ledger};
+use vodup::upload::{Engine, NoProgress, Outcome};
+
+async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Path) -> Outcome {
+    let ledger = Ledger::open(&config.ledger).unwrap();
+    let record = enqueue_path(&ledger, path, config.part_size, None, "{}").unwrap();
+    let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
+    let _ = env;
+    engine.upload(record.key, &CancellationToken::new()).await.unwrap()
+}
+
+#[tokio::test]
+async fn multi_part_file_arrives_byte_for_byte_and_ledger_says_done() {
+    let env = Env::new().await;
+    let data = bytes(5 * PART as usize + 12_345, 1);
+    let path = env.write(&env.src, "clip.mp4", &data);
+    let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
+        panic!("upload did not finish");
+    };
+    assert!(!done.instant);
+    assert_eq!(done.file_sha, vodup::hash::sha1_hex(&data));
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.parts_accepted, 6);
+    assert_eq!(stats.duplicate_parts, 0);
+    assert_eq!(stats.bytes_received, data.len() as u64);
+    let record = env.record(&path).unwrap();
+    assert_eq!(record.state, FileState::Done);
+    assert_eq!(record.file_id.as_deref(), Some(done.file_id.as_str()));
+    assert_eq!(record.confirmed_bytes, data.len() as u64);
+}
+
+#[tokio::test]
+async fn second_upload_of_the_same_content_is_instant_and_sends_no_part() {
+    let env = Env::new().await;
+    let data = bytes(3 * PART as usize, 2);
+    let first = env.write(&env.src, "a.mp4", &data);
+    let second = env.write(&env.src, "copy of a.mov", &data);
+    let Outcome::Done(a) = upload(&env, &env.config(), &first).await else { panic!() };
+    let sent = env.emu.stats().await.parts_accepted;
+    let Outcome::Done(b) = upload(&env, &env.config(), &second).await else { panic!() };
+    assert!(b.instant);
+    assert_eq!(b.file_id, a.file_id);
+    assert_eq!(env.emu.stats().await.parts_accepted, sent, "no part sent for the copy");
+    assert!(env.record(&second).unwrap().instant);
+}
+
+#[tokio::test]
+async fn retryable_errors_and_dropped_connections_still_complete() {
+    let faults = Faults {
+        retryable_rate: 0.3,
+        drop_rate: 0.1,
+        drop_after_bytes: 100_000,
+        http_503_rate: 0.05,
+        ..Faults::default()
+    };
+    let env = Env::with_faults(faults).await;
+    let data = bytes(8 * PART as usize + 1, 3);
+    let path = env.write(&env.src, "flaky.mp4", &data);
+    let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
+        panic!("upload did not survive the faults: {:?}", env.record(&path));
+    };
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
+    let stats = env.emu.stats().await;
+    assert!(stats.faults_injected.values().sum::<u64>() > 0, "faults happened: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_final_error_fails_the_file_with_its_code_and_message_in_the_ledger() {
+    let env = Env::new().await;
+    let data = bytes(2 * PART as usize, 4);
+    let path = env.write(&env.src, "refused.mp4", &data);
+    env.emu
+        .set_faults(&Faults {
+            final_rate: 1.0,
+            final_codes: vec![4300],
+            actions: vec!["UploadPartEx".into()],
+            ..Faults::default()
+        })
+        .await;
+    let Outcome::Failed(error) = upload(&env, &env.config(), &path).await else {
+        panic!("a canRetry=0 error must fail the file");
+    };
+    assert_eq!(error.code, 4300);
+    let record = env.record(&path).unwrap();
+    assert_eq!(record.state, FileState::Failed);
+    assert_eq!(record.error.as_ref().map(|e| e.code), Some(4300));
+    assert!(!record.error.unwrap().message.is_empty());
+    assert_eq!(record.confirmed_bytes, 0, "no part confirmed that the service refused");
+}
+
+#[tokio::test]
+async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix() {
+    let env = Env::new().await;
+    env.emu
+        .set_faults(&Faults { latency_ms: 40, actions: vec!["UploadPartEx".into()], ..Faults::default() })
+        .await;
+    let first = bytes(12 * PART as usize, 5);
+    let path = env.write(&env.src, "changing.mp4", &first);
+    let mut config = env.config();
+    config.parts_in_flight = 2;
+    let task = tokio::spawn({
+        let (config, path) = (config.clone(), path.clone());
+        async move {
+            let ledger = Ledger::open(&config.ledger).unwrap();
+            let record = enqueue_path(&ledger, &path, config.part_size, None, "{}").unwrap();
+            let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
+            engine.upload(record.key, &CancellationToken::new()).await.unwrap()
+        }
+    });
+    crate::helpers::env::eventually("some parts sent", std::time::Duration::from_secs(20), || async {
+        env.emu.stats().await.parts_accepted >= 3
+    })
+    .await;
+    let second = bytes(12 * PART as usize + 777, 6);
+    std::fs::write(&path, &second).unwrap();
+    let Outcome::Done(done) = task.await.unwrap() else { panic!("the new content uploads") };
+    assert_eq!(done.file_sha, vodup::hash::sha1_hex(&second));
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, second);
+    assert_eq!(env.emu.stats().await.finishes, 1, "the first content was never finished");
+}
+
+#[tokio::test]
+async fn a_file_that_vanishes_fails_with_a_clear_reason() {
+    let env = Env::new().await;
+    let path = env.write(&env.src, "gone.mp4", &bytes(PART as usize, 7));
+    let ledger = env.ledger();
+    let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let engine = Engine::new(&env.config(), ledger, Arc::new(NoProgress)).unwrap();
+    let Outcome::Failed(e) = engine.upload(record.key, &CancellationToken::new()).await.unwrap() else {
+        panic!()
+    };
+    assert!(e.message.contains("vanished"), "{e:?}");
+}
+
+#[tokio::test]
+async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again() {
+    let env = Env::new().await;
+    let data = bytes(4 * PART as usize, 8);
+    let path = env.write(&env.src, "lost.mp4", &data);
+    let sha = vodup::hash::sha1_hex(&data);
+    let ledger = env.ledger();
+    // A ledger that claims two parts the service never received.
+    ledger.confirm_part(&sha, 0, PART).unwrap();
+    ledger.confirm_part(&sha, PART, PART).unwrap();
+    let Outcome::Done(done) = upload(&env, &env.config(), &path).await else { panic!() };
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
+    assert_eq!(env.emu.stats().await.parts_accepted, 4, "the service's list wins over the ledger");
+}
