@@ -178,8 +178,7 @@ pub fn verify(
     let key = lookup(&claims.secret_id).ok_or(SignatureError::UnknownSecretId)?;
     let mut mac = key.mac();
     mac.update(original);
-    mac.verify_slice(tag)
-        .map_err(|_| SignatureError::BadHmac)?;
+    mac.verify_slice(tag).map_err(|_| SignatureError::BadHmac)?;
     if claims.expires_at < claims.issued_at
         || claims.expires_at - claims.issued_at > MAX_VALIDITY_SECS
     {
@@ -215,7 +214,9 @@ fn parse_original(original: &[u8]) -> Result<Claims, SignatureError> {
     };
     let r = get("r")?;
     if r.is_empty() || r.len() > 10 || !r.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SignatureError::Malformed("`r` must be at most 10 digits".into()));
+        return Err(SignatureError::Malformed(
+            "`r` must be at most 10 digits".into(),
+        ));
     }
     let flag = |k: &str| fields.get(k).is_some_and(|v| v == "1");
     let mut tags = Vec::new();
@@ -252,7 +253,13 @@ fn is_valid_file_name(name: &str) -> bool {
 pub fn file_name_for(on_disk: &str) -> String {
     let clean: String = on_disk
         .chars()
-        .map(|c| if FORBIDDEN_NAME_CHARS.contains(&c) { '_' } else { c })
+        .map(|c| {
+            if FORBIDDEN_NAME_CHARS.contains(&c) {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if clean.len() <= MAX_NAME_BYTES {
         return clean;
@@ -319,7 +326,10 @@ mod tests {
         let claims = vector_claims();
         assert_eq!(claims.original(), ORIGINAL);
         let raw = BASE64.decode(SIGNATURE).unwrap();
-        assert_eq!(hex::encode(&raw[..20]), "d1cc321d06b33cedac9d8c47fbe8ed4553bea082");
+        assert_eq!(
+            hex::encode(&raw[..20]),
+            "d1cc321d06b33cedac9d8c47fbe8ed4553bea082"
+        );
         assert_eq!(claims.sign(&SecretKey::new(KEY)).encoded, SIGNATURE);
     }
 
@@ -332,8 +342,14 @@ mod tests {
     #[test]
     fn verify_names_each_failed_check() {
         let now = 1_488_200_000;
-        assert_eq!(verify("%%%", lookup, FS, now), Err(SignatureError::NotBase64));
-        assert_eq!(verify("AAAA", lookup, FS, now), Err(SignatureError::TooShort));
+        assert_eq!(
+            verify("%%%", lookup, FS, now),
+            Err(SignatureError::NotBase64)
+        );
+        assert_eq!(
+            verify("AAAA", lookup, FS, now),
+            Err(SignatureError::TooShort)
+        );
         assert_eq!(
             verify(SIGNATURE, |_| None, FS, now),
             Err(SignatureError::UnknownSecretId)
