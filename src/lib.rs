@@ -12,6 +12,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod demo;
+pub mod emulator;
 pub mod error;
 pub mod hash;
 pub mod ledger;

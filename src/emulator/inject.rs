@@ -1,0 +1,89 @@
+//! Carrying out a fault decision ([`super::faults::Decision`]) on a live request.
+//!
+//! Owns the mechanics: waiting, answering an HTTP error or an injected JSON error, and closing the
+//! connection after part of the body. It runs before the action's handler, so an injected fault
+//! never changes the state. What to inject is decided in [`super::faults`].
+
+use super::answer::Answer;
+use super::app::App;
+use super::conn::ConnHandle;
+use super::faults::{Decision, Injected};
+use super::params::Action;
+use super::stats::Reject;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+
+/// What the request does after fault injection.
+#[derive(Debug)]
+pub enum Gate {
+    /// No fault: the handler gets the body.
+    Pass(Body),
+    /// A fault answered the request.
+    Answered(Response),
+}
+
+/// Wait the decision's delay, then inject its outcome if it has one.
+pub async fn apply(
+    app: &App,
+    action: Action,
+    decision: Decision,
+    body: Body,
+    conn: &ConnHandle,
+) -> Gate {
+    if decision.stalled {
+        app.stats.injected("stall");
+    }
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let Some(injected) = decision.outcome else {
+        return Gate::Pass(body);
+    };
+    tracing::debug!(
+        action = action.name(),
+        kind = injected.kind(),
+        "fault injected"
+    );
+    app.stats.injected(injected.kind());
+    count(app, action, injected);
+    match injected {
+        Injected::Drop { after_bytes } => drop_after(body, after_bytes, conn).await,
+        Injected::Status(status) => {
+            let status = StatusCode::from_u16(status).expect("500 and 503 are statuses");
+            Gate::Answered((status, "injected fault\n").into_response())
+        }
+        Injected::Answer { code, can_retry } => {
+            let desc = format!(
+                "injected fault: code {code}, canRetry {}",
+                u8::from(can_retry)
+            );
+            Gate::Answered(Answer::error(code, can_retry, "injected fault", desc).into_response())
+        }
+    }
+}
+
+/// Count an injected fault under its action's counters.
+fn count(app: &App, action: Action, injected: Injected) {
+    match (action, injected) {
+        (Action::Part, _) => app.stats.part_rejected(Reject::Injected),
+        (Action::Init, Injected::Answer { code, .. }) => app.stats.init(code),
+        (Action::Init, _) => {}
+        (Action::Finish, _) => app.stats.finish(false),
+    }
+}
+
+/// Read at least `limit` body bytes (or the whole body if shorter), then close the connection.
+async fn drop_after(body: Body, limit: u64, conn: &ConnHandle) -> Gate {
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    while read < limit {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    conn.drop_connection();
+    std::future::pending().await
+}

@@ -1,0 +1,228 @@
+//! Finishing an upload: the preconditions, the assembly of the parts, the SHA-1 check, and the
+//! finished file (or the discarded parts) that result.
+
+use super::{EntryState, Store};
+use crate::emulator::disk::{DiskError, FinishedRecord};
+use crate::emulator::params::FinishParams;
+use crate::protocol::plan::{self, PartSize};
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Done {
+        file: FinishedRecord,
+        repeated: bool,
+    },
+    NoUpload,
+    StaleSignature,
+    Missing {
+        missing: Vec<u64>,
+        total: usize,
+    },
+    /// The parts were discarded.
+    ShaMismatch {
+        actual: String,
+    },
+}
+
+impl Store {
+    /// FinishUploadEx; `file_name` is the signature's `f`.
+    pub async fn finish(
+        &self,
+        p: &FinishParams,
+        file_name: &str,
+    ) -> Result<FinishOutcome, DiskError> {
+        let Some(entry) = self.find(&p.file_sha) else {
+            return Ok(FinishOutcome::NoUpload);
+        };
+        let mut state = entry.lock().await;
+        let latest = state.record.latest_signature.as_deref() == Some(p.signature.as_str());
+        if let Some(file) = &state.record.finished {
+            return Ok(match latest {
+                true => FinishOutcome::Done {
+                    file: file.clone(),
+                    repeated: true,
+                },
+                false => FinishOutcome::StaleSignature,
+            });
+        }
+        let Some(upload) = state.record.upload else {
+            return Ok(FinishOutcome::NoUpload);
+        };
+        if !latest {
+            return Ok(FinishOutcome::StaleSignature);
+        }
+        let part_size =
+            PartSize::from_bytes(upload.part_size).expect("a recorded part size is valid");
+        let all = plan::plan(upload.file_size, part_size);
+        let missing: Vec<u64> = all
+            .iter()
+            .filter(|part| state.parts.get(&part.offset).map(|h| h.len) != Some(part.len))
+            .map(|part| part.offset)
+            .collect();
+        if !missing.is_empty() {
+            return Ok(FinishOutcome::Missing {
+                missing,
+                total: all.len(),
+            });
+        }
+        let layout: Vec<(u64, u64)> = all.iter().map(|part| (part.offset, part.len)).collect();
+        let sha = p.file_sha.clone();
+        let (temp, actual) = self.on_disk(move |d| d.assemble(&sha, &layout)).await?;
+        let outcome = if actual == p.file_sha {
+            let file = FinishedRecord {
+                file_id: self
+                    .next_file_id
+                    .fetch_add(1, Ordering::Relaxed)
+                    .to_string(),
+                file_name: file_name.to_owned(),
+                file_size: upload.file_size,
+            };
+            let id = file.file_id.clone();
+            self.on_disk(move |d| d.publish_file(&temp, &id)).await?;
+            FinishOutcome::Done {
+                file,
+                repeated: false,
+            }
+        } else {
+            self.on_disk(move |d| d.remove_temp(&temp)).await;
+            FinishOutcome::ShaMismatch { actual }
+        };
+        self.close_upload(&p.file_sha, &mut state, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// After a finish that assembled the file: record the outcome and drop the parts.
+    async fn close_upload(
+        &self,
+        sha: &str,
+        state: &mut EntryState,
+        outcome: &FinishOutcome,
+    ) -> Result<(), DiskError> {
+        let mut next = state.record.clone();
+        next.upload = None;
+        if let FinishOutcome::Done { file, .. } = outcome {
+            next.finished = Some(file.clone());
+        }
+        self.save(sha, &next).await?;
+        state.record = next;
+        state.parts.clear();
+        state.generation = self.new_generation();
+        if let Some(file) = &state.record.finished {
+            self.add_file(file);
+        }
+        let sha = sha.to_owned();
+        self.on_disk(move |d| d.remove_parts(&sha)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+    use crate::emulator::params::PartParams;
+    use crate::emulator::state::{InitOutcome, PartCheck, PartReceived};
+    use crate::hash::{md5_hex, sha1_hex};
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn finished_files_and_latest_signature_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .init(&init_params(&data, "s1", HALF), PartSize::HalfMiB)
+            .await
+            .unwrap();
+        for offset in [0, HALF, HALF * 2] {
+            send(&store, &data, "s1", offset).await;
+        }
+        let FinishOutcome::Done {
+            file,
+            repeated: false,
+        } = store
+            .finish(&finish_params(&data, "s1"), "a.mp4")
+            .await
+            .unwrap()
+        else {
+            panic!("finish failed")
+        };
+        assert_eq!(
+            std::fs::read(&store.file(&file.file_id).unwrap().path).unwrap(),
+            data
+        );
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let again = store
+            .finish(&finish_params(&data, "s1"), "a.mp4")
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            FinishOutcome::Done {
+                file: file.clone(),
+                repeated: true
+            }
+        );
+        let stale = store
+            .finish(&finish_params(&data, "s0"), "a.mp4")
+            .await
+            .unwrap();
+        assert_eq!(stale, FinishOutcome::StaleSignature);
+        let init = store
+            .init(&init_params(&data, "s3", HALF), PartSize::HalfMiB)
+            .await
+            .unwrap();
+        assert_eq!(init, InitOutcome::Finished(file.clone()));
+        assert_eq!(store.file(&file.file_id).unwrap().name, "a.mp4");
+        let next: u64 = store.next_file_id.load(Ordering::Relaxed);
+        assert!(next > file.file_id.parse::<u64>().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_sha_mismatch_at_finish_discards_the_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = data();
+        let mut claimed = init_params(&data, "s1", HALF);
+        claimed.file_sha = sha1_hex(b"something else");
+        let store = Store::open(dir.path()).unwrap();
+        store.init(&claimed, PartSize::HalfMiB).await.unwrap();
+        for offset in [0, HALF, HALF * 2] {
+            let bytes = &data[offset as usize..data.len().min((offset + HALF) as usize)];
+            let p = PartParams {
+                file_sha: claimed.file_sha.clone(),
+                offset,
+                data_size: bytes.len() as u64,
+                data_md5: md5_hex(bytes),
+                signature: "s1".into(),
+            };
+            let PartCheck::Ready(ticket) = store.check_part(&p).await else {
+                panic!()
+            };
+            let body = vec![Bytes::copy_from_slice(bytes)];
+            assert_eq!(
+                store.receive_part(&p, ticket, body).await.unwrap(),
+                PartReceived::Stored
+            );
+        }
+        let finish = FinishParams {
+            file_sha: claimed.file_sha.clone(),
+            signature: "s1".into(),
+        };
+        let outcome = store.finish(&finish, "a.mp4").await.unwrap();
+        assert_eq!(
+            outcome,
+            FinishOutcome::ShaMismatch {
+                actual: sha1_hex(&data)
+            }
+        );
+        assert_eq!(
+            store.finish(&finish, "a.mp4").await.unwrap(),
+            FinishOutcome::NoUpload
+        );
+        assert!(!dir.path().join("parts").join(&claimed.file_sha).exists());
+        let again = store.init(&claimed, PartSize::HalfMiB).await.unwrap();
+        assert_eq!(again, InitOutcome::New);
+    }
+}

@@ -1,0 +1,3 @@
+//! Shared fixtures of the integration tests.
+
+pub mod env;
