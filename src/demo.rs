@@ -14,7 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 const DEMO_SECRET_ID: &str = "AKIDvodupdemo";
 
-pub async fn demo(drop: Option<PathBuf>, shutdown: impl Future<Output = ()>) -> Result<ExitCode, Error> {
+pub async fn demo(
+    drop: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ExitCode, Error> {
     let base = std::env::temp_dir().join(format!("vodup-demo-{}", std::process::id()));
     let drop = drop.unwrap_or_else(|| base.join("drop"));
     let done = base.join("done");
@@ -55,7 +58,10 @@ pub async fn demo(drop: Option<PathBuf>, shutdown: impl Future<Output = ()>) -> 
     let config_path = base.join("vodup.toml");
     write_config(&config_path, &config, &key, &drop, &done)?;
     println!("vodup demo: emulator at {endpoint}");
-    println!("vodup demo: drop video files (.mp4, .mov, .mkv, ...) into {}", drop.display());
+    println!(
+        "vodup demo: drop video files (.mp4, .mov, .mkv, ...) into {}",
+        drop.display()
+    );
     println!("vodup demo: uploaded files move to {}", done.display());
     println!(
         "vodup demo: see them with: cargo run --release -- -c {} status",
@@ -68,7 +74,13 @@ pub async fn demo(drop: Option<PathBuf>, shutdown: impl Future<Output = ()>) -> 
 }
 
 /// The demo's config as a file, for `vodup -c FILE status` from another terminal.
-fn write_config(path: &Path, config: &Config, key: &str, drop: &Path, done: &Path) -> Result<(), Error> {
+fn write_config(
+    path: &Path,
+    config: &Config,
+    key: &str,
+    drop: &Path,
+    done: &Path,
+) -> Result<(), Error> {
     let text = format!(
         "# written by `vodup demo`\nendpoint = {:?}\nsecret_id = {:?}\nsecret_key = {:?}\n\
          ledger = {:?}\n\n[[watch]]\npath = {:?}\nafter_upload = \"move\"\ndone_dir = {:?}\n",

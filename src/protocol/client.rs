@@ -140,6 +140,7 @@ impl Client {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let text = response.bytes().await.map_err(transport)?;
+        tracing::trace!(action = action.as_str(), status, body = %excerpt(&text), "answer");
         if status != 200 {
             return Err(CallError::Http {
                 action,
@@ -158,7 +159,7 @@ impl Client {
             }
         };
         match raw.code {
-            Some(code) if code < 0 => Err(CallError::Service {
+            Some(code) if is_error_code(code) => Err(CallError::Service {
                 action,
                 error: ServiceError {
                     code,
@@ -171,6 +172,13 @@ impl Client {
         }
     }
 }
+
+/// Upload errors are negative; platform errors are 4000-6999 (PROTOCOL.md §6).
+fn is_error_code(code: i64) -> bool {
+    code < 0 || PLATFORM_CODES.contains(&code)
+}
+
+const PLATFORM_CODES: std::ops::RangeInclusive<i64> = 4000..=6999;
 
 /// A success code this call does not define, or a success without its required fields.
 fn unexpected(action: Action, raw: &RawAnswer) -> CallError {

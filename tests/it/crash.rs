@@ -24,8 +24,15 @@ const FILES: usize = 4;
 const PARTS: usize = 10;
 
 async fn slow_env() -> (Env, Vec<Vec<u8>>) {
-    let env = Env::with_faults(Faults { latency_ms: 40, actions: vec!["UploadPartEx".into()], ..Faults::default() }).await;
-    let contents: Vec<Vec<u8>> = (0..FILES).map(|i| bytes(PARTS * PART as usize - i, 40 + i as u64)).collect();
+    let env = Env::with_faults(Faults {
+        latency_ms: 40,
+        actions: vec!["UploadPartEx".into()],
+        ..Faults::default()
+    })
+    .await;
+    let contents: Vec<Vec<u8>> = (0..FILES)
+        .map(|i| bytes(PARTS * PART as usize - i, 40 + i as u64))
+        .collect();
     for (i, data) in contents.iter().enumerate() {
         env.write(&env.drop, &format!("v{i}.mp4"), data);
     }
@@ -35,16 +42,31 @@ async fn slow_env() -> (Env, Vec<Vec<u8>>) {
 async fn all_done(env: &Env, contents: &[Vec<u8>]) {
     for (i, data) in contents.iter().enumerate() {
         let moved = env.done.join(format!("v{i}.mp4"));
-        eventually(&format!("v{i}.mp4 moved to done"), Duration::from_secs(60), || async { moved.exists() }).await;
+        eventually(
+            &format!("v{i}.mp4 moved to done"),
+            Duration::from_secs(60),
+            || async { moved.exists() },
+        )
+        .await;
         assert_eq!(&std::fs::read(&moved).unwrap(), data);
     }
     let names: Vec<_> = walk(&env.done);
-    assert_eq!(names.len(), FILES, "each file moved exactly once: {names:?}");
-    assert!(walk(&env.drop).is_empty(), "nothing left in the drop folder");
+    assert_eq!(
+        names.len(),
+        FILES,
+        "each file moved exactly once: {names:?}"
+    );
+    assert!(
+        walk(&env.drop).is_empty(),
+        "nothing left in the drop folder"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
 }
 
 #[tokio::test]
@@ -52,7 +74,10 @@ async fn sigkill_in_the_middle_of_uploads_then_restart_completes_everything_once
     let (env, contents) = slow_env().await;
     let config = env.config_file("files_in_flight = 2");
     let mut first = daemon(&config);
-    eventually("parts in progress", Duration::from_secs(30), || async { env.emu.stats().await.parts_accepted >= 8 }).await;
+    eventually("parts in progress", Duration::from_secs(30), || async {
+        env.emu.stats().await.parts_accepted >= 8
+    })
+    .await;
     first.start_kill().unwrap();
     first.wait().await.unwrap();
     let mut second = daemon(&config);
@@ -60,14 +85,25 @@ async fn sigkill_in_the_middle_of_uploads_then_restart_completes_everything_once
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     let stats = env.emu.stats().await;
-    assert!(stats.duplicate_parts <= 4, "{} parts re-sent after one kill with 4 in flight", stats.duplicate_parts);
-    assert_eq!(stats.parts_accepted - stats.duplicate_parts, (FILES * PARTS) as u64);
+    assert!(
+        stats.duplicate_parts <= 4,
+        "{} parts re-sent after one kill with 4 in flight",
+        stats.duplicate_parts
+    );
+    assert_eq!(
+        stats.parts_accepted - stats.duplicate_parts,
+        (FILES * PARTS) as u64
+    );
     for data in &contents {
         let sha = vodup::hash::sha1_hex(data);
         assert!(stats.parts_by_sha[&sha] >= PARTS as u64);
     }
     let ledger = env.ledger();
-    assert!(ledger.files().unwrap().iter().all(|r| r.state == vodup::ledger::FileState::Done && r.disposed));
+    assert!(ledger
+        .files()
+        .unwrap()
+        .iter()
+        .all(|r| r.state == vodup::ledger::FileState::Done && r.disposed));
 }
 
 #[tokio::test]
@@ -75,23 +111,38 @@ async fn sigterm_drains_within_the_deadline_exits_zero_and_the_restart_finishes(
     let (env, contents) = slow_env().await;
     let config = env.config_file("files_in_flight = 2");
     let mut first = daemon(&config);
-    eventually("parts in progress", Duration::from_secs(30), || async { env.emu.stats().await.parts_accepted >= 6 }).await;
+    eventually("parts in progress", Duration::from_secs(30), || async {
+        env.emu.stats().await.parts_accepted >= 6
+    })
+    .await;
     let pid = first.id().unwrap() as i32;
     let asked = Instant::now();
     send_signal(pid, "TERM");
-    let status = tokio::time::timeout(Duration::from_secs(15), first.wait()).await.expect("exits").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), first.wait())
+        .await
+        .expect("exits")
+        .unwrap();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
-    assert!(asked.elapsed() < Duration::from_secs(5 + 3), "within shutdown_deadline (5s) and margin");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5 + 3),
+        "within shutdown_deadline (5s) and margin"
+    );
     let mut second = daemon(&config);
     all_done(&env, &contents).await;
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     let stats = env.emu.stats().await;
-    assert_eq!(stats.duplicate_parts, 0, "a drained shutdown re-sends nothing");
+    assert_eq!(
+        stats.duplicate_parts, 0,
+        "a drained shutdown re-sends nothing"
+    );
 }
 
 /// Send a signal with kill(1): the crate forbids `unsafe`, and tokio only sends SIGKILL.
 fn send_signal(pid: i32, signal: &str) {
-    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
     assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
 }

@@ -20,17 +20,29 @@ impl Daemon {
     async fn start(config: Config) -> Daemon {
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready, watching) = oneshot::channel();
-        let options = Options { reload_from: None, ready: Some(ready) };
+        let options = Options {
+            reload_from: None,
+            ready: Some(ready),
+        };
         let task = tokio::spawn(run_with(config, options, async move {
             let _ = stopped.await;
         }));
-        tokio::time::timeout(Duration::from_secs(10), watching).await.expect("daemon ready").unwrap();
-        Daemon { stop: Some(stop), task }
+        tokio::time::timeout(Duration::from_secs(10), watching)
+            .await
+            .expect("daemon ready")
+            .unwrap();
+        Daemon {
+            stop: Some(stop),
+            task,
+        }
     }
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        (&mut self.task).await.unwrap().expect("daemon stops cleanly");
+        (&mut self.task)
+            .await
+            .unwrap()
+            .expect("daemon stops cleanly");
     }
 }
 
@@ -41,7 +53,10 @@ fn in_done(env: &Env, name: &str) -> PathBuf {
 async fn wait_done(env: &Env, names: &[&str], timeout: Duration) {
     for name in names {
         let path = in_done(env, name);
-        eventually(&format!("{name} in the done folder"), timeout, || async { path.exists() }).await;
+        eventually(&format!("{name} in the done folder"), timeout, || async {
+            path.exists()
+        })
+        .await;
     }
 }
 
@@ -62,11 +77,19 @@ async fn files_present_before_start_and_dropped_after_are_all_uploaded() {
     let daemon = Daemon::start(env.config()).await;
     let late = bytes(3 * PART as usize, 22);
     let late_path = env.write(&env.drop, "late.mkv", &late);
-    wait_done(&env, &["early.mp4", "show/ep1.mov", "late.mkv"], Duration::from_secs(30)).await;
+    wait_done(
+        &env,
+        &["early.mp4", "show/ep1.mov", "late.mkv"],
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(served(&env, &early_path).await, early);
     assert_eq!(served(&env, &nested_path).await, nested);
     assert_eq!(served(&env, &late_path).await, late);
-    assert_eq!(std::fs::read(in_done(&env, "show/ep1.mov")).unwrap(), nested);
+    assert_eq!(
+        std::fs::read(in_done(&env, "show/ep1.mov")).unwrap(),
+        nested
+    );
     daemon.stop().await;
 }
 
@@ -91,7 +114,11 @@ async fn a_slowly_written_file_is_uploaded_once_after_it_stops_growing() {
     assert_eq!(served(&env, &path).await, data);
     let stats = env.emu.stats().await;
     assert_eq!(stats.finishes, 1, "one upload, of the complete file");
-    assert_eq!(stats.inits.values().sum::<u64>(), 1, "never started on a partial file");
+    assert_eq!(
+        stats.inits.values().sum::<u64>(),
+        1,
+        "never started on a partial file"
+    );
     daemon.stop().await;
 }
 
@@ -104,7 +131,10 @@ async fn renamed_in_files_are_taken_and_temporary_names_ignored_until_renamed() 
     let hidden = env.write(&env.drop, ".clip2.mp4", &data);
     let outside = env.write(&env.src, "moved.mov", &bytes(1000, 25));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(env.ledger().files().unwrap().is_empty(), "temporary names are not taken");
+    assert!(
+        env.ledger().files().unwrap().is_empty(),
+        "temporary names are not taken"
+    );
     std::fs::rename(&partial, env.drop.join("clip.mp4")).unwrap();
     std::fs::rename(&outside, env.drop.join("moved.mov")).unwrap();
     wait_done(&env, &["clip.mp4", "moved.mov"], Duration::from_secs(30)).await;
@@ -141,7 +171,11 @@ async fn the_same_content_dropped_twice_is_uploaded_once() {
     wait_done(&env, &["a.mp4", "b.mp4"], Duration::from_secs(30)).await;
     let stats = env.emu.stats().await;
     assert_eq!(stats.parts_accepted, 4, "one copy's parts only");
-    assert_eq!(stats.inits.get("2").copied(), Some(1), "the other is an instant upload");
+    assert_eq!(
+        stats.inits.get("2").copied(),
+        Some(1),
+        "the other is an instant upload"
+    );
     daemon.stop().await;
 }
 
@@ -164,13 +198,23 @@ async fn delete_never_touches_a_file_whose_finish_failed() {
     let daemon = Daemon::start(config).await;
     let bad_path = env.write(&env.drop, "bad.mp4", &bad);
     let good_path = env.write(&env.drop, "good.mp4", &bytes(PART as usize, 28));
-    eventually("good.mp4 deleted after upload", Duration::from_secs(30), || async { !good_path.exists() }).await;
+    eventually(
+        "good.mp4 deleted after upload",
+        Duration::from_secs(30),
+        || async { !good_path.exists() },
+    )
+    .await;
     eventually("bad.mp4 failed", Duration::from_secs(30), || async {
-        env.record(&bad_path).is_some_and(|r| r.state == FileState::Failed)
+        env.record(&bad_path)
+            .is_some_and(|r| r.state == FileState::Failed)
     })
     .await;
     daemon.stop().await;
-    assert_eq!(std::fs::read(&bad_path).unwrap(), bad, "a failed file is left as it was");
+    assert_eq!(
+        std::fs::read(&bad_path).unwrap(),
+        bad,
+        "a failed file is left as it was"
+    );
     assert_eq!(env.record(&good_path).unwrap().state, FileState::Done);
 }
 
@@ -178,16 +222,25 @@ async fn delete_never_touches_a_file_whose_finish_failed() {
 async fn final_failures_land_in_the_failed_folder_with_a_sidecar() {
     let env = Env::new().await;
     env.emu
-        .set_faults(&Faults { final_rate: 1.0, final_codes: vec![4300], actions: vec!["InitUploadEx".into()], ..Faults::default() })
+        .set_faults(&Faults {
+            final_rate: 1.0,
+            final_codes: vec![4300],
+            actions: vec!["InitUploadEx".into()],
+            ..Faults::default()
+        })
         .await;
     let daemon = Daemon::start(env.config()).await;
     let data = bytes(PART as usize, 29);
     env.write(&env.drop, "sub/refused.mp4", &data);
     let moved = env.failed.join("sub/refused.mp4");
     let sidecar = env.failed.join("sub/refused.mp4.error.json");
-    eventually("the sidecar", Duration::from_secs(30), || async { sidecar.exists() }).await;
+    eventually("the sidecar", Duration::from_secs(30), || async {
+        sidecar.exists()
+    })
+    .await;
     assert_eq!(std::fs::read(&moved).unwrap(), data);
-    let error: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    let error: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
     assert_eq!(error["code"], 4300);
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert!(error["attempts"].as_u64().unwrap() >= 1);

@@ -14,7 +14,10 @@ async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Pat
     let record = enqueue_path(&ledger, path, config.part_size, None, "{}").unwrap();
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let _ = env;
-    engine.upload(record.key, &CancellationToken::new()).await.unwrap()
+    engine
+        .upload(record.key, &CancellationToken::new())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -44,12 +47,20 @@ async fn second_upload_of_the_same_content_is_instant_and_sends_no_part() {
     let data = bytes(3 * PART as usize, 2);
     let first = env.write(&env.src, "a.mp4", &data);
     let second = env.write(&env.src, "copy of a.mov", &data);
-    let Outcome::Done(a) = upload(&env, &env.config(), &first).await else { panic!() };
+    let Outcome::Done(a) = upload(&env, &env.config(), &first).await else {
+        panic!()
+    };
     let sent = env.emu.stats().await.parts_accepted;
-    let Outcome::Done(b) = upload(&env, &env.config(), &second).await else { panic!() };
+    let Outcome::Done(b) = upload(&env, &env.config(), &second).await else {
+        panic!()
+    };
     assert!(b.instant);
     assert_eq!(b.file_id, a.file_id);
-    assert_eq!(env.emu.stats().await.parts_accepted, sent, "no part sent for the copy");
+    assert_eq!(
+        env.emu.stats().await.parts_accepted,
+        sent,
+        "no part sent for the copy"
+    );
     assert!(env.record(&second).unwrap().instant);
 }
 
@@ -70,7 +81,10 @@ async fn retryable_errors_and_dropped_connections_still_complete() {
     };
     assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
     let stats = env.emu.stats().await;
-    assert!(stats.faults_injected.values().sum::<u64>() > 0, "faults happened: {stats:?}");
+    assert!(
+        stats.faults_injected.values().sum::<u64>() > 0,
+        "faults happened: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -94,14 +108,21 @@ async fn a_final_error_fails_the_file_with_its_code_and_message_in_the_ledger() 
     assert_eq!(record.state, FileState::Failed);
     assert_eq!(record.error.as_ref().map(|e| e.code), Some(4300));
     assert!(!record.error.unwrap().message.is_empty());
-    assert_eq!(record.confirmed_bytes, 0, "no part confirmed that the service refused");
+    assert_eq!(
+        record.confirmed_bytes, 0,
+        "no part confirmed that the service refused"
+    );
 }
 
 #[tokio::test]
 async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix() {
     let env = Env::new().await;
     env.emu
-        .set_faults(&Faults { latency_ms: 40, actions: vec!["UploadPartEx".into()], ..Faults::default() })
+        .set_faults(&Faults {
+            latency_ms: 40,
+            actions: vec!["UploadPartEx".into()],
+            ..Faults::default()
+        })
         .await;
     let first = bytes(12 * PART as usize, 5);
     let path = env.write(&env.src, "changing.mp4", &first);
@@ -113,19 +134,30 @@ async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix()
             let ledger = Ledger::open(&config.ledger).unwrap();
             let record = enqueue_path(&ledger, &path, config.part_size, None, "{}").unwrap();
             let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
-            engine.upload(record.key, &CancellationToken::new()).await.unwrap()
+            engine
+                .upload(record.key, &CancellationToken::new())
+                .await
+                .unwrap()
         }
     });
-    crate::helpers::env::eventually("some parts sent", std::time::Duration::from_secs(20), || async {
-        env.emu.stats().await.parts_accepted >= 3
-    })
+    crate::helpers::env::eventually(
+        "some parts sent",
+        std::time::Duration::from_secs(20),
+        || async { env.emu.stats().await.parts_accepted >= 3 },
+    )
     .await;
     let second = bytes(12 * PART as usize + 777, 6);
     std::fs::write(&path, &second).unwrap();
-    let Outcome::Done(done) = task.await.unwrap() else { panic!("the new content uploads") };
+    let Outcome::Done(done) = task.await.unwrap() else {
+        panic!("the new content uploads")
+    };
     assert_eq!(done.file_sha, vodup::hash::sha1_hex(&second));
     assert_eq!(fetch(done.url.as_deref().unwrap()).await, second);
-    assert_eq!(env.emu.stats().await.finishes, 1, "the first content was never finished");
+    assert_eq!(
+        env.emu.stats().await.finishes,
+        1,
+        "the first content was never finished"
+    );
 }
 
 #[tokio::test]
@@ -136,7 +168,11 @@ async fn a_file_that_vanishes_fails_with_a_clear_reason() {
     let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
     std::fs::remove_file(&path).unwrap();
     let engine = Engine::new(&env.config(), ledger, Arc::new(NoProgress)).unwrap();
-    let Outcome::Failed(e) = engine.upload(record.key, &CancellationToken::new()).await.unwrap() else {
+    let Outcome::Failed(e) = engine
+        .upload(record.key, &CancellationToken::new())
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     assert!(e.message.contains("vanished"), "{e:?}");
@@ -152,7 +188,13 @@ async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again
     // A ledger that claims two parts the service never received.
     ledger.confirm_part(&sha, 0, PART).unwrap();
     ledger.confirm_part(&sha, PART, PART).unwrap();
-    let Outcome::Done(done) = upload(&env, &env.config(), &path).await else { panic!() };
+    let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
+        panic!()
+    };
     assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
-    assert_eq!(env.emu.stats().await.parts_accepted, 4, "the service's list wins over the ledger");
+    assert_eq!(
+        env.emu.stats().await.parts_accepted,
+        4,
+        "the service's list wins over the ledger"
+    );
 }

@@ -41,7 +41,13 @@ impl Emu {
             let cancel = cancel.clone();
             async move { emulator.run(cancel).await.expect("emulator runs") }
         });
-        Emu { addr, endpoint, data: data.to_owned(), cancel, task }
+        Emu {
+            addr,
+            endpoint,
+            data: data.to_owned(),
+            cancel,
+            task,
+        }
     }
 
     /// Stop serving and start again on the same address and data, as a restarted service would.
@@ -56,11 +62,21 @@ impl Emu {
     }
 
     pub async fn stats(&self) -> Stats {
-        reqwest::get(self.admin("stats")).await.unwrap().json().await.unwrap()
+        reqwest::get(self.admin("stats"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn set_faults(&self, faults: &Faults) {
-        let r = reqwest::Client::new().post(self.admin("faults")).json(faults).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(self.admin("faults"))
+            .json(faults)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "faults accepted: {}", r.status());
     }
 }
@@ -87,7 +103,14 @@ impl Env {
         for d in [&drop, &done, &failed, &src] {
             std::fs::create_dir_all(d).unwrap();
         }
-        Env { dir, emu, drop, done, failed, src }
+        Env {
+            dir,
+            emu,
+            drop,
+            done,
+            failed,
+            src,
+        }
     }
 
     pub fn ledger_path(&self) -> PathBuf {
@@ -116,7 +139,10 @@ impl Env {
             shutdown_deadline: Duration::from_secs(5),
             rescan_interval: Duration::from_secs(2),
             retry: fast_retry(),
-            timeouts: Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(5) },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                request: Duration::from_secs(5),
+            },
             watch: vec![watch],
             ..Config::default()
         }
@@ -177,7 +203,11 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
 /// What the emulator serves at a finished file's URL.
 pub async fn fetch(url: &str) -> Vec<u8> {
     let response = reqwest::get(url).await.unwrap();
-    assert!(response.status().is_success(), "GET {url}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
     response.bytes().await.unwrap().to_vec()
 }
 
@@ -189,7 +219,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
