@@ -58,9 +58,65 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Processing options signed for `vodup upload` (watches have their own).
     pub processing: Processing,
+    /// Upload rate limit across all parts in flight, bytes/s ("40MiB"); absent or "0" = none.
+    pub max_upload_rate: Option<Rate>,
+    /// Time-of-day windows (local time) with their own rate limit.
+    pub rate_schedule: Vec<RateWindow>,
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
+    pub metrics: MetricsConfig,
     pub watch: Vec<Watch>,
+}
+
+/// A rate in bytes per second, written like "40MiB" or "5MB"; 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(pub u64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Rate(n)),
+            Raw::Text(t) if t.trim() == "unlimited" => Ok(Rate(0)),
+            Raw::Text(t) => t
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| Rate(b.as_u64()))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("`{t}` is not a rate in bytes/s: {e}"))
+                }),
+        }
+    }
+}
+
+/// From `from` to `to` (local time, "HH:MM"; may wrap past midnight) the limit is `max_upload_rate`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateWindow {
+    pub from: String,
+    pub to: String,
+    pub max_upload_rate: Rate,
+}
+
+/// The optional Prometheus listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `/metrics` on; absent = off.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// A completion hook: a command (argv, no shell) and/or a webhook URL.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hook {
+    pub command: Vec<String>,
+    pub webhook: Option<String>,
 }
 
 impl Default for Config {
@@ -80,8 +136,11 @@ impl Default for Config {
             rescan_interval: Duration::from_secs(300),
             log_format: LogFormat::Auto,
             processing: Processing::default(),
+            max_upload_rate: None,
+            rate_schedule: Vec::new(),
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            metrics: MetricsConfig::default(),
             watch: Vec::new(),
         }
     }
@@ -123,6 +182,10 @@ pub struct Watch {
     pub settle: Duration,
     #[serde(default)]
     pub processing: Processing,
+    /// Run when a file from this folder is done.
+    pub on_done: Option<Hook>,
+    /// Run when a file from this folder failed for good.
+    pub on_failed: Option<Hook>,
 }
 
 impl Watch {
@@ -163,6 +226,8 @@ impl Watch {
             failed_dir: None,
             settle: Watch::default_settle(),
             processing: Processing::default(),
+            on_done: None,
+            on_failed: None,
         }
     }
 }
@@ -250,6 +315,16 @@ impl Config {
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
+        for (i, window) in self.rate_schedule.iter().enumerate() {
+            for (field, value) in [("from", &window.from), ("to", &window.to)] {
+                if crate::ratelimit::parse_time_of_day(value).is_none() {
+                    return Err(invalid(
+                        format!("rate_schedule[{i}].{field}"),
+                        format!("`{value}` is not HH:MM"),
+                    ));
+                }
+            }
+        }
         for (i, watch) in self.watch.iter().enumerate() {
             watch.validate(&format!("watch[{i}]"))?;
         }
@@ -277,6 +352,24 @@ impl Watch {
                 globset::Glob::new(glob).map_err(|e| {
                     invalid(format!("{key}.{field}"), format!("bad glob `{glob}`: {e}"))
                 })?;
+            }
+        }
+        for (field, hook) in [("on_done", &self.on_done), ("on_failed", &self.on_failed)] {
+            let Some(hook) = hook else { continue };
+            if hook.command.is_empty() && hook.webhook.is_none() {
+                return Err(invalid(
+                    format!("{key}.{field}"),
+                    "needs `command` or `webhook`",
+                ));
+            }
+            if let Some(url) = &hook.webhook {
+                let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+                if !ok {
+                    return Err(invalid(
+                        format!("{key}.{field}.webhook"),
+                        format!("`{url}` is not an http(s) URL"),
+                    ));
+                }
             }
         }
         if self.after_upload == AfterUpload::Move && self.done_dir.is_none() {

@@ -14,7 +14,9 @@ pub use dispose::{dispose, move_into, Disposal};
 
 use crate::config::{Config, Watch};
 use crate::error::Error;
+use crate::hooks::HookRunner;
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::upload::{Engine, NoProgress};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -64,7 +66,9 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let ledger = Ledger::open(&config.ledger)?;
-    let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?;
+    let metrics = Metrics::new();
+    let engine =
+        Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
     let watches = Watches(Arc::new(RwLock::new(config.watch.clone())));
     let cancel = CancellationToken::new();
     let (to_scheduler, intake_rx) = mpsc::channel(1024);
@@ -76,6 +80,7 @@ pub async fn run_with(
         files_in_flight: config.files_in_flight,
         shutdown_deadline: config.shutdown_deadline,
         intake: intake_rx,
+        metrics: metrics.clone(),
     };
     let resumed = ledger.run(|l| l.unfinished()).await?;
     info!(files = resumed.len(), "resuming unfinished files");
@@ -83,7 +88,7 @@ pub async fn run_with(
         let _ = to_scheduler.send(record.key).await;
     }
     let intake = intake::Intake {
-        ledger,
+        ledger: ledger.clone(),
         watches,
         part_size: config.part_size,
         rescan_interval: config.rescan_interval,
@@ -105,6 +110,19 @@ pub async fn run_with(
         }
     });
     let watchdog = tokio::spawn(feed_watchdog());
+    let hook_runner = HookRunner {
+        ledger: ledger.clone(),
+        metrics: metrics.clone(),
+    };
+    let hooks = tokio::spawn(hook_runner.run(cancel.child_token()));
+    let exporter = config.metrics.listen.map(|listen| {
+        tokio::spawn(crate::metrics::serve(
+            listen,
+            metrics.clone(),
+            ledger.clone(),
+            cancel.child_token(),
+        ))
+    });
     let reloader = tokio::spawn(reload_on_hangup(options.reload_from, reload_tx));
     tokio::pin!(shutdown);
     let result = tokio::select! {
@@ -118,6 +136,10 @@ pub async fn run_with(
     let _ = intake.await;
     let drained = scheduler.await;
     watchdog.abort();
+    let _ = hooks.await;
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     result?;
     if let Ok(Err(e)) = drained {
         return Err(e.into());

@@ -2,9 +2,11 @@
 //! global limit, so a huge file and small ones interleave), and the after-upload action once a
 //! file ends. On shutdown it starts nothing new and lets running files drain up to the deadline.
 
-use super::dispose::dispose;
+use super::dispose::{dispose, Disposal};
 use super::Watches;
-use crate::ledger::{FileKey, FileRecord, Ledger};
+use crate::hooks;
+use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
+use crate::metrics::Metrics;
 use crate::upload::{Engine, EngineError, Outcome};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -23,6 +25,7 @@ pub struct Scheduler {
     pub files_in_flight: usize,
     pub shutdown_deadline: Duration,
     pub intake: mpsc::Receiver<FileKey>,
+    pub metrics: Metrics,
 }
 
 type Ended = (FileKey, Result<Outcome, EngineError>);
@@ -42,6 +45,7 @@ impl Scheduler {
                 let (engine, cancel) = (self.engine.clone(), cancel.clone());
                 running.spawn(async move { (key, engine.upload(key, &cancel).await) });
             }
+            self.metrics.set_queue_length(waiting.len());
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -121,13 +125,27 @@ impl Scheduler {
         };
         let key = record.key;
         let path = record.path.clone();
-        let done = tokio::task::spawn_blocking(move || dispose(&record, &watch))
-            .await
-            .expect("dispose does not panic");
+        let done = tokio::task::spawn_blocking(move || {
+            dispose(&record, &watch).map(|disposal| {
+                let moved_to = match &disposal {
+                    Disposal::Moved(to) => Some(to.as_path()),
+                    _ => None,
+                };
+                let hook = match record.state {
+                    FileState::Done => watch.on_done.as_ref(),
+                    _ => watch.on_failed.as_ref(),
+                };
+                (disposal.clone(), hooks::deliveries(hook, &record, moved_to))
+            })
+        })
+        .await
+        .expect("dispose does not panic");
         match done {
-            Ok(disposal) => {
-                tracing::debug!(path = %path.display(), ?disposal, "disposed");
-                self.ledger.run(move |l| l.mark_disposed(key)).await?;
+            Ok((disposal, hooks)) => {
+                tracing::debug!(path = %path.display(), ?disposal, hooks = hooks.len(), "disposed");
+                self.ledger
+                    .run(move |l| l.mark_disposed(key, &hooks))
+                    .await?;
             }
             Err(e) => {
                 error!(path = %path.display(), error = %e, "after-upload action failed; will retry on restart")

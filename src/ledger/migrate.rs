@@ -4,7 +4,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_hooks.sql"),
+];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup
 /// (more migrations than this binary knows) is refused rather than misread.

@@ -9,9 +9,11 @@
 //! Methods are blocking (SQLite); async code calls them through [`Ledger::run`], which moves the call
 //! to the blocking pool.
 
+mod hooks;
 mod migrate;
 mod record;
 
+pub use hooks::{Delivery, HookKind, NewDelivery};
 pub use record::{FileKey, FileRecord, FileState, NewFile, RecordedError};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -43,7 +45,7 @@ pub struct Ledger {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -412,13 +414,19 @@ impl Ledger {
         )?)
     }
 
-    /// The after-upload action of a file ran.
-    pub fn mark_disposed(&self, key: FileKey) -> Result<()> {
-        self.conn().execute(
-            "UPDATE files SET disposed = 1, updated_at = ?2 WHERE id = ?1",
-            params![key, now()],
-        )?;
-        Ok(())
+    /// How many files are in each state.
+    pub fn count_by_state(&self) -> Result<Vec<(FileState, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM files GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (state, count) = row?;
+            if let Some(state) = FileState::parse(&state) {
+                counts.push((state, count));
+            }
+        }
+        Ok(counts)
     }
 }
 

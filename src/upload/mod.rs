@@ -14,7 +14,9 @@ pub use signer::{unix_now, Signer};
 
 use crate::config::Config;
 use crate::ledger::{FileKey, Ledger, LedgerError, RecordedError};
+use crate::metrics::Metrics;
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
+use crate::ratelimit::Throttle;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +98,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     progress: Arc<dyn Progress>,
     contents: ContentLocks,
+    throttle: Throttle,
+    metrics: Metrics,
 }
 
 /// One lock per content (fileSha): two copies of the same content never upload at once, so the
@@ -171,17 +175,26 @@ impl Engine {
                 permits: Arc::new(Semaphore::new(config.parts_in_flight)),
                 progress,
                 contents: ContentLocks::default(),
+                throttle: Throttle::new(
+                    config.max_upload_rate,
+                    &config.rate_schedule,
+                    config.part_size,
+                ),
+                metrics: Metrics::default(),
             }),
         })
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.inner.ledger
+    /// Move `metrics` (instead of a private set) as files and parts go.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Engine {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_metrics is called before the engine is shared")
+            .metrics = metrics;
+        self
     }
 
-    /// Parts in flight right now across all files.
-    pub fn parts_in_flight(&self, limit: usize) -> usize {
-        limit.saturating_sub(self.inner.permits.available_permits())
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
     }
 
     /// Upload the file `key` of the ledger. `cancel` stops it taking new parts; parts already in
@@ -192,6 +205,12 @@ impl Engine {
         key: FileKey,
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
-        file::upload(&self.inner, key, cancel).await
+        let started = std::time::Instant::now();
+        let outcome = file::upload(&self.inner, key, cancel).await?;
+        if let Outcome::Done(done) = &outcome {
+            let metrics = &self.inner.metrics;
+            metrics.file_done(done.instant, started.elapsed().as_secs_f64());
+        }
+        Ok(outcome)
     }
 }

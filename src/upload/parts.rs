@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, Instrument as _};
 
 /// How a round ended, worst outcome first in precedence.
 #[derive(Debug)]
@@ -87,7 +87,8 @@ pub(super) async fn round(
             permit = inner.permits.clone().acquire_owned() => {
                 let permit = permit.expect("the semaphore is never closed");
                 let part = queue.next().expect("peeked");
-                tasks.spawn(send(inner.clone(), job.clone(), part, permit, round.clone()));
+                let task = send(inner.clone(), job.clone(), part, permit, round.clone());
+                tasks.spawn(task.in_current_span());
             }
         }
     }
@@ -112,6 +113,7 @@ async fn send(
     _permit: OwnedSemaphorePermit,
     round: CancellationToken,
 ) -> Result<RoundEnd, EngineError> {
+    let _in_flight = inner.metrics.part_started();
     let Some(body) = read_part(&job, part).await else {
         return Ok(RoundEnd::Changed);
     };
@@ -130,7 +132,11 @@ async fn send(
                 data_md5: md5,
                 signature: &job.signature.encoded,
             };
-            inner.client.upload_part(request, body.clone())
+            let (inner, body) = (&inner, body.clone());
+            async move {
+                inner.throttle.acquire(part.len).await;
+                inner.client.upload_part(request, body).await
+            }
         },
     )
     .await;
@@ -142,13 +148,17 @@ async fn send(
                 .run(move |l| l.confirm_part(&sha, part.offset, part.len))
                 .await?;
             debug!(offset = part.offset, "part confirmed");
+            inner.metrics.part_confirmed(part.len);
             let event = Event::PartConfirmed { len: part.len };
             inner.progress.event(job.key, &job.path, event);
             RoundEnd::Complete
         }
         Err(Stop::Reinit(e)) => RoundEnd::Reinit(e),
         Err(Stop::Resign(e)) => RoundEnd::Resign(e),
-        Err(Stop::Final(e)) => RoundEnd::Final(e),
+        Err(Stop::Final(e)) => {
+            inner.metrics.part_failed(e.code());
+            RoundEnd::Final(e)
+        }
         Err(Stop::Cancelled) => RoundEnd::Cancelled,
     })
 }

@@ -221,16 +221,37 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
     .sign(&SecretKey::new(crate::helpers::env::SECRET_KEY));
     let ledger = env.ledger();
     let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
-    let md5s: Vec<String> = data.chunks(PART as usize).map(vodup::hash::md5_hex).collect();
+    let md5s: Vec<String> = data
+        .chunks(PART as usize)
+        .map(vodup::hash::md5_hex)
+        .collect();
     ledger.record_hash(record.key, &sha, PART, &md5s).unwrap();
     // The ledger believes it valid for a day: only the service's -10002 can reveal it.
-    ledger.store_signature(&sha, data.len() as u64, PART, &expired.encoded, now + 86_400).unwrap();
+    ledger
+        .store_signature(
+            &sha,
+            data.len() as u64,
+            PART,
+            &expired.encoded,
+            now + 86_400,
+        )
+        .unwrap();
     let engine = Engine::new(&env.config(), ledger.clone(), Arc::new(NoProgress)).unwrap();
-    let Outcome::Done(done) = engine.upload(record.key, &CancellationToken::new()).await.unwrap() else {
-        panic!("the expired signature was not renewed: {:?}", env.record(&path))
+    let Outcome::Done(done) = engine
+        .upload(record.key, &CancellationToken::new())
+        .await
+        .unwrap()
+    else {
+        panic!(
+            "the expired signature was not renewed: {:?}",
+            env.record(&path)
+        )
     };
     assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
     assert_eq!(env.emu.stats().await.inits.get("-10002").copied(), Some(1));
     let (stored, _) = ledger.signature(&sha).unwrap().unwrap();
-    assert_ne!(stored, expired.encoded, "the new signature is kept for the next calls");
+    assert_ne!(
+        stored, expired.encoded,
+        "the new signature is kept for the next calls"
+    );
 }

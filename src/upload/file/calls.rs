@@ -17,9 +17,13 @@ pub(in crate::upload) fn on_retry(
     key: crate::ledger::FileKey,
     offset: Option<u64>,
 ) -> impl Fn(&CallError, u32) + Send + Sync {
-    let ledger = inner.ledger.clone();
+    let (ledger, metrics) = (inner.ledger.clone(), inner.metrics.clone());
     move |error, attempt| {
         warn!(attempt, offset, code = error.code(), error = %error, "retrying");
+        match offset {
+            Some(_) => metrics.part_retried(error.code()),
+            None => metrics.error_now(),
+        }
         let (ledger, error) = (ledger.clone(), recorded(error));
         tokio::task::spawn_blocking(move || ledger.note_error(key, &error));
     }

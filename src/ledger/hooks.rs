@@ -1,0 +1,154 @@
+//! The ledger's side of completion hooks: deliveries written with the file's disposal, the due
+//! list, and each delivery's outcome. At-least-once: a delivery leaves the due list only once
+//! [`Ledger::hook_delivered`] ran after the receiver accepted it.
+
+use super::{now, FileKey, Ledger, Result};
+use rusqlite::{params, Row};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookKind {
+    Command,
+    Webhook,
+}
+
+impl HookKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Command => "command",
+            HookKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// A delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub event: &'static str,
+    pub kind: HookKind,
+    /// JSON argv for a command, the URL for a webhook.
+    pub target: String,
+    pub payload: String,
+}
+
+/// A recorded delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub file_key: FileKey,
+    pub event: String,
+    pub kind: HookKind,
+    pub target: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub delivered: bool,
+}
+
+const COLUMNS: &str =
+    "id, file_key, event, kind, target, payload, attempts, next_at, last_error, delivered_at";
+
+fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let kind: String = row.get(3)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        file_key: row.get(1)?,
+        event: row.get(2)?,
+        kind: if kind == "command" {
+            HookKind::Command
+        } else {
+            HookKind::Webhook
+        },
+        target: row.get(4)?,
+        payload: row.get(5)?,
+        attempts: row.get(6)?,
+        next_at: row.get(7)?,
+        last_error: row.get(8)?,
+        delivered: row.get::<_, Option<i64>>(9)?.is_some(),
+    })
+}
+
+impl Ledger {
+    /// The after-upload action of a file ran: mark it, and record its hook deliveries, in one
+    /// transaction (so a crash can neither lose the hooks nor run the action twice).
+    pub fn mark_disposed(&self, key: FileKey, hooks: &[NewDelivery]) -> Result<()> {
+        let t = now();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE files SET disposed = 1, updated_at = ?2 WHERE id = ?1 AND disposed = 0",
+            params![key, t],
+        )?;
+        if changed == 1 && !hooks.is_empty() {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO hook_deliveries (file_key, event, kind, target, payload, next_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?;
+            for hook in hooks {
+                insert.execute(params![
+                    key,
+                    hook.event,
+                    hook.kind.as_str(),
+                    hook.target,
+                    hook.payload,
+                    t
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deliveries due at `at` (Unix seconds), oldest first.
+    pub fn due_hooks(&self, at: i64, limit: usize) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND next_at <= ?1 \
+             ORDER BY next_at, id LIMIT ?2"
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![at, limit as i64], delivery)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every delivery not yet delivered (for `vodup status`).
+    pub fn undelivered_hooks(&self) -> Result<Vec<Delivery>> {
+        self.due_hooks(i64::MAX, 10_000)
+    }
+
+    pub fn pending_hooks(&self) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM hook_deliveries WHERE delivered_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The earliest `next_at` of an undelivered delivery.
+    pub fn next_hook_at(&self) -> Result<Option<i64>> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(next_at) FROM hook_deliveries WHERE delivered_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn hook_delivered(&self, id: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE hook_deliveries SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL \
+             WHERE id = ?1",
+            params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn hook_failed(&self, id: i64, error: &str, next_at: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE hook_deliveries SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
+            params![id, error, next_at],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! Prometheus metrics: the counters the engine and the daemon move, and the `/metrics` listener.
+//!
+//! Exposition is `prometheus-client`'s; this module only names the metrics and says when they
+//! move. Files by state and pending hooks come from the ledger at scrape time, so they are right
+//! even for work done before this process started.
+
+use crate::ledger::Ledger;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabels {
+    /// `confirmed`, `retried` or `failed`.
+    pub outcome: &'static str,
+    /// The service's code, `0` on success, or the negated HTTP status / `0` for transport errors.
+    pub code: i64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    outcome: &'static str,
+}
+
+/// Cheap to clone; every clone moves the same metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    files: Family<StateLabels, Gauge>,
+    bytes_confirmed: Counter,
+    parts: Family<PartLabels, Counter>,
+    instant_uploads: Counter,
+    upload_seconds: Histogram,
+    parts_in_flight: Gauge,
+    queue_length: Gauge,
+    last_error_time: Gauge<f64, AtomicU64>,
+    hooks: Family<HookLabels, Counter>,
+    hooks_pending: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vodup");
+        let inner = Inner {
+            files: Family::default(),
+            bytes_confirmed: Counter::default(),
+            parts: Family::default(),
+            instant_uploads: Counter::default(),
+            upload_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            parts_in_flight: Gauge::default(),
+            queue_length: Gauge::default(),
+            last_error_time: Gauge::default(),
+            hooks: Family::default(),
+            hooks_pending: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("files", "Files in the ledger by state", inner.files.clone());
+        r.register(
+            "bytes_confirmed",
+            "Part bytes the service confirmed",
+            inner.bytes_confirmed.clone(),
+        );
+        r.register(
+            "parts",
+            "Part uploads by outcome and code",
+            inner.parts.clone(),
+        );
+        r.register(
+            "instant_uploads",
+            "Files completed by instant upload",
+            inner.instant_uploads.clone(),
+        );
+        r.register(
+            "upload_duration_seconds",
+            "Time from upload start to done",
+            inner.upload_seconds.clone(),
+        );
+        r.register(
+            "parts_in_flight",
+            "Parts being sent now",
+            inner.parts_in_flight.clone(),
+        );
+        r.register(
+            "queue_length",
+            "Files waiting for an upload slot",
+            inner.queue_length.clone(),
+        );
+        r.register(
+            "last_error_time_seconds",
+            "Unix time of the last failed call",
+            inner.last_error_time.clone(),
+        );
+        r.register(
+            "hook_deliveries",
+            "Completion hook deliveries by outcome",
+            inner.hooks.clone(),
+        );
+        r.register(
+            "hooks_pending",
+            "Completion hook deliveries not yet delivered",
+            inner.hooks_pending.clone(),
+        );
+        r.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            inner: Arc::new(Inner { registry, ..inner }),
+        }
+    }
+
+    pub fn part_confirmed(&self, len: u64) {
+        self.inner.bytes_confirmed.inc_by(len);
+        self.part(PartLabels {
+            outcome: "confirmed",
+            code: 0,
+        });
+    }
+
+    pub fn part_retried(&self, code: i64) {
+        self.part(PartLabels {
+            outcome: "retried",
+            code,
+        });
+        self.error_now();
+    }
+
+    pub fn part_failed(&self, code: i64) {
+        self.part(PartLabels {
+            outcome: "failed",
+            code,
+        });
+        self.error_now();
+    }
+
+    fn part(&self, labels: PartLabels) {
+        self.inner.parts.get_or_create(&labels).inc();
+    }
+
+    /// A call failed (any call): remember when, for alerting on staleness.
+    pub fn error_now(&self) {
+        self.inner
+            .last_error_time
+            .set(crate::upload::unix_now() as f64);
+    }
+
+    pub fn file_done(&self, instant: bool, seconds: f64) {
+        if instant {
+            self.inner.instant_uploads.inc();
+        }
+        self.inner.upload_seconds.observe(seconds);
+    }
+
+    /// A part took its slot; the slot is given back when the guard drops.
+    pub fn part_started(&self) -> InFlight {
+        self.inner.parts_in_flight.inc();
+        InFlight(self.inner.parts_in_flight.clone())
+    }
+
+    pub fn set_queue_length(&self, n: usize) {
+        self.inner.queue_length.set(n as i64);
+    }
+
+    pub fn hook_delivered(&self, ok: bool) {
+        let outcome = if ok { "delivered" } else { "failed" };
+        self.inner
+            .hooks
+            .get_or_create(&HookLabels { outcome })
+            .inc();
+    }
+
+    /// The exposition text, with the ledger-derived gauges refreshed.
+    pub fn render(&self, ledger: &Ledger) -> Result<String, crate::ledger::LedgerError> {
+        for (state, count) in ledger.count_by_state()? {
+            let labels = StateLabels {
+                state: state.as_str(),
+            };
+            self.inner.files.get_or_create(&labels).set(count as i64);
+        }
+        self.inner.hooks_pending.set(ledger.pending_hooks()? as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
+            .expect("writing to a String does not fail");
+        Ok(text)
+    }
+}
+
+/// One part in flight; dropping it decrements the gauge.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serve `GET /metrics` on `listen` until `cancel`.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Metrics,
+    ledger: Ledger,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::{http::header, response::IntoResponse, routing::get, Router};
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "metrics listening");
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let (metrics, ledger) = (metrics.clone(), ledger.clone());
+            async move {
+                match ledger.run(move |l| metrics.render(l)).await {
+                    Ok(text) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+}
