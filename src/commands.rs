@@ -188,13 +188,99 @@ pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
     })
 }
 
-/// `vodup check-config`: the config loaded and validated; say so.
+/// `vodup check-config`: beyond what loading validated, check the folders exist and are
+/// writable, and warn when a file holding the secret key is readable by others.
 pub fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Error> {
-    println!(
-        "{}: ok ({} watch folder(s), endpoint {})",
-        path.display(),
-        config.watch.len(),
-        config.endpoint
-    );
-    Ok(ExitCode::SUCCESS)
+    let mut problems = Vec::new();
+    for (i, watch) in config.watch.iter().enumerate() {
+        let dirs = [
+            ("path", Some(&watch.path)),
+            ("done_dir", watch.done_dir.as_ref()),
+            ("failed_dir", watch.failed_dir.as_ref()),
+        ];
+        for (key, dir) in dirs {
+            if let Some(dir) = dir {
+                if let Err(why) = writable_dir(dir) {
+                    problems.push(format!("watch[{i}].{key}: {}: {why}", dir.display()));
+                }
+            }
+        }
+    }
+    let ledger_dir = config
+        .ledger
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Err(why) = writable_dir(ledger_dir) {
+        problems.push(format!("ledger: {}: {why}", ledger_dir.display()));
+    }
+    for warning in secret_exposure(path, config) {
+        eprintln!("warning: {warning}");
+    }
+    if problems.is_empty() {
+        println!(
+            "{}: ok ({} watch folder(s), endpoint {})",
+            path.display(),
+            config.watch.len(),
+            config.endpoint
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// Whether `dir` is a folder this process can create files in (tried with a hidden file, which
+/// the watcher ignores).
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err("is not an existing folder".into());
+    }
+    let probe = dir.join(format!(".vodup-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("is not writable: {e}"))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Files holding the secret key that others can read.
+fn secret_exposure(config_path: &Path, config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let holder = config
+        .secret_key_file
+        .as_deref()
+        .map(|f| ("secret_key_file", f, 0o044));
+    let in_config = std::fs::read_to_string(config_path)
+        .map(|t| {
+            t.lines().any(|l| {
+                l.trim_start().starts_with("secret_key")
+                    && l.contains('=')
+                    && !l.trim_start().starts_with("secret_key_file")
+            })
+        })
+        .unwrap_or(false);
+    let mut warnings = Vec::new();
+    let candidates = [
+        in_config.then_some(("the config file", config_path, 0o004)),
+        holder,
+    ];
+    for (what, file, others) in candidates.into_iter().flatten() {
+        if let Ok(meta) = std::fs::metadata(file) {
+            let mode = meta.permissions().mode();
+            if mode & others != 0 {
+                warnings.push(format!(
+                    "{what} {} holds the secret key and is readable by others (mode {:o}); \
+                     make it 0600 (or move the key to secret_key_file with mode 0600)",
+                    file.display(),
+                    mode & 0o777
+                ));
+            }
+        }
+    }
+    warnings
 }

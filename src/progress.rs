@@ -6,6 +6,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use tracing::info;
 
 /// One bar per file on a terminal.
 #[derive(Debug, Default)]
@@ -54,7 +55,8 @@ impl Progress for Bars {
     }
 }
 
-/// Plain progress lines on stderr, one per file milestone and per 10% of bytes.
+/// Progress as log lines (one per milestone and per 10% of bytes): plain text when stderr is not
+/// a terminal, JSON under `--log-format json`.
 #[derive(Debug, Default)]
 pub struct Lines {
     files: Mutex<HashMap<FileKey, (u64, u64, u64)>>,
@@ -65,10 +67,10 @@ impl Progress for Lines {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let path = path.display();
         match event {
-            Event::Hashing { size } => eprintln!("{path}: hashing {size} bytes"),
+            Event::Hashing { size } => info!(%path, size, "hashing"),
             Event::Uploading { total, confirmed } => {
                 files.insert(key, (total, confirmed, percent(confirmed, total) / 10));
-                eprintln!("{path}: uploading, {confirmed} of {total} bytes already confirmed");
+                info!(%path, total, confirmed, "uploading");
             }
             Event::PartConfirmed { len } => {
                 if let Some((total, done, shown)) = files.get_mut(&key) {
@@ -76,11 +78,11 @@ impl Progress for Lines {
                     let tenth = percent(*done, *total) / 10;
                     if tenth > *shown {
                         *shown = tenth;
-                        eprintln!("{path}: {}% ({done} of {total} bytes)", tenth * 10);
+                        info!(%path, percent = tenth * 10, confirmed = *done, total = *total, "progress");
                     }
                 }
             }
-            Event::Finishing => eprintln!("{path}: finishing"),
+            Event::Finishing => info!(%path, "finishing"),
         }
     }
 }

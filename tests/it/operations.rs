@@ -1,0 +1,351 @@
+//! Operating vodup: metrics that move, completion hooks delivered at least once (also across a
+//! restart), and JSON logs that carry fileSha.
+
+use crate::helpers::env::{bytes, eventually, Env, PART};
+use axum::{extract::State, http::StatusCode, routing::post, Router};
+use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use vodup::config::{Config, Hook};
+use vodup::daemon::{run_with, Options};
+use vodup::emulator::Faults;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_daemon(
+    config: Config,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), vodup::error::Error>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ready, watching) = oneshot::channel();
+    let task = tokio::spawn(run_with(
+        config,
+        Options {
+            reload_from: None,
+            ready: Some(ready),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(10), watching)
+        .await
+        .unwrap()
+        .unwrap();
+    (stop, task)
+}
+
+/// The value of one sample line of a Prometheus exposition (`name{labels} value`).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_move_during_and_after_an_upload() {
+    let env = Env::with_faults(Faults {
+        latency_ms: 60,
+        actions: vec!["UploadPartEx".into()],
+        ..Faults::default()
+    })
+    .await;
+    let port = free_port();
+    let mut config = env.config();
+    config.metrics.listen = Some(([127, 0, 0, 1], port).into());
+    let (stop, task) = start_daemon(config).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let data = bytes(16 * PART as usize, 50);
+    env.write(&env.drop, "metered.mp4", &data);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let during = loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let confirmed = sample(&text, "vodup_bytes_confirmed_total").unwrap_or(0.0);
+        if confirmed > 0.0 && confirmed < data.len() as f64 {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no scrape caught the upload in progress"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        sample(&during, "vodup_files{state=\"uploading\"}"),
+        Some(1.0),
+        "{during}"
+    );
+    assert!(sample(&during, "vodup_parts_in_flight").unwrap() >= 1.0);
+    eventually("done", Duration::from_secs(30), || async {
+        env.done.join("metered.mp4").exists()
+    })
+    .await;
+    let after = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        sample(&after, "vodup_bytes_confirmed_total"),
+        Some(data.len() as f64)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "vodup_parts_total{outcome=\"confirmed\",code=\"0\"}"
+        ),
+        Some(16.0),
+        "{after}"
+    );
+    assert_eq!(sample(&after, "vodup_files{state=\"done\"}"), Some(1.0));
+    assert_eq!(
+        sample(&after, "vodup_upload_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&after, "vodup_parts_in_flight"), Some(0.0));
+    assert_eq!(sample(&after, "vodup_instant_uploads_total"), Some(0.0));
+    assert!(after.contains("vodup_build_info{version="), "{after}");
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn retried_parts_are_counted_by_code() {
+    let env = Env::with_faults(Faults {
+        retryable_rate: 0.5,
+        retryable_codes: vec![-10004],
+        actions: vec!["UploadPartEx".into()],
+        ..Faults::default()
+    })
+    .await;
+    let port = free_port();
+    let mut config = env.config();
+    config.metrics.listen = Some(([127, 0, 0, 1], port).into());
+    let (stop, task) = start_daemon(config).await;
+    env.write(&env.drop, "retried.mp4", &bytes(8 * PART as usize, 51));
+    eventually("done", Duration::from_secs(30), || async {
+        env.done.join("retried.mp4").exists()
+    })
+    .await;
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sample(
+            &text,
+            "vodup_parts_total{outcome=\"retried\",code=\"-10004\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{text}"
+    );
+    assert!(sample(&text, "vodup_last_error_time_seconds").unwrap() > 1.0e9);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+/// A webhook receiver that answers 500 while `failing` is set and records what it accepted.
+#[derive(Clone, Default)]
+struct Receiver {
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<AtomicUsize>,
+    accepted: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    async fn start(self) -> String {
+        let app = Router::new().route(
+            "/hook",
+            post(|State(r): State<Receiver>, body: String| async move {
+                if r.failing.load(Ordering::SeqCst) {
+                    r.refused.fetch_add(1, Ordering::SeqCst);
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                r.accepted
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                StatusCode::OK
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app.with_state(self)).await.unwrap() });
+        url
+    }
+}
+
+#[tokio::test]
+async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restart() {
+    let env = Env::new().await;
+    let receiver = Receiver::default();
+    receiver.failing.store(true, Ordering::SeqCst);
+    let url = receiver.clone().start().await;
+    let out = env.dir.path().join("hook-out");
+    let mut config = env.config();
+    config.watch[0].on_done = Some(Hook {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "env | grep ^VODUP_ | sort > {0}.env; cat > {0}.json",
+                out.display()
+            ),
+        ],
+        webhook: Some(url),
+    });
+    let data = bytes(3 * PART as usize, 52);
+    let dropped = env.write(&env.drop, "hooked.mp4", &data);
+    let (stop, task) = start_daemon(config.clone()).await;
+    let json_out = out.with_extension("json");
+    eventually("the command hook", Duration::from_secs(30), || async {
+        json_out.exists()
+    })
+    .await;
+    eventually("a refused webhook", Duration::from_secs(30), || async {
+        receiver.refused.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert!(receiver.accepted.lock().unwrap().is_empty());
+
+    let record = env.record(&dropped).unwrap();
+    let stdin: Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    assert_eq!(stdin["event"], "done");
+    assert_eq!(stdin["fileId"], record.file_id.clone().unwrap());
+    assert_eq!(stdin["url"], record.url.clone().unwrap());
+    assert_eq!(stdin["path"], dropped.display().to_string());
+    assert_eq!(stdin["size"], data.len());
+    assert_eq!(stdin["fileSha"], vodup::hash::sha1_hex(&data));
+    assert!(stdin["duration"].is_u64());
+    assert_eq!(
+        stdin["movedTo"],
+        env.done.join("hooked.mp4").display().to_string()
+    );
+    let vars = std::fs::read_to_string(out.with_extension("env")).unwrap();
+    assert!(
+        vars.contains(&format!(
+            "VODUP_FILE_ID={}",
+            record.file_id.clone().unwrap()
+        )),
+        "{vars}"
+    );
+    assert!(
+        vars.contains(&format!("VODUP_FILE_SHA={}", vodup::hash::sha1_hex(&data))),
+        "{vars}"
+    );
+    assert!(vars.contains("VODUP_EVENT=done"), "{vars}");
+    assert_eq!(
+        env.ledger().pending_hooks().unwrap(),
+        1,
+        "the webhook is still owed"
+    );
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    let (stop, task) = start_daemon(config).await;
+    eventually(
+        "the webhook after the restart",
+        Duration::from_secs(30),
+        || async { !receiver.accepted.lock().unwrap().is_empty() },
+    )
+    .await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let accepted = receiver.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(
+        accepted[0], stdin,
+        "the webhook and the command get the same document"
+    );
+    assert_eq!(env.ledger().pending_hooks().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn failed_files_send_their_error_to_the_on_failed_hook() {
+    let env = Env::with_faults(Faults {
+        final_rate: 1.0,
+        final_codes: vec![4300],
+        actions: vec!["InitUploadEx".into()],
+        ..Faults::default()
+    })
+    .await;
+    let receiver = Receiver::default();
+    let url = receiver.clone().start().await;
+    let mut config = env.config();
+    config.watch[0].on_failed = Some(Hook {
+        command: vec![],
+        webhook: Some(url),
+    });
+    let (stop, task) = start_daemon(config).await;
+    env.write(&env.drop, "nope.mp4", &bytes(1000, 53));
+    eventually("the failure webhook", Duration::from_secs(30), || async {
+        !receiver.accepted.lock().unwrap().is_empty()
+    })
+    .await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let body = receiver.accepted.lock().unwrap()[0].clone();
+    assert_eq!(body["event"], "failed");
+    assert_eq!(body["error"]["code"], 4300);
+    assert!(body["fileId"].is_null());
+}
+
+#[tokio::test]
+async fn json_logs_parse_and_carry_file_sha_on_every_per_file_line() {
+    let env = Env::with_faults(Faults {
+        retryable_rate: 0.3,
+        ..Faults::default()
+    })
+    .await;
+    let data = bytes(6 * PART as usize, 54);
+    let path = env.write(&env.src, "logged.mp4", &data);
+    let config = env.config_file("");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+        .args(["--config"])
+        .arg(&config)
+        .args(["--log-format", "json", "-v", "upload"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let sha = vodup::hash::sha1_hex(&data);
+    let text = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let per_file: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["span"]["path"].is_string())
+        .collect();
+    assert!(per_file.len() > 5, "{text}");
+    let mut hashed = false;
+    for line in per_file {
+        let carried = line["fileSha"] == sha || line["span"]["fileSha"] == sha;
+        hashed |= carried;
+        assert!(
+            carried || !hashed,
+            "a per-file line without fileSha after hashing: {line}"
+        );
+        assert!(
+            carried || line["message"] == "hashing",
+            "only the hashing line predates the sha: {line}"
+        );
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l["message"] == "retrying" && l["span"]["fileSha"] == sha));
+}
