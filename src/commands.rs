@@ -157,6 +157,7 @@ pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
     let window = 10;
     let since = crate::upload::unix_now() as i64 - window;
+    let mut hooks = ledger.undelivered_hooks()?;
     let mut rows = Vec::new();
     for record in ledger.files()? {
         let speed = match (&record.file_sha, record.state) {
@@ -165,7 +166,9 @@ pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
             }
             _ => 0,
         };
-        rows.push((record, speed));
+        let (mine, rest) = hooks.into_iter().partition(|h| h.file_key == record.key);
+        hooks = rest;
+        rows.push((record, speed, mine));
     }
     if json {
         println!("{}", crate::status::to_json(&rows));

@@ -1,6 +1,6 @@
 //! Rendering the ledger for people (`vodup status`) and programs (`--json`).
 
-use crate::ledger::{FileRecord, FileState};
+use crate::ledger::{Delivery, FileRecord, FileState};
 use serde::Serialize;
 
 /// One file as `vodup status --json` shows it.
@@ -11,7 +11,12 @@ pub struct FileStatus<'a> {
     pub percent: f64,
     /// Upload speed over the last seconds, bytes/s (0 when idle).
     pub speed: u64,
+    /// Completion hook deliveries still owed for this file.
+    pub pending_hooks: Vec<&'a Delivery>,
 }
+
+/// One row of the status: a file, its recent speed, and its undelivered hooks.
+pub type Row = (FileRecord, u64, Vec<Delivery>);
 
 pub fn percent(record: &FileRecord) -> f64 {
     if record.state == FileState::Done || record.size == 0 {
@@ -20,24 +25,25 @@ pub fn percent(record: &FileRecord) -> f64 {
     (record.confirmed_bytes as f64 * 100.0 / record.size as f64).min(100.0)
 }
 
-pub fn to_json(records: &[(FileRecord, u64)]) -> String {
+pub fn to_json(records: &[Row]) -> String {
     let rows: Vec<FileStatus<'_>> = records
         .iter()
-        .map(|(record, speed)| FileStatus {
+        .map(|(record, speed, hooks)| FileStatus {
             record,
             percent: percent(record),
             speed: *speed,
+            pending_hooks: hooks.iter().collect(),
         })
         .collect();
     serde_json::to_string_pretty(&rows).expect("status serializes")
 }
 
-pub fn to_table(records: &[(FileRecord, u64)]) -> String {
+pub fn to_table(records: &[Row]) -> String {
     let mut out = format!(
         "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
         "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
     );
-    for (r, speed) in records {
+    for (r, speed, hooks) in records {
         let bytes = format!("{}/{}", human(confirmed(r)), human(r.size));
         let speed = if *speed > 0 {
             format!("{}/s", human(*speed))
@@ -60,6 +66,20 @@ pub fn to_table(records: &[(FileRecord, u64)]) -> String {
             out.push_str(&format!(
                 "{:>71} code {}: {} {}\n",
                 "error", e.code, e.message, e.code_desc
+            ));
+        }
+        for hook in hooks {
+            let error = hook
+                .last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"));
+            out.push_str(&format!(
+                "{:>71} {:?} on {} pending, {} attempt(s){}\n",
+                "hook",
+                hook.kind,
+                hook.event,
+                hook.attempts,
+                error.unwrap_or_default()
             ));
         }
     }
