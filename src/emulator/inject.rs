@@ -1,6 +1,6 @@
 //! Carrying out a fault decision ([`super::faults::Decision`]) on a live request.
 //!
-//! Owns the mechanics: waiting, answering an HTTP error or an injected JSON error, and closing the
+//! Owns the mechanics: waiting (cut short by shutdown, with HTTP 503), answering an HTTP error or an injected JSON error, and closing the
 //! connection after part of the body. It runs before the action's handler, so an injected fault
 //! never changes the state. What to inject is decided in [`super::faults`].
 
@@ -36,7 +36,13 @@ pub async fn apply(
         app.stats.injected("stall");
     }
     if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(decision.delay) => {}
+            _ = app.shutdown.cancelled() => {
+                let answer = (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+                return Gate::Answered(answer.into_response());
+            }
+        }
     }
     let Some(injected) = decision.outcome else {
         return Gate::Pass(body);

@@ -103,6 +103,7 @@ impl Emulator {
             secrets: config.secrets.into_iter().collect(),
             verify_key: DEFAULT_VERIFY_KEY.to_owned(),
             base_url: format!("http://{addr}"),
+            shutdown: CancellationToken::new(),
         };
         Ok(Emulator {
             listener,
@@ -129,7 +130,9 @@ impl Emulator {
     /// Serve until `cancel` is cancelled, then close connections (see [`conn::SHUTDOWN_GRACE`]).
     /// Everything answered with code 0 is on disk by then.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), EmulatorError> {
-        let router = app::router(Arc::new(self.app));
+        let mut app = self.app;
+        app.shutdown = cancel.clone();
+        let router = app::router(Arc::new(app));
         conn::serve(self.listener, router, cancel).await;
         tracing::info!(addr = %self.addr, "emulator stopped");
         Ok(())
