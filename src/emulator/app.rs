@@ -101,6 +101,7 @@ mod tests {
             file_id: "12".into(),
             file_name: "a b#c%.mp4".into(),
             file_size: 1,
+            part_size: 524_288,
         };
         assert_eq!(
             app.file_url(&file),

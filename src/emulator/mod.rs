@@ -3,7 +3,7 @@
 //!
 //! [`Emulator::bind`] opens the data directory and the listening socket; [`Emulator::run`] serves
 //! until its token is cancelled. Inside: [`conn`] accepts connections, [`app`] routes requests,
-//! [`handlers`] and [`part`] implement the three actions, [`state`] and [`disk`] remember uploads
+//! [`handlers`] and [`part`] implement the three actions ([`body`] reads request bodies), [`state`] and [`disk`] remember uploads
 //! across restarts, [`faults`] and [`inject`] break requests on purpose, [`stats`] counts, [`admin`]
 //! and [`files`] serve the extras. The client side of the protocol is not here: it is
 //! `crate::protocol`.
@@ -11,6 +11,7 @@
 mod admin;
 mod answer;
 mod app;
+mod body;
 mod conn;
 mod disk;
 mod faults;

@@ -1,5 +1,5 @@
-//! Finishing an upload: the preconditions, the assembly of the parts, the SHA-1 check, and the
-//! finished file (or the discarded parts) that result.
+//! Finishing an upload: the preconditions, the SHA-1 check over the parts in order, and the
+//! finished file (the parts, moved) or the discarded parts that result.
 
 use super::{EntryState, Store};
 use crate::emulator::disk::{DiskError, FinishedRecord};
@@ -68,7 +68,9 @@ impl Store {
         }
         let layout: Vec<(u64, u64)> = all.iter().map(|part| (part.offset, part.len)).collect();
         let sha = p.file_sha.clone();
-        let (temp, actual) = self.on_disk(move |d| d.assemble(&sha, &layout)).await?;
+        let actual = self
+            .on_disk(move |d| d.sha1_of_parts(&sha, &layout))
+            .await?;
         let outcome = if actual == p.file_sha {
             let file = FinishedRecord {
                 file_id: self
@@ -77,22 +79,22 @@ impl Store {
                     .to_string(),
                 file_name: file_name.to_owned(),
                 file_size: upload.file_size,
+                part_size: upload.part_size,
             };
-            let id = file.file_id.clone();
-            self.on_disk(move |d| d.publish_file(&temp, &id)).await?;
+            let (sha, id) = (p.file_sha.clone(), file.file_id.clone());
+            self.on_disk(move |d| d.publish_parts(&sha, &id)).await?;
             FinishOutcome::Done {
                 file,
                 repeated: false,
             }
         } else {
-            self.on_disk(move |d| d.remove_temp(&temp)).await;
             FinishOutcome::ShaMismatch { actual }
         };
         self.close_upload(&p.file_sha, &mut state, &outcome).await?;
         Ok(outcome)
     }
 
-    /// After a finish that assembled the file: record the outcome and drop the parts.
+    /// After a finish that checked the parts: record the outcome and drop what is left of them.
     async fn close_upload(
         &self,
         sha: &str,
@@ -125,6 +127,16 @@ mod tests {
     use crate::hash::{md5_hex, sha1_hex};
     use bytes::Bytes;
 
+    /// The bytes of a finished file, its part files concatenated without their headers.
+    fn read_file(store: &Store, file_id: &str) -> Vec<u8> {
+        let header = crate::emulator::disk::PART_HEADER_BYTES as usize;
+        let parts = store.file(file_id).unwrap().parts;
+        parts
+            .iter()
+            .flat_map(|p| std::fs::read(p).unwrap()[header..].to_vec())
+            .collect()
+    }
+
     #[tokio::test]
     async fn finished_files_and_latest_signature_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -147,10 +159,7 @@ mod tests {
         else {
             panic!("finish failed")
         };
-        assert_eq!(
-            std::fs::read(&store.file(&file.file_id).unwrap().path).unwrap(),
-            data
-        );
+        assert_eq!(read_file(&store, &file.file_id), data);
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
@@ -176,6 +185,7 @@ mod tests {
             .unwrap();
         assert_eq!(init, InitOutcome::Finished(file.clone()));
         assert_eq!(store.file(&file.file_id).unwrap().name, "a.mp4");
+        assert_eq!(read_file(&store, &file.file_id), data);
         let next: u64 = store.next_file_id.load(Ordering::Relaxed);
         assert!(next > file.file_id.parse::<u64>().unwrap());
     }

@@ -238,6 +238,14 @@ async fn instant_upload_and_repeated_finish_return_the_same_file() {
         (&first["fileId"], &first["url"])
     );
     assert_code(&emu.finish(&sha, &sig1).await, -10002, 0);
+    let url = first["url"].as_str().unwrap();
+    let renamed = emu
+        .http
+        .get(url.replace("small.mov", "other.mov"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 404);
     let latest = emu.finish(&sha, &sig2).await;
     assert_eq!(
         (&latest["fileId"], &latest["url"]),
