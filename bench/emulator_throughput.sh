@@ -4,7 +4,7 @@
 # Starts target/release/vod-emulator on 127.0.0.1:0 with a temporary data directory, then runs the
 # examples/emulator_load generator (reqwest, bodies sent from memory) at several concurrencies and
 # prints one table row per run. Upload MB/s covers every UploadPartEx (body transfer, MD5, write
-# to disk, rename); finish MB/s covers assembling the parts and checking the SHA-1.
+# to disk, rename); finish MB/s covers the SHA-1 check over the parts and publishing them.
 # Note: on a small machine the generator shares the CPU with the emulator.
 #
 # Usage: bench/emulator_throughput.sh [FILES] [FILE_MIB] [PART_SIZE] [CONCURRENCIES...]
@@ -15,8 +15,7 @@ files=${1:-4}
 file_mib=${2:-64}
 part_size=${3:-1048576}
 shift $(( $# < 3 ? $# : 3 ))
-concurrencies=("${@:-1 4 8 16}")
-read -r -a concurrencies <<<"${concurrencies[*]}"
+if [ $# -gt 0 ]; then concurrencies=("$@"); else concurrencies=(1 4 8 16); fi
 
 cargo build --release --quiet --bin vod-emulator --example emulator_load
 
@@ -41,8 +40,8 @@ endpoint=$(sed -n 's/^vod-emulator listening on //p' "$work/ready")
 [ -n "$endpoint" ] || { echo "emulator did not start" >&2; cat "$work/log" >&2; exit 1; }
 
 echo "vod-emulator throughput on loopback ($(nproc) cores), endpoint $endpoint"
-echo "| files | MiB/file | part bytes | in flight   | upload s | upload MB/s | upload MiB/s | finish s | finish MB/s |"
-echo "|------:|---------:|-----------:|------------:|---------:|----------:|----------:|-----------:|------------:|"
+echo "| files | MiB/file | part bytes | in flight | upload s | upload MB/s | upload MiB/s | finish s | finish MB/s |"
+echo "|------:|---------:|-----------:|----------:|---------:|------------:|-------------:|---------:|------------:|"
 for c in "${concurrencies[@]}"; do
   target/release/examples/emulator_load --endpoint "$endpoint" --secret-id AKIDbench \
     --files "$files" --file-mib "$file_mib" --part-size "$part_size" --concurrency "$c"

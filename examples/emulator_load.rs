@@ -113,6 +113,37 @@ fn part_query(file: &File, index: usize, part: usize) -> Vec<(&'static str, Stri
     ]
 }
 
+async fn init_all(
+    http: &reqwest::Client,
+    endpoint: &str,
+    files: &[File],
+    part: usize,
+) -> anyhow::Result<()> {
+    for file in files {
+        let query = [
+            ("Action", "InitUploadEx".into()),
+            ("fileSha", file.sha.clone()),
+            ("fileSize", file.data.len().to_string()),
+            ("dataSize", part.to_string()),
+            ("signature", file.signature.clone()),
+        ];
+        call(http, endpoint, &query, None).await?;
+    }
+    Ok(())
+}
+
+async fn finish_all(http: &reqwest::Client, endpoint: &str, files: &[File]) -> anyhow::Result<()> {
+    for file in files {
+        let query = [
+            ("Action", "FinishUploadEx".into()),
+            ("fileSha", file.sha.clone()),
+            ("signature", file.signature.clone()),
+        ];
+        call(http, endpoint, &query, None).await?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -122,16 +153,7 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let (endpoint, part) = (args.endpoint.as_str(), args.part_size);
-    for file in &files {
-        let query = [
-            ("Action", "InitUploadEx".into()),
-            ("fileSha", file.sha.clone()),
-            ("fileSize", file.data.len().to_string()),
-            ("dataSize", part.to_string()),
-            ("signature", file.signature.clone()),
-        ];
-        call(&http, endpoint, &query, None).await?;
-    }
+    init_all(&http, endpoint, &files, part).await?;
     let jobs: Vec<(usize, usize)> = (0..files.len())
         .flat_map(|f| (0..files[f].md5s.len()).map(move |i| (f, i)))
         .collect();
@@ -151,18 +173,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let upload_secs = started.elapsed().as_secs_f64();
     let finish_started = Instant::now();
-    for file in &files {
-        let query = [
-            ("Action", "FinishUploadEx".into()),
-            ("fileSha", file.sha.clone()),
-            ("signature", file.signature.clone()),
-        ];
-        call(http, endpoint, &query, None).await?;
-    }
+    finish_all(http, endpoint, &files).await?;
     let finish_secs = finish_started.elapsed().as_secs_f64();
     let bytes = files.iter().map(|f| f.data.len()).sum::<usize>() as f64;
     println!(
-        "| {:>5} | {:>8} | {:>10} | {:>11} | {:>8.2} | {:>9.1} | {:>9.1} | {:>10.2} | {:>11.1} |",
+        "| {:>5} | {:>8} | {:>10} | {:>9} | {:>8.2} | {:>11.1} | {:>12.1} | {:>8.2} | {:>11.1} |",
         args.files,
         args.file_mib,
         part,

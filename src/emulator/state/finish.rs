@@ -2,9 +2,9 @@
 //! finished file (the parts, moved) or the discarded parts that result.
 
 use super::{EntryState, Store};
-use crate::emulator::disk::{DiskError, FinishedRecord};
+use crate::emulator::disk::{DiskError, FinishedRecord, UploadRecord};
 use crate::emulator::params::FinishParams;
-use crate::protocol::plan::{self, PartSize};
+use crate::protocol::plan::{self, Part, PartSize};
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,32 +66,43 @@ impl Store {
                 total: all.len(),
             });
         }
+        let outcome = self.check_and_publish(p, file_name, upload, &all).await?;
+        self.close_upload(&p.file_sha, &mut state, &outcome).await?;
+        Ok(outcome)
+    }
+
+    /// Every part is held: hash them in order and, if they are the file, make them the file.
+    async fn check_and_publish(
+        &self,
+        p: &FinishParams,
+        file_name: &str,
+        upload: UploadRecord,
+        all: &[Part],
+    ) -> Result<FinishOutcome, DiskError> {
         let layout: Vec<(u64, u64)> = all.iter().map(|part| (part.offset, part.len)).collect();
         let sha = p.file_sha.clone();
         let actual = self
             .on_disk(move |d| d.sha1_of_parts(&sha, &layout))
             .await?;
-        let outcome = if actual == p.file_sha {
-            let file = FinishedRecord {
-                file_id: self
-                    .next_file_id
-                    .fetch_add(1, Ordering::Relaxed)
-                    .to_string(),
-                file_name: file_name.to_owned(),
-                file_size: upload.file_size,
-                part_size: upload.part_size,
-            };
-            let (sha, id) = (p.file_sha.clone(), file.file_id.clone());
-            self.on_disk(move |d| d.publish_parts(&sha, &id)).await?;
-            FinishOutcome::Done {
-                file,
-                repeated: false,
-            }
-        } else {
-            FinishOutcome::ShaMismatch { actual }
+        if actual != p.file_sha {
+            return Ok(FinishOutcome::ShaMismatch { actual });
+        }
+        let file_id = self
+            .next_file_id
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        let (sha, id) = (p.file_sha.clone(), file_id.clone());
+        self.on_disk(move |d| d.publish_parts(&sha, &id)).await?;
+        let file = FinishedRecord {
+            file_id,
+            file_name: file_name.to_owned(),
+            file_size: upload.file_size,
+            part_size: upload.part_size,
         };
-        self.close_upload(&p.file_sha, &mut state, &outcome).await?;
-        Ok(outcome)
+        Ok(FinishOutcome::Done {
+            file,
+            repeated: false,
+        })
     }
 
     /// After a finish that checked the parts: record the outcome and drop what is left of them.
