@@ -162,12 +162,10 @@ impl Store {
         let mut state = entry.lock().await;
         let mut next = state.record.clone();
         next.latest_signature = Some(p.signature.clone());
-        let known = next.finished.as_ref().map(|f| f.file_size);
-        let known = known.or(next.upload.map(|u| u.file_size));
-        if known.is_some_and(|size| size != p.file_size) {
-            return Ok(InitOutcome::SizeMismatch {
-                known: known.unwrap_or(0),
-            });
+        let finished_size = next.finished.as_ref().map(|f| f.file_size);
+        let known = finished_size.or(next.upload.map(|u| u.file_size));
+        if let Some(known) = known.filter(|&size| size != p.file_size) {
+            return Ok(InitOutcome::SizeMismatch { known });
         }
         let outcome = match (&next.finished, next.upload) {
             (Some(file), _) => InitOutcome::Finished(file.clone()),
