@@ -31,7 +31,7 @@ struct Cli {
     /// Seed of the fault RNG: the same seed and request order inject the same faults.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Probability of a JSON error with canRetry 1 (code -10004 or 6200).
+    /// Probability of a JSON error with canRetry 1 (code -10004, -10005 or 6200).
     #[arg(long, default_value_t = 0.0)]
     retryable_rate: f64,
     /// Probability of a JSON error with canRetry 0 (code -10003 or 4300).

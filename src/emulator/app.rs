@@ -16,6 +16,7 @@ use axum::Router;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
 
 /// Path of the protocol endpoint, as on the real service.
 pub const ENDPOINT_PATH: &str = "/v2/index.php";
@@ -31,6 +32,8 @@ pub struct App {
     pub verify_key: String,
     /// `http://ADDR`, the prefix of every file url.
     pub base_url: String,
+    /// Cancelled when the emulator shuts down: injected delays end early.
+    pub shutdown: CancellationToken,
 }
 
 impl App {
@@ -86,6 +89,7 @@ mod tests {
             secrets: HashMap::new(),
             verify_key: "k".into(),
             base_url: "http://127.0.0.1:8080".into(),
+            shutdown: CancellationToken::new(),
         };
         (dir, app)
     }
@@ -97,6 +101,7 @@ mod tests {
             file_id: "12".into(),
             file_name: "a b#c%.mp4".into(),
             file_size: 1,
+            part_size: 524_288,
         };
         assert_eq!(
             app.file_url(&file),

@@ -3,9 +3,11 @@
 //! ```text
 //! meta/{fileSha}.json        ShaRecord: latest init signature, unfinished upload, finished file
 //! parts/{fileSha}/{offset}   one held part: its 32 hex MD5 characters, then its bytes
-//! files/{fileId}             an assembled, finished file
+//! files/{fileId}/{offset}    the parts of a finished file, moved there as one directory
 //! tmp/                       files being written; emptied at start
 //! ```
+//! A finished file is assembled logically: its SHA-1 is computed over the parts in order and the
+//! parts directory becomes the file's, so its bytes are written once, not twice.
 //! Every file appears by `rename` of a complete temporary file, so a killed emulator leaves either
 //! the old or the new version, never a torn one. This module is blocking code: the store calls it
 //! on `spawn_blocking`. It does not decide anything about the protocol; [`super::state`] does.
@@ -20,8 +22,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Bytes of the MD5 header at the start of a part file.
-const MD5_HEADER: u64 = 32;
+/// Bytes of the MD5 header at the start of a part file; the part's bytes follow.
+pub const PART_HEADER_BYTES: u64 = 32;
 
 /// A file operation that failed, with what was being done and where.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct FinishedRecord {
     pub file_id: String,
     pub file_name: String,
     pub file_size: u64,
+    /// The part size its parts were uploaded with: it says where each part file starts.
+    pub part_size: u64,
 }
 
 /// A held part as found on disk.
@@ -154,15 +158,15 @@ impl Disk {
             };
             let mut file = ctx("open", &path, File::open(&path))?;
             let size = ctx("stat", &path, file.metadata())?.len();
-            let mut md5 = [0u8; MD5_HEADER as usize];
-            if size < MD5_HEADER || file.read_exact(&mut md5).is_err() {
+            let mut md5 = [0u8; PART_HEADER_BYTES as usize];
+            if size < PART_HEADER_BYTES || file.read_exact(&mut md5).is_err() {
                 continue;
             }
             let md5 = String::from_utf8_lossy(&md5).into_owned();
             parts.insert(
                 offset,
                 HeldPart {
-                    len: size - MD5_HEADER,
+                    len: size - PART_HEADER_BYTES,
                     md5,
                 },
             );
@@ -185,8 +189,12 @@ impl Disk {
         self.parts_dir(sha).join(format!("{offset:020}"))
     }
 
-    pub fn file_path(&self, file_id: &str) -> PathBuf {
-        self.root.join("files").join(file_id)
+    /// The part file at `offset` of a finished file.
+    pub fn finished_part_path(&self, file_id: &str, offset: u64) -> PathBuf {
+        self.root
+            .join("files")
+            .join(file_id)
+            .join(format!("{offset:020}"))
     }
 
     /// Replace `meta/{sha}.json` atomically.
@@ -237,31 +245,25 @@ impl Disk {
         }
     }
 
-    /// Concatenate the parts (`(offset, len)` in offset order) into a temporary file, hashing as it
-    /// goes. Returns the temporary path and the SHA-1 of the bytes, lowercase hex.
-    pub fn assemble(&self, sha: &str, parts: &[(u64, u64)]) -> Result<(PathBuf, String)> {
-        let temp = self.temp_path();
-        let mut out =
-            io::BufWriter::with_capacity(1 << 20, ctx("create", &temp, File::create(&temp))?);
+    /// SHA-1 of the parts (`(offset, len)` in offset order) read one after the other, lowercase hex.
+    pub fn sha1_of_parts(&self, sha: &str, parts: &[(u64, u64)]) -> Result<String> {
         let mut hasher = Sha1::new();
         let mut buf = Vec::new();
         for &(offset, len) in parts {
             let path = self.part_path(sha, offset);
             let mut file = ctx("open", &path, File::open(&path))?;
-            ctx("seek", &path, file.seek(SeekFrom::Start(MD5_HEADER)))?;
+            ctx("seek", &path, file.seek(SeekFrom::Start(PART_HEADER_BYTES)))?;
             buf.resize(len as usize, 0);
             ctx("read", &path, file.read_exact(&mut buf))?;
             hasher.update(&buf);
-            ctx("write", &temp, out.write_all(&buf))?;
         }
-        ctx("write", &temp, out.flush())?;
-        Ok((temp, hex::encode(hasher.finalize())))
+        Ok(hex::encode(hasher.finalize()))
     }
 
-    /// Move an assembled file to `files/{fileId}`.
-    pub fn publish_file(&self, temp: &Path, file_id: &str) -> Result<()> {
-        let path = self.file_path(file_id);
-        ctx("rename into", &path, fs::rename(temp, &path))
+    /// Make an upload's parts the finished file `file_id`, in one rename.
+    pub fn publish_parts(&self, sha: &str, file_id: &str) -> Result<()> {
+        let path = self.root.join("files").join(file_id);
+        ctx("rename into", &path, fs::rename(self.parts_dir(sha), &path))
     }
 
     /// The largest numeric name in `files/`, so a restarted emulator never reuses a fileId.
@@ -326,7 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn assemble_concatenates_and_hashes() {
+    fn parts_hash_in_order_and_become_the_finished_file() {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::open(dir.path()).unwrap();
         for (offset, bytes) in [(3u64, &b"def"[..]), (0, &b"abc"[..])] {
@@ -334,10 +336,14 @@ mod tests {
             let temp = disk.write_part_temp(&md5_of(&chunks), &chunks).unwrap();
             disk.commit_part(&temp, SHA, offset).unwrap();
         }
-        let (temp, sha1) = disk.assemble(SHA, &[(0, 3), (3, 3)]).unwrap();
-        assert_eq!(sha1, sha1_hex(b"abcdef"));
-        disk.publish_file(&temp, "41").unwrap();
-        assert_eq!(std::fs::read(disk.file_path("41")).unwrap(), b"abcdef");
+        assert_eq!(
+            disk.sha1_of_parts(SHA, &[(0, 3), (3, 3)]).unwrap(),
+            sha1_hex(b"abcdef")
+        );
+        disk.publish_parts(SHA, "41").unwrap();
+        let second = std::fs::read(disk.finished_part_path("41", 3)).unwrap();
+        assert_eq!(&second[PART_HEADER_BYTES as usize..], b"def");
+        assert!(!dir.path().join("parts").join(SHA).exists());
         assert_eq!(disk.max_file_id().unwrap(), 41);
     }
 

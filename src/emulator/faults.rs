@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Codes of `retryable_rate` faults when `retryable_codes` is empty.
-pub const DEFAULT_RETRYABLE_CODES: [i64; 2] = [-10004, 6200];
+pub const DEFAULT_RETRYABLE_CODES: [i64; 3] = [-10004, -10005, 6200];
 /// Codes of `final_rate` faults when `final_codes` is empty.
 pub const DEFAULT_FINAL_CODES: [i64; 2] = [-10003, 4300];
 

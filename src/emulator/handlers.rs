@@ -7,6 +7,7 @@
 
 use super::answer::{Answer, ListedPart};
 use super::app::App;
+use super::body;
 use super::conn::ConnHandle;
 use super::inject::{self, Gate};
 use super::params::{Action, FinishParams, InitParams, Query};
@@ -31,17 +32,27 @@ pub async fn protocol(
     let query = Query::parse(uri.query());
     let action = match query.action() {
         Ok(action) => action,
-        Err(error) => return Answer::param(error.to_string()).into_response(),
+        Err(error) => {
+            body::drain(body).await;
+            return Answer::param(error.to_string()).into_response();
+        }
     };
     let decision = app.faults.decide(action, query.raw("fileSha"));
     let body = match inject::apply(&app, action, decision, body, &conn).await {
         Gate::Pass(body) => body,
         Gate::Answered(response) => return response,
     };
+    // Init and finish take no body: whatever came is read so that the answer is not lost.
     match action {
-        Action::Init => init(&app, &method, &query).await,
+        Action::Init => {
+            body::drain(body).await;
+            init(&app, &method, &query).await
+        }
         Action::Part => part::upload_part(&app, &method, &query, body).await,
-        Action::Finish => finish(&app, &method, &query).await,
+        Action::Finish => {
+            body::drain(body).await;
+            finish(&app, &method, &query).await
+        }
     }
     .into_response()
 }

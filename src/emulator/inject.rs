@@ -1,11 +1,12 @@
 //! Carrying out a fault decision ([`super::faults::Decision`]) on a live request.
 //!
-//! Owns the mechanics: waiting, answering an HTTP error or an injected JSON error, and closing the
+//! Owns the mechanics: waiting (cut short by shutdown, with HTTP 503), answering an HTTP error or an injected JSON error, and closing the
 //! connection after part of the body. It runs before the action's handler, so an injected fault
 //! never changes the state. What to inject is decided in [`super::faults`].
 
 use super::answer::Answer;
 use super::app::App;
+use super::body;
 use super::conn::ConnHandle;
 use super::faults::{Decision, Injected};
 use super::params::Action;
@@ -13,7 +14,6 @@ use super::stats::Reject;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt as _;
 
 /// What the request does after fault injection.
 #[derive(Debug)]
@@ -36,7 +36,13 @@ pub async fn apply(
         app.stats.injected("stall");
     }
     if !decision.delay.is_zero() {
-        tokio::time::sleep(decision.delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(decision.delay) => {}
+            _ = app.shutdown.cancelled() => {
+                let answer = (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+                return Gate::Answered(answer.into_response());
+            }
+        }
     }
     let Some(injected) = decision.outcome else {
         return Gate::Pass(body);
@@ -48,20 +54,26 @@ pub async fn apply(
     );
     app.stats.injected(injected.kind());
     count(app, action, injected);
-    match injected {
-        Injected::Drop { after_bytes } => drop_after(body, after_bytes, conn).await,
+    let response = match injected {
+        Injected::Drop { after_bytes } => {
+            body::read_at_least(body, after_bytes).await;
+            conn.drop_connection();
+            return std::future::pending().await;
+        }
         Injected::Status(status) => {
             let status = StatusCode::from_u16(status).expect("500 and 503 are statuses");
-            Gate::Answered((status, "injected fault\n").into_response())
+            (status, "injected fault\n").into_response()
         }
         Injected::Answer { code, can_retry } => {
             let desc = format!(
                 "injected fault: code {code}, canRetry {}",
                 u8::from(can_retry)
             );
-            Gate::Answered(Answer::error(code, can_retry, "injected fault", desc).into_response())
+            Answer::error(code, can_retry, "injected fault", desc).into_response()
         }
-    }
+    };
+    body::drain(body).await;
+    Gate::Answered(response)
 }
 
 /// Count an injected fault under its action's counters.
@@ -72,18 +84,4 @@ fn count(app: &App, action: Action, injected: Injected) {
         (Action::Init, _) => {}
         (Action::Finish, _) => app.stats.finish(false),
     }
-}
-
-/// Read at least `limit` body bytes (or the whole body if shorter), then close the connection.
-async fn drop_after(body: Body, limit: u64, conn: &ConnHandle) -> Gate {
-    let mut stream = body.into_data_stream();
-    let mut read = 0u64;
-    while read < limit {
-        match stream.next().await {
-            Some(Ok(chunk)) => read += chunk.len() as u64,
-            _ => break,
-        }
-    }
-    conn.drop_connection();
-    std::future::pending().await
 }

@@ -3,7 +3,7 @@
 //!
 //! [`Emulator::bind`] opens the data directory and the listening socket; [`Emulator::run`] serves
 //! until its token is cancelled. Inside: [`conn`] accepts connections, [`app`] routes requests,
-//! [`handlers`] and [`part`] implement the three actions, [`state`] and [`disk`] remember uploads
+//! [`handlers`] and [`part`] implement the three actions ([`body`] reads request bodies), [`state`] and [`disk`] remember uploads
 //! across restarts, [`faults`] and [`inject`] break requests on purpose, [`stats`] counts, [`admin`]
 //! and [`files`] serve the extras. The client side of the protocol is not here: it is
 //! `crate::protocol`.
@@ -11,6 +11,7 @@
 mod admin;
 mod answer;
 mod app;
+mod body;
 mod conn;
 mod disk;
 mod faults;
@@ -103,6 +104,7 @@ impl Emulator {
             secrets: config.secrets.into_iter().collect(),
             verify_key: DEFAULT_VERIFY_KEY.to_owned(),
             base_url: format!("http://{addr}"),
+            shutdown: CancellationToken::new(),
         };
         Ok(Emulator {
             listener,
@@ -129,7 +131,9 @@ impl Emulator {
     /// Serve until `cancel` is cancelled, then close connections (see [`conn::SHUTDOWN_GRACE`]).
     /// Everything answered with code 0 is on disk by then.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), EmulatorError> {
-        let router = app::router(Arc::new(self.app));
+        let mut app = self.app;
+        app.shutdown = cancel.clone();
+        let router = app::router(Arc::new(app));
         conn::serve(self.listener, router, cancel).await;
         tracing::info!(addr = %self.addr, "emulator stopped");
         Ok(())

@@ -1,19 +1,19 @@
 //! UploadPartEx (PROTOCOL.md §3): one part's bytes, checked and held.
 //!
-//! Owns the order of a part's checks (method, parameters, signature, upload, part rules, body) and
-//! the reading of the body: it is streamed into memory as the chunks hyper delivers (at most one
-//! part size, never joined or copied), then hashed and written on a blocking thread by the store.
-//! Every part request is counted as accepted or as rejected with a reason.
+//! Owns the order of a part's checks (method, parameters, signature, upload, part rules, then the
+//! body) and the answer to each outcome. The body is only read once the part is admitted (a refused
+//! one is drained, see [`body`]); the store then hashes and writes it on a blocking thread. Every
+//! part request is counted as accepted or as rejected with a reason.
 
 use super::answer::Answer;
 use super::app::App;
+use super::body;
 use super::handlers::{wrong_method, STALE_SIGNATURE};
 use super::params::{Action, PartParams, Query};
-use super::state::{PartCheck, PartReceived};
+use super::state::{PartCheck, PartReceived, PartTicket};
 use super::stats::Reject;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::Method;
-use futures::StreamExt as _;
 
 /// An accepted part request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,23 +53,14 @@ async fn receive(
     query: &Query,
     body: Body,
 ) -> Result<Accepted, (Reject, Answer)> {
-    if let Some(answer) = wrong_method(method, Method::POST, Action::Part) {
-        return Err((Reject::Method, answer));
-    }
-    let p =
-        PartParams::from_query(query).map_err(|e| (Reject::Param, Answer::param(e.to_string())))?;
-    app.verify(&p.signature, &p.file_sha)
-        .map_err(|e| (Reject::Signature, Answer::signature(e.to_string())))?;
-    let ticket = match app.store.check_part(&p).await {
-        PartCheck::Ready(ticket) => ticket,
-        PartCheck::NoUpload => return Err((Reject::NoUpload, Answer::no_upload())),
-        PartCheck::StaleSignature => {
-            return Err((Reject::Signature, Answer::signature(STALE_SIGNATURE)))
+    let (p, ticket) = match admit(app, method, query).await {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            body::drain(body).await;
+            return Err(refused);
         }
-        PartCheck::BadOffset(desc) => return Err((Reject::Offset, Answer::protocol(false, desc))),
-        PartCheck::BadSize(desc) => return Err((Reject::Size, Answer::protocol(false, desc))),
     };
-    let chunks = read_body(body, p.data_size).await?;
+    let chunks = body::read_part(body, p.data_size).await?;
     match app.store.receive_part(&p, ticket, chunks).await {
         Ok(PartReceived::Stored) => Ok(Accepted {
             bytes: p.data_size,
@@ -91,28 +82,27 @@ async fn receive(
     }
 }
 
-/// The body as received, refused as soon as it exceeds `expected` bytes or if it ends short.
-async fn read_body(body: Body, expected: u64) -> Result<Vec<Bytes>, (Reject, Answer)> {
-    let mut stream = body.into_data_stream();
-    let mut chunks = Vec::new();
-    let mut total = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            (
-                Reject::Aborted,
-                Answer::body(format!("body cut short: {e}")),
-            )
-        })?;
-        total += chunk.len() as u64;
-        if total > expected {
-            let desc = format!("body is longer than dataSize {expected}");
-            return Err((Reject::Length, Answer::body(desc)));
+/// The checks made before the body is read: method, parameters, signature, upload, part rules.
+async fn admit(
+    app: &App,
+    method: &Method,
+    query: &Query,
+) -> Result<(PartParams, PartTicket), (Reject, Answer)> {
+    if let Some(answer) = wrong_method(method, Method::POST, Action::Part) {
+        return Err((Reject::Method, answer));
+    }
+    let p =
+        PartParams::from_query(query).map_err(|e| (Reject::Param, Answer::param(e.to_string())))?;
+    app.verify(&p.signature, &p.file_sha)
+        .map_err(|e| (Reject::Signature, Answer::signature(e.to_string())))?;
+    let ticket = match app.store.check_part(&p).await {
+        PartCheck::Ready(ticket) => ticket,
+        PartCheck::NoUpload => return Err((Reject::NoUpload, Answer::no_upload())),
+        PartCheck::StaleSignature => {
+            return Err((Reject::Signature, Answer::signature(STALE_SIGNATURE)))
         }
-        chunks.push(chunk);
-    }
-    if total < expected {
-        let desc = format!("body has {total} bytes, dataSize is {expected}");
-        return Err((Reject::Length, Answer::body(desc)));
-    }
-    Ok(chunks)
+        PartCheck::BadOffset(desc) => return Err((Reject::Offset, Answer::protocol(false, desc))),
+        PartCheck::BadSize(desc) => return Err((Reject::Size, Answer::protocol(false, desc))),
+    };
+    Ok((p, ticket))
 }

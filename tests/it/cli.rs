@@ -1,7 +1,7 @@
 //! The real `vodup` binary: `upload --json`, `status --json`, `check-config`, resume after
 //! SIGKILL, and the secret key kept out of every log line.
 
-use crate::helpers::env::{bytes, eventually, fetch, Env, PART, SECRET_KEY};
+use crate::helpers::env::{fetch, test_bytes, wait_until, Env, PART, SECRET_KEY};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -32,8 +32,8 @@ fn json_lines(out: &Output) -> Vec<Value> {
 #[tokio::test]
 async fn a_final_error_fails_one_file_and_the_other_still_uploads() {
     let env = Env::new().await;
-    let good = bytes(3 * PART as usize, 10);
-    let bad = bytes(2 * PART as usize, 11);
+    let good = test_bytes(3 * PART as usize, 10);
+    let bad = test_bytes(2 * PART as usize, 11);
     let good_path = env.write(&env.src, "good.mp4", &good);
     let bad_path = env.write(&env.src, "bad.mp4", &bad);
     env.emu
@@ -93,7 +93,7 @@ async fn resumes_after_sigkill_resending_at_most_the_parts_in_flight() {
             ..Faults::default()
         })
         .await;
-    let data = bytes(40 * PART as usize + 99, 12);
+    let data = test_bytes(40 * PART as usize + 99, 12);
     let path = env.write(&env.src, "big.mp4", &data);
     let config = env.config_file("");
     let mut child = vodup(&config)
@@ -103,7 +103,7 @@ async fn resumes_after_sigkill_resending_at_most_the_parts_in_flight() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    eventually(
+    wait_until(
         "ten parts confirmed by the service",
         Duration::from_secs(30),
         || async { env.emu.stats().await.parts_accepted >= 10 },
@@ -153,7 +153,7 @@ async fn resumes_from_the_emulator_state_after_the_emulator_restarts() {
             ..Faults::default()
         })
         .await;
-    let data = bytes(20 * PART as usize, 13);
+    let data = test_bytes(20 * PART as usize, 13);
     let path = env.write(&env.src, "restart.mp4", &data);
     let config = env.config_file("");
     let mut child = vodup(&config)
@@ -163,14 +163,14 @@ async fn resumes_from_the_emulator_state_after_the_emulator_restarts() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    eventually("some parts", Duration::from_secs(30), || async {
+    wait_until("some parts", Duration::from_secs(30), || async {
         env.emu.stats().await.parts_accepted >= 5
     })
     .await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let held_before = env.emu.stats().await.parts_accepted;
-    env.emu.restart(Faults::default()).await;
+    env.emu.restart().await;
     let out = run(vodup(&config).arg("upload").arg("--json").arg(&path)).await;
     assert!(
         out.status.success(),
@@ -213,7 +213,7 @@ async fn the_secret_key_never_appears_in_trace_logs_or_output() {
         let path = env.write(
             &env.src,
             &format!("secret-{format}.mp4"),
-            &bytes(3 * PART as usize, seed),
+            &test_bytes(3 * PART as usize, seed),
         );
         let out = run(vodup(&config)
             .args(["-vv", "--log-format", format, "upload", "--json"])

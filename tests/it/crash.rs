@@ -1,6 +1,6 @@
 //! The real daemon binary killed and stopped in the middle of uploads.
 
-use crate::helpers::env::{bytes, eventually, Env, PART};
+use crate::helpers::env::{test_bytes, wait_until, Env, PART};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -31,7 +31,7 @@ async fn slow_env() -> (Env, Vec<Vec<u8>>) {
     })
     .await;
     let contents: Vec<Vec<u8>> = (0..FILES)
-        .map(|i| bytes(PARTS * PART as usize - i, 40 + i as u64))
+        .map(|i| test_bytes(PARTS * PART as usize - i, 40 + i as u64))
         .collect();
     for (i, data) in contents.iter().enumerate() {
         env.write(&env.drop, &format!("v{i}.mp4"), data);
@@ -42,7 +42,7 @@ async fn slow_env() -> (Env, Vec<Vec<u8>>) {
 async fn all_done(env: &Env, contents: &[Vec<u8>]) {
     for (i, data) in contents.iter().enumerate() {
         let moved = env.done.join(format!("v{i}.mp4"));
-        eventually(
+        wait_until(
             &format!("v{i}.mp4 moved to done"),
             Duration::from_secs(60),
             || async { moved.exists() },
@@ -74,7 +74,7 @@ async fn sigkill_in_the_middle_of_uploads_then_restart_completes_everything_once
     let (env, contents) = slow_env().await;
     let config = env.config_file("files_in_flight = 2");
     let mut first = daemon(&config);
-    eventually("parts in progress", Duration::from_secs(30), || async {
+    wait_until("parts in progress", Duration::from_secs(30), || async {
         env.emu.stats().await.parts_accepted >= 8
     })
     .await;
@@ -111,7 +111,7 @@ async fn sigterm_drains_within_the_deadline_exits_zero_and_the_restart_finishes(
     let (env, contents) = slow_env().await;
     let config = env.config_file("files_in_flight = 2");
     let mut first = daemon(&config);
-    eventually("parts in progress", Duration::from_secs(30), || async {
+    wait_until("parts in progress", Duration::from_secs(30), || async {
         env.emu.stats().await.parts_accepted >= 6
     })
     .await;

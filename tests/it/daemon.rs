@@ -1,7 +1,7 @@
 //! The daemon against the emulator: pick-up of existing and new files, settling, renames and
 //! temporary names, a burst of files, after-upload actions and failures.
 
-use crate::helpers::env::{bytes, eventually, fetch, Env, PART};
+use crate::helpers::env::{fetch, test_bytes, wait_until, Env, PART};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -53,7 +53,7 @@ fn in_done(env: &Env, name: &str) -> PathBuf {
 async fn wait_done(env: &Env, names: &[&str], timeout: Duration) {
     for name in names {
         let path = in_done(env, name);
-        eventually(&format!("{name} in the done folder"), timeout, || async {
+        wait_until(&format!("{name} in the done folder"), timeout, || async {
             path.exists()
         })
         .await;
@@ -70,12 +70,12 @@ async fn served(env: &Env, drop_path: &Path) -> Vec<u8> {
 #[tokio::test]
 async fn files_present_before_start_and_dropped_after_are_all_uploaded() {
     let env = Env::new().await;
-    let early = bytes(2 * PART as usize + 5, 20);
-    let nested = bytes(PART as usize / 3, 21);
+    let early = test_bytes(2 * PART as usize + 5, 20);
+    let nested = test_bytes(PART as usize / 3, 21);
     let early_path = env.write(&env.drop, "early.mp4", &early);
     let nested_path = env.write(&env.drop, "show/ep1.mov", &nested);
     let daemon = Daemon::start(env.config()).await;
-    let late = bytes(3 * PART as usize, 22);
+    let late = test_bytes(3 * PART as usize, 22);
     let late_path = env.write(&env.drop, "late.mkv", &late);
     wait_done(
         &env,
@@ -99,7 +99,7 @@ async fn a_slowly_written_file_is_uploaded_once_after_it_stops_growing() {
     let mut config = env.config();
     config.watch[0].settle = Duration::from_millis(800);
     let daemon = Daemon::start(config).await;
-    let data = bytes(6 * PART as usize, 23);
+    let data = test_bytes(6 * PART as usize, 23);
     let path = env.drop.join("slow.mp4");
     {
         use std::io::Write;
@@ -126,10 +126,10 @@ async fn a_slowly_written_file_is_uploaded_once_after_it_stops_growing() {
 async fn renamed_in_files_are_taken_and_temporary_names_ignored_until_renamed() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config()).await;
-    let data = bytes(PART as usize + 1, 24);
+    let data = test_bytes(PART as usize + 1, 24);
     let partial = env.write(&env.drop, "clip.mp4.part", &data);
     let hidden = env.write(&env.drop, ".clip2.mp4", &data);
-    let outside = env.write(&env.src, "moved.mov", &bytes(1000, 25));
+    let outside = env.write(&env.src, "moved.mov", &test_bytes(1000, 25));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         env.ledger().files().unwrap().is_empty(),
@@ -151,7 +151,7 @@ async fn two_hundred_small_files_dropped_at_once_are_all_uploaded() {
     let daemon = Daemon::start(config).await;
     let names: Vec<String> = (0..200).map(|i| format!("burst/f{i:03}.mp4")).collect();
     for (i, name) in names.iter().enumerate() {
-        env.write(&env.drop, name, &bytes(2_000 + i, 100 + i as u64));
+        env.write(&env.drop, name, &test_bytes(2_000 + i, 100 + i as u64));
     }
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     wait_done(&env, &refs, Duration::from_secs(120)).await;
@@ -165,7 +165,7 @@ async fn two_hundred_small_files_dropped_at_once_are_all_uploaded() {
 async fn the_same_content_dropped_twice_is_uploaded_once() {
     let env = Env::new().await;
     let daemon = Daemon::start(env.config()).await;
-    let data = bytes(4 * PART as usize, 26);
+    let data = test_bytes(4 * PART as usize, 26);
     env.write(&env.drop, "a.mp4", &data);
     env.write(&env.drop, "b.mp4", &data);
     wait_done(&env, &["a.mp4", "b.mp4"], Duration::from_secs(30)).await;
@@ -182,7 +182,7 @@ async fn the_same_content_dropped_twice_is_uploaded_once() {
 #[tokio::test]
 async fn delete_never_touches_a_file_whose_finish_failed() {
     let env = Env::new().await;
-    let bad = bytes(2 * PART as usize, 27);
+    let bad = test_bytes(2 * PART as usize, 27);
     env.emu
         .set_faults(&Faults {
             final_rate: 1.0,
@@ -197,14 +197,14 @@ async fn delete_never_touches_a_file_whose_finish_failed() {
     config.watch[0].failed_dir = None;
     let daemon = Daemon::start(config).await;
     let bad_path = env.write(&env.drop, "bad.mp4", &bad);
-    let good_path = env.write(&env.drop, "good.mp4", &bytes(PART as usize, 28));
-    eventually(
+    let good_path = env.write(&env.drop, "good.mp4", &test_bytes(PART as usize, 28));
+    wait_until(
         "good.mp4 deleted after upload",
         Duration::from_secs(30),
         || async { !good_path.exists() },
     )
     .await;
-    eventually("bad.mp4 failed", Duration::from_secs(30), || async {
+    wait_until("bad.mp4 failed", Duration::from_secs(30), || async {
         env.record(&bad_path)
             .is_some_and(|r| r.state == FileState::Failed)
     })
@@ -230,11 +230,11 @@ async fn final_failures_land_in_the_failed_folder_with_a_sidecar() {
         })
         .await;
     let daemon = Daemon::start(env.config()).await;
-    let data = bytes(PART as usize, 29);
+    let data = test_bytes(PART as usize, 29);
     env.write(&env.drop, "sub/refused.mp4", &data);
     let moved = env.failed.join("sub/refused.mp4");
     let sidecar = env.failed.join("sub/refused.mp4.error.json");
-    eventually("the sidecar", Duration::from_secs(30), || async {
+    wait_until("the sidecar", Duration::from_secs(30), || async {
         sidecar.exists()
     })
     .await;

@@ -1,8 +1,10 @@
-//! The one integration-test binary: every test drives the real emulator over TCP.
+//! The one integration-test binary: every behaviour module, and the fixtures they share. Every
+//! test drives the real emulator over TCP.
 
 mod cli;
 mod crash;
 mod daemon;
+mod emulator;
 mod helpers;
 mod operations;
 mod upload;

@@ -1,7 +1,7 @@
 //! Operating vodup: metrics that move, completion hooks delivered at least once (also across a
 //! restart), and JSON logs that carry fileSha.
 
-use crate::helpers::env::{bytes, eventually, Env, PART};
+use crate::helpers::env::{test_bytes, wait_until, Env, PART};
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,7 +66,7 @@ async fn metrics_move_during_and_after_an_upload() {
     config.metrics.listen = Some(([127, 0, 0, 1], port).into());
     let (stop, task) = start_daemon(config).await;
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let data = bytes(16 * PART as usize, 50);
+    let data = test_bytes(16 * PART as usize, 50);
     env.write(&env.drop, "metered.mp4", &data);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let during = loop {
@@ -87,7 +87,7 @@ async fn metrics_move_during_and_after_an_upload() {
         "{during}"
     );
     assert!(sample(&during, "vodup_parts_in_flight").unwrap() >= 1.0);
-    eventually("done", Duration::from_secs(30), || async {
+    wait_until("done", Duration::from_secs(30), || async {
         env.done.join("metered.mp4").exists()
     })
     .await;
@@ -129,8 +129,8 @@ async fn retried_parts_are_counted_by_code() {
     let mut config = env.config();
     config.metrics.listen = Some(([127, 0, 0, 1], port).into());
     let (stop, task) = start_daemon(config).await;
-    env.write(&env.drop, "retried.mp4", &bytes(8 * PART as usize, 51));
-    eventually("done", Duration::from_secs(30), || async {
+    env.write(&env.drop, "retried.mp4", &test_bytes(8 * PART as usize, 51));
+    wait_until("done", Duration::from_secs(30), || async {
         env.done.join("retried.mp4").exists()
     })
     .await;
@@ -204,15 +204,15 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
         ],
         webhook: Some(url),
     });
-    let data = bytes(3 * PART as usize, 52);
+    let data = test_bytes(3 * PART as usize, 52);
     let dropped = env.write(&env.drop, "hooked.mp4", &data);
     let (stop, task) = start_daemon(config.clone()).await;
     let json_out = out.with_extension("json");
-    eventually("the command hook", Duration::from_secs(30), || async {
+    wait_until("the command hook", Duration::from_secs(30), || async {
         json_out.exists()
     })
     .await;
-    eventually("a refused webhook", Duration::from_secs(30), || async {
+    wait_until("a refused webhook", Duration::from_secs(30), || async {
         receiver.refused.load(Ordering::SeqCst) >= 1
     })
     .await;
@@ -254,7 +254,7 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
 
     receiver.failing.store(false, Ordering::SeqCst);
     let (stop, task) = start_daemon(config).await;
-    eventually(
+    wait_until(
         "the webhook after the restart",
         Duration::from_secs(30),
         || async { !receiver.accepted.lock().unwrap().is_empty() },
@@ -288,8 +288,8 @@ async fn failed_files_send_their_error_to_the_on_failed_hook() {
         webhook: Some(url),
     });
     let (stop, task) = start_daemon(config).await;
-    env.write(&env.drop, "nope.mp4", &bytes(1000, 53));
-    eventually("the failure webhook", Duration::from_secs(30), || async {
+    env.write(&env.drop, "nope.mp4", &test_bytes(1000, 53));
+    wait_until("the failure webhook", Duration::from_secs(30), || async {
         !receiver.accepted.lock().unwrap().is_empty()
     })
     .await;
@@ -308,7 +308,7 @@ async fn json_logs_parse_and_carry_file_sha_on_every_per_file_line() {
         ..Faults::default()
     })
     .await;
-    let data = bytes(6 * PART as usize, 54);
+    let data = test_bytes(6 * PART as usize, 54);
     let path = env.write(&env.src, "logged.mp4", &data);
     let config = env.config_file("");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))

@@ -1,7 +1,7 @@
 //! The upload engine against the emulator: bytes arrive intact, instant upload, faults, final
 //! errors, files that change, and the ledger invariant.
 
-use crate::helpers::env::{bytes, fetch, Env, PART};
+use crate::helpers::env::{fetch, test_bytes, Env, PART};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use vodup::commands::enqueue_path;
@@ -23,7 +23,7 @@ async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Pat
 #[tokio::test]
 async fn multi_part_file_arrives_byte_for_byte_and_ledger_says_done() {
     let env = Env::new().await;
-    let data = bytes(5 * PART as usize + 12_345, 1);
+    let data = test_bytes(5 * PART as usize + 12_345, 1);
     let path = env.write(&env.src, "clip.mp4", &data);
     let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
         panic!("upload did not finish");
@@ -44,7 +44,7 @@ async fn multi_part_file_arrives_byte_for_byte_and_ledger_says_done() {
 #[tokio::test]
 async fn second_upload_of_the_same_content_is_instant_and_sends_no_part() {
     let env = Env::new().await;
-    let data = bytes(3 * PART as usize, 2);
+    let data = test_bytes(3 * PART as usize, 2);
     let first = env.write(&env.src, "a.mp4", &data);
     let second = env.write(&env.src, "copy of a.mov", &data);
     let Outcome::Done(a) = upload(&env, &env.config(), &first).await else {
@@ -74,7 +74,7 @@ async fn retryable_errors_and_dropped_connections_still_complete() {
         ..Faults::default()
     };
     let env = Env::with_faults(faults).await;
-    let data = bytes(8 * PART as usize + 1, 3);
+    let data = test_bytes(8 * PART as usize + 1, 3);
     let path = env.write(&env.src, "flaky.mp4", &data);
     let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
         panic!("upload did not survive the faults: {:?}", env.record(&path));
@@ -90,7 +90,7 @@ async fn retryable_errors_and_dropped_connections_still_complete() {
 #[tokio::test]
 async fn a_final_error_fails_the_file_with_its_code_and_message_in_the_ledger() {
     let env = Env::new().await;
-    let data = bytes(2 * PART as usize, 4);
+    let data = test_bytes(2 * PART as usize, 4);
     let path = env.write(&env.src, "refused.mp4", &data);
     env.emu
         .set_faults(&Faults {
@@ -124,7 +124,7 @@ async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix()
             ..Faults::default()
         })
         .await;
-    let first = bytes(12 * PART as usize, 5);
+    let first = test_bytes(12 * PART as usize, 5);
     let path = env.write(&env.src, "changing.mp4", &first);
     let mut config = env.config();
     config.parts_in_flight = 2;
@@ -140,13 +140,13 @@ async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix()
                 .unwrap()
         }
     });
-    crate::helpers::env::eventually(
+    crate::helpers::env::wait_until(
         "some parts sent",
         std::time::Duration::from_secs(20),
         || async { env.emu.stats().await.parts_accepted >= 3 },
     )
     .await;
-    let second = bytes(12 * PART as usize + 777, 6);
+    let second = test_bytes(12 * PART as usize + 777, 6);
     std::fs::write(&path, &second).unwrap();
     let Outcome::Done(done) = task.await.unwrap() else {
         panic!("the new content uploads")
@@ -163,7 +163,7 @@ async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix()
 #[tokio::test]
 async fn a_file_that_vanishes_fails_with_a_clear_reason() {
     let env = Env::new().await;
-    let path = env.write(&env.src, "gone.mp4", &bytes(PART as usize, 7));
+    let path = env.write(&env.src, "gone.mp4", &test_bytes(PART as usize, 7));
     let ledger = env.ledger();
     let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
     std::fs::remove_file(&path).unwrap();
@@ -181,7 +181,7 @@ async fn a_file_that_vanishes_fails_with_a_clear_reason() {
 #[tokio::test]
 async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again() {
     let env = Env::new().await;
-    let data = bytes(4 * PART as usize, 8);
+    let data = test_bytes(4 * PART as usize, 8);
     let path = env.write(&env.src, "lost.mp4", &data);
     let sha = vodup::hash::sha1_hex(&data);
     let ledger = env.ledger();
@@ -203,7 +203,7 @@ async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again
 async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on() {
     use vodup::protocol::{Claims, Processing, SecretKey};
     let env = Env::new().await;
-    let data = bytes(2 * PART as usize, 9);
+    let data = test_bytes(2 * PART as usize, 9);
     let path = env.write(&env.src, "expired.mp4", &data);
     let sha = vodup::hash::sha1_hex(&data);
     let now = vodup::upload::unix_now();

@@ -1,10 +1,10 @@
-//! Finishing an upload: the preconditions, the assembly of the parts, the SHA-1 check, and the
-//! finished file (or the discarded parts) that result.
+//! Finishing an upload: the preconditions, the SHA-1 check over the parts in order, and the
+//! finished file (the parts, moved) or the discarded parts that result.
 
 use super::{EntryState, Store};
-use crate::emulator::disk::{DiskError, FinishedRecord};
+use crate::emulator::disk::{DiskError, FinishedRecord, UploadRecord};
 use crate::emulator::params::FinishParams;
-use crate::protocol::plan::{self, PartSize};
+use crate::protocol::plan::{self, Part, PartSize};
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,33 +66,46 @@ impl Store {
                 total: all.len(),
             });
         }
-        let layout: Vec<(u64, u64)> = all.iter().map(|part| (part.offset, part.len)).collect();
-        let sha = p.file_sha.clone();
-        let (temp, actual) = self.on_disk(move |d| d.assemble(&sha, &layout)).await?;
-        let outcome = if actual == p.file_sha {
-            let file = FinishedRecord {
-                file_id: self
-                    .next_file_id
-                    .fetch_add(1, Ordering::Relaxed)
-                    .to_string(),
-                file_name: file_name.to_owned(),
-                file_size: upload.file_size,
-            };
-            let id = file.file_id.clone();
-            self.on_disk(move |d| d.publish_file(&temp, &id)).await?;
-            FinishOutcome::Done {
-                file,
-                repeated: false,
-            }
-        } else {
-            self.on_disk(move |d| d.remove_temp(&temp)).await;
-            FinishOutcome::ShaMismatch { actual }
-        };
+        let outcome = self.check_and_publish(p, file_name, upload, &all).await?;
         self.close_upload(&p.file_sha, &mut state, &outcome).await?;
         Ok(outcome)
     }
 
-    /// After a finish that assembled the file: record the outcome and drop the parts.
+    /// Every part is held: hash them in order and, if they are the file, make them the file.
+    async fn check_and_publish(
+        &self,
+        p: &FinishParams,
+        file_name: &str,
+        upload: UploadRecord,
+        all: &[Part],
+    ) -> Result<FinishOutcome, DiskError> {
+        let layout: Vec<(u64, u64)> = all.iter().map(|part| (part.offset, part.len)).collect();
+        let sha = p.file_sha.clone();
+        let actual = self
+            .on_disk(move |d| d.sha1_of_parts(&sha, &layout))
+            .await?;
+        if actual != p.file_sha {
+            return Ok(FinishOutcome::ShaMismatch { actual });
+        }
+        let file_id = self
+            .next_file_id
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        let (sha, id) = (p.file_sha.clone(), file_id.clone());
+        self.on_disk(move |d| d.publish_parts(&sha, &id)).await?;
+        let file = FinishedRecord {
+            file_id,
+            file_name: file_name.to_owned(),
+            file_size: upload.file_size,
+            part_size: upload.part_size,
+        };
+        Ok(FinishOutcome::Done {
+            file,
+            repeated: false,
+        })
+    }
+
+    /// After a finish that checked the parts: record the outcome and drop what is left of them.
     async fn close_upload(
         &self,
         sha: &str,
@@ -125,6 +138,16 @@ mod tests {
     use crate::hash::{md5_hex, sha1_hex};
     use bytes::Bytes;
 
+    /// The bytes of a finished file, its part files concatenated without their headers.
+    fn read_file(store: &Store, file_id: &str) -> Vec<u8> {
+        let header = crate::emulator::disk::PART_HEADER_BYTES as usize;
+        let parts = store.file(file_id).unwrap().parts;
+        parts
+            .iter()
+            .flat_map(|p| std::fs::read(p).unwrap()[header..].to_vec())
+            .collect()
+    }
+
     #[tokio::test]
     async fn finished_files_and_latest_signature_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -147,10 +170,7 @@ mod tests {
         else {
             panic!("finish failed")
         };
-        assert_eq!(
-            std::fs::read(&store.file(&file.file_id).unwrap().path).unwrap(),
-            data
-        );
+        assert_eq!(read_file(&store, &file.file_id), data);
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
@@ -176,6 +196,7 @@ mod tests {
             .unwrap();
         assert_eq!(init, InitOutcome::Finished(file.clone()));
         assert_eq!(store.file(&file.file_id).unwrap().name, "a.mp4");
+        assert_eq!(read_file(&store, &file.file_id), data);
         let next: u64 = store.next_file_id.load(Ordering::Relaxed);
         assert!(next > file.file_id.parse::<u64>().unwrap());
     }

@@ -11,11 +11,11 @@ mod finish;
 mod parts;
 
 pub use finish::FinishOutcome;
-pub use parts::{PartCheck, PartReceived};
+pub use parts::{PartCheck, PartReceived, PartTicket};
 
 use super::disk::{self, Disk, DiskError, FinishedRecord, HeldPart, ShaRecord, UploadRecord};
 use super::params::InitParams;
-use crate::protocol::plan::PartSize;
+use crate::protocol::plan::{self, PartSize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +38,10 @@ type Entry = tokio::sync::Mutex<EntryState>;
 /// A finished file, as `GET` on its url needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRef {
-    pub path: PathBuf,
     pub name: String,
     pub size: u64,
+    /// Its part files in offset order; each holds [`disk::PART_HEADER_BYTES`] then the bytes.
+    pub parts: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub enum InitOutcome {
 pub struct Store {
     disk: Arc<Disk>,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
-    files: Mutex<HashMap<String, FileRef>>,
+    files: Mutex<HashMap<String, FinishedRecord>>,
     next_file_id: AtomicU64,
     next_generation: AtomicU64,
 }
@@ -120,20 +121,23 @@ impl Store {
     }
 
     fn add_file(&self, f: &FinishedRecord) {
-        let file = FileRef {
-            path: self.disk.file_path(&f.file_id),
-            name: f.file_name.clone(),
-            size: f.file_size,
-        };
-        self.files
-            .lock()
-            .expect("files lock")
-            .insert(f.file_id.clone(), file);
+        let mut files = self.files.lock().expect("files lock");
+        files.insert(f.file_id.clone(), f.clone());
     }
 
     /// The finished file with this fileId.
     pub fn file(&self, file_id: &str) -> Option<FileRef> {
-        self.files.lock().expect("files lock").get(file_id).cloned()
+        let f = self.files.lock().expect("files lock").get(file_id)?.clone();
+        let part_size = PartSize::from_bytes(f.part_size)?;
+        let parts = plan::plan(f.file_size, part_size)
+            .iter()
+            .map(|part| self.disk.finished_part_path(file_id, part.offset))
+            .collect();
+        Some(FileRef {
+            name: f.file_name,
+            size: f.file_size,
+            parts,
+        })
     }
 
     async fn on_disk<T: Send + 'static>(&self, f: impl FnOnce(&Disk) -> T + Send + 'static) -> T {
@@ -158,12 +162,10 @@ impl Store {
         let mut state = entry.lock().await;
         let mut next = state.record.clone();
         next.latest_signature = Some(p.signature.clone());
-        let known = next.finished.as_ref().map(|f| f.file_size);
-        let known = known.or(next.upload.map(|u| u.file_size));
-        if known.is_some_and(|size| size != p.file_size) {
-            return Ok(InitOutcome::SizeMismatch {
-                known: known.unwrap_or(0),
-            });
+        let finished_size = next.finished.as_ref().map(|f| f.file_size);
+        let known = finished_size.or(next.upload.map(|u| u.file_size));
+        if let Some(known) = known.filter(|&size| size != p.file_size) {
+            return Ok(InitOutcome::SizeMismatch { known });
         }
         let outcome = match (&next.finished, next.upload) {
             (Some(file), _) => InitOutcome::Finished(file.clone()),

@@ -6,6 +6,7 @@ use crate::emulator::disk::{self, DiskError};
 use crate::emulator::params::PartParams;
 use crate::protocol::plan::{self, PartSize};
 use bytes::Bytes;
+use std::ops::ControlFlow::{Break, Continue};
 
 /// Permission to receive a part, taken before its body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,21 +84,21 @@ impl Store {
             .on_disk(move |d| {
                 let actual = disk::md5_of(&body);
                 if actual != md5 {
-                    return Ok(Err(PartReceived::Md5Mismatch { actual }));
+                    return Ok(Break(PartReceived::Md5Mismatch { actual }));
                 }
                 if duplicate {
-                    return Ok(Err(PartReceived::Duplicate));
+                    return Ok(Break(PartReceived::Duplicate));
                 }
-                d.write_part_temp(&md5, &body).map(Ok)
+                d.write_part_temp(&md5, &body).map(Continue)
             })
             .await?;
         let temp = match written {
-            Ok(temp) => temp,
-            Err(done) => return Ok(done),
+            Continue(temp) => temp,
+            Break(done) => return Ok(done),
         };
         let entry = self.find(&p.file_sha).expect("an entry is never removed");
         let mut state = entry.lock().await;
-        if state.generation != ticket.generation || state.record.upload.is_none() {
+        if state.generation != ticket.generation {
             self.on_disk(move |d| d.remove_temp(&temp)).await;
             return Ok(PartReceived::Gone);
         }

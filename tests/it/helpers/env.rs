@@ -1,89 +1,21 @@
 //! `Env`: one test's world for vodup itself: a temp dir, a running emulator, drop/done/failed
 //! folders, and a config (in-process or as a TOML file for the real binary) pointing at both.
 
-use std::net::SocketAddr;
+use super::{start_emulator, TestEmulator};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use vodup::config::{AfterUpload, Config, Watch};
-use vodup::emulator::{Emulator, EmulatorConfig, Faults, Stats};
+use vodup::emulator::Faults;
 use vodup::ledger::{FileRecord, Ledger};
 use vodup::protocol::{RetryPolicy, SecretKey, Timeouts};
 
-pub const SECRET_ID: &str = "AKIDvodupTestId";
-/// Distinctive so a test can grep logs for it.
-pub const SECRET_KEY: &str = "SeCrEt-kEy-2f9c81-must-never-be-logged";
+pub use super::{test_bytes, wait_until, SECRET_ID, SECRET_KEY};
+
 pub const PART: u64 = 524_288;
-
-/// A running emulator that can be stopped and started again on the same port and data.
-pub struct Emu {
-    pub addr: SocketAddr,
-    pub endpoint: String,
-    pub data: PathBuf,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Emu {
-    pub async fn start(data: &Path, addr: SocketAddr, faults: Faults) -> Emu {
-        let emulator = Emulator::bind(EmulatorConfig {
-            listen: addr,
-            data_dir: data.to_owned(),
-            secrets: vec![(SECRET_ID.into(), SecretKey::new(SECRET_KEY))],
-            faults,
-            seed: 7,
-        })
-        .await
-        .expect("emulator binds");
-        let (addr, endpoint) = (emulator.local_addr(), emulator.endpoint());
-        let cancel = CancellationToken::new();
-        let task = tokio::spawn({
-            let cancel = cancel.clone();
-            async move { emulator.run(cancel).await.expect("emulator runs") }
-        });
-        Emu {
-            addr,
-            endpoint,
-            data: data.to_owned(),
-            cancel,
-            task,
-        }
-    }
-
-    /// Stop serving and start again on the same address and data, as a restarted service would.
-    pub async fn restart(&mut self, faults: Faults) {
-        self.cancel.cancel();
-        let _ = (&mut self.task).await;
-        *self = Emu::start(&self.data.clone(), self.addr, faults).await;
-    }
-
-    fn admin(&self, path: &str) -> String {
-        format!("http://{}/_admin/{path}", self.addr)
-    }
-
-    pub async fn stats(&self) -> Stats {
-        reqwest::get(self.admin("stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    pub async fn set_faults(&self, faults: &Faults) {
-        let r = reqwest::Client::new()
-            .post(self.admin("faults"))
-            .json(faults)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "faults accepted: {}", r.status());
-    }
-}
 
 pub struct Env {
     pub dir: tempfile::TempDir,
-    pub emu: Emu,
+    pub emu: TestEmulator,
     pub drop: PathBuf,
     pub done: PathBuf,
     pub failed: PathBuf,
@@ -98,7 +30,7 @@ impl Env {
     pub async fn with_faults(faults: Faults) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        let emu = Emu::start(&root.join("emulator"), ([127, 0, 0, 1], 0).into(), faults).await;
+        let emu = start_emulator(faults).await;
         let [drop, done, failed, src] = ["drop", "done", "failed", "src"].map(|d| root.join(d));
         for d in [&drop, &done, &failed, &src] {
             std::fs::create_dir_all(d).unwrap();
@@ -192,14 +124,6 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    use rand::{RngCore, SeedableRng};
-    let mut data = vec![0u8; len];
-    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
-    data
-}
-
 /// What the emulator serves at a finished file's URL.
 pub async fn fetch(url: &str) -> Vec<u8> {
     let response = reqwest::get(url).await.unwrap();
@@ -209,20 +133,4 @@ pub async fn fetch(url: &str) -> Vec<u8> {
         response.status()
     );
     response.bytes().await.unwrap().to_vec()
-}
-
-/// Poll `check` until it is true; panic naming `what` after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
