@@ -92,7 +92,7 @@ impl TestEmulator {
 
     /// Whether `run` has returned.
     pub fn is_stopped(&self) -> bool {
-        self.task.as_ref().map_or(true, |t| t.is_finished())
+        self.task.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// `http://ADDR`.
