@@ -6,7 +6,7 @@ use super::Watches;
 use crate::commands::enqueue_path;
 use crate::config::Watch;
 use crate::error::Error;
-use crate::ledger::{FileKey, Ledger};
+use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
 use crate::stability::Settler;
 use crate::watcher::{self, Filter, RescanFlag};
 use std::path::{Path, PathBuf};
@@ -125,8 +125,9 @@ impl Intake {
             tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, Duration)>, Error> {
                 let mut found = Vec::new();
                 for (filter, watch) in &filters {
+                    let moved_back_retries = watch.failed_dir.is_some();
                     for path in filter.scan() {
-                        if !is_settled_already(&ledger, &path)? {
+                        if !is_settled_already(&ledger, &path, moved_back_retries)? {
                             found.push((path, watch.settle));
                         }
                     }
@@ -159,6 +160,25 @@ impl Intake {
         })
         .await
         .expect("enqueue does not panic");
+        let found = match found {
+            // A failed file moved to the failed folder and moved back in: the operator retries it.
+            Ok(record)
+                if record.state == FileState::Failed
+                    && record.disposed
+                    && watch.failed_dir.is_some() =>
+            {
+                info!(path = %record.path.display(), "failed file moved back in: retrying it");
+                let path = record.path.clone();
+                self.ledger
+                    .run(move |l| l.requeue_failed(Some(&path)))
+                    .await?;
+                Ok(FileRecord {
+                    state: FileState::Queued,
+                    ..record
+                })
+            }
+            other => other,
+        };
         match found {
             Ok(record) if !record.state.is_final() => {
                 info!(path = %record.path.display(), size = record.size, "file settled: queued");
@@ -179,12 +199,18 @@ fn settle_for(active: &Active, path: &Path) -> Option<Duration> {
         .map(|(_, w)| w.settle)
 }
 
-/// Whether this version of the file (same size and mtime) already ended in the ledger.
-fn is_settled_already(ledger: &Ledger, path: &Path) -> Result<bool, Error> {
+/// Whether this version of the file (same size and mtime) already ended in the ledger. With
+/// `moved_back_retries`, a failed file that was moved to the failed folder and is back is not.
+fn is_settled_already(
+    ledger: &Ledger,
+    path: &Path,
+    moved_back_retries: bool,
+) -> Result<bool, Error> {
     let Ok(now) = crate::hash::stat(path) else {
         return Ok(true);
     };
-    Ok(ledger
-        .latest_for_path(path)?
-        .is_some_and(|r| r.state.is_final() && (r.size, r.mtime_ns) == now))
+    Ok(ledger.latest_for_path(path)?.is_some_and(|r| {
+        let moved_back = moved_back_retries && r.state == FileState::Failed && r.disposed;
+        r.state.is_final() && (r.size, r.mtime_ns) == now && !moved_back
+    }))
 }

@@ -146,3 +146,40 @@ fn send_signal(pid: i32, signal: &str) {
         .status();
     assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_watch_list() {
+    let env = Env::new().await;
+    let config = env.config_file("");
+    let mut running = daemon(&config);
+    let second = env.dir.path().join("second-drop");
+    let second_done = env.dir.path().join("second-done");
+    std::fs::create_dir_all(&second).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[watch]]\npath = {:?}\nafter_upload = \"move\"\ndone_dir = {:?}\nsettle = \"300ms\"\n",
+        second.display().to_string(),
+        second_done.display().to_string()
+    ));
+    // Wait until the daemon watches (its first scan takes the file already there).
+    env.write(&env.drop, "first.mp4", &test_bytes(1000, 60));
+    wait_until("the first file", Duration::from_secs(30), || async {
+        env.done.join("first.mp4").exists()
+    })
+    .await;
+    std::fs::write(&config, text).unwrap();
+    send_signal(running.id().unwrap() as i32, "HUP");
+    let data = test_bytes(PART as usize, 61);
+    let dropped = second.join("new-folder.mp4");
+    std::fs::write(&dropped, &data).unwrap();
+    let moved = second_done.join("new-folder.mp4");
+    wait_until(
+        "the file in the reloaded folder",
+        Duration::from_secs(30),
+        || async { moved.exists() },
+    )
+    .await;
+    assert_eq!(std::fs::read(&moved).unwrap(), data);
+    running.start_kill().unwrap();
+    running.wait().await.unwrap();
+}

@@ -247,3 +247,58 @@ async fn final_failures_land_in_the_failed_folder_with_a_sidecar() {
     assert!(!in_done(&env, "sub/refused.mp4").exists());
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_file_moved_back_from_the_failed_folder_is_retried() {
+    let env = Env::new().await;
+    let refusing = Faults {
+        final_rate: 1.0,
+        final_codes: vec![4300],
+        actions: vec!["InitUploadEx".into()],
+        ..Faults::default()
+    };
+    env.emu.set_faults(&refusing).await;
+    let daemon = Daemon::start(env.config()).await;
+    let data = test_bytes(PART as usize + 3, 30);
+    env.write(&env.drop, "again.mp4", &data);
+    let failed = env.failed.join("again.mp4");
+    wait_until("the failure", Duration::from_secs(30), || async {
+        failed.exists()
+    })
+    .await;
+    env.emu.set_faults(&Faults::default()).await;
+    std::fs::rename(&failed, env.drop.join("again.mp4")).unwrap();
+    wait_done(&env, &["again.mp4"], Duration::from_secs(30)).await;
+    assert_eq!(served(&env, &env.drop.join("again.mp4")).await, data);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn retry_requeues_failed_files_for_the_running_daemon() {
+    let env = Env::new().await;
+    let refusing = Faults {
+        final_rate: 1.0,
+        final_codes: vec![4300],
+        actions: vec!["FinishUploadEx".into()],
+        ..Faults::default()
+    };
+    env.emu.set_faults(&refusing).await;
+    let mut config = env.config();
+    config.watch[0].failed_dir = None;
+    let daemon = Daemon::start(config.clone()).await;
+    let path = env.write(&env.drop, "later.mp4", &test_bytes(2 * PART as usize, 31));
+    wait_until("the failure", Duration::from_secs(30), || async {
+        env.record(&path)
+            .is_some_and(|r| r.state == FileState::Failed)
+    })
+    .await;
+    env.emu.set_faults(&Faults::default()).await;
+    vodup::commands::retry(&config, None).unwrap();
+    wait_done(&env, &["later.mp4"], Duration::from_secs(30)).await;
+    assert_eq!(
+        env.emu.stats().await.parts_accepted,
+        2,
+        "the parts held before the failure were not re-sent"
+    );
+    daemon.stop().await;
+}
