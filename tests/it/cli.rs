@@ -1,7 +1,7 @@
 //! The real `vodup` binary: `upload --json`, `status --json`, `check-config`, resume after
 //! SIGKILL, and the secret key kept out of every log line.
 
-use crate::helpers::env::{fetch, test_bytes, wait_until, Env, PART, SECRET_KEY};
+use crate::helpers::env::{fetch, slow_parts, test_bytes, wait_until, Env, PART, SECRET_KEY};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -20,6 +20,25 @@ fn vodup(config: &Path) -> Command {
 
 async fn run(cmd: &mut Command) -> Output {
     cmd.output().await.expect("vodup runs")
+}
+
+/// Run `vodup upload PATH` and SIGKILL it once the service accepted `parts` parts.
+async fn upload_killed_after(env: &Env, config: &Path, path: &Path, parts: u64) {
+    let mut child = vodup(config)
+        .arg("upload")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "parts confirmed by the service",
+        Duration::from_secs(30),
+        || async { env.emu.stats().await.parts_accepted >= parts },
+    )
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {
@@ -86,31 +105,11 @@ async fn a_final_error_fails_one_file_and_the_other_still_uploads() {
 #[tokio::test]
 async fn resumes_after_sigkill_resending_at_most_the_parts_in_flight() {
     let env = Env::new().await;
-    env.emu
-        .set_faults(&Faults {
-            latency_ms: 60,
-            actions: vec!["UploadPartEx".into()],
-            ..Faults::default()
-        })
-        .await;
+    env.emu.set_faults(&slow_parts(60)).await;
     let data = test_bytes(40 * PART as usize + 99, 12);
     let path = env.write(&env.src, "big.mp4", &data);
     let config = env.config_file("");
-    let mut child = vodup(&config)
-        .arg("upload")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until(
-        "ten parts confirmed by the service",
-        Duration::from_secs(30),
-        || async { env.emu.stats().await.parts_accepted >= 10 },
-    )
-    .await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    upload_killed_after(&env, &config, &path, 10).await;
     let before = env.emu.stats().await;
     assert!(before.parts_accepted < 41, "killed before the end");
     assert_eq!(before.finishes, 0);
@@ -146,29 +145,11 @@ async fn resumes_after_sigkill_resending_at_most_the_parts_in_flight() {
 #[tokio::test]
 async fn resumes_from_the_emulator_state_after_the_emulator_restarts() {
     let mut env = Env::new().await;
-    env.emu
-        .set_faults(&Faults {
-            latency_ms: 50,
-            actions: vec!["UploadPartEx".into()],
-            ..Faults::default()
-        })
-        .await;
+    env.emu.set_faults(&slow_parts(50)).await;
     let data = test_bytes(20 * PART as usize, 13);
     let path = env.write(&env.src, "restart.mp4", &data);
     let config = env.config_file("");
-    let mut child = vodup(&config)
-        .arg("upload")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("some parts", Duration::from_secs(30), || async {
-        env.emu.stats().await.parts_accepted >= 5
-    })
-    .await;
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
+    upload_killed_after(&env, &config, &path, 5).await;
     let held_before = env.emu.stats().await.parts_accepted;
     env.emu.restart().await;
     let out = run(vodup(&config).arg("upload").arg("--json").arg(&path)).await;

@@ -1,10 +1,9 @@
 //! The real daemon binary killed and stopped in the middle of uploads.
 
-use crate::helpers::env::{test_bytes, wait_until, Env, PART};
+use crate::helpers::env::{slow_parts, test_bytes, wait_until, Env, PART};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-use vodup::emulator::Faults;
 
 fn daemon(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vodup"))
@@ -24,12 +23,7 @@ const FILES: usize = 4;
 const PARTS: usize = 10;
 
 async fn slow_env() -> (Env, Vec<Vec<u8>>) {
-    let env = Env::with_faults(Faults {
-        latency_ms: 40,
-        actions: vec!["UploadPartEx".into()],
-        ..Faults::default()
-    })
-    .await;
+    let env = Env::with_faults(slow_parts(40)).await;
     let contents: Vec<Vec<u8>> = (0..FILES)
         .map(|i| test_bytes(PARTS * PART as usize - i, 40 + i as u64))
         .collect();

@@ -1,50 +1,12 @@
 //! The daemon against the emulator: pick-up of existing and new files, settling, renames and
 //! temporary names, a burst of files, after-upload actions and failures.
 
-use crate::helpers::env::{fetch, test_bytes, wait_until, Env, PART};
+use crate::helpers::env::{fetch, test_bytes, wait_until, Daemon, Env, PART};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use vodup::config::{AfterUpload, Config};
-use vodup::daemon::{run_with, Options};
+use vodup::config::AfterUpload;
 use vodup::emulator::Faults;
 use vodup::ledger::FileState;
-
-/// The daemon running in-process; dropped or stopped, it shuts down.
-struct Daemon {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), vodup::error::Error>>,
-}
-
-impl Daemon {
-    async fn start(config: Config) -> Daemon {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready, watching) = oneshot::channel();
-        let options = Options {
-            reload_from: None,
-            ready: Some(ready),
-        };
-        let task = tokio::spawn(run_with(config, options, async move {
-            let _ = stopped.await;
-        }));
-        tokio::time::timeout(Duration::from_secs(10), watching)
-            .await
-            .expect("daemon ready")
-            .unwrap();
-        Daemon {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        (&mut self.task)
-            .await
-            .unwrap()
-            .expect("daemon stops cleanly");
-    }
-}
 
 fn in_done(env: &Env, name: &str) -> PathBuf {
     env.done.join(name)

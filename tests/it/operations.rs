@@ -1,15 +1,13 @@
 //! Operating vodup: metrics that move, completion hooks delivered at least once (also across a
 //! restart), and JSON logs that carry fileSha.
 
-use crate::helpers::env::{test_bytes, wait_until, Env, PART};
+use crate::helpers::env::{slow_parts, test_bytes, wait_until, Daemon, Env, PART};
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use vodup::config::{Config, Hook};
-use vodup::daemon::{run_with, Options};
+use vodup::config::Hook;
 use vodup::emulator::Faults;
 
 fn free_port() -> u16 {
@@ -18,31 +16,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn start_daemon(
-    config: Config,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), vodup::error::Error>>,
-) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (ready, watching) = oneshot::channel();
-    let task = tokio::spawn(run_with(
-        config,
-        Options {
-            reload_from: None,
-            ready: Some(ready),
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    tokio::time::timeout(Duration::from_secs(10), watching)
-        .await
-        .unwrap()
-        .unwrap();
-    (stop, task)
 }
 
 /// The value of one sample line of a Prometheus exposition (`name{labels} value`).
@@ -55,16 +28,11 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_move_during_and_after_an_upload() {
-    let env = Env::with_faults(Faults {
-        latency_ms: 60,
-        actions: vec!["UploadPartEx".into()],
-        ..Faults::default()
-    })
-    .await;
+    let env = Env::with_faults(slow_parts(60)).await;
     let port = free_port();
     let mut config = env.config();
     config.metrics.listen = Some(([127, 0, 0, 1], port).into());
-    let (stop, task) = start_daemon(config).await;
+    let daemon = Daemon::start(config).await;
     let url = format!("http://127.0.0.1:{port}/metrics");
     let data = test_bytes(16 * PART as usize, 50);
     env.write(&env.drop, "metered.mp4", &data);
@@ -112,8 +80,7 @@ async fn metrics_move_during_and_after_an_upload() {
     assert_eq!(sample(&after, "vodup_parts_in_flight"), Some(0.0));
     assert_eq!(sample(&after, "vodup_instant_uploads_total"), Some(0.0));
     assert!(after.contains("vodup_build_info{version="), "{after}");
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    daemon.stop().await;
 }
 
 #[tokio::test]
@@ -128,7 +95,7 @@ async fn retried_parts_are_counted_by_code() {
     let port = free_port();
     let mut config = env.config();
     config.metrics.listen = Some(([127, 0, 0, 1], port).into());
-    let (stop, task) = start_daemon(config).await;
+    let daemon = Daemon::start(config).await;
     env.write(&env.drop, "retried.mp4", &test_bytes(8 * PART as usize, 51));
     wait_until("done", Duration::from_secs(30), || async {
         env.done.join("retried.mp4").exists()
@@ -150,8 +117,7 @@ async fn retried_parts_are_counted_by_code() {
         "{text}"
     );
     assert!(sample(&text, "vodup_last_error_time_seconds").unwrap() > 1.0e9);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    daemon.stop().await;
 }
 
 /// A webhook receiver that answers 500 while `failing` is set and records what it accepted.
@@ -206,7 +172,7 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
     });
     let data = test_bytes(3 * PART as usize, 52);
     let dropped = env.write(&env.drop, "hooked.mp4", &data);
-    let (stop, task) = start_daemon(config.clone()).await;
+    let daemon = Daemon::start(config.clone()).await;
     let json_out = out.with_extension("json");
     wait_until("the command hook", Duration::from_secs(30), || async {
         json_out.exists()
@@ -216,8 +182,7 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
         receiver.refused.load(Ordering::SeqCst) >= 1
     })
     .await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    daemon.stop().await;
     assert!(receiver.accepted.lock().unwrap().is_empty());
 
     let record = env.record(&dropped).unwrap();
@@ -253,15 +218,14 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
     );
 
     receiver.failing.store(false, Ordering::SeqCst);
-    let (stop, task) = start_daemon(config).await;
+    let daemon = Daemon::start(config).await;
     wait_until(
         "the webhook after the restart",
         Duration::from_secs(30),
         || async { !receiver.accepted.lock().unwrap().is_empty() },
     )
     .await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    daemon.stop().await;
     let accepted = receiver.accepted.lock().unwrap().clone();
     assert_eq!(accepted.len(), 1);
     assert_eq!(
@@ -287,14 +251,13 @@ async fn failed_files_send_their_error_to_the_on_failed_hook() {
         command: vec![],
         webhook: Some(url),
     });
-    let (stop, task) = start_daemon(config).await;
+    let daemon = Daemon::start(config).await;
     env.write(&env.drop, "nope.mp4", &test_bytes(1000, 53));
     wait_until("the failure webhook", Duration::from_secs(30), || async {
         !receiver.accepted.lock().unwrap().is_empty()
     })
     .await;
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    daemon.stop().await;
     let body = receiver.accepted.lock().unwrap()[0].clone();
     assert_eq!(body["event"], "failed");
     assert_eq!(body["error"]["code"], 4300);

@@ -1,7 +1,7 @@
 //! The upload engine against the emulator: bytes arrive intact, instant upload, faults, final
 //! errors, files that change, and the ledger invariant.
 
-use crate::helpers::env::{fetch, test_bytes, Env, PART};
+use crate::helpers::env::{fetch, slow_parts, test_bytes, Env, PART};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use vodup::commands::enqueue_path;
@@ -117,13 +117,7 @@ async fn a_final_error_fails_the_file_with_its_code_and_message_in_the_ledger() 
 #[tokio::test]
 async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix() {
     let env = Env::new().await;
-    env.emu
-        .set_faults(&Faults {
-            latency_ms: 40,
-            actions: vec!["UploadPartEx".into()],
-            ..Faults::default()
-        })
-        .await;
+    env.emu.set_faults(&slow_parts(40)).await;
     let first = test_bytes(12 * PART as usize, 5);
     let path = env.write(&env.src, "changing.mp4", &first);
     let mut config = env.config();

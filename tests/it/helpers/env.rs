@@ -134,3 +134,49 @@ pub async fn fetch(url: &str) -> Vec<u8> {
     );
     response.bytes().await.unwrap().to_vec()
 }
+
+/// Faults that slow every part by `ms`, so a test can act in the middle of an upload.
+pub fn slow_parts(ms: u64) -> Faults {
+    Faults {
+        latency_ms: ms,
+        actions: vec!["UploadPartEx".into()],
+        ..Faults::default()
+    }
+}
+
+/// The daemon running in-process; `stop` shuts it down and checks it stopped cleanly.
+pub struct Daemon {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), vodup::error::Error>>,
+}
+
+impl Daemon {
+    /// Start it and wait until it watches.
+    pub async fn start(config: Config) -> Daemon {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, watching) = tokio::sync::oneshot::channel();
+        let options = vodup::daemon::Options {
+            reload_from: None,
+            ready: Some(ready),
+        };
+        let task = tokio::spawn(vodup::daemon::run_with(config, options, async move {
+            let _ = stopped.await;
+        }));
+        tokio::time::timeout(Duration::from_secs(10), watching)
+            .await
+            .expect("daemon ready in time")
+            .expect("daemon ready");
+        Daemon {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("stopped once").send(());
+        (&mut self.task)
+            .await
+            .unwrap()
+            .expect("daemon stops cleanly");
+    }
+}
