@@ -78,7 +78,9 @@ impl Intake {
                     self.scan(&active, &mut settler).await?;
                 }
                 _ = poll.tick(), if !settler.is_empty() => {
-                    for path in settler.poll(Instant::now(), |p| crate::hash::stat(p).ok()) {
+                    let (back, ready) = poll_settler(std::mem::take(&mut settler)).await;
+                    settler = back;
+                    for path in ready {
                         self.take(&active, path).await?;
                     }
                 }
@@ -189,6 +191,17 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// Stat every settling file on the blocking pool; the settler comes back with the ready paths.
+async fn poll_settler(mut settler: Settler) -> (Settler, Vec<PathBuf>) {
+    let now = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let ready = settler.poll(now, |p| crate::hash::stat(p).ok());
+        (settler, ready)
+    })
+    .await
+    .expect("polling the settler does not panic")
 }
 
 fn settle_for(active: &Active, path: &Path) -> Option<Duration> {

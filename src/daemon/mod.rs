@@ -82,11 +82,7 @@ pub async fn run_with(
         intake: intake_rx,
         metrics: metrics.clone(),
     };
-    let resumed = ledger.run(|l| l.unfinished()).await?;
-    info!(files = resumed.len(), "resuming unfinished files");
-    for record in &resumed {
-        let _ = to_scheduler.send(record.key).await;
-    }
+    let resume_to = to_scheduler.clone();
     let intake = intake::Intake {
         ledger: ledger.clone(),
         watches,
@@ -96,8 +92,15 @@ pub async fn run_with(
         reload: reload_rx,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
-    let mut intake = tokio::spawn(intake.run(cancel.child_token(), ready_tx));
+    // The scheduler runs first so resumed files queue ahead of new ones without filling the channel.
     let mut scheduler = tokio::spawn(scheduler.run(cancel.child_token()));
+    let resumed = ledger.run(|l| l.unfinished()).await?;
+    info!(files = resumed.len(), "resuming unfinished files");
+    for record in &resumed {
+        let _ = resume_to.send(record.key).await;
+    }
+    drop(resume_to);
+    let mut intake = tokio::spawn(intake.run(cancel.child_token(), ready_tx));
     let ready_options = options.ready;
     tokio::spawn(async move {
         if ready_rx.await.is_ok() {
