@@ -2,6 +2,7 @@
 //! test drives the real emulator over TCP.
 
 mod cli;
+mod client;
 mod crash;
 mod daemon;
 mod emulator;

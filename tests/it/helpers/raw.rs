@@ -1,5 +1,5 @@
 //! The three protocol calls made by hand with reqwest, answering the raw JSON, so tests can check
-//! field names and codes exactly as sent. (The crate's own client will be used by engine tests.)
+//! field names and codes exactly as sent; `client.rs` checks the same answers through the crate's client.
 
 use super::TestEmulator;
 use serde_json::Value;
