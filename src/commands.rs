@@ -178,12 +178,27 @@ pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `vodup retry FILE|--failed`.
+/// `vodup retry FILE|--failed`: re-queue failed files still at their path. A file moved to the
+/// failed folder is retried by moving it back into its drop folder.
 pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
-    let path = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()));
-    let count = ledger.requeue_failed(path.as_deref())?;
+    let wanted = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()));
+    let failed = ledger
+        .files()?
+        .into_iter()
+        .filter(|r| r.state == FileState::Failed && wanted.as_ref().is_none_or(|w| &r.path == w));
+    let (mut count, mut moved) = (0, Vec::new());
+    for record in failed {
+        if record.path.is_file() {
+            count += ledger.requeue_failed(Some(&record.path))?;
+        } else {
+            moved.push(record.path);
+        }
+    }
     println!("{count} failed file(s) re-queued");
+    for path in &moved {
+        println!("{}: not at its path (moved to the failed folder?): move it back into its drop folder to retry it", path.display());
+    }
     Ok(if count == 0 && file.is_some() {
         ExitCode::FAILURE
     } else {

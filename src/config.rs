@@ -248,9 +248,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Parse TOML text; the error names the key and the line.
+    /// Parse TOML text; the error names the key and the line, never quotes the text (which may
+    /// hold the secret key).
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            let mut message = e.message().trim_end().replace('\n', " ");
+            if let Some(key) = key {
+                message = format!("key `{key}`: {message}");
+            }
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            }
+        })
     }
 
     /// The secret key comes from `secret_key`, else `secret_key_file`, else the environment.
@@ -340,6 +354,17 @@ impl Config {
             .as_ref()
             .expect("validate() guarantees a secret key")
     }
+}
+
+/// The key on the line holding byte `offset` of `text`, if that line is `key = value`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
 }
 
 impl Watch {
@@ -451,6 +476,16 @@ mod tests {
         config.resolve_secret(Some("from-env".into())).unwrap();
         config.validate().unwrap();
         assert_eq!(config.secret(), &SecretKey::new("from-env"));
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_secret() {
+        let err = Config::parse("secret_id = \"a\"\nsecret_key = s3cr3t-value\n").unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("secret_key"),
+            "{err}"
+        );
     }
 
     #[test]

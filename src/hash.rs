@@ -31,6 +31,8 @@ pub enum HashError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path} changed while it was hashed (size or mtime moved)")]
     Changed { path: PathBuf },
+    #[error("hashing {path} was stopped")]
+    Stopped { path: PathBuf },
 }
 
 /// MD5 of a byte slice as lowercase hex.
@@ -57,8 +59,13 @@ fn mtime_ns(t: SystemTime) -> i64 {
 }
 
 /// Hash `path` in one pass. Fails with [`HashError::Changed`] if the file's size or mtime moved
-/// while it was read, so a file still being written is never taken as final.
-pub fn hash_file(path: &Path, part_size: PartSize) -> Result<FileDigest, HashError> {
+/// while it was read, so a file still being written is never taken as final, and with
+/// [`HashError::Stopped`] as soon as `stop()` says so (checked between parts).
+pub fn hash_file(
+    path: &Path,
+    part_size: PartSize,
+    stop: impl Fn() -> bool,
+) -> Result<FileDigest, HashError> {
     let io_err = |source| HashError::Io {
         path: path.to_owned(),
         source,
@@ -74,7 +81,12 @@ pub fn hash_file(path: &Path, part_size: PartSize) -> Result<FileDigest, HashErr
     });
     let mut sha = Sha1::new();
     let mut read_result = Ok(());
+    let mut stopped = false;
     for part in &parts {
+        if stop() {
+            stopped = true;
+            break;
+        }
         let mut chunk = vec![0u8; part.len as usize];
         if let Err(e) = file.read_exact(&mut chunk) {
             read_result = Err(e);
@@ -88,6 +100,11 @@ pub fn hash_file(path: &Path, part_size: PartSize) -> Result<FileDigest, HashErr
     drop(tx);
     let part_md5s = md5_worker.join().expect("md5 worker does not panic");
     read_result.map_err(io_err)?;
+    if stopped {
+        return Err(HashError::Stopped {
+            path: path.to_owned(),
+        });
+    }
     let mut probe = [0u8; 1];
     let grew = file.read(&mut probe).map_err(io_err)? != 0;
     if grew || stat(path).map_err(io_err)? != (size, mtime_ns) {
@@ -118,7 +135,7 @@ mod tests {
     #[test]
     fn empty_file_has_the_empty_sha1_and_no_part() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        let d = hash_file(f.path(), PartSize::HalfMiB).unwrap();
+        let d = hash_file(f.path(), PartSize::HalfMiB, || false).unwrap();
         assert_eq!(d.size, 0);
         assert_eq!(d.sha1, sha1_hex(b""));
         assert!(d.part_md5s.is_empty());
@@ -126,8 +143,17 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_io_error_naming_the_path() {
-        let err = hash_file(Path::new("/nonexistent/x.mp4"), PartSize::OneMiB).unwrap_err();
+        let err =
+            hash_file(Path::new("/nonexistent/x.mp4"), PartSize::OneMiB, || false).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.mp4"));
+    }
+
+    #[test]
+    fn hashing_stops_when_asked() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; 3 * 524_288]).unwrap();
+        let err = hash_file(f.path(), PartSize::HalfMiB, || true).unwrap_err();
+        assert!(matches!(err, HashError::Stopped { .. }), "{err}");
     }
 
     proptest! {
@@ -137,7 +163,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
             let mut f = tempfile::NamedTempFile::new().unwrap();
             f.write_all(&data).unwrap();
-            let d = hash_file(f.path(), PartSize::HalfMiB).unwrap();
+            let d = hash_file(f.path(), PartSize::HalfMiB, || false).unwrap();
             prop_assert_eq!(d.size, len as u64);
             prop_assert_eq!(&d.sha1, &sha1_hex(&data));
             let expected: Vec<String> = data.chunks(524_288).map(md5_hex).collect();

@@ -100,7 +100,10 @@ impl HookRunner {
                 if cancel.is_cancelled() {
                     return Ok(());
                 }
-                let result = deliver(&http, &delivery).await;
+                let result = tokio::select! {
+                    result = deliver(&http, &delivery) => result,
+                    () = cancel.cancelled() => return Ok(()),
+                };
                 self.record(delivery, result).await?;
             }
             tokio::select! {

@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use std::process::ExitCode;
+use std::time::Duration;
 use vodup::cli::{Cli, Command};
 use vodup::config::Config;
 use vodup::{commands, logging};
@@ -18,8 +19,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// After the work is done, how long blocking tasks (a hash of a large file, say) may take to
+/// notice the shutdown before the process exits anyway.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let result = dispatch(cli, &runtime);
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
     let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
     match cli.command {
         Command::CheckConfig => {

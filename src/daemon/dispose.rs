@@ -72,7 +72,11 @@ pub fn move_into(path: &Path, root: &Path, dir: &Path) -> io::Result<PathBuf> {
             std::fs::copy(path, &partial)?;
             std::fs::File::open(&partial)?.sync_all()?;
             std::fs::rename(&partial, &target)?;
-            std::fs::remove_file(path)?;
+            // The copy is complete: from here the move counts as done, so a failure to remove
+            // the source never leads to a second copy.
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!(path = %path.display(), error = %e, "copied to the target but could not remove the source");
+            }
             Ok(target)
         }
         Err(e) => Err(e),

@@ -72,10 +72,15 @@ impl Intake {
                 }
                 _ = periodic.tick() => self.scan(&active, &mut settler).await?,
                 Some(watches) = self.reload.recv() => {
-                    info!(watches = watches.len(), "reloading the watch list");
-                    active = self.activate(&watches, events_tx.clone(), rescan.clone())?;
-                    self.watches.set(watches);
-                    self.scan(&active, &mut settler).await?;
+                    match self.activate(&watches, events_tx.clone(), rescan.clone()) {
+                        Ok(reloaded) => {
+                            info!(watches = watches.len(), "watch list reloaded");
+                            active = reloaded;
+                            self.watches.set(watches);
+                            self.scan(&active, &mut settler).await?;
+                        }
+                        Err(e) => warn!(error = %e, "watch list not reloaded; keeping the old one"),
+                    }
                 }
                 _ = poll.tick(), if !settler.is_empty() => {
                     let (back, ready) = poll_settler(std::mem::take(&mut settler)).await;
@@ -158,6 +163,14 @@ impl Intake {
         let (ledger, part_size) = (self.ledger.clone(), self.part_size);
         let shown = path.clone();
         let found = tokio::task::spawn_blocking(move || {
+            // A symlink is never taken: its target may live outside the drop folder, and the
+            // after-upload action would delete or move it.
+            if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+                return Err(crate::error::Error::Watch {
+                    path,
+                    message: "not a regular file (symlinks are not taken)".into(),
+                });
+            }
             enqueue_path(&ledger, &path, part_size, Some(&origin), &processing)
         })
         .await

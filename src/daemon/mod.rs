@@ -128,25 +128,31 @@ pub async fn run_with(
     });
     let reloader = tokio::spawn(reload_on_hangup(options.reload_from, reload_tx));
     tokio::pin!(shutdown);
-    let result = tokio::select! {
-        () = &mut shutdown => Ok(()),
-        ended = &mut intake => flatten(ended),
-        ended = &mut scheduler => flatten(ended.map(|r| r.map_err(Error::from))),
-    };
+    // Whichever ends first; a task that ended is not awaited again.
+    let (mut intake_end, mut scheduler_end) = (None, None);
+    tokio::select! {
+        () = &mut shutdown => {}
+        ended = &mut intake => intake_end = Some(flatten(ended)),
+        ended = &mut scheduler => scheduler_end = Some(flatten(ended.map(|r| r.map_err(Error::from)))),
+    }
     systemd::stopping();
     cancel.cancel();
     reloader.abort();
-    let _ = intake.await;
-    let drained = scheduler.await;
+    let intake_end = match intake_end {
+        Some(end) => end,
+        None => flatten(intake.await),
+    };
+    let scheduler_end = match scheduler_end {
+        Some(end) => end,
+        None => flatten(scheduler.await.map(|r| r.map_err(Error::from))),
+    };
     watchdog.abort();
     let _ = hooks.await;
     if let Some(exporter) = exporter {
         let _ = exporter.await;
     }
-    result?;
-    if let Ok(Err(e)) = drained {
-        return Err(e.into());
-    }
+    intake_end?;
+    scheduler_end?;
     info!("stopped");
     Ok(())
 }

@@ -52,7 +52,7 @@ impl Scheduler {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
                     let (key, outcome) = ended.expect("upload task does not panic");
                     known.remove(&key);
-                    self.ended(key, outcome?).await?;
+                    self.ended(key, outcome).await;
                 }
                 Some(key) = self.intake.recv() => {
                     if known.insert(key) {
@@ -83,7 +83,7 @@ impl Scheduler {
         loop {
             tokio::select! {
                 ended = running.join_next() => match ended {
-                    Some(Ok((key, outcome))) => self.ended(key, outcome?).await?,
+                    Some(Ok((key, outcome))) => self.ended(key, outcome).await,
                     Some(Err(e)) if e.is_cancelled() => {}
                     Some(Err(e)) => panic!("upload task panicked: {e}"),
                     None => return Ok(()),
@@ -97,14 +97,21 @@ impl Scheduler {
         }
     }
 
-    async fn ended(&self, key: FileKey, outcome: Outcome) -> Result<(), EngineError> {
-        if matches!(outcome, Outcome::Stopped) {
-            return Ok(());
+    /// A file's upload ended: run its after-upload action. Trouble here is this file's only: it
+    /// is logged, and the file's action runs again on the next start.
+    async fn ended(&self, key: FileKey, outcome: Result<Outcome, EngineError>) {
+        let result = match outcome {
+            Ok(Outcome::Stopped) => Ok(()),
+            Ok(_) => match self.ledger.run(move |l| l.file(key)).await {
+                Ok(Some(record)) => self.dispose_one(record).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            error!(file = key, error = %e, "file left unfinished");
         }
-        if let Some(record) = self.ledger.run(move |l| l.file(key)).await? {
-            self.dispose_one(record).await?;
-        }
-        Ok(())
     }
 
     /// Finish the after-upload actions a crash interrupted.

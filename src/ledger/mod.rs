@@ -395,21 +395,45 @@ impl Ledger {
         Ok(())
     }
 
-    /// The file changed on disk: it becomes the new version, hashed and uploaded from scratch.
-    pub fn restart_changed(&self, key: FileKey, size: u64, mtime_ns: i64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE files SET size = ?2, mtime_ns = ?3, file_sha = NULL, state = 'queued', updated_at = ?4 \
-             WHERE id = ?1",
-            params![key, size, mtime_ns, now()],
-        )?;
-        Ok(())
+    /// The file changed on disk: this row becomes the new version, to be hashed and uploaded from
+    /// scratch, and its key is returned. If the new version already has its own row (the intake
+    /// recorded it), this unfinished row is dropped instead and that row's key is returned.
+    pub fn restart_changed(&self, key: FileKey, size: u64, mtime_ns: i64) -> Result<FileKey> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let other: Option<FileKey> = tx
+            .query_row(
+                "SELECT n.id FROM files n JOIN files o ON n.path = o.path \
+                 WHERE o.id = ?1 AND n.size = ?2 AND n.mtime_ns = ?3 AND n.id != ?1",
+                params![key, size, mtime_ns],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let current = match other {
+            Some(other) => {
+                tx.execute("DELETE FROM files WHERE id = ?1", [key])?;
+                other
+            }
+            None => {
+                tx.execute(
+                    "UPDATE files SET size = ?2, mtime_ns = ?3, file_sha = NULL, state = 'queued', \
+                     updated_at = ?4 WHERE id = ?1",
+                    params![key, size, mtime_ns, now()],
+                )?;
+                key
+            }
+        };
+        tx.commit()?;
+        Ok(current)
     }
 
-    /// Put failed files back in the queue (all of them, or the ones at `path`). Returns how many.
+    /// Put failed files back in the queue (all of them, or the one at `path`). Only the latest
+    /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
     pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
         Ok(self.conn().execute(
             "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, updated_at = ?2 \
-             WHERE state = 'failed' AND (?1 IS NULL OR path = ?1)",
+             WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
+             AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",
             params![path.map(path_text), now()],
         )?)
     }

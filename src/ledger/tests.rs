@@ -109,3 +109,46 @@ async fn run_moves_work_off_the_runtime() {
         .unwrap();
     assert_eq!(f.path, PathBuf::from("/b.mp4"));
 }
+
+#[test]
+fn a_changed_file_whose_new_version_is_recorded_switches_to_that_row() {
+    let (_d, l) = ledger();
+    let path = Path::new("/drop/grow.mp4");
+    let old = l.enqueue(&new_file(path)).unwrap();
+    let mut grown = new_file(path);
+    (grown.size, grown.mtime_ns) = (4_000_000, 99);
+    let new = l.enqueue(&grown).unwrap();
+    assert_eq!(l.restart_changed(old.key, 4_000_000, 99).unwrap(), new.key);
+    assert!(l.file(old.key).unwrap().is_none());
+    let lone = l
+        .enqueue(&NewFile {
+            path: Path::new("/drop/other.mp4"),
+            ..new_file(path)
+        })
+        .unwrap();
+    assert_eq!(l.restart_changed(lone.key, 5, 6).unwrap(), lone.key);
+    assert_eq!(l.file(lone.key).unwrap().unwrap().size, 5);
+}
+
+#[test]
+fn requeue_takes_only_the_latest_version_of_a_path() {
+    let (_d, l) = ledger();
+    let path = Path::new("/drop/v.mp4");
+    let err = RecordedError {
+        code: 1,
+        message: "x".into(),
+        code_desc: String::new(),
+    };
+    let first = l.enqueue(&new_file(path)).unwrap();
+    l.fail(first.key, &err).unwrap();
+    let mut second = new_file(path);
+    second.mtime_ns = 7;
+    let second = l.enqueue(&second).unwrap();
+    l.fail(second.key, &err).unwrap();
+    assert_eq!(l.requeue_failed(None).unwrap(), 1);
+    assert_eq!(l.file(first.key).unwrap().unwrap().state, FileState::Failed);
+    assert_eq!(
+        l.file(second.key).unwrap().unwrap().state,
+        FileState::Queued
+    );
+}

@@ -1,7 +1,7 @@
 //! The retry loop around one protocol call: classify each failure, back off with full jitter,
 //! and hand the decisions the loop cannot take (re-init, re-sign, give up) back to the caller.
 
-use crate::protocol::{classify, Attempts, CallError, RetryPolicy, Verdict};
+use crate::protocol::{classify, Attempts, CallError, Pace, RetryPolicy, Verdict};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::future::Future;
@@ -53,13 +53,38 @@ where
             Verdict::Resign => return Err(Stop::Resign(error)),
             Verdict::Final => return Err(Stop::Final(error)),
         };
-        let Some(delay) = policy.next_delay(&mut attempts, pace, &mut rng) else {
-            return Err(Stop::Final(error));
-        };
-        on_retry(&error, attempts.failures());
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = cancel.cancelled() => return Err(Stop::Cancelled),
+        on_retry(&error, attempts.failures() + 1);
+        match back_off(policy, &mut attempts, pace, &mut rng, cancel).await {
+            Waited::Again => {}
+            Waited::GaveUp => return Err(Stop::Final(error)),
+            Waited::Cancelled => return Err(Stop::Cancelled),
         }
+    }
+}
+
+/// What a backoff wait ended with.
+pub enum Waited {
+    /// Time to try again.
+    Again,
+    /// The policy's limits are reached.
+    GaveUp,
+    Cancelled,
+}
+
+/// Count one failure and wait its full-jitter delay, unless the limits are reached or `cancel`
+/// fires first.
+pub async fn back_off(
+    policy: &RetryPolicy,
+    attempts: &mut Attempts,
+    pace: Pace,
+    rng: &mut StdRng,
+    cancel: &CancellationToken,
+) -> Waited {
+    let Some(delay) = policy.next_delay(attempts, pace, rng) else {
+        return Waited::GaveUp;
+    };
+    tokio::select! {
+        () = tokio::time::sleep(delay) => Waited::Again,
+        () = cancel.cancelled() => Waited::Cancelled,
     }
 }

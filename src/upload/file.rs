@@ -2,12 +2,14 @@
 //! it again, finish. A file that changes on disk starts over with a new hash; a final error fails
 //! this file only.
 
-use super::call::Stop;
+use super::call::{back_off, Stop, Waited};
 use super::{EngineError, Event, Finished, Inner, Outcome};
 use crate::hash::{self, HashError};
 use crate::ledger::{FileKey, FileRecord, FileState, RecordedError};
 use crate::protocol::plan::plan;
-use crate::protocol::{CallError, PartSize, Processing, Signature};
+use crate::protocol::{Attempts, CallError, Pace, PartSize, Processing, Signature};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -15,8 +17,6 @@ use tracing::{info, info_span, warn, Instrument};
 
 /// Times a file may change under us before it fails.
 const MAX_RESTARTS: u32 = 3;
-/// Init rounds (re-init after -10005, re-sign, finish finding parts missing) before giving up.
-const MAX_ROUNDS: u32 = 20;
 
 /// What the part tasks of a file share: the file as it was hashed, and its signature.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ enum Attempt {
     Ended(Outcome),
     /// The file changed on disk: start over.
     Changed,
+    /// The file changed on disk and its new version has its own ledger row: go on with that one.
+    Switched(FileKey),
 }
 
 pub(super) async fn upload(
@@ -43,19 +45,23 @@ pub(super) async fn upload(
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
     let mut restarts = 0;
+    let mut key = key;
     loop {
         let record = inner
             .ledger
             .run(move |l| l.file(key))
             .await?
             .ok_or(EngineError::UnknownFile(key))?;
-        if record.state == FileState::Done {
-            return Ok(Outcome::Done(finished_from(&record)));
+        match (record.state, &record.error) {
+            (FileState::Done, _) => return Ok(Outcome::Done(finished_from(&record))),
+            (FileState::Failed, Some(error)) => return Ok(Outcome::Failed(error.clone())),
+            _ => {}
         }
         let span =
             info_span!("file", path = %record.path.display(), fileSha = tracing::field::Empty);
         match attempt(inner, record, cancel).instrument(span).await? {
             Attempt::Ended(outcome) => return Ok(outcome),
+            Attempt::Switched(newer) => key = newer,
             Attempt::Changed if restarts < MAX_RESTARTS => restarts += 1,
             Attempt::Changed => {
                 let error = local_error("the file kept changing while it was uploaded");
@@ -125,10 +131,13 @@ async fn attempt(
     let mut record = record;
     if (size, mtime_ns) != (record.size, record.mtime_ns) {
         info!(size, "file changed since it was queued; hashing it anew");
-        inner
+        let current = inner
             .ledger
             .run(move |l| l.restart_changed(key, size, mtime_ns))
             .await?;
+        if current != key {
+            return Ok(Attempt::Switched(current));
+        }
         (record.size, record.mtime_ns, record.file_sha) = (size, mtime_ns, None);
     }
     if size == 0 {
@@ -139,8 +148,9 @@ async fn attempt(
         )
         .await);
     }
-    let Some(job) = prepare(inner, &record).await? else {
-        return Ok(Attempt::Changed);
+    let job = match prepare(inner, &record, cancel).await? {
+        Ok(job) => job,
+        Err(ended) => return Ok(ended),
     };
     tracing::Span::current().record("fileSha", job.sha.as_str());
     let _one_upload_per_content = inner.contents.lock(&job.sha).await;
@@ -159,13 +169,17 @@ fn end(outcome: Result<Outcome, EngineError>) -> Result<Attempt, EngineError> {
     outcome.map(Attempt::Ended)
 }
 
-/// The part hashes of the file at its part size: from the ledger, or from one hashing pass.
-/// `None` when the file changed while it was hashed.
-async fn prepare(inner: &Inner, record: &FileRecord) -> Result<Option<Job>, EngineError> {
+/// The part hashes of the file at its part size (from the ledger, or from one hashing pass) and
+/// its stored signature; or how the attempt ends when hashing could not finish.
+async fn prepare(
+    inner: &Inner,
+    record: &FileRecord,
+    cancel: &CancellationToken,
+) -> Result<Result<Job, Attempt>, EngineError> {
     let part_size = PartSize::from_bytes(record.part_size).unwrap_or(inner.part_size);
-    let (sha, md5s) = match hashes(inner, record, part_size).await? {
-        Some(found) => found,
-        None => return Ok(None),
+    let (sha, md5s) = match hashes(inner, record, part_size, cancel).await? {
+        Ok(found) => found,
+        Err(ended) => return Ok(Err(ended)),
     };
     let signature = match inner
         .ledger
@@ -184,7 +198,7 @@ async fn prepare(inner: &Inner, record: &FileRecord) -> Result<Option<Job>, Engi
             expires_at: 0,
         },
     };
-    Ok(Some(Job {
+    Ok(Ok(Job {
         key: record.key,
         path: record.path.clone(),
         size: record.size,
@@ -197,11 +211,13 @@ async fn prepare(inner: &Inner, record: &FileRecord) -> Result<Option<Job>, Engi
 }
 
 /// The SHA-1 and part MD5s at `part_size`: stored ones if the ledger has them, else hash now.
-pub(super) async fn hashes(
+/// When hashing cannot finish, how the attempt ends: the file changed, shutdown, or a failure.
+async fn hashes(
     inner: &Inner,
     record: &FileRecord,
     part_size: PartSize,
-) -> Result<Option<(String, Vec<String>)>, EngineError> {
+    cancel: &CancellationToken,
+) -> Result<Result<(String, Vec<String>), Attempt>, EngineError> {
     let parts = plan(record.size, part_size).len();
     if let Some(sha) = record.file_sha.clone() {
         let ps = part_size.bytes();
@@ -209,8 +225,8 @@ pub(super) async fn hashes(
             .ledger
             .run(move |l| l.part_md5s(&sha, ps, parts).map(|m| m.map(|m| (sha, m))))
             .await?;
-        if found.is_some() {
-            return Ok(found);
+        if let Some(found) = found {
+            return Ok(Ok(found));
         }
     }
     let key = record.key;
@@ -223,18 +239,22 @@ pub(super) async fn hashes(
         .event(key, &record.path, Event::Hashing { size: record.size });
     let path = record.path.clone();
     let started = std::time::Instant::now();
-    let digest = tokio::task::spawn_blocking(move || hash::hash_file(&path, part_size))
-        .await
-        .expect("hashing does not panic");
+    let token = cancel.clone();
+    let digest = tokio::task::spawn_blocking(move || {
+        hash::hash_file(&path, part_size, || token.is_cancelled())
+    })
+    .await
+    .expect("hashing does not panic");
     let digest = match digest {
         Ok(d) if (d.size, d.mtime_ns) == (record.size, record.mtime_ns) => d,
-        Ok(_) | Err(HashError::Changed { .. }) => return Ok(None),
+        Ok(_) | Err(HashError::Changed { .. }) => return Ok(Err(Attempt::Changed)),
         Err(HashError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(None)
+            return Ok(Err(Attempt::Changed))
         }
-        Err(e) => {
-            fail(inner, key, local_error(e.to_string())).await?;
-            return Ok(None);
+        Err(HashError::Stopped { .. }) => return Ok(Err(Attempt::Ended(Outcome::Stopped))),
+        Err(e @ HashError::Io { .. }) => {
+            let failed = fail(inner, key, local_error(e.to_string())).await?;
+            return Ok(Err(Attempt::Ended(failed)));
         }
     };
     info!(fileSha = %digest.sha1, size = digest.size, secs = started.elapsed().as_secs_f64(), "hashed");
@@ -243,7 +263,7 @@ pub(super) async fn hashes(
         .ledger
         .run(move |l| l.record_hash(key, &digest.sha1, part_size.bytes(), &digest.part_md5s))
         .await?;
-    Ok(Some((sha, md5s)))
+    Ok(Ok((sha, md5s)))
 }
 
 /// One attempt at an up-to-date file: rounds of init + parts until finish.
@@ -255,13 +275,16 @@ struct Run {
 }
 
 impl Run {
+    /// Rounds of init + parts until finish. A round that ends asking for another (a part's
+    /// -10005, a finish with parts missing, an expired signature) counts as one failed attempt of
+    /// the retry policy and backs off before the next init.
     async fn rounds(mut self) -> Result<Attempt, EngineError> {
         let key = self.job.key;
         let mut force_sign = false;
-        let mut last_error = None;
-        for _ in 0..MAX_ROUNDS {
+        let mut attempts = Attempts::new();
+        let mut rng = StdRng::from_entropy();
+        loop {
             self.ensure_signature(force_sign).await?;
-            force_sign = false;
             let step = match self.init().await? {
                 Step::Next => self.send_parts().await?,
                 other => other,
@@ -270,18 +293,28 @@ impl Run {
                 Step::Next => self.finish().await?,
                 other => other,
             };
-            match step {
+            let (error, resign) = match step {
                 Step::Next => unreachable!("finish ends the attempt"),
                 Step::Ended(attempt) => return Ok(attempt),
-                Step::Again(error) => last_error = error,
-                Step::Resign(error) => (force_sign, last_error) = (true, Some(error)),
+                Step::Again(error) => (error, false),
+                Step::Resign(error) => (error, true),
+            };
+            force_sign = resign;
+            info!(error = %error, "init again");
+            match back_off(
+                &self.inner.retry,
+                &mut attempts,
+                Pace::Normal,
+                &mut rng,
+                &self.cancel,
+            )
+            .await
+            {
+                Waited::Again => {}
+                Waited::Cancelled => return Ok(Attempt::Ended(Outcome::Stopped)),
+                Waited::GaveUp => return end(fail(&self.inner, key, recorded(&error)).await),
             }
         }
-        let error = last_error
-            .as_ref()
-            .map(recorded)
-            .unwrap_or_else(|| local_error("too many init rounds"));
-        end(fail(&self.inner, key, error).await)
     }
 }
 
@@ -290,8 +323,8 @@ enum Step {
     /// Go on with the next step of this round.
     Next,
     Ended(Attempt),
-    /// Start a new round (init again), after this error if any.
-    Again(Option<CallError>),
+    /// Start a new round (init again), after this error.
+    Again(CallError),
     /// Start a new round with a new signature.
     Resign(CallError),
 }
@@ -321,7 +354,7 @@ impl Run {
     /// The step after a call that did not succeed; a final error fails the file here.
     async fn stopped(&self, stop: Stop) -> Result<Step, EngineError> {
         Ok(match stop {
-            Stop::Reinit(e) => Step::Again(Some(e)),
+            Stop::Reinit(e) => Step::Again(e),
             Stop::Resign(e) => Step::Resign(e),
             Stop::Final(e) => {
                 Step::Ended(end(fail(&self.inner, self.job.key, recorded(&e)).await)?)

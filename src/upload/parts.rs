@@ -56,8 +56,8 @@ impl RoundEnd {
         }
     }
 
-    /// Whether the rest of the round is pointless.
-    fn stops_round(&self) -> bool {
+    /// Whether parts in flight are pointless too (the file fails or starts over).
+    fn aborts_round(&self) -> bool {
         matches!(self, RoundEnd::Final(_) | RoundEnd::Changed)
     }
 }
@@ -78,9 +78,13 @@ pub(super) async fn round(
             biased;
             () = round.cancelled() => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                end = end.merge(joined.expect("part task does not panic")?);
-                if end.stops_round() {
+                end = end.merge(settle(joined.expect("part task does not panic")?, cancel));
+                // Any end but Complete means no new part is worth sending in this round: parts
+                // in flight finish (they may well be confirmed), unless the file is lost anyway.
+                if !matches!(end, RoundEnd::Complete) {
                     round.cancel();
+                }
+                if end.aborts_round() {
                     tasks.abort_all();
                 }
             }
@@ -97,12 +101,20 @@ pub(super) async fn round(
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(result) => end = end.merge(result?),
+            Ok(result) => end = end.merge(settle(result?, cancel)),
             Err(e) if e.is_cancelled() => {}
             Err(e) => panic!("part task panicked: {e}"),
         }
     }
     Ok(end)
+}
+
+/// A part stopped by the round itself (not by shutdown) says nothing about the round.
+fn settle(end: RoundEnd, shutdown: &CancellationToken) -> RoundEnd {
+    match end {
+        RoundEnd::Cancelled if !shutdown.is_cancelled() => RoundEnd::Complete,
+        other => other,
+    }
 }
 
 /// Read, check and send one part; confirm it in the ledger once the service said so.

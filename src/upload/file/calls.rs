@@ -92,13 +92,13 @@ impl Run {
         let Some(record) = record else {
             return Err(EngineError::UnknownFile(key));
         };
-        match hashes(&self.inner, &record, size).await? {
-            Some((_, md5s)) => {
+        match hashes(&self.inner, &record, size, &self.cancel).await? {
+            Ok((_, md5s)) => {
                 self.job.part_size = size;
                 self.job.md5s = md5s;
                 Ok(None)
             }
-            None => Ok(Some(Step::Ended(Attempt::Changed))),
+            Err(ended) => Ok(Some(Step::Ended(ended))),
         }
     }
 
@@ -159,7 +159,7 @@ impl Run {
             RoundEnd::Complete => Step::Next,
             RoundEnd::Changed => Step::Ended(Attempt::Changed),
             RoundEnd::Cancelled => Step::Ended(Attempt::Ended(Outcome::Stopped)),
-            RoundEnd::Reinit(e) => Step::Again(Some(e)),
+            RoundEnd::Reinit(e) => Step::Again(e),
             RoundEnd::Resign(e) => Step::Resign(e),
             RoundEnd::Final(e) => Step::Ended(end_fail(&self.inner, key, &e).await?),
         })
