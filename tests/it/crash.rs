@@ -177,3 +177,30 @@ async fn sighup_reloads_the_watch_list() {
     running.start_kill().unwrap();
     running.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn sigterm_while_a_large_file_is_hashed_exits_promptly() {
+    let env = Env::new().await;
+    let config = env.config_file("");
+    let big = std::fs::File::create(env.drop.join("huge.mp4")).unwrap();
+    big.set_len(6 << 30).unwrap(); // 6 GiB, sparse: hashing it takes many seconds of CPU
+    drop(big);
+    let mut running = daemon(&config);
+    wait_until("hashing under way", Duration::from_secs(30), || async {
+        env.record(&env.drop.join("huge.mp4"))
+            .is_some_and(|r| r.state == vodup::ledger::FileState::Hashing)
+    })
+    .await;
+    let asked = Instant::now();
+    send_signal(running.id().unwrap() as i32, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "took {:?} to stop while hashing",
+        asked.elapsed()
+    );
+}

@@ -264,3 +264,86 @@ async fn retry_requeues_failed_files_for_the_running_daemon() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_queued_file_that_changed_does_not_stop_the_daemon() {
+    let env = Env::new().await;
+    let ledger = env.ledger();
+    let path = env.write(&env.drop, "grew.mp4", &test_bytes(PART as usize + 10, 32));
+    let origin = Some(env.drop.as_path());
+    let old = vodup::commands::enqueue_path(&ledger, &path, PART, origin, "{}").unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let grown = test_bytes(2 * PART as usize + 10, 33);
+    std::fs::write(&path, &grown).unwrap();
+    let new = vodup::commands::enqueue_path(&ledger, &path, PART, origin, "{}").unwrap();
+    assert_ne!(old.key, new.key);
+    let daemon = Daemon::start(env.config()).await;
+    wait_done(&env, &["grew.mp4"], Duration::from_secs(30)).await;
+    assert_eq!(std::fs::read(in_done(&env, "grew.mp4")).unwrap(), grown);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn starts_and_stops_with_more_unfinished_files_than_the_queue_holds() {
+    let env = Env::new().await;
+    let ledger = env.ledger();
+    for i in 0..1100 {
+        let path = env.drop.join(format!("gone-{i}.mp4"));
+        let new = vodup::ledger::NewFile {
+            path: &path,
+            size: 1,
+            mtime_ns: 1,
+            part_size: PART,
+            origin: Some(&env.drop),
+            processing: "{}",
+        };
+        ledger.enqueue(&new).unwrap();
+    }
+    let daemon = Daemon::start(env.config()).await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_watch_folder_is_an_error_naming_it() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    let missing = env.dir.path().join("nope");
+    config.watch[0].path = missing.clone();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        vodup::daemon::run(config, std::future::pending()),
+    )
+    .await
+    .expect("the daemon ends by itself");
+    let error = ended.expect_err("a missing folder is fatal").to_string();
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn a_symlink_dropped_in_is_never_taken_and_its_target_never_touched() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.watch[0].after_upload = AfterUpload::Delete;
+    let outside = test_bytes(PART as usize + 7, 34);
+    let target = env.write(&env.src, "archive.mp4", &outside);
+    let daemon = Daemon::start(config).await;
+    std::os::unix::fs::symlink(&target, env.drop.join("link.mp4")).unwrap();
+    let real = env.write(&env.drop, "real.mp4", &test_bytes(1000, 35));
+    wait_until(
+        "the regular file deleted after upload",
+        Duration::from_secs(30),
+        || async { !real.exists() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.stop().await;
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        outside,
+        "the target outside the drop folder is untouched"
+    );
+    assert!(
+        env.ledger().latest_for_path(&target).unwrap().is_none(),
+        "the symlink was never taken"
+    );
+}

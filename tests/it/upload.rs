@@ -249,3 +249,61 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
         "the new signature is kept for the next calls"
     );
 }
+
+#[tokio::test]
+async fn a_queued_file_whose_new_version_has_its_own_row_uploads_that_version() {
+    let env = Env::new().await;
+    let config = env.config();
+    let ledger = Ledger::open(&config.ledger).unwrap();
+    let path = env.write(&env.drop, "a.mp4", &test_bytes(PART as usize + 10, 1));
+    let old = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let grown = test_bytes(2 * PART as usize + 10, 2);
+    std::fs::write(&path, &grown).unwrap();
+    let new = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    assert_ne!(old.key, new.key);
+    let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress)).unwrap();
+    let Outcome::Done(done) = engine
+        .upload(old.key, &CancellationToken::new())
+        .await
+        .unwrap()
+    else {
+        panic!("the new version uploads")
+    };
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, grown);
+    assert!(
+        ledger.file(old.key).unwrap().is_none(),
+        "the stale row is gone"
+    );
+    assert_eq!(
+        ledger.file(new.key).unwrap().unwrap().state,
+        FileState::Done
+    );
+}
+
+#[tokio::test]
+async fn a_retryable_finish_error_backs_off_under_the_retry_policy() {
+    let env = Env::with_faults(Faults {
+        retryable_rate: 1.0,
+        retryable_codes: vec![6200],
+        actions: vec!["FinishUploadEx".into()],
+        ..Faults::default()
+    })
+    .await;
+    let mut config = env.config();
+    config.retry.max_attempts = 6;
+    let path = env.write(&env.src, "f.mp4", &test_bytes(PART as usize, 3));
+    let Outcome::Failed(error) = upload(&env, &config, &path).await else {
+        panic!("finish never succeeds")
+    };
+    assert_eq!(error.code, 6200);
+    let stats = env.emu.stats().await;
+    assert_eq!(
+        stats.finish_failures, 6,
+        "one finish per attempt of the policy"
+    );
+    assert_eq!(
+        stats.parts_accepted, 1,
+        "the part is not re-sent by the re-inits"
+    );
+}
