@@ -45,7 +45,7 @@ impl Intake {
     ) -> Result<(), Error> {
         let (events_tx, mut events) = mpsc::channel(EVENT_CHANNEL);
         let rescan = Arc::new(RescanFlag::default());
-        let mut active = self.activate(&self.watches.get(), events_tx.clone(), rescan.clone())?;
+        let mut active = activate(self.watches.get(), events_tx.clone(), rescan.clone()).await?;
         let mut settler = Settler::default();
         self.scan(&active, &mut settler).await?;
         let _ = ready.send(());
@@ -72,7 +72,7 @@ impl Intake {
                 }
                 _ = periodic.tick() => self.scan(&active, &mut settler).await?,
                 Some(watches) = self.reload.recv() => {
-                    match self.activate(&watches, events_tx.clone(), rescan.clone()) {
+                    match activate(watches.clone(), events_tx.clone(), rescan.clone()).await {
                         Ok(reloaded) => {
                             info!(watches = watches.len(), "watch list reloaded");
                             active = reloaded;
@@ -91,37 +91,6 @@ impl Intake {
                 }
             }
         }
-    }
-
-    fn activate(
-        &self,
-        watches: &[Watch],
-        events: mpsc::Sender<PathBuf>,
-        rescan: Arc<RescanFlag>,
-    ) -> Result<Active, Error> {
-        let mut filters = Vec::new();
-        for watch in watches {
-            if !watch.path.is_dir() {
-                return Err(Error::Watch {
-                    path: watch.path.clone(),
-                    message: "is not a folder".into(),
-                });
-            }
-            let filter = Filter::new(watch).map_err(|e| Error::Watch {
-                path: watch.path.clone(),
-                message: e.to_string(),
-            })?;
-            filters.push((filter, watch.clone()));
-        }
-        let only: Vec<Filter> = filters.iter().map(|(f, _)| f.clone()).collect();
-        let watcher = watcher::watch(&only, events, rescan).map_err(|e| Error::Watch {
-            path: watches.first().map(|w| w.path.clone()).unwrap_or_default(),
-            message: e.to_string(),
-        })?;
-        Ok(Active {
-            filters,
-            _watcher: watcher,
-        })
     }
 
     /// Every matching file not already uploaded (or failed) in its current version starts settling.
@@ -204,6 +173,48 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// Check the folders and start watching them, on the blocking pool (notify's recursive set-up
+/// walks the whole tree).
+async fn activate(
+    watches: Vec<Watch>,
+    events: mpsc::Sender<PathBuf>,
+    rescan: Arc<RescanFlag>,
+) -> Result<Active, Error> {
+    tokio::task::spawn_blocking(move || activate_now(&watches, events, rescan))
+        .await
+        .expect("starting the watcher does not panic")
+}
+
+fn activate_now(
+    watches: &[Watch],
+    events: mpsc::Sender<PathBuf>,
+    rescan: Arc<RescanFlag>,
+) -> Result<Active, Error> {
+    let mut filters = Vec::new();
+    for watch in watches {
+        if !watch.path.is_dir() {
+            return Err(Error::Watch {
+                path: watch.path.clone(),
+                message: "is not a folder".into(),
+            });
+        }
+        let filter = Filter::new(watch).map_err(|e| Error::Watch {
+            path: watch.path.clone(),
+            message: e.to_string(),
+        })?;
+        filters.push((filter, watch.clone()));
+    }
+    let only: Vec<Filter> = filters.iter().map(|(f, _)| f.clone()).collect();
+    let watcher = watcher::watch(&only, events, rescan).map_err(|e| Error::Watch {
+        path: watches.first().map(|w| w.path.clone()).unwrap_or_default(),
+        message: e.to_string(),
+    })?;
+    Ok(Active {
+        filters,
+        _watcher: watcher,
+    })
 }
 
 /// Stat every settling file on the blocking pool; the settler comes back with the ready paths.

@@ -183,7 +183,11 @@ async fn reload_on_hangup(path: Option<PathBuf>, tx: mpsc::Sender<Vec<Watch>>) {
         return;
     };
     while hangups.recv().await.is_some() {
-        match Config::load(&path) {
+        let file = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
+            .await
+            .expect("loading the config does not panic");
+        match loaded {
             Ok(config) => {
                 let _ = tx.send(config.watch).await;
             }

@@ -126,14 +126,12 @@ impl Scheduler {
         let Some(origin) = record.origin.clone() else {
             return Ok(());
         };
-        let Some(watch) = self.watches.for_origin(&origin) else {
-            warn!(path = %record.path.display(), "no watch for this file any more: left in place");
-            return Ok(());
-        };
         let key = record.key;
         let path = record.path.clone();
+        let watches = self.watches.clone();
         let done = tokio::task::spawn_blocking(move || {
-            dispose(&record, &watch).map(|disposal| {
+            let watch = watches.for_origin(&origin)?;
+            Some(dispose(&record, &watch).map(|disposal| {
                 let moved_to = match &disposal {
                     Disposal::Moved(to) => Some(to.as_path()),
                     _ => None,
@@ -143,18 +141,19 @@ impl Scheduler {
                     _ => watch.on_failed.as_ref(),
                 };
                 (disposal.clone(), hooks::deliveries(hook, &record, moved_to))
-            })
+            }))
         })
         .await
         .expect("dispose does not panic");
         match done {
-            Ok((disposal, hooks)) => {
+            None => warn!(path = %path.display(), "no watch for this file any more: left in place"),
+            Some(Ok((disposal, hooks))) => {
                 tracing::debug!(path = %path.display(), ?disposal, hooks = hooks.len(), "disposed");
                 self.ledger
                     .run(move |l| l.mark_disposed(key, &hooks))
                     .await?;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 error!(path = %path.display(), error = %e, "after-upload action failed; will retry on restart")
             }
         }
