@@ -248,15 +248,7 @@ async fn admin_faults_can_be_read_and_invalid_sets_are_refused() {
         ..Faults::default()
     };
     emu.set_faults(&set).await;
-    let read: Faults = emu
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = emu.faults().await;
     assert_eq!(read, set);
     let bad_rate = serde_json::json!({"drop_rate": 2.0});
     assert_eq!(
@@ -279,15 +271,7 @@ async fn admin_faults_can_be_read_and_invalid_sets_are_refused() {
         .unwrap()
         .status()
         .is_client_error());
-    let read: Faults = emu
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = emu.faults().await;
     assert_eq!(read, set, "refused sets change nothing");
 
     let sha = sha1_hex(b"reset");

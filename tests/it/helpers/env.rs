@@ -135,6 +135,22 @@ pub async fn fetch(url: &str) -> Vec<u8> {
     response.bytes().await.unwrap().to_vec()
 }
 
+/// After a kill and a resume: every one of `parts` parts arrived, and no more than `in_flight`
+/// (the parts in flight when the process died) arrived twice.
+#[track_caller]
+pub fn assert_resent_at_most(stats: &vodup::emulator::Stats, parts: u64, in_flight: u64) {
+    assert!(
+        stats.duplicate_parts <= in_flight,
+        "{} parts re-sent, more than the {in_flight} in flight",
+        stats.duplicate_parts
+    );
+    assert_eq!(
+        stats.parts_accepted - stats.duplicate_parts,
+        parts,
+        "every part exactly once, re-sends aside"
+    );
+}
+
 /// Faults that slow every part by `ms`, so a test can act in the middle of an upload.
 pub fn slow_parts(ms: u64) -> Faults {
     Faults {

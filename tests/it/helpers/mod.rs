@@ -126,6 +126,13 @@ impl TestEmulator {
         assert_eq!(response.status(), 200, "{:?}", response.text().await);
     }
 
+    /// The faults in force, as `GET /_admin/faults` shows them.
+    pub async fn faults(&self) -> Faults {
+        let url = format!("{}/_admin/faults", self.base());
+        let response = self.http.get(url).send().await.expect("faults request");
+        response.json().await.expect("faults json")
+    }
+
     /// Claims valid for an hour, with a fresh `r` so that no two signatures are equal.
     pub fn claims(&self, sha: &str, name: &str) -> Claims {
         static NONCE: AtomicU32 = AtomicU32::new(1);
