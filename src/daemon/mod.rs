@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -82,7 +83,9 @@ pub async fn run_with(
         intake: intake_rx,
         metrics: metrics.clone(),
     };
-    let resume_to = to_scheduler.clone();
+    // The scheduler runs first so resumed files queue ahead of new ones without filling the channel.
+    let mut scheduler = tokio::spawn(scheduler.run(cancel.child_token()));
+    resume(&ledger, &to_scheduler).await?;
     let intake = intake::Intake {
         ledger: ledger.clone(),
         watches,
@@ -92,41 +95,16 @@ pub async fn run_with(
         reload: reload_rx,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
-    // The scheduler runs first so resumed files queue ahead of new ones without filling the channel.
-    let mut scheduler = tokio::spawn(scheduler.run(cancel.child_token()));
-    let resumed = ledger.run(|l| l.unfinished()).await?;
-    info!(files = resumed.len(), "resuming unfinished files");
-    for record in &resumed {
-        let _ = resume_to.send(record.key).await;
-    }
-    drop(resume_to);
     let mut intake = tokio::spawn(intake.run(cancel.child_token(), ready_tx));
-    let ready_options = options.ready;
-    tokio::spawn(async move {
-        if ready_rx.await.is_ok() {
-            info!("watching");
-            systemd::ready();
-            systemd::status("watching");
-            if let Some(tx) = ready_options {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let watchdog = tokio::spawn(feed_watchdog());
-    let hook_runner = HookRunner {
-        ledger: ledger.clone(),
-        metrics: metrics.clone(),
-    };
-    let hooks = tokio::spawn(hook_runner.run(cancel.child_token()));
-    let exporter = config.metrics.listen.map(|listen| {
-        tokio::spawn(crate::metrics::serve(
-            listen,
-            metrics.clone(),
-            ledger.clone(),
-            cancel.child_token(),
-        ))
-    });
-    let reloader = tokio::spawn(reload_on_hangup(options.reload_from, reload_tx));
+    tokio::spawn(announce_ready(ready_rx, options.ready));
+    let side = SideTasks::spawn(
+        &config,
+        &ledger,
+        &metrics,
+        &cancel,
+        options.reload_from,
+        reload_tx,
+    );
     tokio::pin!(shutdown);
     // Whichever ends first; a task that ended is not awaited again.
     let (mut intake_end, mut scheduler_end) = (None, None);
@@ -137,7 +115,6 @@ pub async fn run_with(
     }
     systemd::stopping();
     cancel.cancel();
-    reloader.abort();
     let intake_end = match intake_end {
         Some(end) => end,
         None => flatten(intake.await),
@@ -146,15 +123,92 @@ pub async fn run_with(
         Some(end) => end,
         None => flatten(scheduler.await.map(|r| r.map_err(Error::from))),
     };
-    watchdog.abort();
-    let _ = hooks.await;
-    if let Some(exporter) = exporter {
-        let _ = exporter.await;
-    }
+    side.stop().await;
     intake_end?;
     scheduler_end?;
     info!("stopped");
     Ok(())
+}
+
+/// Queue every unfinished file, oldest first.
+async fn resume(
+    ledger: &Ledger,
+    to_scheduler: &mpsc::Sender<crate::ledger::FileKey>,
+) -> Result<(), Error> {
+    let resumed = ledger.run(|l| l.unfinished()).await?;
+    info!(files = resumed.len(), "resuming unfinished files");
+    for record in &resumed {
+        let _ = to_scheduler.send(record.key).await;
+    }
+    Ok(())
+}
+
+/// Once the intake watches: tell systemd, and the caller if it asked.
+async fn announce_ready(watching: oneshot::Receiver<()>, caller: Option<oneshot::Sender<()>>) {
+    if watching.await.is_ok() {
+        info!("watching");
+        systemd::ready();
+        systemd::status("watching");
+        if let Some(tx) = caller {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The tasks beside the intake and the scheduler: watchdog, hook deliveries, metrics, SIGHUP.
+struct SideTasks {
+    watchdog: JoinHandle<()>,
+    reloader: JoinHandle<()>,
+    hooks: JoinHandle<Result<(), crate::ledger::LedgerError>>,
+    exporter: Option<JoinHandle<()>>,
+}
+
+impl SideTasks {
+    fn spawn(
+        config: &Config,
+        ledger: &Ledger,
+        metrics: &Metrics,
+        cancel: &CancellationToken,
+        reload_from: Option<PathBuf>,
+        reload: mpsc::Sender<Vec<Watch>>,
+    ) -> SideTasks {
+        let runner = HookRunner {
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+        };
+        let exporter = config.metrics.listen.map(|listen| {
+            let serve = crate::metrics::serve(
+                listen,
+                metrics.clone(),
+                ledger.clone(),
+                cancel.child_token(),
+            );
+            tokio::spawn(async move {
+                // Uploads go on without metrics; the operator sees why in the log.
+                if let Err(e) = serve.await {
+                    tracing::error!(%listen, error = %e, "metrics listener failed");
+                }
+            })
+        });
+        SideTasks {
+            watchdog: tokio::spawn(feed_watchdog()),
+            reloader: tokio::spawn(reload_on_hangup(reload_from, reload)),
+            hooks: tokio::spawn(runner.run(cancel.child_token())),
+            exporter,
+        }
+    }
+
+    /// After the cancellation: let the hook runner and the exporter finish, stop the rest.
+    async fn stop(self) {
+        self.reloader.abort();
+        self.watchdog.abort();
+        if let Ok(Err(e)) = self.hooks.await {
+            warn!(error = %e, "hook runner stopped on a ledger error");
+        }
+        if let Some(exporter) = self.exporter {
+            let _ = exporter.await;
+        }
+    }
 }
 
 fn flatten(joined: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
