@@ -55,7 +55,8 @@ pub(crate) fn now() -> i64 {
 const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
      f.origin, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
-     (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha)";
+     CASE WHEN f.state = 'done' THEN f.size \
+     ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha) END";
 
 fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     let state: String = row.get(5)?;
@@ -340,7 +341,8 @@ impl Ledger {
         Ok(())
     }
 
-    /// The service confirmed the file: record its id and URL, clear the last error.
+    /// The service confirmed the file: record its id and URL, clear the last error, and forget the
+    /// content's parts.
     pub fn finish(
         &self,
         key: FileKey,
@@ -356,6 +358,14 @@ impl Ledger {
              error_message = NULL, error_desc = NULL, updated_at = ?5, finished_at = ?5 WHERE id = ?1",
             params![key, file_id, url, instant, t],
         )?;
+        // The service holds the content now: its parts, hashes and signature are not needed
+        // again (a copy completes by instant upload), so the ledger does not grow with them.
+        for table in ["confirmed_parts", "part_hashes", "uploads"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE file_sha = (SELECT file_sha FROM files WHERE id = ?1)"),
+                [key],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }

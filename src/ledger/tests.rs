@@ -88,6 +88,10 @@ fn failure_keeps_code_message_and_description_until_done() {
     l.finish(f.key, "123", Some("http://u"), false).unwrap();
     let got = l.file(f.key).unwrap().unwrap();
     assert_eq!((got.state, got.error), (FileState::Done, None));
+    assert_eq!(
+        got.confirmed_bytes, got.size,
+        "a done file counts as wholly confirmed"
+    );
     assert_eq!(got.file_id.as_deref(), Some("123"));
 }
 
@@ -151,4 +155,24 @@ fn requeue_takes_only_the_latest_version_of_a_path() {
         l.file(second.key).unwrap().unwrap().state,
         FileState::Queued
     );
+}
+
+#[test]
+fn finishing_forgets_the_content_parts_hashes_and_signature() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
+    l.record_hash(
+        f.key,
+        "sha",
+        1_048_576,
+        &["a".into(), "b".into(), "c".into()],
+    )
+    .unwrap();
+    l.confirm_part("sha", 0, 1_048_576).unwrap();
+    l.store_signature("sha", 3_000_000, 1_048_576, "sig", 9)
+        .unwrap();
+    l.finish(f.key, "1", None, false).unwrap();
+    assert!(l.confirmed("sha").unwrap().is_empty());
+    assert_eq!(l.part_md5s("sha", 1_048_576, 3).unwrap(), None);
+    assert_eq!(l.signature("sha").unwrap(), None);
 }
