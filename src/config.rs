@@ -44,6 +44,10 @@ pub struct Config {
     pub parts_in_flight: usize,
     /// Files uploaded at the same time; their parts share `parts_in_flight`.
     pub files_in_flight: usize,
+    /// A file that has waited this long behind running uploads starts anyway (up to twice
+    /// `files_in_flight` files), so huge files never hold small ones back for long.
+    #[serde(with = "humantime_serde")]
+    pub interleave_after: Duration,
     /// How long a signature is valid (at most 90 days).
     #[serde(with = "humantime_serde")]
     pub signature_validity: Duration,
@@ -131,6 +135,7 @@ impl Default for Config {
             part_size: PartSize::OneMiB.bytes(),
             parts_in_flight: 8,
             files_in_flight: 2,
+            interleave_after: Duration::from_secs(30),
             signature_validity: Duration::from_secs(24 * 3600),
             shutdown_deadline: Duration::from_secs(30),
             rescan_interval: Duration::from_secs(300),

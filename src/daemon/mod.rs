@@ -80,6 +80,7 @@ pub async fn run_with(
         watches: watches.clone(),
         files_in_flight: config.files_in_flight,
         shutdown_deadline: config.shutdown_deadline,
+        interleave_after: config.interleave_after,
         intake: intake_rx,
         metrics: metrics.clone(),
     };

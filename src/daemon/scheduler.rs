@@ -9,14 +9,15 @@ use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
 use crate::metrics::Metrics;
 use crate::upload::{Engine, EngineError, Outcome};
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// How often the ledger is checked for files queued from outside (`vodup retry`).
-const LEDGER_POLL: Duration = Duration::from_secs(2);
+/// How often the ledger is checked for files queued from outside (`vodup retry`), and the queue
+/// for files waiting too long.
+const LEDGER_POLL: Duration = Duration::from_secs(1);
 
 pub struct Scheduler {
     pub engine: Engine,
@@ -24,6 +25,7 @@ pub struct Scheduler {
     pub watches: Watches,
     pub files_in_flight: usize,
     pub shutdown_deadline: Duration,
+    pub interleave_after: Duration,
     pub intake: mpsc::Receiver<FileKey>,
     pub metrics: Metrics,
 }
@@ -32,14 +34,14 @@ type Ended = (FileKey, Result<Outcome, EngineError>);
 
 impl Scheduler {
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), EngineError> {
-        let mut waiting: VecDeque<FileKey> = VecDeque::new();
+        let mut waiting: VecDeque<(FileKey, Instant)> = VecDeque::new();
         let mut known: HashSet<FileKey> = HashSet::new();
         let mut running: JoinSet<Ended> = JoinSet::new();
         let mut poll = tokio::time::interval(LEDGER_POLL);
         self.dispose_pending().await?;
         loop {
-            while running.len() < self.files_in_flight {
-                let Some(key) = waiting.pop_front() else {
+            while running.len() < self.slots(waiting.front()) {
+                let Some((key, _)) = waiting.pop_front() else {
                     break;
                 };
                 let (engine, cancel) = (self.engine.clone(), cancel.clone());
@@ -56,19 +58,31 @@ impl Scheduler {
                 }
                 Some(key) = self.intake.recv() => {
                     if known.insert(key) {
-                        waiting.push_back(key);
+                        waiting.push_back((key, Instant::now()));
                     }
                 }
                 _ = poll.tick() => {
                     for record in self.ledger.run(|l| l.unfinished()).await? {
                         if record.origin.is_some() && known.insert(record.key) {
-                            waiting.push_back(record.key);
+                            waiting.push_back((record.key, Instant::now()));
                         }
                     }
                 }
             }
         }
         self.drain(running).await
+    }
+
+    /// How many files may run now: `files_in_flight`, or twice that when the next file has waited
+    /// `interleave_after` behind long uploads. Parts still share one limit, so the extra file
+    /// takes turns with the running ones instead of waiting for them to end.
+    fn slots(&self, next: Option<&(FileKey, Instant)>) -> usize {
+        let starved = next.is_some_and(|(_, since)| since.elapsed() >= self.interleave_after);
+        if starved {
+            self.files_in_flight * 2
+        } else {
+            self.files_in_flight
+        }
     }
 
     /// Let running files finish their parts in flight, up to the deadline; then abandon them

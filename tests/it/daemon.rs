@@ -1,7 +1,7 @@
 //! The daemon against the emulator: pick-up of existing and new files, settling, renames and
 //! temporary names, a burst of files, after-upload actions and failures.
 
-use crate::helpers::env::{fetch, test_bytes, wait_until, Daemon, Env, PART};
+use crate::helpers::env::{fetch, slow_parts, test_bytes, wait_until, Daemon, Env, PART};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vodup::config::AfterUpload;
@@ -346,4 +346,32 @@ async fn a_symlink_dropped_in_is_never_taken_and_its_target_never_touched() {
         env.ledger().latest_for_path(&target).unwrap().is_none(),
         "the symlink was never taken"
     );
+}
+
+#[tokio::test]
+async fn a_small_file_is_not_held_back_by_a_huge_one() {
+    let env = Env::with_faults(slow_parts(80)).await;
+    let mut config = env.config();
+    config.files_in_flight = 1;
+    config.parts_in_flight = 2;
+    config.interleave_after = Duration::from_millis(500);
+    let daemon = Daemon::start(config).await;
+    let huge = env.write(&env.drop, "huge.mp4", &test_bytes(100 * PART as usize, 36));
+    wait_until(
+        "the huge file uploading",
+        Duration::from_secs(30),
+        || async {
+            env.record(&huge)
+                .is_some_and(|r| r.state == FileState::Uploading)
+        },
+    )
+    .await;
+    env.write(&env.drop, "small.mp4", &test_bytes(1000, 37));
+    wait_done(&env, &["small.mp4"], Duration::from_secs(30)).await;
+    assert!(
+        !in_done(&env, "huge.mp4").exists(),
+        "the small file waited for the huge one to end"
+    );
+    wait_done(&env, &["huge.mp4"], Duration::from_secs(60)).await;
+    daemon.stop().await;
 }
