@@ -74,7 +74,7 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
         let record = match found {
             Ok(record) if record.state == FileState::Failed => {
                 // The user asks again for a file that failed: try it again.
-                ledger.requeue_failed(Some(&record.path))?;
+                ledger.requeue(record.key)?;
                 record
             }
             Ok(record) => record,

@@ -259,7 +259,7 @@ impl Config {
         toml::from_str(text).map_err(|e: toml::de::Error| {
             let line = e
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let key = e.span().and_then(|span| key_at(text, span.start));
             let mut message = e.message().trim_end().replace('\n', " ");
             if let Some(key) = key {
@@ -369,7 +369,8 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     let line = text[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim();
-    (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    (!key.is_empty() && key.chars().all(bare)).then(|| key.to_owned())
 }
 
 impl Watch {
@@ -491,6 +492,14 @@ mod tests {
             err.contains("line 2") && err.contains("secret_key"),
             "{err}"
         );
+        let err = Config::parse("secret_id = \"a\"\nsecret_key: Zm9vYmFy==\n").unwrap_err();
+        assert!(!err.contains("Zm9vYmFy"), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_right_line() {
+        let err = Config::parse("secret_id = \"a\"\nbogus = 1\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("bogus"), "{err}");
     }
 
     #[test]

@@ -15,8 +15,41 @@ pub enum Disposal {
     Kept,
     Deleted,
     Moved(PathBuf),
+    /// Copied across filesystems, but the source could not be removed: it is left in place.
+    Copied(PathBuf),
     /// The source is gone or is no longer the version that was uploaded: left alone.
     Skipped,
+}
+
+impl Disposal {
+    /// The word the ledger records.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Disposal::Kept => "kept",
+            Disposal::Deleted => "deleted",
+            Disposal::Moved(_) => "moved",
+            Disposal::Copied(_) => "copied",
+            Disposal::Skipped => "skipped",
+        }
+    }
+
+    /// Where the file went, if it went anywhere.
+    pub fn target(&self) -> Option<&Path> {
+        match self {
+            Disposal::Moved(to) | Disposal::Copied(to) => Some(to),
+            _ => None,
+        }
+    }
+}
+
+/// Move into `dir`: `Moved`, or `Copied` if the source is still there afterwards.
+fn relocate(record: &FileRecord, root: &Path, dir: &Path) -> io::Result<Disposal> {
+    let to = move_into(&record.path, root, dir)?;
+    Ok(if record.path.exists() {
+        Disposal::Copied(to)
+    } else {
+        Disposal::Moved(to)
+    })
 }
 
 /// Apply `watch`'s action to a done or failed file. Blocking (file system).
@@ -34,16 +67,17 @@ pub fn dispose(record: &FileRecord, watch: &Watch) -> io::Result<Disposal> {
                 Ok(Disposal::Deleted)
             }
             AfterUpload::Move => match &watch.done_dir {
-                Some(dir) => move_into(&record.path, &watch.path, dir).map(Disposal::Moved),
+                Some(dir) => relocate(record, &watch.path, dir),
                 None => Ok(Disposal::Kept),
             },
         },
         FileState::Failed => match &watch.failed_dir {
             Some(dir) => {
-                let to = move_into(&record.path, &watch.path, dir)?;
-                write_sidecar(record, &to)?;
+                let disposal = relocate(record, &watch.path, dir)?;
+                let to = disposal.target().expect("relocated");
+                write_sidecar(record, to)?;
                 warn!(path = %record.path.display(), to = %to.display(), "failed file moved aside");
-                Ok(Disposal::Moved(to))
+                Ok(disposal)
             }
             None => Ok(Disposal::Kept),
         },

@@ -101,9 +101,8 @@ impl Intake {
             tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, Duration)>, Error> {
                 let mut found = Vec::new();
                 for (filter, watch) in &filters {
-                    let moved_back_retries = watch.failed_dir.is_some();
                     for path in filter.scan() {
-                        if !is_settled_already(&ledger, &path, moved_back_retries)? {
+                        if !is_settled_already(&ledger, &path)? {
                             found.push((path, watch.settle));
                         }
                     }
@@ -132,9 +131,10 @@ impl Intake {
         let (ledger, part_size) = (self.ledger.clone(), self.part_size);
         let shown = path.clone();
         let found = tokio::task::spawn_blocking(move || {
-            // A symlink is never taken: its target may live outside the drop folder, and the
-            // after-upload action would delete or move it.
-            if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file()) {
+            // A symlink (or a file under a symlinked folder) is never taken: its target may live
+            // outside the drop folder, and the after-upload action would delete or move it.
+            let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+            if !regular || std::fs::canonicalize(&path).ok().as_ref() != Some(&path) {
                 return Err(crate::error::Error::Watch {
                     path,
                     message: "not a regular file (symlinks are not taken)".into(),
@@ -146,20 +146,16 @@ impl Intake {
         .expect("enqueue does not panic");
         let found = match found {
             // A failed file moved to the failed folder and moved back in: the operator retries it.
-            Ok(record)
-                if record.state == FileState::Failed
-                    && record.disposed
-                    && watch.failed_dir.is_some() =>
-            {
+            Ok(record) if moved_back(&record) => {
                 info!(path = %record.path.display(), "failed file moved back in: retrying it");
-                let path = record.path.clone();
-                self.ledger
-                    .run(move |l| l.requeue_failed(Some(&path)))
-                    .await?;
-                Ok(FileRecord {
-                    state: FileState::Queued,
-                    ..record
-                })
+                let key = record.key;
+                let requeued = self.ledger.run(move |l| l.requeue(key)).await?;
+                let state = if requeued {
+                    FileState::Queued
+                } else {
+                    record.state
+                };
+                Ok(FileRecord { state, ..record })
             }
             other => other,
         };
@@ -236,18 +232,19 @@ fn settle_for(active: &Active, path: &Path) -> Option<Duration> {
         .map(|(_, w)| w.settle)
 }
 
-/// Whether this version of the file (same size and mtime) already ended in the ledger. With
-/// `moved_back_retries`, a failed file that was moved to the failed folder and is back is not.
-fn is_settled_already(
-    ledger: &Ledger,
-    path: &Path,
-    moved_back_retries: bool,
-) -> Result<bool, Error> {
+/// A failed file that was moved to the failed folder (not copied, not kept) and is back at its
+/// path: the operator moved it back to retry it.
+fn moved_back(record: &FileRecord) -> bool {
+    record.state == FileState::Failed && record.disposal.as_deref() == Some("moved")
+}
+
+/// Whether this version of the file (same size and mtime) already ended in the ledger (a failed
+/// file moved back in has not).
+fn is_settled_already(ledger: &Ledger, path: &Path) -> Result<bool, Error> {
     let Ok(now) = crate::hash::stat(path) else {
         return Ok(true);
     };
-    Ok(ledger.latest_for_path(path)?.is_some_and(|r| {
-        let moved_back = moved_back_retries && r.state == FileState::Failed && r.disposed;
-        r.state.is_final() && (r.size, r.mtime_ns) == now && !moved_back
-    }))
+    Ok(ledger
+        .latest_for_path(path)?
+        .is_some_and(|r| r.state.is_final() && (r.size, r.mtime_ns) == now && !moved_back(&r)))
 }

@@ -86,7 +86,11 @@ pub async fn run_with(
     };
     // The scheduler runs first so resumed files queue ahead of new ones without filling the channel.
     let mut scheduler = tokio::spawn(scheduler.run(cancel.child_token()));
-    resume(&ledger, &to_scheduler).await?;
+    if let Err(e) = resume(&ledger, &to_scheduler).await {
+        cancel.cancel();
+        let _ = scheduler.await;
+        return Err(e);
+    }
     let intake = intake::Intake {
         ledger: ledger.clone(),
         watches,

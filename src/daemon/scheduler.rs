@@ -2,13 +2,13 @@
 //! global limit, so a huge file and small ones interleave), and the after-upload action once a
 //! file ends. On shutdown it starts nothing new and lets running files drain up to the deadline.
 
-use super::dispose::{dispose, Disposal};
+use super::dispose::dispose;
 use super::Watches;
 use crate::hooks;
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
 use crate::metrics::Metrics;
 use crate::upload::{Engine, EngineError, Outcome};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,6 +18,8 @@ use tracing::{error, info, warn};
 /// How often the ledger is checked for files queued from outside (`vodup retry`), and the queue
 /// for files waiting too long.
 const LEDGER_POLL: Duration = Duration::from_secs(1);
+/// How long a file whose upload ended on a ledger error waits before it is picked up again.
+const COOL_DOWN: Duration = Duration::from_secs(60);
 
 pub struct Scheduler {
     pub engine: Engine,
@@ -36,6 +38,8 @@ impl Scheduler {
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), EngineError> {
         let mut waiting: VecDeque<(FileKey, Instant)> = VecDeque::new();
         let mut known: HashSet<FileKey> = HashSet::new();
+        // Files whose upload ended on a ledger error are not picked up again for a while.
+        let mut cooling: HashMap<FileKey, Instant> = HashMap::new();
         let mut running: JoinSet<Ended> = JoinSet::new();
         let mut poll = tokio::time::interval(LEDGER_POLL);
         self.dispose_pending().await?;
@@ -54,7 +58,9 @@ impl Scheduler {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
                     let (key, outcome) = ended.expect("upload task does not panic");
                     known.remove(&key);
-                    self.ended(key, outcome).await;
+                    if !self.ended(key, outcome).await {
+                        cooling.insert(key, Instant::now() + COOL_DOWN);
+                    }
                 }
                 Some(key) = self.intake.recv() => {
                     if known.insert(key) {
@@ -62,8 +68,10 @@ impl Scheduler {
                     }
                 }
                 _ = poll.tick() => {
+                    cooling.retain(|_, until| *until > Instant::now());
                     for record in self.ledger.run(|l| l.unfinished()).await? {
-                        if record.origin.is_some() && known.insert(record.key) {
+                        let cool = cooling.contains_key(&record.key);
+                        if record.origin.is_some() && !cool && known.insert(record.key) {
                             waiting.push_back((record.key, Instant::now()));
                         }
                     }
@@ -97,7 +105,9 @@ impl Scheduler {
         loop {
             tokio::select! {
                 ended = running.join_next() => match ended {
-                    Some(Ok((key, outcome))) => self.ended(key, outcome).await,
+                    Some(Ok((key, outcome))) => {
+                        self.ended(key, outcome).await;
+                    }
                     Some(Err(e)) if e.is_cancelled() => {}
                     Some(Err(e)) => panic!("upload task panicked: {e}"),
                     None => return Ok(()),
@@ -112,8 +122,8 @@ impl Scheduler {
     }
 
     /// A file's upload ended: run its after-upload action. Trouble here is this file's only: it
-    /// is logged, and the file's action runs again on the next start.
-    async fn ended(&self, key: FileKey, outcome: Result<Outcome, EngineError>) {
+    /// is logged, the file's action runs again on the next start, and `false` is returned.
+    async fn ended(&self, key: FileKey, outcome: Result<Outcome, EngineError>) -> bool {
         let result = match outcome {
             Ok(Outcome::Stopped) => Ok(()),
             Ok(_) => match self.ledger.run(move |l| l.file(key)).await {
@@ -123,8 +133,12 @@ impl Scheduler {
             },
             Err(e) => Err(e),
         };
-        if let Err(e) = result {
-            error!(file = key, error = %e, "file left unfinished");
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                error!(file = key, error = %e, "file left unfinished; it is tried again later");
+                false
+            }
         }
     }
 
@@ -146,10 +160,7 @@ impl Scheduler {
         let done = tokio::task::spawn_blocking(move || {
             let watch = watches.for_origin(&origin)?;
             Some(dispose(&record, &watch).map(|disposal| {
-                let moved_to = match &disposal {
-                    Disposal::Moved(to) => Some(to.as_path()),
-                    _ => None,
-                };
+                let moved_to = disposal.target();
                 let hook = match record.state {
                     FileState::Done => watch.on_done.as_ref(),
                     _ => watch.on_failed.as_ref(),
@@ -164,7 +175,7 @@ impl Scheduler {
             Some(Ok((disposal, hooks))) => {
                 tracing::debug!(path = %path.display(), ?disposal, hooks = hooks.len(), "disposed");
                 self.ledger
-                    .run(move |l| l.mark_disposed(key, &hooks))
+                    .run(move |l| l.mark_disposed(key, disposal.as_str(), &hooks))
                     .await?;
             }
             Some(Err(e)) => {

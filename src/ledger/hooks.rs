@@ -71,15 +71,16 @@ fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 impl Ledger {
-    /// The after-upload action of a file ran: mark it, and record its hook deliveries, in one
-    /// transaction (so a crash can neither lose the hooks nor run the action twice).
-    pub fn mark_disposed(&self, key: FileKey, hooks: &[NewDelivery]) -> Result<()> {
+    /// The after-upload action of a file ran and did `disposal`: mark it, and record its hook
+    /// deliveries, in one transaction (so a crash can neither lose the hooks nor run the action
+    /// twice).
+    pub fn mark_disposed(&self, key: FileKey, disposal: &str, hooks: &[NewDelivery]) -> Result<()> {
         let t = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let changed = tx.execute(
-            "UPDATE files SET disposed = 1, updated_at = ?2 WHERE id = ?1 AND disposed = 0",
-            params![key, t],
+            "UPDATE files SET disposed = 1, disposal = ?3, updated_at = ?2 WHERE id = ?1 AND disposed = 0",
+            params![key, t, disposal],
         )?;
         if changed == 1 && !hooks.is_empty() {
             let mut insert = tx.prepare_cached(

@@ -7,6 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_hooks.sql"),
+    include_str!("../../migrations/0003_disposal.sql"),
 ];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup

@@ -56,7 +56,8 @@ const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.sta
      f.origin, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
      CASE WHEN f.state = 'done' THEN f.size \
-     ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha) END";
+     ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha) END, \
+     f.disposal";
 
 fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     let state: String = row.get(5)?;
@@ -89,6 +90,7 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
         updated_at: row.get(18)?,
         finished_at: row.get(19)?,
         confirmed_bytes: row.get(20)?,
+        disposal: row.get(21)?,
     })
 }
 
@@ -437,12 +439,21 @@ impl Ledger {
         Ok(current)
     }
 
+    /// Put this failed file back in the queue; whether it was failed.
+    pub fn requeue(&self, key: FileKey) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, \
+             updated_at = ?2 WHERE id = ?1 AND state = 'failed'",
+            params![key, now()],
+        )? == 1)
+    }
+
     /// Put failed files back in the queue (all of them, or the one at `path`). Only the latest
     /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
     pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
         Ok(self.conn().execute(
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, updated_at = ?2 \
-             WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, \
+             updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
              AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",
             params![path.map(path_text), now()],
         )?)

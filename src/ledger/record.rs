@@ -85,8 +85,10 @@ pub struct FileRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
-    /// Bytes the service confirmed (sum of confirmed parts of this content).
+    /// Bytes the service confirmed (sum of confirmed parts of this content; all for a done file).
     pub confirmed_bytes: u64,
+    /// What the after-upload action did: `kept`, `deleted`, `moved`, `copied` or `skipped`.
+    pub disposal: Option<String>,
 }
 
 /// A new file version to record.

@@ -53,11 +53,12 @@ where
             Verdict::Resign => return Err(Stop::Resign(error)),
             Verdict::Final => return Err(Stop::Final(error)),
         };
-        on_retry(&error, attempts.failures() + 1);
-        match back_off(policy, &mut attempts, pace, &mut rng, cancel).await {
-            Waited::Again => {}
-            Waited::GaveUp => return Err(Stop::Final(error)),
-            Waited::Cancelled => return Err(Stop::Cancelled),
+        let Some(delay) = policy.next_delay(&mut attempts, pace, &mut rng) else {
+            return Err(Stop::Final(error));
+        };
+        on_retry(&error, attempts.failures());
+        if let Waited::Cancelled = sleep_unless(delay, cancel).await {
+            return Err(Stop::Cancelled);
         }
     }
 }
@@ -83,6 +84,10 @@ pub async fn back_off(
     let Some(delay) = policy.next_delay(attempts, pace, rng) else {
         return Waited::GaveUp;
     };
+    sleep_unless(delay, cancel).await
+}
+
+async fn sleep_unless(delay: std::time::Duration, cancel: &CancellationToken) -> Waited {
     tokio::select! {
         () = tokio::time::sleep(delay) => Waited::Again,
         () = cancel.cancelled() => Waited::Cancelled,

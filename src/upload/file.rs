@@ -154,6 +154,13 @@ async fn attempt(
     };
     tracing::Span::current().record("fileSha", job.sha.as_str());
     let _one_upload_per_content = inner.contents.lock(&job.sha).await;
+    // Another task may have finished this very row while we waited (a changed file's newer
+    // version queued twice): then it is done, not an instant upload.
+    if let Some(done) = inner.ledger.run(move |l| l.file(key)).await? {
+        if done.state == FileState::Done {
+            return Ok(Attempt::Ended(Outcome::Done(finished_from(&done))));
+        }
+    }
     let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
     Run {
         inner: inner.clone(),
@@ -283,6 +290,7 @@ impl Run {
         let mut force_sign = false;
         let mut attempts = Attempts::new();
         let mut rng = StdRng::from_entropy();
+        let mut confirmed_before = 0;
         loop {
             self.ensure_signature(force_sign).await?;
             let step = match self.init().await? {
@@ -300,6 +308,19 @@ impl Run {
                 Step::Resign(error) => (error, true),
             };
             force_sign = resign;
+            // A round that got parts confirmed was progress: the next trouble starts a fresh
+            // count, so a long upload is not failed by errors hours apart.
+            let sha = self.job.sha.clone();
+            let confirmed = self
+                .inner
+                .ledger
+                .run(move |l| l.confirmed(&sha))
+                .await?
+                .len();
+            if confirmed > confirmed_before {
+                attempts = Attempts::new();
+            }
+            confirmed_before = confirmed;
             info!(error = %error, "init again");
             match back_off(
                 &self.inner.retry,

@@ -79,14 +79,7 @@ pub(super) async fn round(
             () = round.cancelled() => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 end = end.merge(settle(joined.expect("part task does not panic")?, cancel));
-                // Any end but Complete means no new part is worth sending in this round: parts
-                // in flight finish (they may well be confirmed), unless the file is lost anyway.
-                if !matches!(end, RoundEnd::Complete) {
-                    round.cancel();
-                }
-                if end.aborts_round() {
-                    tasks.abort_all();
-                }
+                stop_if_needed(&end, &round, &mut tasks);
             }
             permit = inner.permits.clone().acquire_owned() => {
                 let permit = permit.expect("the semaphore is never closed");
@@ -101,12 +94,30 @@ pub(super) async fn round(
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(result) => end = end.merge(settle(result?, cancel)),
+            Ok(result) => {
+                end = end.merge(settle(result?, cancel));
+                stop_if_needed(&end, &round, &mut tasks);
+            }
             Err(e) if e.is_cancelled() => {}
             Err(e) => panic!("part task panicked: {e}"),
         }
     }
     Ok(end)
+}
+
+/// Any end but Complete means no new part (or retry) is worth sending in this round: parts in
+/// flight finish (they may well be confirmed), unless the file is lost anyway.
+fn stop_if_needed(
+    end: &RoundEnd,
+    round: &CancellationToken,
+    tasks: &mut JoinSet<Result<RoundEnd, EngineError>>,
+) {
+    if !matches!(end, RoundEnd::Complete) {
+        round.cancel();
+    }
+    if end.aborts_round() {
+        tasks.abort_all();
+    }
 }
 
 /// A part stopped by the round itself (not by shutdown) says nothing about the round.

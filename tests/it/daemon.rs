@@ -375,3 +375,77 @@ async fn a_small_file_is_not_held_back_by_a_huge_one() {
     wait_done(&env, &["huge.mp4"], Duration::from_secs(60)).await;
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn a_file_under_a_symlinked_folder_is_never_taken() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.watch[0].after_upload = AfterUpload::Delete;
+    let outside = env.src.join("archive");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.drop.join("linked")).unwrap();
+    let daemon = Daemon::start(config).await;
+    let data = test_bytes(PART as usize + 7, 91);
+    let target = env.write(&outside, "precious.mp4", &data);
+    let real = env.write(&env.drop, "real.mp4", &test_bytes(1000, 92));
+    wait_until(
+        "the regular file deleted after upload",
+        Duration::from_secs(30),
+        || async { !real.exists() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.stop().await;
+    let taken = env.ledger().latest_for_path(&target).unwrap();
+    assert!(
+        target.exists(),
+        "the file outside the drop folder was deleted; ledger: {:?}",
+        taken.map(|r| (r.state, r.path, r.origin))
+    );
+    assert!(taken.is_none());
+}
+
+#[tokio::test]
+async fn a_failed_file_moved_back_after_a_newer_version_was_uploaded_is_retried() {
+    let env = Env::new().await;
+    let v1 = test_bytes(1000, 93);
+    let sha1 = vodup::hash::sha1_hex(&v1);
+    env.emu
+        .set_faults(&Faults {
+            final_rate: 1.0,
+            file_sha: Some(sha1.clone()),
+            ..Faults::default()
+        })
+        .await;
+    let daemon = Daemon::start(env.config()).await;
+    let a = env.write(&env.drop, "a.mp4", &v1);
+    let failed = env.failed.join("a.mp4");
+    wait_until("v1 moved to failed", Duration::from_secs(30), || async {
+        failed.exists()
+    })
+    .await;
+    env.write(&env.drop, "a.mp4", &test_bytes(2000, 94));
+    let done = env.done.join("a.mp4");
+    wait_until("v2 done and moved", Duration::from_secs(30), || async {
+        done.exists()
+    })
+    .await;
+    env.emu.set_faults(&Faults::default()).await;
+    std::fs::rename(&failed, &a).unwrap();
+    let done_again = env.done.join("a (1).mp4");
+    let ledger = env.ledger();
+    wait_until(
+        "v1 uploaded after it was moved back",
+        Duration::from_secs(20),
+        || async {
+            done_again.exists()
+                || ledger
+                    .files()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.path == a && r.size == 1000 && r.state == FileState::Done)
+        },
+    )
+    .await;
+    daemon.stop().await;
+}

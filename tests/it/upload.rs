@@ -1,8 +1,9 @@
 //! The upload engine against the emulator: bytes arrive intact, instant upload, faults, final
 //! errors, files that change, and the ledger invariant.
 
-use crate::helpers::env::{fetch, slow_parts, test_bytes, Env, PART};
+use crate::helpers::env::{fetch, slow_parts, test_bytes, wait_until, Env, PART};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vodup::commands::enqueue_path;
 use vodup::emulator::Faults;
@@ -307,4 +308,63 @@ async fn a_retryable_finish_error_backs_off_under_the_retry_policy() {
         stats.parts_accepted, 1,
         "the part is not re-sent by the re-inits"
     );
+}
+
+fn reinit_faults() -> Faults {
+    Faults {
+        latency_ms: 100,
+        retryable_rate: 1.0,
+        retryable_codes: vec![-10005],
+        actions: vec!["UploadPartEx".into()],
+        ..Faults::default()
+    }
+}
+
+async fn inject_one_reinit(env: &Env) {
+    let before = env
+        .emu
+        .stats()
+        .await
+        .faults_injected
+        .get("retryable")
+        .copied()
+        .unwrap_or(0);
+    env.emu.set_faults(&reinit_faults()).await;
+    wait_until("a -10005 injected", Duration::from_secs(10), || async {
+        env.emu
+            .stats()
+            .await
+            .faults_injected
+            .get("retryable")
+            .copied()
+            .unwrap_or(0)
+            > before
+    })
+    .await;
+    env.emu.set_faults(&slow_parts(100)).await;
+}
+
+#[tokio::test]
+async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
+    let env = Env::with_faults(slow_parts(100)).await;
+    let mut config = env.config();
+    config.parts_in_flight = 1;
+    config.retry.max_elapsed = Duration::from_secs(1);
+    let path = env.write(&env.src, "long.mp4", &test_bytes(40 * PART as usize, 90));
+    let ledger = Ledger::open(&config.ledger).unwrap();
+    let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
+    let task =
+        tokio::spawn(async move { engine.upload(record.key, &CancellationToken::new()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    inject_one_reinit(&env).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let accepted = env.emu.stats().await.parts_accepted;
+    assert!(
+        accepted >= 5,
+        "parts went on between the re-inits: {accepted}"
+    );
+    inject_one_reinit(&env).await;
+    let outcome = task.await.unwrap().unwrap();
+    assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
 }
