@@ -1,7 +1,7 @@
 //! The daemon against the emulator: pick-up of existing and new files, settling, renames and
 //! temporary names, a burst of files, after-upload actions and failures.
 
-use crate::helpers::env::{fetch, slow_parts, test_bytes, wait_until, Daemon, Env, PART};
+use crate::helpers::env::{fetch, refuse, slow_parts, test_bytes, wait_until, Daemon, Env, PART};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vodup::config::AfterUpload;
@@ -183,14 +183,7 @@ async fn delete_never_touches_a_file_whose_finish_failed() {
 #[tokio::test]
 async fn final_failures_land_in_the_failed_folder_with_a_sidecar() {
     let env = Env::new().await;
-    env.emu
-        .set_faults(&Faults {
-            final_rate: 1.0,
-            final_codes: vec![4300],
-            actions: vec!["InitUploadEx".into()],
-            ..Faults::default()
-        })
-        .await;
+    env.emu.set_faults(&refuse("InitUploadEx", 4300)).await;
     let daemon = Daemon::start(env.config()).await;
     let data = test_bytes(PART as usize, 29);
     env.write(&env.drop, "sub/refused.mp4", &data);
@@ -213,12 +206,7 @@ async fn final_failures_land_in_the_failed_folder_with_a_sidecar() {
 #[tokio::test]
 async fn a_failed_file_moved_back_from_the_failed_folder_is_retried() {
     let env = Env::new().await;
-    let refusing = Faults {
-        final_rate: 1.0,
-        final_codes: vec![4300],
-        actions: vec!["InitUploadEx".into()],
-        ..Faults::default()
-    };
+    let refusing = refuse("InitUploadEx", 4300);
     env.emu.set_faults(&refusing).await;
     let daemon = Daemon::start(env.config()).await;
     let data = test_bytes(PART as usize + 3, 30);
@@ -238,12 +226,7 @@ async fn a_failed_file_moved_back_from_the_failed_folder_is_retried() {
 #[tokio::test]
 async fn retry_requeues_failed_files_for_the_running_daemon() {
     let env = Env::new().await;
-    let refusing = Faults {
-        final_rate: 1.0,
-        final_codes: vec![4300],
-        actions: vec!["FinishUploadEx".into()],
-        ..Faults::default()
-    };
+    let refusing = refuse("FinishUploadEx", 4300);
     env.emu.set_faults(&refusing).await;
     let mut config = env.config();
     config.watch[0].failed_dir = None;

@@ -1,7 +1,7 @@
 //! Operating vodup: metrics that move, completion hooks delivered at least once (also across a
 //! restart), and JSON logs that carry fileSha.
 
-use crate::helpers::env::{slow_parts, test_bytes, wait_until, Daemon, Env, PART};
+use crate::helpers::env::{refuse, slow_parts, test_bytes, wait_until, Daemon, Env, PART};
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -237,13 +237,7 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
 
 #[tokio::test]
 async fn failed_files_send_their_error_to_the_on_failed_hook() {
-    let env = Env::with_faults(Faults {
-        final_rate: 1.0,
-        final_codes: vec![4300],
-        actions: vec!["InitUploadEx".into()],
-        ..Faults::default()
-    })
-    .await;
+    let env = Env::with_faults(refuse("InitUploadEx", 4300)).await;
     let receiver = Receiver::default();
     let url = receiver.clone().start().await;
     let mut config = env.config();

@@ -1,7 +1,7 @@
 //! The upload engine against the emulator: bytes arrive intact, instant upload, faults, final
 //! errors, files that change, and the ledger invariant.
 
-use crate::helpers::env::{fetch, slow_parts, test_bytes, wait_until, Env, PART};
+use crate::helpers::env::{fetch, refuse, slow_parts, test_bytes, wait_until, Env, PART};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -93,14 +93,7 @@ async fn a_final_error_fails_the_file_with_its_code_and_message_in_the_ledger() 
     let env = Env::new().await;
     let data = test_bytes(2 * PART as usize, 4);
     let path = env.write(&env.src, "refused.mp4", &data);
-    env.emu
-        .set_faults(&Faults {
-            final_rate: 1.0,
-            final_codes: vec![4300],
-            actions: vec!["UploadPartEx".into()],
-            ..Faults::default()
-        })
-        .await;
+    env.emu.set_faults(&refuse("UploadPartEx", 4300)).await;
     let Outcome::Failed(error) = upload(&env, &env.config(), &path).await else {
         panic!("a canRetry=0 error must fail the file");
     };

@@ -151,6 +151,16 @@ pub fn assert_resent_at_most(stats: &vodup::emulator::Stats, parts: u64, in_flig
     );
 }
 
+/// Faults that refuse every `action` call with `code` and canRetry 0.
+pub fn refuse(action: &str, code: i64) -> Faults {
+    Faults {
+        final_rate: 1.0,
+        final_codes: vec![code],
+        actions: vec![action.into()],
+        ..Faults::default()
+    }
+}
+
 /// Faults that slow every part by `ms`, so a test can act in the middle of an upload.
 pub fn slow_parts(ms: u64) -> Faults {
     Faults {
