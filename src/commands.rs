@@ -123,11 +123,7 @@ fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
         Outcome::Failed(e) => {
             let text = format!("code {}: {} {}", e.code, e.message, e.code_desc);
             if json {
-                let value = serde_json::json!({
-                    "path": path.display().to_string(),
-                    "error": { "code": e.code, "message": e.message, "codeDesc": e.code_desc },
-                });
-                println!("{value}");
+                println!("{}", error_json(path, e.code, &e.message, &e.code_desc));
             } else {
                 println!("{}: failed: {}", path.display(), text.trim_end());
             }
@@ -142,14 +138,18 @@ fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
 
 fn print_error(json: bool, path: &Path, code: Option<i64>, message: &str) {
     if json {
-        let value = serde_json::json!({
-            "path": path.display().to_string(),
-            "error": { "code": code.unwrap_or(0), "message": message, "codeDesc": "" },
-        });
-        println!("{value}");
+        println!("{}", error_json(path, code.unwrap_or(0), message, ""));
     } else {
         println!("{}: {message}", path.display());
     }
+}
+
+/// The `--json` line of a file that did not upload.
+fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_json::Value {
+    serde_json::json!({
+        "path": path.display().to_string(),
+        "error": { "code": code, "message": message, "codeDesc": code_desc },
+    })
 }
 
 /// `vodup status`: every file in the ledger.

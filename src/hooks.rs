@@ -21,6 +21,15 @@ const FIRST_RETRY_SECS: u64 = 2;
 const MAX_RETRY_SECS: u64 = 3600;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
+/// The hook event of a file's outcome.
+fn event(record: &FileRecord) -> &'static str {
+    if record.state == FileState::Done {
+        "done"
+    } else {
+        "failed"
+    }
+}
+
 /// The JSON document of a file's outcome.
 pub fn payload(record: &FileRecord, moved_to: Option<&Path>) -> Value {
     let duration = record
@@ -28,7 +37,7 @@ pub fn payload(record: &FileRecord, moved_to: Option<&Path>) -> Value {
         .unwrap_or(record.updated_at)
         .saturating_sub(record.created_at);
     let mut value = json!({
-        "event": if record.state == FileState::Done { "done" } else { "failed" },
+        "event": event(record),
         "path": record.path.display().to_string(),
         "size": record.size,
         "fileSha": record.file_sha,
@@ -55,11 +64,7 @@ pub fn deliveries(
 ) -> Vec<NewDelivery> {
     let Some(hook) = hook else { return Vec::new() };
     let body = payload(record, moved_to);
-    let event = if record.state == FileState::Done {
-        "done"
-    } else {
-        "failed"
-    };
+    let event = event(record);
     let payload = body.to_string();
     let mut out = Vec::new();
     if !hook.command.is_empty() {

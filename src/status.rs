@@ -1,6 +1,6 @@
 //! Rendering the ledger for people (`vodup status`) and programs (`--json`).
 
-use crate::ledger::{Delivery, FileRecord, FileState};
+use crate::ledger::{Delivery, FileRecord};
 use serde::Serialize;
 
 /// One file as `vodup status --json` shows it.
@@ -18,11 +18,12 @@ pub struct FileStatus<'a> {
 /// One row of the status: a file, its recent speed, and its undelivered hooks.
 pub type Row = (FileRecord, u64, Vec<Delivery>);
 
+/// The ledger counts a done file as wholly confirmed, so this needs no special case.
 pub fn percent(record: &FileRecord) -> f64 {
-    if record.state == FileState::Done || record.size == 0 {
+    if record.size == 0 {
         return 100.0;
     }
-    (record.confirmed_bytes as f64 * 100.0 / record.size as f64).min(100.0)
+    (confirmed(record) as f64 * 100.0 / record.size as f64).min(100.0)
 }
 
 pub fn to_json(records: &[Row]) -> String {
@@ -87,11 +88,7 @@ pub fn to_table(records: &[Row]) -> String {
 }
 
 fn confirmed(r: &FileRecord) -> u64 {
-    if r.state == FileState::Done {
-        r.size
-    } else {
-        r.confirmed_bytes.min(r.size)
-    }
+    r.confirmed_bytes.min(r.size)
 }
 
 fn human(bytes: u64) -> String {

@@ -37,6 +37,13 @@ struct Active {
     _watcher: notify::RecommendedWatcher,
 }
 
+impl Active {
+    /// The watch (and its filter) that takes `path`, if any.
+    fn watch_for(&self, path: &Path) -> Option<&(Filter, Watch)> {
+        self.filters.iter().find(|(f, _)| f.matches(path))
+    }
+}
+
 impl Intake {
     pub async fn run(
         mut self,
@@ -123,7 +130,7 @@ impl Intake {
 
     /// A settled file: record it and queue it, unless this very version is already done or failed.
     async fn take(&self, active: &Active, path: PathBuf) -> Result<(), Error> {
-        let Some((filter, watch)) = active.filters.iter().find(|(f, _)| f.matches(&path)) else {
+        let Some((filter, watch)) = active.watch_for(&path) else {
             return Ok(());
         };
         let origin = filter.root().to_owned();
@@ -225,11 +232,7 @@ async fn poll_settler(mut settler: Settler) -> (Settler, Vec<PathBuf>) {
 }
 
 fn settle_for(active: &Active, path: &Path) -> Option<Duration> {
-    active
-        .filters
-        .iter()
-        .find(|(f, _)| f.matches(path))
-        .map(|(_, w)| w.settle)
+    active.watch_for(path).map(|(_, w)| w.settle)
 }
 
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its
