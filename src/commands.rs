@@ -2,8 +2,9 @@
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::ledger::{FileRecord, FileState, Ledger, NewFile};
+use crate::ledger::{FileRecord, FileState, Ledger};
 use crate::progress::{Bars, Lines};
+use crate::shown::shown;
 use crate::upload::{Engine, Outcome, Progress};
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -16,36 +17,22 @@ use tokio_util::sync::CancellationToken;
 /// Exit code of an interrupted `vodup upload` (128 + SIGINT).
 const INTERRUPTED: u8 = 130;
 
-/// Record a file on disk in the ledger (idempotent for the same path, size and mtime).
-pub fn enqueue_path(
+/// Record a file named on the command line: the path as given, made absolute (a symlink the
+/// caller names is their choice), then opened without following one.
+pub fn enqueue_named(
     ledger: &Ledger,
     path: &Path,
     part_size: u64,
-    origin: Option<&Path>,
     processing: &str,
 ) -> Result<FileRecord, Error> {
-    let io = |what, source| Error::Io {
-        what,
+    let path = std::fs::canonicalize(path).map_err(|source| Error::Io {
+        what: "cannot open",
         path: path.to_owned(),
         source,
-    };
-    let path = std::fs::canonicalize(path).map_err(|e| io("cannot open", e))?;
-    if !path.is_file() {
-        return Err(io(
-            "not a regular file",
-            std::io::ErrorKind::InvalidInput.into(),
-        ));
-    }
-    let (size, mtime_ns) = crate::hash::stat(&path).map_err(|e| io("cannot stat", e))?;
-    let record = ledger.enqueue(&NewFile {
-        path: &path,
-        size,
-        mtime_ns,
-        part_size,
-        origin,
-        processing,
     })?;
-    Ok(record)
+    Ok(crate::source::enqueue(
+        ledger, &path, None, part_size, processing,
+    )?)
 }
 
 /// `vodup upload FILE...`: upload in the foreground, print each result.
@@ -70,7 +57,7 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     let mut tasks = JoinSet::new();
     let mut ok = true;
     for (index, path) in files.into_iter().enumerate() {
-        let found = enqueue_path(&ledger, &path, config.part_size, None, &processing);
+        let found = enqueue_named(&ledger, &path, config.part_size, &processing);
         let record = match found {
             Ok(record) if record.state == FileState::Failed => {
                 // The user asks again for a file that failed: try it again.
@@ -110,14 +97,14 @@ fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
     match outcome {
         Outcome::Done(f) if json => {
             let mut value = serde_json::to_value(&f).expect("serializes");
-            value["path"] = path.display().to_string().into();
+            value["path"] = shown(path).to_string().into();
             println!("{value}");
             true
         }
         Outcome::Done(f) => {
             let how = if f.instant { " (instant upload)" } else { "" };
             let url = f.url.as_deref().unwrap_or("-");
-            println!("{}: fileId {} url {url}{how}", path.display(), f.file_id);
+            println!("{}: fileId {} url {url}{how}", shown(path), f.file_id);
             true
         }
         Outcome::Failed(e) => {
@@ -125,12 +112,21 @@ fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
             if json {
                 println!("{}", error_json(path, e.code, &e.message, &e.code_desc));
             } else {
-                println!("{}: failed: {}", path.display(), text.trim_end());
+                println!("{}: failed: {}", shown(path), text.trim_end());
             }
             false
         }
         Outcome::Stopped => {
             print_error(json, path, Some(0), "interrupted");
+            false
+        }
+        Outcome::SetAside(state, why) => {
+            print_error(
+                json,
+                path,
+                Some(0),
+                &format!("not uploaded ({}): {why}", state.as_str()),
+            );
             false
         }
     }
@@ -140,14 +136,14 @@ fn print_error(json: bool, path: &Path, code: Option<i64>, message: &str) {
     if json {
         println!("{}", error_json(path, code.unwrap_or(0), message, ""));
     } else {
-        println!("{}: {message}", path.display());
+        println!("{}: {message}", shown(path));
     }
 }
 
 /// The `--json` line of a file that did not upload.
 fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_json::Value {
     serde_json::json!({
-        "path": path.display().to_string(),
+        "path": shown(path).to_string(),
         "error": { "code": code, "message": message, "codeDesc": code_desc },
     })
 }
@@ -197,7 +193,7 @@ pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
     }
     println!("{count} failed file(s) re-queued");
     for path in &moved {
-        println!("{}: not at its path (moved to the failed folder?): move it back into its drop folder to retry it", path.display());
+        println!("{}: not at its path (moved to the failed folder?): move it back into its drop folder to retry it", shown(path));
     }
     Ok(if count == 0 && file.is_some() {
         ExitCode::FAILURE

@@ -168,6 +168,23 @@ pub enum AfterUpload {
     Move,
 }
 
+impl AfterUpload {
+    /// The word the config and the ledger use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterUpload::Keep => "keep",
+            AfterUpload::Delete => "delete",
+            AfterUpload::Move => "move",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<AfterUpload> {
+        [AfterUpload::Keep, AfterUpload::Delete, AfterUpload::Move]
+            .into_iter()
+            .find(|a| a.as_str() == word)
+    }
+}
+
 /// One watched drop folder.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,8 +200,13 @@ pub struct Watch {
     pub after_upload: AfterUpload,
     pub done_dir: Option<PathBuf>,
     pub failed_dir: Option<PathBuf>,
+    /// Quiet time after the writer closed the file (close-write seen) or renamed it in.
     #[serde(default = "Watch::default_settle", with = "humantime_serde")]
     pub settle: Duration,
+    /// Quiet time for a file with no write evidence: found by a scan, present at start, or on a
+    /// network file system whose writers send no events here.
+    #[serde(default = "Watch::default_settle_unseen", with = "humantime_serde")]
+    pub settle_unseen: Duration,
     #[serde(default)]
     pub processing: Processing,
     /// Run when a file from this folder is done.
@@ -218,6 +240,9 @@ impl Watch {
     pub fn default_settle() -> Duration {
         Duration::from_secs(5)
     }
+    pub fn default_settle_unseen() -> Duration {
+        Duration::from_secs(30)
+    }
 
     /// A watch of `path` with every default.
     pub fn new(path: PathBuf) -> Watch {
@@ -230,6 +255,7 @@ impl Watch {
             done_dir: None,
             failed_dir: None,
             settle: Watch::default_settle(),
+            settle_unseen: Watch::default_settle_unseen(),
             processing: Processing::default(),
             on_done: None,
             on_failed: None,

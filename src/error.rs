@@ -14,7 +14,7 @@ pub enum Error {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {}: {source}", crate::shown::shown(.path))]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -22,6 +22,8 @@ pub enum Error {
     },
     #[error("emulator: {0}")]
     Emulator(String),
-    #[error("watch {path}: {message}")]
+    #[error("watch {}: {message}", crate::shown::shown(.path))]
     Watch { path: PathBuf, message: String },
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 }

@@ -1,24 +1,21 @@
 //! One-pass hashing of a file: the SHA-1 of the whole file and the MD5 of every part.
 //!
-//! The file is read once, sequentially, in part-sized chunks. The reading thread feeds SHA-1 while a
+//! The file is read once, through the descriptor vodup opened ([`Source`]), in part-sized chunks. The reading thread feeds SHA-1 while a
 //! second thread computes the MD5 of each part, so both hashes run on two cores at the speed of the
 //! slower one. This is blocking code: async callers run it on `spawn_blocking`.
 
 use crate::protocol::plan::{plan, PartSize};
+use crate::source::Source;
 use md5::{Digest as _, Md5};
 use sha1::Sha1;
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::os::unix::fs::FileExt as _;
 use std::sync::mpsc;
-use std::time::SystemTime;
 
 /// What one pass over a file yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
     pub size: u64,
-    /// Modification time when hashing started, in nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
     /// SHA-1 of the whole file, 40 lowercase hex characters.
     pub sha1: String,
     /// MD5 of each part in offset order, 32 lowercase hex characters each.
@@ -27,12 +24,12 @@ pub struct FileDigest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{path} changed while it was hashed (size or mtime moved)")]
-    Changed { path: PathBuf },
-    #[error("hashing {path} was stopped")]
-    Stopped { path: PathBuf },
+    #[error("cannot read: {0}")]
+    Io(#[from] io::Error),
+    #[error("the file changed while it was hashed (size or mtime moved)")]
+    Changed,
+    #[error("hashing was stopped")]
+    Stopped,
 }
 
 /// MD5 of a byte slice as lowercase hex.
@@ -45,33 +42,21 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
     hex::encode(Sha1::digest(bytes))
 }
 
-/// The size and modification time (ns since the epoch) of a file, as the ledger records them.
-pub fn stat(path: &Path) -> io::Result<(u64, i64)> {
-    let meta = std::fs::metadata(path)?;
-    Ok((meta.len(), mtime_ns(meta.modified()?)))
-}
-
-fn mtime_ns(t: SystemTime) -> i64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i64,
-        Err(e) => -(e.duration().as_nanos() as i64),
-    }
-}
-
-/// Hash `path` in one pass. Fails with [`HashError::Changed`] if the file's size or mtime moved
-/// while it was read, so a file still being written is never taken as final, and with
-/// [`HashError::Stopped`] as soon as `stop()` says so (checked between parts).
-pub fn hash_file(
-    path: &Path,
+/// Hash the open `source` in one pass, through its descriptor. Fails with [`HashError::Changed`]
+/// if the file is not the one opened any more (size or mtime moved, now or while it was read), so
+/// a file still being written is never taken as final, and with [`HashError::Stopped`] as soon as
+/// `stop()` says so (checked between parts).
+pub fn hash_source(
+    source: &Source,
     part_size: PartSize,
     stop: impl Fn() -> bool,
 ) -> Result<FileDigest, HashError> {
-    let io_err = |source| HashError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let (size, mtime_ns) = stat(path).map_err(io_err)?;
-    let mut file = File::open(path).map_err(io_err)?;
+    let opened = source.identity();
+    if source.current()? != opened {
+        return Err(HashError::Changed);
+    }
+    let file = source.file();
+    let size = opened.version.size;
     let parts = plan(size, part_size);
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
     let md5_worker = std::thread::spawn(move || {
@@ -88,7 +73,7 @@ pub fn hash_file(
             break;
         }
         let mut chunk = vec![0u8; part.len as usize];
-        if let Err(e) = file.read_exact(&mut chunk) {
+        if let Err(e) = file.read_exact_at(&mut chunk, part.offset) {
             read_result = Err(e);
             break;
         }
@@ -99,22 +84,21 @@ pub fn hash_file(
     }
     drop(tx);
     let part_md5s = md5_worker.join().expect("md5 worker does not panic");
-    read_result.map_err(io_err)?;
+    match read_result {
+        // A file truncated under us reads short: it changed.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HashError::Changed),
+        other => other?,
+    }
     if stopped {
-        return Err(HashError::Stopped {
-            path: path.to_owned(),
-        });
+        return Err(HashError::Stopped);
     }
     let mut probe = [0u8; 1];
-    let grew = file.read(&mut probe).map_err(io_err)? != 0;
-    if grew || stat(path).map_err(io_err)? != (size, mtime_ns) {
-        return Err(HashError::Changed {
-            path: path.to_owned(),
-        });
+    let grew = file.read_at(&mut probe, size)? != 0;
+    if grew || source.current()? != opened {
+        return Err(HashError::Changed);
     }
     Ok(FileDigest {
         size,
-        mtime_ns,
         sha1: hex::encode(sha.finalize()),
         part_md5s,
     })
@@ -125,6 +109,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::io::Write;
+    use std::path::Path;
+
+    fn open(path: &Path) -> Source {
+        Source::open(path, None).unwrap()
+    }
 
     #[test]
     fn known_vectors() {
@@ -135,25 +124,28 @@ mod tests {
     #[test]
     fn empty_file_has_the_empty_sha1_and_no_part() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        let d = hash_file(f.path(), PartSize::HalfMiB, || false).unwrap();
+        let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false).unwrap();
         assert_eq!(d.size, 0);
         assert_eq!(d.sha1, sha1_hex(b""));
         assert!(d.part_md5s.is_empty());
     }
 
     #[test]
-    fn missing_file_is_an_io_error_naming_the_path() {
-        let err =
-            hash_file(Path::new("/nonexistent/x.mp4"), PartSize::OneMiB, || false).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/x.mp4"));
+    fn a_file_that_grew_after_it_was_opened_is_changed() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&[1u8; 1000]).unwrap();
+        let source = open(f.path());
+        f.write_all(&[2u8; 10]).unwrap();
+        let err = hash_source(&source, PartSize::HalfMiB, || false).unwrap_err();
+        assert!(matches!(err, HashError::Changed), "{err}");
     }
 
     #[test]
     fn hashing_stops_when_asked() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![7u8; 3 * 524_288]).unwrap();
-        let err = hash_file(f.path(), PartSize::HalfMiB, || true).unwrap_err();
-        assert!(matches!(err, HashError::Stopped { .. }), "{err}");
+        let err = hash_source(&open(f.path()), PartSize::HalfMiB, || true).unwrap_err();
+        assert!(matches!(err, HashError::Stopped), "{err}");
     }
 
     proptest! {
@@ -163,7 +155,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
             let mut f = tempfile::NamedTempFile::new().unwrap();
             f.write_all(&data).unwrap();
-            let d = hash_file(f.path(), PartSize::HalfMiB, || false).unwrap();
+            let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false).unwrap();
             prop_assert_eq!(d.size, len as u64);
             prop_assert_eq!(&d.sha1, &sha1_hex(&data));
             let expected: Vec<String> = data.chunks(524_288).map(md5_hex).collect();

@@ -38,13 +38,13 @@ pub fn payload(record: &FileRecord, moved_to: Option<&Path>) -> Value {
         .saturating_sub(record.created_at);
     let mut value = json!({
         "event": event(record),
-        "path": record.path.display().to_string(),
+        "path": crate::shown::shown(&record.path).to_string(),
         "size": record.size,
         "fileSha": record.file_sha,
         "duration": duration,
     });
     if let Some(to) = moved_to {
-        value["movedTo"] = to.display().to_string().into();
+        value["movedTo"] = crate::shown::shown(to).to_string().into();
     }
     if record.state == FileState::Done {
         value["fileId"] = record.file_id.clone().into();

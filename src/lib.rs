@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod progress;
 pub mod protocol;
 pub mod ratelimit;
+pub mod shown;
+pub mod source;
 pub mod stability;
 pub mod status;
 pub mod upload;

@@ -65,7 +65,7 @@ pub struct Lines {
 impl Progress for Lines {
     fn event(&self, key: FileKey, path: &Path, event: Event) {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        let path = path.display();
+        let path = crate::shown::shown(path);
         match event {
             Event::Hashing { size } => info!(%path, size, "hashing"),
             Event::Uploading { total, confirmed } => {

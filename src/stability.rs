@@ -1,20 +1,56 @@
-//! Deciding when a file is fully written.
+//! Deciding when a file is fully written: from evidence where there is some, from silence where
+//! there is none.
 //!
-//! Every event or scan hit (re)starts a quiet period for its path. A file is ready when its size
-//! and mtime have not changed for its watch's `settle` time; this also covers network filesystems
-//! that send no close events. An empty file is never ready (writers often create first and fill
-//! later); a file that vanishes is forgotten. Pure logic: the caller supplies the clock and `stat`.
+//! Each pending file carries the evidence of how it came to be:
+//! - **Writing**: written to (inotify `IN_MODIFY`) with no close-after-write seen since. The writer
+//!   still holds it open, however long it pauses: never ready.
+//! - **Closed**: closed after writing (`IN_CLOSE_WRITE`), or renamed into the folder whole (alone
+//!   or inside a folder moved in). Ready once its size and mtime have been quiet for `settle`.
+//! - **Unseen**: no evidence either way: found by a scan, present at start, after lost events, or
+//!   on a network file system whose remote writers send no events here. Ready once quiet for
+//!   `settle_unseen` (longer).
+//!
+//! Any event or change of size or mtime restarts the quiet period. An empty file is never ready;
+//! once it has been quiet for `settle_unseen` it is reported, once, so it can be shown. A file that
+//! vanishes is forgotten. Pure logic: the caller supplies the clock and `stat`.
 
+use crate::ledger::FileVersion;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What is known of how a file came to be (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    Unseen,
+    Writing,
+    Closed,
+}
+
+/// A watch's quiet periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub settle: Duration,
+    pub settle_unseen: Duration,
+}
+
 #[derive(Debug)]
 struct Pending {
-    seen: Option<(u64, i64)>,
+    seen: Option<FileVersion>,
     since: Instant,
-    settle: Duration,
+    rule: Rule,
+    evidence: Evidence,
+    reported_empty: bool,
+}
+
+/// What one poll found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Polled {
+    /// Complete by the rules: take them (they are forgotten here).
+    pub ready: Vec<PathBuf>,
+    /// Empty and quiet for `settle_unseen`: show them (each is reported once, and stays pending).
+    pub empty: Vec<PathBuf>,
 }
 
 /// Paths waiting for their quiet period.
@@ -24,15 +60,35 @@ pub struct Settler {
 }
 
 impl Settler {
-    /// Something happened to `path`: its quiet period starts (again) now.
-    pub fn touch(&mut self, path: PathBuf, settle: Duration, now: Instant) {
+    /// An event for `path`: its quiet period starts (again) now; `evidence`, if the event carries
+    /// some, replaces what was known.
+    pub fn note(&mut self, path: PathBuf, evidence: Option<Evidence>, rule: Rule, now: Instant) {
         let entry = self.pending.entry(path).or_insert(Pending {
             seen: None,
             since: now,
-            settle,
+            rule,
+            evidence: Evidence::Unseen,
+            reported_empty: false,
         });
         entry.since = now;
-        entry.settle = settle;
+        entry.rule = rule;
+        if let Some(evidence) = evidence {
+            entry.evidence = evidence;
+        }
+    }
+
+    /// A scan found `path`: it starts settling with no evidence, unless it is pending already.
+    pub fn found(&mut self, path: PathBuf, rule: Rule, now: Instant) {
+        if !self.pending.contains_key(&path) {
+            self.note(path, None, rule, now);
+        }
+    }
+
+    /// Events may have been lost: nothing pending can rely on its evidence any more.
+    pub fn evidence_lost(&mut self) {
+        for pending in self.pending.values_mut() {
+            pending.evidence = Evidence::Unseen;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -47,13 +103,10 @@ impl Settler {
         self.pending.contains_key(path)
     }
 
-    /// Stat every pending path; return the ones quiet for their settle time (and forget them).
-    pub fn poll(
-        &mut self,
-        now: Instant,
-        stat: impl Fn(&Path) -> Option<(u64, i64)>,
-    ) -> Vec<PathBuf> {
-        let mut ready = Vec::new();
+    /// Stat every pending path; return the ones complete by the rules (and forget them), and the
+    /// empty ones to show.
+    pub fn poll(&mut self, now: Instant, stat: impl Fn(&Path) -> Option<FileVersion>) -> Polled {
+        let mut polled = Polled::default();
         self.pending.retain(|path, p| {
             let Some(current) = stat(path) else {
                 return false;
@@ -61,16 +114,31 @@ impl Settler {
             if p.seen != Some(current) {
                 p.seen = Some(current);
                 p.since = now;
+                p.reported_empty = false;
                 return true;
             }
-            if current.0 > 0 && now.duration_since(p.since) >= p.settle {
-                ready.push(path.clone());
+            let quiet = now.duration_since(p.since);
+            if current.size == 0 {
+                if quiet >= p.rule.settle_unseen && !p.reported_empty {
+                    p.reported_empty = true;
+                    polled.empty.push(path.clone());
+                }
+                return true;
+            }
+            let needed = match p.evidence {
+                Evidence::Writing => return true,
+                Evidence::Closed => p.rule.settle,
+                Evidence::Unseen => p.rule.settle_unseen,
+            };
+            if quiet >= needed {
+                polled.ready.push(path.clone());
                 return false;
             }
             true
         });
-        ready.sort();
-        ready
+        polled.ready.sort();
+        polled.empty.sort();
+        polled
     }
 }
 
@@ -79,52 +147,122 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    const SETTLE: Duration = Duration::from_secs(5);
+    const RULE: Rule = Rule {
+        settle: Duration::from_secs(5),
+        settle_unseen: Duration::from_secs(30),
+    };
+
+    fn version(size: u64) -> Option<FileVersion> {
+        Some(FileVersion { size, mtime_ns: 1 })
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
 
     #[test]
-    fn a_file_is_ready_after_a_quiet_settle_period() {
+    fn a_closed_file_is_ready_after_a_quiet_settle_period() {
         let start = Instant::now();
         let size = RefCell::new(10u64);
-        let stat = |_: &Path| Some((*size.borrow(), 1));
+        let stat = |_: &Path| version(*size.borrow());
         let mut s = Settler::default();
-        s.touch("/d/a.mp4".into(), SETTLE, start);
+        s.note("/d/a.mp4".into(), Some(Evidence::Closed), RULE, start);
         assert!(
-            s.poll(start, stat).is_empty(),
+            s.poll(start, stat).ready.is_empty(),
             "first sight records the size"
         );
-        assert!(s.poll(start + Duration::from_secs(4), stat).is_empty());
+        assert!(s.poll(start + secs(4), stat).ready.is_empty());
         *size.borrow_mut() = 20;
         assert!(
-            s.poll(start + Duration::from_secs(6), stat).is_empty(),
+            s.poll(start + secs(6), stat).ready.is_empty(),
             "still growing"
         );
-        assert!(s.poll(start + Duration::from_secs(10), stat).is_empty());
-        let ready = s.poll(start + Duration::from_secs(11), stat);
-        assert_eq!(ready, vec![PathBuf::from("/d/a.mp4")]);
+        assert!(s.poll(start + secs(10), stat).ready.is_empty());
+        let polled = s.poll(start + secs(11), stat);
+        assert_eq!(polled.ready, vec![PathBuf::from("/d/a.mp4")]);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_file_still_open_for_writing_is_never_ready_however_long_it_pauses() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(4_000_000);
+        let mut s = Settler::default();
+        s.note("/d/a.mp4".into(), Some(Evidence::Writing), RULE, start);
+        s.poll(start, stat);
+        assert!(s.poll(start + secs(3600), stat).ready.is_empty());
+        s.note(
+            "/d/a.mp4".into(),
+            Some(Evidence::Closed),
+            RULE,
+            start + secs(3600),
+        );
+        assert!(s.poll(start + secs(3604), stat).ready.is_empty());
+        assert_eq!(s.poll(start + secs(3605), stat).ready.len(), 1);
+    }
+
+    #[test]
+    fn a_file_without_evidence_needs_the_longer_quiet_period() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.found("/d/a.mp4".into(), RULE, start);
+        s.poll(start, stat);
+        assert!(s.poll(start + secs(29), stat).ready.is_empty());
+        assert_eq!(s.poll(start + secs(30), stat).ready.len(), 1);
+    }
+
+    #[test]
+    fn a_scan_keeps_the_evidence_of_a_pending_file_and_lost_events_drop_it() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.note("/d/w.mp4".into(), Some(Evidence::Writing), RULE, start);
+        s.found("/d/w.mp4".into(), RULE, start);
+        s.poll(start, stat);
+        assert!(
+            s.poll(start + secs(60), stat).ready.is_empty(),
+            "still writing"
+        );
+        s.evidence_lost();
+        assert_eq!(
+            s.poll(start + secs(60), stat).ready.len(),
+            1,
+            "silence alone now"
+        );
     }
 
     #[test]
     fn an_event_restarts_the_quiet_period() {
         let start = Instant::now();
-        let stat = |_: &Path| Some((10, 1));
+        let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.touch("/d/a.mp4".into(), SETTLE, start);
+        s.note("/d/a.mp4".into(), Some(Evidence::Closed), RULE, start);
         s.poll(start, stat);
-        s.touch("/d/a.mp4".into(), SETTLE, start + Duration::from_secs(4));
-        assert!(s.poll(start + Duration::from_secs(6), stat).is_empty());
-        assert_eq!(s.poll(start + Duration::from_secs(9), stat).len(), 1);
+        s.note("/d/a.mp4".into(), None, RULE, start + secs(4));
+        assert!(s.poll(start + secs(6), stat).ready.is_empty());
+        assert_eq!(s.poll(start + secs(9), stat).ready.len(), 1);
     }
 
     #[test]
-    fn empty_and_vanished_files_are_never_ready() {
+    fn empty_files_are_reported_once_and_vanished_ones_forgotten() {
         let start = Instant::now();
         let mut s = Settler::default();
-        s.touch("/d/empty.mp4".into(), SETTLE, start);
-        s.touch("/d/gone.mp4".into(), SETTLE, start);
-        let stat = |p: &Path| (p.ends_with("empty.mp4")).then_some((0, 1));
+        s.note("/d/empty.mp4".into(), Some(Evidence::Closed), RULE, start);
+        s.note("/d/gone.mp4".into(), Some(Evidence::Closed), RULE, start);
+        let stat = |p: &Path| {
+            if p.ends_with("empty.mp4") {
+                version(0)
+            } else {
+                None
+            }
+        };
         s.poll(start, stat);
-        assert!(s.poll(start + Duration::from_secs(60), stat).is_empty());
+        assert!(s.poll(start + secs(29), stat).empty.is_empty());
+        let polled = s.poll(start + secs(30), stat);
+        assert_eq!(polled.empty, vec![PathBuf::from("/d/empty.mp4")]);
+        assert!(polled.ready.is_empty());
+        assert!(s.poll(start + secs(90), stat).empty.is_empty(), "once");
         assert!(s.contains(Path::new("/d/empty.mp4")));
         assert!(!s.contains(Path::new("/d/gone.mp4")));
     }

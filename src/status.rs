@@ -1,6 +1,7 @@
 //! Rendering the ledger for people (`vodup status`) and programs (`--json`).
 
-use crate::ledger::{Delivery, FileRecord};
+use crate::ledger::{Delivery, FileRecord, FileState};
+use crate::shown::{line, shown};
 use serde::Serialize;
 
 /// One file as `vodup status --json` shows it.
@@ -58,22 +59,45 @@ pub fn to_table(records: &[Row]) -> String {
             bytes,
             speed,
             r.file_id.as_deref().unwrap_or("-"),
-            r.path.display()
+            shown(&r.path)
         ));
         if let Some(url) = r.url.as_deref() {
-            out.push_str(&format!("{:>71} {url}\n", "url"));
+            out.push_str(&format!("{:>71} {}\n", "url", line(url)));
         }
-        if let Some(e) = &r.error {
+        if let (Some(to), true) = (&r.intent_target, r.disposed) {
+            out.push_str(&format!("{:>71} {}\n", "moved to", shown(to)));
+        }
+        if let Some(skipped) = r
+            .disposal
+            .as_deref()
+            .and_then(|d| d.strip_prefix("skipped: "))
+        {
+            out.push_str(&format!("{:>71} {}\n", "left alone", line(skipped)));
+        }
+        if r.state == FileState::Waiting {
             out.push_str(&format!(
-                "{:>71} code {}: {} {}\n",
-                "error", e.code, e.message, e.code_desc
+                "{:>71} empty: taken once it has content\n",
+                "waiting"
             ));
+        }
+        match &r.error {
+            Some(e) if matches!(r.state, FileState::Superseded | FileState::Gone) => {
+                out.push_str(&format!("{:>71} {}\n", "why", line(&e.message)));
+            }
+            Some(e) => out.push_str(&format!(
+                "{:>71} code {}: {} {}\n",
+                "error",
+                e.code,
+                line(&e.message),
+                line(&e.code_desc)
+            )),
+            None => {}
         }
         for hook in hooks {
             let error = hook
                 .last_error
                 .as_deref()
-                .map(|e| format!(", last error: {e}"));
+                .map(|e| format!(", last error: {}", line(e)));
             out.push_str(&format!(
                 "{:>71} {:?} on {} pending, {} attempt(s){}\n",
                 "hook",

@@ -3,11 +3,16 @@
 //!
 //! The notify callback cannot wait: it uses `try_send`, and when the channel is full (or the
 //! kernel says events were lost) it raises the "rescan needed" flag instead of dropping the
-//! event. A rescan finds every file again, so no file is ever lost. This module does not decide
-//! when a file is complete ([`crate::stability`] does).
+//! event. A rescan finds every file again, so no file is ever lost. Each event is passed on with
+//! the evidence it carries ([`Evidence`]: written to, closed after writing, renamed in), and a
+//! folder that appears (created, or moved in whole with one rename) is passed on as a folder, for
+//! the intake to scan at once. This module does not decide when a file is complete
+//! ([`crate::stability`] does).
 
 use crate::config::Watch;
+use crate::stability::Evidence;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,10 +84,27 @@ impl Filter {
         self.skip.iter().any(|dir| path.starts_with(dir))
     }
 
+    /// Whether `path` (absolute) is a folder below the root whose files this watch takes.
+    pub fn takes_folder(&self, path: &Path) -> bool {
+        let Ok(relative) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        self.recursive
+            && relative.components().next().is_some()
+            && !self.in_skipped(path)
+            && !relative.iter().any(|name| self.exclude.is_match(name))
+    }
+
     /// Every matching regular file under the root, now.
     pub fn scan(&self) -> Vec<PathBuf> {
+        self.scan_from(&self.root)
+    }
+
+    /// Every matching regular file under `dir` (the root or a folder below it), now. Symlinks,
+    /// to files or folders, are never followed.
+    pub fn scan_from(&self, dir: &Path) -> Vec<PathBuf> {
         let mut found = Vec::new();
-        let mut dirs = vec![self.root.clone()];
+        let mut dirs = vec![dir.to_owned()];
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -132,11 +154,46 @@ impl RescanFlag {
     }
 }
 
-/// Start watching `filters`' roots. Paths of interesting events go to `tx`; lost events raise
-/// `rescan`. Dropping the returned watcher stops it.
+/// What an event tells the intake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Noticed {
+    /// Something happened to this file; with the evidence the event carries, if any.
+    File(PathBuf, Option<Evidence>),
+    /// This folder appeared (created, or renamed in with its files): scan it now. Its files
+    /// have the evidence given (`Closed` when the folder was moved in whole).
+    Folder(PathBuf, Evidence),
+}
+
+/// What an event of `kind` at `path` tells, before filtering. Our own reads (open, close
+/// without writing) tell nothing.
+fn notice(kind: EventKind, path: PathBuf) -> Option<Noticed> {
+    let is_dir = || std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_dir());
+    Some(match kind {
+        EventKind::Create(CreateKind::Folder) => Noticed::Folder(path, Evidence::Unseen),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) if is_dir() => {
+            Noticed::Folder(path, Evidence::Closed)
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+            Noticed::File(path, Some(Evidence::Closed))
+        }
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+            Noticed::File(path, Some(Evidence::Writing))
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+            Noticed::File(path, Some(Evidence::Closed))
+        }
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Metadata(_)) => {
+            Noticed::File(path, None)
+        }
+        _ => return None,
+    })
+}
+
+/// Start watching `filters`' roots. What events tell goes to `tx`; lost events raise `rescan`.
+/// Dropping the returned watcher stops it.
 pub fn watch(
     filters: &[Filter],
-    tx: mpsc::Sender<PathBuf>,
+    tx: mpsc::Sender<Noticed>,
     rescan: Arc<RescanFlag>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     let handler_filters = filters.to_vec();
@@ -148,19 +205,19 @@ pub fn watch(
         if event.need_rescan() {
             return rescan.raise();
         }
-        if !matches!(
-            event.kind,
-            EventKind::Create(_)
-                | EventKind::Modify(_)
-                | EventKind::Access(notify::event::AccessKind::Close(_))
-        ) {
+        // A rename within the watched tree lists both paths; only the new one matters.
+        let Some(path) = event.paths.last().cloned() else {
             return;
-        }
-        for path in event.paths {
-            if !handler_filters.iter().any(|f| f.matches(&path)) {
-                continue;
-            }
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(path) {
+        };
+        let Some(noticed) = notice(event.kind, path) else {
+            return;
+        };
+        let wanted = match &noticed {
+            Noticed::File(path, _) => handler_filters.iter().any(|f| f.matches(path)),
+            Noticed::Folder(path, _) => handler_filters.iter().any(|f| f.takes_folder(path)),
+        };
+        if wanted {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(noticed) {
                 rescan.raise();
             }
         }
@@ -227,6 +284,46 @@ mod tests {
         }
         let found = filter(&root).scan();
         assert_eq!(found, vec![root.join("a.mp4"), root.join("sub/b.mov")]);
+    }
+
+    #[test]
+    fn events_carry_their_evidence_and_our_own_reads_tell_nothing() {
+        use notify::event::{DataChange, MetadataKind};
+        let p = || PathBuf::from("/nowhere/a.mp4");
+        let writing = notice(EventKind::Modify(ModifyKind::Data(DataChange::Any)), p());
+        assert_eq!(writing, Some(Noticed::File(p(), Some(Evidence::Writing))));
+        let closed = notice(EventKind::Access(AccessKind::Close(AccessMode::Write)), p());
+        assert_eq!(closed, Some(Noticed::File(p(), Some(Evidence::Closed))));
+        let renamed = notice(EventKind::Modify(ModifyKind::Name(RenameMode::To)), p());
+        assert_eq!(renamed, Some(Noticed::File(p(), Some(Evidence::Closed))));
+        let touched = notice(
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            p(),
+        );
+        assert_eq!(touched, Some(Noticed::File(p(), None)));
+        for ours in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert_eq!(notice(ours, p()), None);
+        }
+    }
+
+    #[test]
+    fn a_folder_renamed_in_is_a_folder_of_closed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("card/DCIM")).unwrap();
+        let kind = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert_eq!(
+            notice(kind, root.join("card")),
+            Some(Noticed::Folder(root.join("card"), Evidence::Closed))
+        );
+        let f = filter(&root);
+        assert!(f.takes_folder(&root.join("card/DCIM")));
+        assert!(!f.takes_folder(&root.join(".hidden")));
+        assert!(!f.takes_folder(&root.join("done/x")));
+        assert!(!f.takes_folder(&root));
     }
 
     #[test]

@@ -1,11 +1,26 @@
 //! After-upload actions: keep, delete or move a source the service confirmed; move a failed one
-//! to the failed folder with a `NAME.error.json` sidecar. Never before the service confirmed the
-//! file, never overwriting, and at most once (a source already gone was already disposed of).
+//! to the failed folder with a `NAME.error.json` sidecar.
+//!
+//! Never before the service confirmed the file, never overwriting, at most once, and only while
+//! the path still names the file that was uploaded: the folder is opened beneath the watch root
+//! with no symlink on the way, and the name in it must still be the same inode at the same
+//! version ([`crate::source::look`]), checked again right before the rename or unlink. A file
+//! changed after its upload (a writer still at work) is superseded, not disposed of; a path that
+//! names another file now is left alone, and why is recorded.
+//!
+//! The caller ([`super::scheduler`]) first [`plan`]s, then records the intent durably, then
+//! [`apply`]s it; after a crash or a power cut, [`recover`] finishes or recognises an intent.
 
 use crate::config::{AfterUpload, Watch};
 use crate::ledger::{FileRecord, FileState};
+use crate::shown::shown;
+use crate::source::{look, open_parent, SourceError};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, CWD};
+use rustix::io::Errno;
 use serde_json::json;
+use std::ffi::OsStr;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
@@ -17,19 +32,19 @@ pub enum Disposal {
     Moved(PathBuf),
     /// Copied across filesystems, but the source could not be removed: it is left in place.
     Copied(PathBuf),
-    /// The source is gone or is no longer the version that was uploaded: left alone.
-    Skipped,
+    /// Left alone, for this reason (the path is gone, or names another file now).
+    Skipped(&'static str),
 }
 
 impl Disposal {
-    /// The word the ledger records.
-    pub fn as_str(&self) -> &'static str {
+    /// What the ledger records: `kept`, `deleted`, `moved`, `copied`, or `skipped: WHY`.
+    pub fn describe(&self) -> String {
         match self {
-            Disposal::Kept => "kept",
-            Disposal::Deleted => "deleted",
-            Disposal::Moved(_) => "moved",
-            Disposal::Copied(_) => "copied",
-            Disposal::Skipped => "skipped",
+            Disposal::Kept => "kept".into(),
+            Disposal::Deleted => "deleted".into(),
+            Disposal::Moved(_) => "moved".into(),
+            Disposal::Copied(_) => "copied".into(),
+            Disposal::Skipped(why) => format!("skipped: {why}"),
         }
     }
 
@@ -42,78 +57,199 @@ impl Disposal {
     }
 }
 
-/// Move into `dir`: `Moved`, or `Copied` if the source is still there afterwards.
-fn relocate(record: &FileRecord, root: &Path, dir: &Path) -> io::Result<Disposal> {
-    let to = move_into(&record.path, root, dir)?;
-    Ok(if record.path.exists() {
-        Disposal::Copied(to)
-    } else {
-        Disposal::Moved(to)
+/// What to do with a done or failed file, decided before anything is touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The path still names the uploaded file: run this action (to this target, for a move).
+    Act(AfterUpload, Option<PathBuf>),
+    /// Leave the path alone; still an outcome (its hooks run).
+    Skip(&'static str),
+    /// The file changed after it was uploaded: the row is superseded, nothing is touched, no hook.
+    Supersede(&'static str),
+}
+
+/// The folder of `record`'s path (beneath `root`, no symlink) and what its name is now.
+fn lookup<'r>(
+    record: &'r FileRecord,
+    root: &Path,
+) -> io::Result<Result<(OwnedFd, &'r OsStr), Plan>> {
+    let name = record.path.file_name().unwrap_or_default();
+    match open_parent(&record.path, Some(root)) {
+        Ok((dir, _)) => Ok(Ok((dir, name))),
+        Err(SourceError::Gone { .. }) => Ok(Err(Plan::Skip("the file is gone from its path"))),
+        Err(SourceError::NotRegular { .. } | SourceError::Outside { .. }) => Ok(Err(Plan::Skip(
+            "a folder on its path is no longer a folder under the watch (a symlink?): left alone",
+        ))),
+        Err(SourceError::Io { source, .. }) => Err(source),
+    }
+}
+
+/// Decide the after-upload action of a done or failed file. Blocking.
+pub fn plan(record: &FileRecord, watch: &Watch, root: &Path) -> io::Result<Plan> {
+    let (dir, name) = match lookup(record, root)? {
+        Ok(found) => found,
+        Err(plan) => return Ok(plan),
+    };
+    let failed = record.state == FileState::Failed;
+    match look(&dir, name)? {
+        Some(now) if record.is(&now) => {}
+        None => return Ok(Plan::Skip("the file is gone from its path")),
+        Some(now) if record.inode.is_none_or(|i| i == now.inode) => {
+            return Ok(Plan::Supersede(
+                "the file changed after it was uploaded (still being written?): not disposed of; \
+                 its new version is taken once it settles",
+            ))
+        }
+        Some(_) if failed => {
+            return Ok(Plan::Supersede(
+                "the path names another file now: that file is taken on its own",
+            ))
+        }
+        Some(_) => {
+            return Ok(Plan::Skip(
+                "the path names another file now: left alone (it is taken on its own)",
+            ))
+        }
+    }
+    let dir_for = |dir: &Path| Some(free_name(&target_in(&record.path, root, dir)));
+    Ok(match (record.state, watch.after_upload) {
+        (FileState::Done, AfterUpload::Move) => match &watch.done_dir {
+            Some(done) => Plan::Act(AfterUpload::Move, dir_for(done)),
+            None => Plan::Act(AfterUpload::Keep, None),
+        },
+        (FileState::Done, action) => Plan::Act(action, None),
+        (_, _) => match &watch.failed_dir {
+            Some(failed) => Plan::Act(AfterUpload::Move, dir_for(failed)),
+            None => Plan::Act(AfterUpload::Keep, None),
+        },
     })
 }
 
-/// Apply `watch`'s action to a done or failed file. Blocking (file system).
-pub fn dispose(record: &FileRecord, watch: &Watch) -> io::Result<Disposal> {
-    let current = crate::hash::stat(&record.path).ok();
-    if current != Some((record.size, record.mtime_ns)) {
-        return Ok(Disposal::Skipped);
+/// Run a planned action, checking right before it that the path still names the uploaded file.
+/// Blocking.
+pub fn apply(
+    record: &FileRecord,
+    root: &Path,
+    action: AfterUpload,
+    target: Option<&Path>,
+) -> io::Result<Disposal> {
+    let (dir, name) = match lookup(record, root)? {
+        Ok(found) => found,
+        Err(_) => return Ok(Disposal::Skipped("the file is gone from its path")),
+    };
+    if !look(&dir, name)?.is_some_and(|now| record.is(&now)) {
+        return Ok(Disposal::Skipped(
+            "the file changed or went away just before its after-upload action",
+        ));
     }
-    match record.state {
-        FileState::Done => match watch.after_upload {
-            AfterUpload::Keep => Ok(Disposal::Kept),
-            AfterUpload::Delete => {
-                std::fs::remove_file(&record.path)?;
-                info!(path = %record.path.display(), "source deleted after upload");
-                Ok(Disposal::Deleted)
-            }
-            AfterUpload::Move => match &watch.done_dir {
-                Some(dir) => relocate(record, &watch.path, dir),
-                None => Ok(Disposal::Kept),
-            },
-        },
-        FileState::Failed => match &watch.failed_dir {
-            Some(dir) => {
-                let disposal = relocate(record, &watch.path, dir)?;
-                let to = disposal.target().expect("relocated");
-                write_sidecar(record, to)?;
-                warn!(path = %record.path.display(), to = %to.display(), "failed file moved aside");
-                Ok(disposal)
-            }
-            None => Ok(Disposal::Kept),
-        },
-        _ => Ok(Disposal::Skipped),
+    let disposal = match (action, target) {
+        (AfterUpload::Keep, _) | (AfterUpload::Move, None) => Disposal::Kept,
+        (AfterUpload::Delete, _) => {
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+            info!(path = %shown(&record.path), "source deleted after upload");
+            Disposal::Deleted
+        }
+        (AfterUpload::Move, Some(target)) => move_to(&dir, name, target)?,
+    };
+    if record.state == FileState::Failed {
+        if let Some(to) = disposal.target() {
+            write_sidecar(record, to)?;
+            warn!(path = %shown(&record.path), to = %shown(to), "failed file moved aside");
+        }
     }
+    Ok(disposal)
 }
 
-/// Move `path` into `dir`, keeping its path relative to `root`, never overwriting: a taken name
-/// gets ` (1)`, ` (2)`, ... before its extension.
-pub fn move_into(path: &Path, root: &Path, dir: &Path) -> io::Result<PathBuf> {
-    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
+/// After a crash or a power cut between the recorded intent and the recorded outcome: run the
+/// action if it had not run, or recognise that it had (the source gone, the target holding the
+/// uploaded file). Blocking.
+pub fn recover(
+    record: &FileRecord,
+    watch: &Watch,
+    root: &Path,
+    action: AfterUpload,
+    target: Option<&Path>,
+) -> io::Result<Result<Disposal, Plan>> {
+    let source = match lookup(record, root)? {
+        Ok((dir, name)) => look(&dir, name)?,
+        Err(_) => None,
+    };
+    if source.is_some_and(|now| record.is(&now)) {
+        return apply(record, root, action, target).map(Ok);
+    }
+    if source.is_some() {
+        // Something else is at the path now: decide afresh (superseded, or left alone).
+        return plan(record, watch, root).map(Err);
+    }
+    Ok(Ok(match (action, target) {
+        (AfterUpload::Move, Some(to)) if holds(to, record) => Disposal::Moved(to.to_owned()),
+        (AfterUpload::Delete, _) => Disposal::Deleted,
+        (AfterUpload::Keep, _) => Disposal::Kept,
+        _ => Disposal::Skipped("the file is gone from its path"),
+    }))
+}
+
+/// Whether `target` holds the uploaded file: the same inode (renamed), or a copy of its size
+/// (moved across file systems: a new inode and mtime).
+fn holds(target: &Path, record: &FileRecord) -> bool {
+    std::fs::symlink_metadata(target).is_ok_and(|meta| {
+        let found = crate::ledger::FileIdentity::of(&meta);
+        meta.file_type().is_file()
+            && (record.inode == Some(found.inode) || found.version.size == record.size)
+    })
+}
+
+/// Where `path` goes in `dir`: its path relative to `root` kept.
+fn target_in(path: &Path, root: &Path, dir: &Path) -> PathBuf {
     let relative = path
-        .strip_prefix(&root)
+        .strip_prefix(root)
         .ok()
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from(path.file_name().unwrap_or_default()));
-    let target = dir.join(relative);
+    dir.join(relative)
+}
+
+/// Rename `name` (in `dir`) to `target`, never overwriting: a taken name gets ` (1)`, ` (2)`, ...
+/// before its extension. Across file systems: copy, sync, then remove the source.
+fn move_to(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let target = free_name(&target);
-    match std::fs::rename(path, &target) {
-        Ok(()) => Ok(target),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let partial = target.with_extension("vodup-partial");
-            std::fs::copy(path, &partial)?;
-            std::fs::File::open(&partial)?.sync_all()?;
-            std::fs::rename(&partial, &target)?;
-            // The copy is complete: from here the move counts as done, so a failure to remove
-            // the source never leads to a second copy.
-            if let Err(e) = std::fs::remove_file(path) {
-                warn!(path = %path.display(), error = %e, "copied to the target but could not remove the source");
+    let mut target = target.to_owned();
+    loop {
+        match rustix::fs::renameat_with(dir, name, CWD, &target, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(Disposal::Moved(target)),
+            Err(Errno::EXIST) => target = free_name(&target),
+            // A file system without RENAME_NOREPLACE: the name was checked free just before.
+            Err(Errno::INVAL) if !target.exists() => {
+                rustix::fs::renameat(dir, name, CWD, &target)?;
+                return Ok(Disposal::Moved(target));
             }
-            Ok(target)
+            Err(Errno::XDEV) => return copy_across(dir, name, &target),
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e),
+    }
+}
+
+fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut from = std::fs::File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
+    let partial = target.with_extension("vodup-partial");
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)?;
+    io::copy(&mut from, &mut to)?;
+    to.sync_all()?;
+    std::fs::rename(&partial, target)?;
+    // The copy is complete: from here the move counts as done, so a failure to remove the
+    // source never leads to a second copy.
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) => Ok(Disposal::Moved(target.to_owned())),
+        Err(e) => {
+            warn!(to = %shown(target), error = %e, "copied to the target but could not remove the source");
+            Ok(Disposal::Copied(target.to_owned()))
+        }
     }
 }
 
@@ -135,7 +271,7 @@ fn free_name(target: &Path) -> PathBuf {
 fn write_sidecar(record: &FileRecord, moved_to: &Path) -> io::Result<()> {
     let error = record.error.clone();
     let sidecar = json!({
-        "path": record.path.display().to_string(),
+        "path": shown(&record.path).to_string(),
         "fileSha": record.file_sha,
         "code": error.as_ref().map(|e| e.code),
         "message": error.as_ref().map(|e| e.message.clone()),
@@ -143,10 +279,8 @@ fn write_sidecar(record: &FileRecord, moved_to: &Path) -> io::Result<()> {
         "attempts": record.attempts,
         "time": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     });
-    let name = format!(
-        "{}.error.json",
-        moved_to.file_name().unwrap_or_default().to_string_lossy()
-    );
+    let mut name = moved_to.file_name().unwrap_or_default().to_owned();
+    name.push(".error.json");
     let text = serde_json::to_string_pretty(&sidecar).expect("sidecar serializes");
     std::fs::write(moved_to.with_file_name(name), text + "\n")
 }
@@ -154,20 +288,101 @@ fn write_sidecar(record: &FileRecord, moved_to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::{FileIdentity, Ledger, NewFile};
+
+    fn done_record(ledger: &Ledger, path: &Path, root: &Path) -> FileRecord {
+        let identity = FileIdentity::of(&std::fs::metadata(path).unwrap());
+        let r = ledger
+            .enqueue(&NewFile {
+                path,
+                identity,
+                part_size: 524_288,
+                origin: Some(root),
+                processing: "{}",
+                state: FileState::Queued,
+            })
+            .unwrap();
+        ledger.finish(r.key, "id", None, false).unwrap();
+        ledger.file(r.key).unwrap().unwrap()
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let (root, done) = (base.join("drop"), base.join("done"));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::create_dir_all(done.join("sub")).unwrap();
+        let ledger = Ledger::open(&base.join("ledger.db")).unwrap();
+        (dir, root, done, ledger)
+    }
+
+    fn watch(root: &Path, done: &Path) -> Watch {
+        let mut watch = Watch::new(root.to_owned());
+        watch.after_upload = AfterUpload::Move;
+        watch.done_dir = Some(done.to_owned());
+        watch
+    }
 
     #[test]
     fn moves_keep_the_relative_path_and_never_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("drop");
-        let done = dir.path().join("done");
-        std::fs::create_dir_all(root.join("sub")).unwrap();
-        std::fs::create_dir_all(done.join("sub")).unwrap();
+        let (_d, root, done, ledger) = setup();
         std::fs::write(done.join("sub/a.mp4"), b"old").unwrap();
         std::fs::write(root.join("sub/a.mp4"), b"new").unwrap();
-        let to = move_into(&root.join("sub/a.mp4"), &root, &done).unwrap();
-        assert_eq!(to, done.join("sub/a (1).mp4"));
-        assert_eq!(std::fs::read(&to).unwrap(), b"new");
+        let record = done_record(&ledger, &root.join("sub/a.mp4"), &root);
+        let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
+            panic!("the file is the uploaded one")
+        };
+        assert_eq!(
+            target.as_deref(),
+            Some(done.join("sub/a (1).mp4").as_path())
+        );
+        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        assert_eq!(disposal, Disposal::Moved(done.join("sub/a (1).mp4")));
+        assert_eq!(std::fs::read(done.join("sub/a (1).mp4")).unwrap(), b"new");
         assert_eq!(std::fs::read(done.join("sub/a.mp4")).unwrap(), b"old");
         assert!(!root.join("sub/a.mp4").exists());
+    }
+
+    #[test]
+    fn a_file_changed_after_upload_is_superseded_and_a_replaced_one_left_alone() {
+        let (_d, root, done, ledger) = setup();
+        let path = root.join("a.mp4");
+        std::fs::write(&path, b"first").unwrap();
+        let record = done_record(&ledger, &path, &root);
+        let w = watch(&root, &done);
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(b" and more").unwrap();
+        }
+        assert!(matches!(
+            plan(&record, &w, &root).unwrap(),
+            Plan::Supersede(_)
+        ));
+        std::fs::write(root.join("b.mp4"), b"first").unwrap();
+        std::fs::rename(root.join("b.mp4"), &path).unwrap();
+        assert!(matches!(plan(&record, &w, &root).unwrap(), Plan::Skip(_)));
+        assert_eq!(std::fs::read(&path).unwrap(), b"first", "left in place");
+    }
+
+    #[test]
+    fn recovery_recognises_a_move_whose_outcome_was_lost() {
+        let (_d, root, done, ledger) = setup();
+        let path = root.join("a.mp4");
+        std::fs::write(&path, b"content").unwrap();
+        let record = done_record(&ledger, &path, &root);
+        let w = watch(&root, &done);
+        let Plan::Act(action, target) = plan(&record, &w, &root).unwrap() else {
+            panic!("act")
+        };
+        apply(&record, &root, action, target.as_deref()).unwrap();
+        let again = recover(&record, &w, &root, action, target.as_deref()).unwrap();
+        assert_eq!(again, Ok(Disposal::Moved(done.join("a.mp4"))));
+        std::fs::remove_file(done.join("a.mp4")).unwrap();
+        let lost = recover(&record, &w, &root, action, target.as_deref()).unwrap();
+        assert!(matches!(lost, Ok(Disposal::Skipped(_))), "{lost:?}");
     }
 }

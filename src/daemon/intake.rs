@@ -1,14 +1,17 @@
-//! The intake: scans and watches the drop folders, waits for each file to settle, records it in
-//! the ledger and hands it to the scheduler. Rescans on start, when events may have been lost,
-//! every `rescan_interval`, and when the watch list is reloaded.
+//! The intake: scans and watches the drop folders, waits for each file to be complete (by the
+//! evidence rules of [`crate::stability`]), records it in the ledger and hands it to the
+//! scheduler. A folder that appears is scanned at once. Rescans on start, when events may have
+//! been lost, every `rescan_interval`, and when the watch list is reloaded. An empty file is
+//! recorded as `waiting`, so it shows; a path that stopped naming a regular file is said to.
 
 use super::Watches;
-use crate::commands::enqueue_path;
 use crate::config::Watch;
 use crate::error::Error;
-use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
-use crate::stability::Settler;
-use crate::watcher::{self, Filter, RescanFlag};
+use crate::ledger::{FileIdentity, FileKey, FileRecord, FileState, Ledger};
+use crate::shown::shown;
+use crate::source::{self, EnqueueError, SourceError};
+use crate::stability::{Evidence, Rule, Settler};
+use crate::watcher::{self, Filter, Noticed, RescanFlag};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,14 +69,20 @@ impl Intake {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                Some(path) = events.recv() => {
-                    if let Some(settle) = settle_for(&active, &path) {
-                        settler.touch(path, settle, Instant::now());
+                Some(noticed) = events.recv() => match noticed {
+                    Noticed::File(path, evidence) => {
+                        if let Some(rule) = rule_for(&active, &path) {
+                            settler.note(path, evidence, rule, Instant::now());
+                        }
                     }
-                }
+                    Noticed::Folder(path, evidence) => {
+                        scan_folder(&active, path, evidence, &mut settler).await;
+                    }
+                },
                 () = rescan.raised() => {
                     if rescan.take() {
                         warn!("file events may have been lost: rescanning");
+                        settler.evidence_lost();
                         self.scan(&active, &mut settler).await?;
                     }
                 }
@@ -90,9 +99,13 @@ impl Intake {
                     }
                 }
                 _ = poll.tick(), if !settler.is_empty() => {
-                    let (back, ready) = poll_settler(std::mem::take(&mut settler)).await;
+                    let (back, polled) = poll_settler(std::mem::take(&mut settler)).await;
                     settler = back;
-                    for path in ready {
+                    for path in polled.empty {
+                        info!(path = %shown(&path), "empty file: shown as waiting until it has content");
+                        self.take(&active, path).await?;
+                    }
+                    for path in polled.ready {
                         self.take(&active, path).await?;
                     }
                 }
@@ -104,26 +117,23 @@ impl Intake {
     async fn scan(&self, active: &Active, settler: &mut Settler) -> Result<(), Error> {
         let filters = active.filters.clone();
         let ledger = self.ledger.clone();
-        let found =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, Duration)>, Error> {
-                let mut found = Vec::new();
-                for (filter, watch) in &filters {
-                    for path in filter.scan() {
-                        if !is_settled_already(&ledger, &path)? {
-                            found.push((path, watch.settle));
-                        }
+        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, Rule)>, Error> {
+            let mut found = Vec::new();
+            for (filter, watch) in &filters {
+                for path in filter.scan() {
+                    if !is_settled_already(&ledger, &path)? {
+                        found.push((path, rule(watch)));
                     }
                 }
-                Ok(found)
-            })
-            .await
-            .expect("scan does not panic")?;
+            }
+            Ok(found)
+        })
+        .await
+        .expect("scan does not panic")?;
         debug!(files = found.len(), "scan found files to consider");
         let now = Instant::now();
-        for (path, settle) in found {
-            if !settler.contains(&path) {
-                settler.touch(path, settle, now);
-            }
+        for (path, rule) in found {
+            settler.found(path, rule, now);
         }
         Ok(())
     }
@@ -133,28 +143,19 @@ impl Intake {
         let Some((filter, watch)) = active.watch_for(&path) else {
             return Ok(());
         };
-        let origin = filter.root().to_owned();
+        let root = filter.root().to_owned();
         let processing = serde_json::to_string(&watch.processing).expect("processing serializes");
         let (ledger, part_size) = (self.ledger.clone(), self.part_size);
-        let shown = path.clone();
+        let opened = path.clone();
         let found = tokio::task::spawn_blocking(move || {
-            // A symlink (or a file under a symlinked folder) is never taken: its target may live
-            // outside the drop folder, and the after-upload action would delete or move it.
-            let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
-            if !regular || std::fs::canonicalize(&path).ok().as_ref() != Some(&path) {
-                return Err(crate::error::Error::Watch {
-                    path,
-                    message: "not a regular file (symlinks are not taken)".into(),
-                });
-            }
-            enqueue_path(&ledger, &path, part_size, Some(&origin), &processing)
+            source::enqueue(&ledger, &opened, Some(&root), part_size, &processing)
         })
         .await
         .expect("enqueue does not panic");
         let found = match found {
             // A failed file moved to the failed folder and moved back in: the operator retries it.
             Ok(record) if moved_back(&record) => {
-                info!(path = %record.path.display(), "failed file moved back in: retrying it");
+                info!(path = %shown(&record.path), "failed file moved back in: retrying it");
                 let key = record.key;
                 let requeued = self.ledger.run(move |l| l.requeue(key)).await?;
                 let state = if requeued {
@@ -167,12 +168,33 @@ impl Intake {
             other => other,
         };
         match found {
-            Ok(record) if !record.state.is_final() => {
-                info!(path = %record.path.display(), size = record.size, "file settled: queued");
+            Ok(record) if record.state.is_active() => {
+                info!(path = %shown(&record.path), size = record.size, "file settled: queued");
                 let _ = self.to_scheduler.send(record.key).await;
             }
             Ok(_) => {}
-            Err(e) => warn!(path = %shown.display(), error = %e, "cannot take a settled file"),
+            Err(EnqueueError::Source(SourceError::Gone { .. })) => self.gone(path).await?,
+            Err(e @ EnqueueError::Source(SourceError::NotRegular { .. })) => {
+                warn!(error = %e, "not taken")
+            }
+            Err(e) => warn!(path = %shown(&path), error = %e, "cannot take a settled file"),
+        }
+        Ok(())
+    }
+
+    /// A file that settled is no longer at its path: say what happened to it.
+    async fn gone(&self, path: PathBuf) -> Result<(), Error> {
+        let shown_path = shown(&path).to_string();
+        let last = self.ledger.run(move |l| l.latest_for_path(&path)).await?;
+        match last {
+            Some(r) if r.disposed && r.intent_target.is_some() => {
+                let to = r.intent_target.as_deref().map(|t| shown(t).to_string());
+                debug!(path = %shown_path, to, "already uploaded and moved by us")
+            }
+            Some(r) if r.disposed => {
+                debug!(path = %shown_path, disposal = r.disposal, "already uploaded and disposed of")
+            }
+            _ => info!(path = %shown_path, "the file went away before it settled"),
         }
         Ok(())
     }
@@ -182,7 +204,7 @@ impl Intake {
 /// walks the whole tree).
 async fn activate(
     watches: Vec<Watch>,
-    events: mpsc::Sender<PathBuf>,
+    events: mpsc::Sender<Noticed>,
     rescan: Arc<RescanFlag>,
 ) -> Result<Active, Error> {
     tokio::task::spawn_blocking(move || activate_now(&watches, events, rescan))
@@ -192,7 +214,7 @@ async fn activate(
 
 fn activate_now(
     watches: &[Watch],
-    events: mpsc::Sender<PathBuf>,
+    events: mpsc::Sender<Noticed>,
     rescan: Arc<RescanFlag>,
 ) -> Result<Active, Error> {
     let mut filters = Vec::new();
@@ -220,19 +242,53 @@ fn activate_now(
     })
 }
 
-/// Stat every settling file on the blocking pool; the settler comes back with the ready paths.
-async fn poll_settler(mut settler: Settler) -> (Settler, Vec<PathBuf>) {
+/// Stat every settling file on the blocking pool; the settler comes back with what it found.
+async fn poll_settler(mut settler: Settler) -> (Settler, crate::stability::Polled) {
     let now = Instant::now();
     tokio::task::spawn_blocking(move || {
-        let ready = settler.poll(now, |p| crate::hash::stat(p).ok());
-        (settler, ready)
+        let polled = settler.poll(now, version_at);
+        (settler, polled)
     })
     .await
     .expect("polling the settler does not panic")
 }
 
-fn settle_for(active: &Active, path: &Path) -> Option<Duration> {
-    active.watch_for(path).map(|(_, w)| w.settle)
+/// A folder appeared: every file in it starts settling now, with the folder's evidence (a
+/// folder moved in whole brings closed files; a new folder, files not seen being written).
+async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settler: &mut Settler) {
+    let Some((filter, watch)) = active.filters.iter().find(|(f, _)| f.takes_folder(&folder)) else {
+        return;
+    };
+    let (filter, rule) = (filter.clone(), rule(watch));
+    let shown_folder = shown(&folder).to_string();
+    let found = tokio::task::spawn_blocking(move || filter.scan_from(&folder))
+        .await
+        .expect("scan does not panic");
+    info!(folder = %shown_folder, files = found.len(), "folder appeared: scanned");
+    let evidence = (evidence == Evidence::Closed).then_some(Evidence::Closed);
+    let now = Instant::now();
+    for path in found {
+        settler.note(path, evidence, rule, now);
+    }
+}
+
+fn rule(watch: &Watch) -> Rule {
+    Rule {
+        settle: watch.settle,
+        settle_unseen: watch.settle_unseen,
+    }
+}
+
+fn rule_for(active: &Active, path: &Path) -> Option<Rule> {
+    active.watch_for(path).map(|(_, w)| rule(w))
+}
+
+/// The version of the regular file at `path` (a symlink is not followed, and is none).
+fn version_at(path: &Path) -> Option<crate::ledger::FileVersion> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.file_type()
+        .is_file()
+        .then(|| FileIdentity::of(&meta).version)
 }
 
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its
@@ -241,13 +297,17 @@ fn moved_back(record: &FileRecord) -> bool {
     record.state == FileState::Failed && record.disposal.as_deref() == Some("moved")
 }
 
-/// Whether this version of the file (same size and mtime) already ended in the ledger (a failed
-/// file moved back in has not).
+/// Whether this version of the file (same size and mtime) already ended in the ledger, or is
+/// shown as waiting (a failed file moved back in has not ended).
 fn is_settled_already(ledger: &Ledger, path: &Path) -> Result<bool, Error> {
-    let Ok(now) = crate::hash::stat(path) else {
+    let Some(now) = version_at(path) else {
         return Ok(true);
     };
-    Ok(ledger
-        .latest_for_path(path)?
-        .is_some_and(|r| r.state.is_final() && (r.size, r.mtime_ns) == now && !moved_back(&r)))
+    Ok(ledger.latest_for_path(path)?.is_some_and(|r| {
+        let ended = matches!(
+            r.state,
+            FileState::Done | FileState::Failed | FileState::Waiting
+        );
+        ended && r.version() == now && !moved_back(&r)
+    }))
 }

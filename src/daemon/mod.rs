@@ -10,7 +10,7 @@ mod intake;
 mod scheduler;
 mod systemd;
 
-pub use dispose::{dispose, move_into, Disposal};
+pub use dispose::{apply, plan, recover, Disposal, Plan};
 
 use crate::config::{Config, Watch};
 use crate::error::Error;

@@ -2,18 +2,19 @@
 //! global limit, so a huge file and small ones interleave), and the after-upload action once a
 //! file ends. On shutdown it starts nothing new and lets running files drain up to the deadline.
 
-use super::dispose::dispose;
+use super::dispose::{apply, plan, recover, Disposal, Plan};
 use super::Watches;
 use crate::hooks;
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
 use crate::metrics::Metrics;
+use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Outcome};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How often the ledger is checked for files queued from outside (`vodup retry`), and the queue
 /// for files waiting too long.
@@ -125,7 +126,7 @@ impl Scheduler {
     /// is logged, the file's action runs again on the next start, and `false` is returned.
     async fn ended(&self, key: FileKey, outcome: Result<Outcome, EngineError>) -> bool {
         let result = match outcome {
-            Ok(Outcome::Stopped) => Ok(()),
+            Ok(Outcome::Stopped | Outcome::SetAside(..)) => Ok(()),
             Ok(_) => match self.ledger.run(move |l| l.file(key)).await {
                 Ok(Some(record)) => self.dispose_one(record).await,
                 Ok(None) => Ok(()),
@@ -150,38 +151,82 @@ impl Scheduler {
         Ok(())
     }
 
+    /// The after-upload action of a done or failed file: plan it, record the intent and its held
+    /// hooks durably, run it, record the outcome and release the hooks. A file changed since its
+    /// upload is superseded instead (nothing touched, no hook).
     async fn dispose_one(&self, record: FileRecord) -> Result<(), EngineError> {
-        let Some(origin) = record.origin.clone() else {
+        let Some(root) = record.origin.clone() else {
             return Ok(());
         };
-        let key = record.key;
-        let path = record.path.clone();
-        let watches = self.watches.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let watch = watches.for_origin(&origin)?;
-            Some(dispose(&record, &watch).map(|disposal| {
-                let moved_to = disposal.target();
-                let hook = match record.state {
-                    FileState::Done => watch.on_done.as_ref(),
-                    _ => watch.on_failed.as_ref(),
+        let Some(watch) = self.watches.for_origin(&root) else {
+            warn!(path = %shown(&record.path), "no watch for this file any more: left in place");
+            return Ok(());
+        };
+        let (key, shown_path) = (record.key, shown(&record.path).to_string());
+        let hook = match record.state {
+            FileState::Done => watch.on_done.clone(),
+            _ => watch.on_failed.clone(),
+        };
+        let (ledger, blocking_record) = (self.ledger.clone(), record.clone());
+        let done =
+            tokio::task::spawn_blocking(move || -> Result<Option<Disposal>, DisposeError> {
+                let record = blocking_record;
+                let planned = match (record.intent, &record.intent_target) {
+                    (Some(action), target) => {
+                        match recover(&record, &watch, &root, action, target.as_deref())? {
+                            Ok(disposal) => Err(disposal),
+                            Err(plan) => Ok(plan),
+                        }
+                    }
+                    (None, _) => Ok(plan(&record, &watch, &root)?),
                 };
-                (disposal.clone(), hooks::deliveries(hook, &record, moved_to))
-            }))
-        })
-        .await
-        .expect("dispose does not panic");
+                // The target the held deliveries were written for, if any were.
+                let mut held_for = record.intent.map(|_| record.intent_target.clone());
+                let disposal = match planned {
+                    Err(recovered) => recovered,
+                    Ok(Plan::Supersede(why)) => {
+                        warn!(path = %shown(&record.path), why, "not disposed of");
+                        ledger.set_aside(record.key, FileState::Superseded, why)?;
+                        return Ok(None);
+                    }
+                    Ok(Plan::Skip(why)) => Disposal::Skipped(why),
+                    Ok(Plan::Act(action, target)) => {
+                        let held = hooks::deliveries(hook.as_ref(), &record, target.as_deref());
+                        ledger.intend_disposal(
+                            record.key,
+                            action.as_str(),
+                            target.as_deref(),
+                            &held,
+                        )?;
+                        held_for = Some(target.clone());
+                        apply(&record, &root, action, target.as_deref())?
+                    }
+                };
+                let as_held = !matches!(disposal, Disposal::Skipped(_))
+                    && held_for.is_some_and(|t| t.as_deref() == disposal.target());
+                let replaced = (!as_held)
+                    .then(|| hooks::deliveries(hook.as_ref(), &record, disposal.target()));
+                ledger.mark_disposed(record.key, &disposal.describe(), replaced.as_deref())?;
+                Ok(Some(disposal))
+            })
+            .await
+            .expect("dispose does not panic");
         match done {
-            None => warn!(path = %path.display(), "no watch for this file any more: left in place"),
-            Some(Ok((disposal, hooks))) => {
-                tracing::debug!(path = %path.display(), ?disposal, hooks = hooks.len(), "disposed");
-                self.ledger
-                    .run(move |l| l.mark_disposed(key, disposal.as_str(), &hooks))
-                    .await?;
-            }
-            Some(Err(e)) => {
-                error!(path = %path.display(), error = %e, "after-upload action failed; will retry on restart")
+            Ok(Some(disposal)) => debug!(path = %shown_path, ?disposal, "disposed"),
+            Ok(None) => {}
+            Err(DisposeError::Ledger(e)) => return Err(e.into()),
+            Err(DisposeError::Io(e)) => {
+                error!(path = %shown_path, file = key, error = %e, "after-upload action failed; will retry on restart")
             }
         }
         Ok(())
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DisposeError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
 }

@@ -2,9 +2,10 @@
 //! list, and each delivery's outcome. At-least-once: a delivery leaves the due list only once
 //! [`Ledger::hook_delivered`] ran after the receiver accepted it.
 
-use super::{now, FileKey, Ledger, Result};
-use rusqlite::{params, Row};
+use super::{now, path_bytes, FileKey, Ledger, Result};
+use rusqlite::{params, Row, Transaction};
 use serde::Serialize;
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,10 +72,48 @@ fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 impl Ledger {
-    /// The after-upload action of a file ran and did `disposal`: mark it, and record its hook
-    /// deliveries, in one transaction (so a crash can neither lose the hooks nor run the action
-    /// twice).
-    pub fn mark_disposed(&self, key: FileKey, disposal: &str, hooks: &[NewDelivery]) -> Result<()> {
+    /// The after-upload action about to run on a file: `intent` (`keep`, `delete` or `move`), its
+    /// target, and the hook deliveries its outcome will release, held until then. Committed with
+    /// `synchronous=FULL`, so after a power cut recovery knows what was being done and can tell
+    /// "moved by us" from "vanished". A no-op for a file already disposed of.
+    pub fn intend_disposal(
+        &self,
+        key: FileKey,
+        intent: &str,
+        target: Option<&Path>,
+        hooks: &[NewDelivery],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let changed = tx.execute(
+                "UPDATE files SET intent = ?2, intent_target = ?3, updated_at = ?4 \
+                 WHERE id = ?1 AND disposed = 0",
+                params![key, intent, target.map(path_bytes), now()],
+            )?;
+            if changed == 1 {
+                tx.execute(
+                    "DELETE FROM hook_deliveries WHERE file_key = ?1 AND held = 1",
+                    [key],
+                )?;
+                insert_deliveries(&tx, key, hooks, true)?;
+            }
+            tx.commit()
+        })();
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(result?)
+    }
+
+    /// The after-upload action ran and did `disposal`: mark the file disposed of and release its
+    /// held deliveries, or replace them by `hooks` when the outcome differs from the intent. One
+    /// transaction, so a crash can neither lose the hooks nor run the action twice.
+    pub fn mark_disposed(
+        &self,
+        key: FileKey,
+        disposal: &str,
+        hooks: Option<&[NewDelivery]>,
+    ) -> Result<()> {
         let t = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -82,20 +121,21 @@ impl Ledger {
             "UPDATE files SET disposed = 1, disposal = ?3, updated_at = ?2 WHERE id = ?1 AND disposed = 0",
             params![key, t, disposal],
         )?;
-        if changed == 1 && !hooks.is_empty() {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO hook_deliveries (file_key, event, kind, target, payload, next_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?;
-            for hook in hooks {
-                insert.execute(params![
-                    key,
-                    hook.event,
-                    hook.kind.as_str(),
-                    hook.target,
-                    hook.payload,
-                    t
-                ])?;
+        if changed == 1 {
+            match hooks {
+                Some(hooks) => {
+                    tx.execute(
+                        "DELETE FROM hook_deliveries WHERE file_key = ?1 AND held = 1",
+                        [key],
+                    )?;
+                    insert_deliveries(&tx, key, hooks, false)?;
+                }
+                None => {
+                    tx.execute(
+                        "UPDATE hook_deliveries SET held = 0, next_at = ?2 WHERE file_key = ?1 AND held = 1",
+                        params![key, t],
+                    )?;
+                }
             }
         }
         tx.commit()?;
@@ -105,7 +145,7 @@ impl Ledger {
     /// Deliveries due at `at` (Unix seconds), oldest first.
     pub fn due_hooks(&self, at: i64, limit: usize) -> Result<Vec<Delivery>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND next_at <= ?1 \
+            "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 AND next_at <= ?1 \
              ORDER BY next_at, id LIMIT ?2"
         );
         let conn = self.conn();
@@ -121,7 +161,7 @@ impl Ledger {
 
     pub fn pending_hooks(&self) -> Result<u64> {
         Ok(self.conn().query_row(
-            "SELECT COUNT(*) FROM hook_deliveries WHERE delivered_at IS NULL",
+            "SELECT COUNT(*) FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0",
             [],
             |r| r.get(0),
         )?)
@@ -130,7 +170,7 @@ impl Ledger {
     /// The earliest `next_at` of an undelivered delivery.
     pub fn next_hook_at(&self) -> Result<Option<i64>> {
         Ok(self.conn().query_row(
-            "SELECT MIN(next_at) FROM hook_deliveries WHERE delivered_at IS NULL",
+            "SELECT MIN(next_at) FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0",
             [],
             |r| r.get(0),
         )?)
@@ -152,4 +192,29 @@ impl Ledger {
         )?;
         Ok(())
     }
+}
+
+fn insert_deliveries(
+    tx: &Transaction<'_>,
+    key: FileKey,
+    hooks: &[NewDelivery],
+    held: bool,
+) -> rusqlite::Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO hook_deliveries (file_key, event, kind, target, payload, next_at, created_at, held) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+    )?;
+    let t = now();
+    for hook in hooks {
+        insert.execute(params![
+            key,
+            hook.event,
+            hook.kind.as_str(),
+            hook.target,
+            hook.payload,
+            t,
+            held
+        ])?;
+    }
+    Ok(())
 }

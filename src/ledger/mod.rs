@@ -14,8 +14,11 @@ mod migrate;
 mod record;
 
 pub use hooks::{Delivery, HookKind, NewDelivery};
-pub use record::{FileKey, FileRecord, FileState, NewFile, RecordedError};
+pub use record::{
+    FileIdentity, FileKey, FileRecord, FileState, FileVersion, Inode, NewFile, RecordedError,
+};
 
+use crate::config::AfterUpload;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -57,20 +60,23 @@ const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.sta
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
      CASE WHEN f.state = 'done' THEN f.size \
      ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha) END, \
-     f.disposal";
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent";
+
+/// The states of rows an upload is owed for, as SQL.
+const ACTIVE: &str = "('queued', 'hashing', 'uploading', 'finishing')";
 
 fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     let state: String = row.get(5)?;
     let code: Option<i64> = row.get(10)?;
     Ok(FileRecord {
         key: row.get(0)?,
-        path: PathBuf::from(row.get::<_, String>(1)?),
+        path: path_from(row.get(1)?),
         size: row.get(2)?,
         mtime_ns: row.get(3)?,
         part_size: row.get(4)?,
         state: FileState::parse(&state).unwrap_or(FileState::Failed),
         file_sha: row.get(6)?,
-        origin: row.get::<_, Option<String>>(7)?.map(PathBuf::from),
+        origin: row.get::<_, Option<Vec<u8>>>(7)?.map(path_from),
         processing: row.get(8)?,
         attempts: row.get(9)?,
         error: code
@@ -91,11 +97,32 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
         finished_at: row.get(19)?,
         confirmed_bytes: row.get(20)?,
         disposal: row.get(21)?,
+        inode: match (
+            row.get::<_, Option<i64>>(22)?,
+            row.get::<_, Option<i64>>(23)?,
+        ) {
+            (Some(dev), Some(ino)) => Some(Inode {
+                dev: dev as u64,
+                ino: ino as u64,
+            }),
+            _ => None,
+        },
+        intent_target: row.get::<_, Option<Vec<u8>>>(24)?.map(path_from),
+        intent: row
+            .get::<_, Option<String>>(25)?
+            .and_then(|i| AfterUpload::parse(&i)),
     })
 }
 
-fn path_text(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
+/// A path as the ledger stores it: the bytes of the name, lossless (UTF-8 or not).
+fn path_bytes(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt as _;
+    path.as_os_str().as_bytes()
+}
+
+fn path_from(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
 impl Ledger {
@@ -147,31 +174,47 @@ impl Ledger {
             .map_err(|e| LedgerError::Task(e.to_string()))?
     }
 
-    /// Record a file version (idempotent on path + size + mtime) and return it as it stands.
+    /// Record a file version (idempotent on path + size + mtime) and return it as it stands. A
+    /// row of this version that had become `waiting`, `superseded` or `gone` is taken again: the
+    /// file settled anew at this very version. A new version drops the path's `waiting` rows.
     pub fn enqueue(&self, new: &NewFile<'_>) -> Result<FileRecord> {
-        let conn = self.conn();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         let t = now();
-        conn.execute(
-            "INSERT OR IGNORE INTO files (path, size, mtime_ns, part_size, state, origin, processing, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?7)",
-            params![
-                path_text(new.path),
-                new.size,
-                new.mtime_ns,
-                new.part_size,
-                new.origin.map(path_text),
-                new.processing,
-                t
-            ],
-        )?;
+        let FileIdentity { inode, version } = new.identity;
+        let path = path_bytes(new.path);
+        tx.prepare_cached(
+            "DELETE FROM files WHERE path = ?1 AND state = 'waiting' AND (size != ?2 OR mtime_ns != ?3)",
+        )?
+        .execute(params![path, version.size, version.mtime_ns])?;
+        tx.prepare_cached(
+            "INSERT INTO files (path, size, mtime_ns, dev, ino, part_size, state, origin, processing, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = excluded.state, \
+             dev = excluded.dev, ino = excluded.ino, error_code = NULL, error_message = NULL, \
+             error_desc = NULL, attempts = 0, updated_at = excluded.updated_at \
+             WHERE files.state IN ('waiting', 'superseded', 'gone') AND files.state != excluded.state",
+        )?
+        .execute(params![
+            path,
+            version.size,
+            version.mtime_ns,
+            inode.dev as i64,
+            inode.ino as i64,
+            new.part_size,
+            new.state.as_str(),
+            new.origin.map(path_bytes),
+            new.processing,
+            t
+        ])?;
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM files f WHERE f.path = ?1 AND f.size = ?2 AND f.mtime_ns = ?3"
         );
-        Ok(conn.query_row(
-            &sql,
-            params![path_text(new.path), new.size, new.mtime_ns],
-            file_from_row,
-        )?)
+        let record = tx
+            .prepare_cached(&sql)?
+            .query_row(params![path, version.size, version.mtime_ns], file_from_row)?;
+        tx.commit()?;
+        Ok(record)
     }
 
     pub fn file(&self, key: FileKey) -> Result<Option<FileRecord>> {
@@ -189,13 +232,13 @@ impl Ledger {
 
     /// Files not done or failed, oldest first: what a start must resume.
     pub fn unfinished(&self) -> Result<Vec<FileRecord>> {
-        self.select("f.state NOT IN ('done', 'failed') ORDER BY f.id", [])
+        self.select(&format!("f.state IN {ACTIVE} ORDER BY f.id"), [])
     }
 
     /// The most recent version of a path, whatever its state.
     pub fn latest_for_path(&self, path: &Path) -> Result<Option<FileRecord>> {
         Ok(self
-            .select("f.path = ?1 ORDER BY f.id DESC LIMIT 1", [path_text(path)])?
+            .select("f.path = ?1 ORDER BY f.id DESC LIMIT 1", [path_bytes(path)])?
             .into_iter()
             .next())
     }
@@ -407,42 +450,22 @@ impl Ledger {
         Ok(())
     }
 
-    /// The file changed on disk: this row becomes the new version, to be hashed and uploaded from
-    /// scratch, and its key is returned. If the new version already has its own row (the intake
-    /// recorded it), this unfinished row is dropped instead and that row's key is returned.
-    pub fn restart_changed(&self, key: FileKey, size: u64, mtime_ns: i64) -> Result<FileKey> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let other: Option<FileKey> = tx
-            .query_row(
-                "SELECT n.id FROM files n JOIN files o ON n.path = o.path \
-                 WHERE o.id = ?1 AND n.size = ?2 AND n.mtime_ns = ?3 AND n.id != ?1",
-                params![key, size, mtime_ns],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let current = match other {
-            Some(other) => {
-                tx.execute("DELETE FROM files WHERE id = ?1", [key])?;
-                other
-            }
-            None => {
-                tx.execute(
-                    "UPDATE files SET size = ?2, mtime_ns = ?3, file_sha = NULL, state = 'queued', \
-                     updated_at = ?4 WHERE id = ?1",
-                    params![key, size, mtime_ns, now()],
-                )?;
-                key
-            }
-        };
-        tx.commit()?;
-        Ok(current)
+    /// This row no longer describes a file to upload (`Superseded` or `Gone`), for `why`. Not a
+    /// failure: no failed hook, no failed folder. A row already done keeps its file id and URL.
+    pub fn set_aside(&self, key: FileKey, state: FileState, why: &str) -> Result<()> {
+        debug_assert!(matches!(state, FileState::Superseded | FileState::Gone));
+        self.conn().execute(
+            "UPDATE files SET state = ?2, error_code = 0, error_message = ?3, error_desc = NULL, \
+             updated_at = ?4 WHERE id = ?1",
+            params![key, state.as_str(), why, now()],
+        )?;
+        Ok(())
     }
 
     /// Put this failed file back in the queue; whether it was failed.
     pub fn requeue(&self, key: FileKey) -> Result<bool> {
         Ok(self.conn().execute(
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
              updated_at = ?2 WHERE id = ?1 AND state = 'failed'",
             params![key, now()],
         )? == 1)
@@ -452,10 +475,10 @@ impl Ledger {
     /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
     pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
         Ok(self.conn().execute(
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
              updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
              AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",
-            params![path.map(path_text), now()],
+            params![path.map(path_bytes), now()],
         )?)
     }
 

@@ -9,11 +9,18 @@ fn ledger() -> (tempfile::TempDir, Ledger) {
 fn new_file(path: &Path) -> NewFile<'_> {
     NewFile {
         path,
-        size: 3_000_000,
-        mtime_ns: 42,
+        identity: identity(3_000_000, 42),
         part_size: 1_048_576,
         origin: None,
         processing: "{}",
+        state: FileState::Queued,
+    }
+}
+
+fn identity(size: u64, mtime_ns: i64) -> FileIdentity {
+    FileIdentity {
+        inode: Inode { dev: 1, ino: 7 },
+        version: FileVersion { size, mtime_ns },
     }
 }
 
@@ -25,7 +32,7 @@ fn enqueue_is_idempotent_per_file_version() {
     assert_eq!(a.key, again.key);
     assert_eq!(a.state, FileState::Queued);
     let mut changed = new_file(Path::new("/drop/a.mp4"));
-    changed.mtime_ns = 43;
+    changed.identity = identity(3_000_000, 43);
     assert_ne!(l.enqueue(&changed).unwrap().key, a.key);
     assert_eq!(l.unfinished().unwrap().len(), 2);
 }
@@ -115,23 +122,90 @@ async fn run_moves_work_off_the_runtime() {
 }
 
 #[test]
-fn a_changed_file_whose_new_version_is_recorded_switches_to_that_row() {
+fn a_set_aside_version_is_taken_again_when_it_settles_anew() {
     let (_d, l) = ledger();
     let path = Path::new("/drop/grow.mp4");
     let old = l.enqueue(&new_file(path)).unwrap();
-    let mut grown = new_file(path);
-    (grown.size, grown.mtime_ns) = (4_000_000, 99);
-    let new = l.enqueue(&grown).unwrap();
-    assert_eq!(l.restart_changed(old.key, 4_000_000, 99).unwrap(), new.key);
-    assert!(l.file(old.key).unwrap().is_none());
-    let lone = l
+    l.set_aside(old.key, FileState::Superseded, "changed")
+        .unwrap();
+    let set_aside = l.file(old.key).unwrap().unwrap();
+    assert_eq!(set_aside.state, FileState::Superseded);
+    assert!(set_aside.state.is_final() && l.unfinished().unwrap().is_empty());
+    let again = l.enqueue(&new_file(path)).unwrap();
+    assert_eq!((again.key, again.state), (old.key, FileState::Queued));
+    assert_eq!(again.error, None);
+}
+
+#[test]
+fn a_waiting_empty_file_gives_way_to_its_version_with_content() {
+    let (_d, l) = ledger();
+    let path = Path::new("/drop/later.mp4");
+    let empty = l
         .enqueue(&NewFile {
-            path: Path::new("/drop/other.mp4"),
+            identity: identity(0, 1),
+            state: FileState::Waiting,
             ..new_file(path)
         })
         .unwrap();
-    assert_eq!(l.restart_changed(lone.key, 5, 6).unwrap(), lone.key);
-    assert_eq!(l.file(lone.key).unwrap().unwrap().size, 5);
+    assert_eq!(empty.state, FileState::Waiting);
+    assert!(l.unfinished().unwrap().is_empty(), "nothing to upload yet");
+    let full = l.enqueue(&new_file(path)).unwrap();
+    assert_eq!(full.state, FileState::Queued);
+    let rows = l.files().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].state, rows[0].size),
+        (FileState::Queued, 3_000_000)
+    );
+}
+
+#[test]
+fn a_path_that_is_not_utf8_is_stored_and_found_exactly() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (_d, l) = ledger();
+    let path = Path::new(std::ffi::OsStr::from_bytes(b"/drop/bad\xffname.mp4"));
+    let lossy = PathBuf::from("/drop/bad\u{fffd}name.mp4");
+    let f = l.enqueue(&new_file(path)).unwrap();
+    assert_eq!(f.path, path);
+    assert_eq!(l.latest_for_path(path).unwrap().unwrap().key, f.key);
+    assert!(l.latest_for_path(&lossy).unwrap().is_none());
+    let json = serde_json::to_string(&f).unwrap();
+    assert!(
+        json.contains(r#""path":"/drop/bad\\xFFname.mp4""#),
+        "{json}"
+    );
+}
+
+#[test]
+fn a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&new_file(Path::new("/drop/a.mp4"))).unwrap();
+    l.finish(f.key, "id", None, false).unwrap();
+    let hook = NewDelivery {
+        event: "done",
+        kind: HookKind::Command,
+        target: "[\"true\"]".into(),
+        payload: "{}".into(),
+    };
+    l.intend_disposal(
+        f.key,
+        "move",
+        Some(Path::new("/done/a.mp4")),
+        std::slice::from_ref(&hook),
+    )
+    .unwrap();
+    assert!(l.due_hooks(i64::MAX, 10).unwrap().is_empty(), "held");
+    let intended = l.file(f.key).unwrap().unwrap();
+    assert_eq!(intended.intent, Some(crate::config::AfterUpload::Move));
+    assert_eq!(
+        intended.intent_target.as_deref(),
+        Some(Path::new("/done/a.mp4"))
+    );
+    assert!(!intended.disposed);
+    l.mark_disposed(f.key, "moved", None).unwrap();
+    assert_eq!(l.due_hooks(i64::MAX, 10).unwrap().len(), 1, "released");
+    l.mark_disposed(f.key, "moved", None).unwrap();
+    assert_eq!(l.due_hooks(i64::MAX, 10).unwrap().len(), 1, "once");
 }
 
 #[test]
@@ -146,7 +220,7 @@ fn requeue_takes_only_the_latest_version_of_a_path() {
     let first = l.enqueue(&new_file(path)).unwrap();
     l.fail(first.key, &err).unwrap();
     let mut second = new_file(path);
-    second.mtime_ns = 7;
+    second.identity = identity(3_000_000, 7);
     let second = l.enqueue(&second).unwrap();
     l.fail(second.key, &err).unwrap();
     assert_eq!(l.requeue_failed(None).unwrap(), 1);

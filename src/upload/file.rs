@@ -1,13 +1,16 @@
-//! One file's journey: check it on disk, hash it once, sign, init, send the missing parts, check
-//! it again, finish. A file that changes on disk starts over with a new hash; a final error fails
-//! this file only.
+//! One file's journey: open it once (beneath its watch folder, no symlink) and check it is the
+//! file that settled, hash it once through that descriptor, sign, init, send the missing parts,
+//! check the descriptor again, finish. A file that changed after it settled is superseded (its
+//! new version settles and gets a row of its own); a path that no longer names it is gone; a
+//! final error fails this file only.
 
 use super::call::{back_off, Stop, Waited};
 use super::{EngineError, Event, Finished, Inner, Outcome};
 use crate::hash::{self, HashError};
-use crate::ledger::{FileKey, FileRecord, FileState, RecordedError};
+use crate::ledger::{FileIdentity, FileKey, FileRecord, FileState, RecordedError};
 use crate::protocol::plan::plan;
 use crate::protocol::{Attempts, CallError, Pace, PartSize, Processing, Signature};
+use crate::source::{Source, SourceError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::path::PathBuf;
@@ -15,28 +18,34 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-/// Times a file may change under us before it fails.
-const MAX_RESTARTS: u32 = 3;
-
-/// What the part tasks of a file share: the file as it was hashed, and its signature.
+/// What the part tasks of a file share: the file as it was opened and hashed, and its signature.
 #[derive(Debug, Clone)]
 pub(super) struct Job {
     pub key: FileKey,
     pub path: PathBuf,
+    /// The open file: every part is read from this descriptor, never from the path again.
+    pub source: Arc<Source>,
     pub size: u64,
-    pub mtime_ns: i64,
     pub sha: String,
     pub part_size: PartSize,
     pub md5s: Vec<String>,
     pub signature: Signature,
 }
 
+impl Job {
+    /// Whether the open file is still exactly what was hashed (a writer still at work shows as a
+    /// new size or mtime on the descriptor).
+    pub fn unchanged(&self) -> bool {
+        self.source
+            .current()
+            .is_ok_and(|now| now == self.source.identity())
+    }
+}
+
 enum Attempt {
     Ended(Outcome),
-    /// The file changed on disk: start over.
+    /// The file changed on disk after it settled: this version is superseded.
     Changed,
-    /// The file changed on disk and its new version has its own ledger row: go on with that one.
-    Switched(FileKey),
 }
 
 pub(super) async fn upload(
@@ -44,30 +53,41 @@ pub(super) async fn upload(
     key: FileKey,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
-    let mut restarts = 0;
-    let mut key = key;
-    loop {
-        let record = inner
-            .ledger
-            .run(move |l| l.file(key))
-            .await?
-            .ok_or(EngineError::UnknownFile(key))?;
-        match (record.state, &record.error) {
-            (FileState::Done, _) => return Ok(Outcome::Done(finished_from(&record))),
-            (FileState::Failed, Some(error)) => return Ok(Outcome::Failed(error.clone())),
-            _ => {}
+    let record = inner
+        .ledger
+        .run(move |l| l.file(key))
+        .await?
+        .ok_or(EngineError::UnknownFile(key))?;
+    if let Some(outcome) = ended_already(&record) {
+        return Ok(outcome);
+    }
+    let span = info_span!("file", path = %crate::shown::shown(&record.path), fileSha = tracing::field::Empty);
+    match attempt(inner, record, cancel).instrument(span).await? {
+        Attempt::Ended(outcome) => Ok(outcome),
+        Attempt::Changed => {
+            let why = "the file changed after it settled (still being written?): \
+                       its new version is taken once it settles again";
+            set_aside(inner, key, FileState::Superseded, why).await
         }
-        let span =
-            info_span!("file", path = %record.path.display(), fileSha = tracing::field::Empty);
-        match attempt(inner, record, cancel).instrument(span).await? {
-            Attempt::Ended(outcome) => return Ok(outcome),
-            Attempt::Switched(newer) => key = newer,
-            Attempt::Changed if restarts < MAX_RESTARTS => restarts += 1,
-            Attempt::Changed => {
-                let error = local_error("the file kept changing while it was uploaded");
-                return fail(inner, key, error).await;
-            }
+    }
+}
+
+/// How a row that is over already ended.
+fn ended_already(record: &FileRecord) -> Option<Outcome> {
+    let why = || {
+        record
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_else(|| "the file is empty: waiting for content".into())
+    };
+    match (record.state, &record.error) {
+        (FileState::Done, _) => Some(Outcome::Done(finished_from(record))),
+        (FileState::Failed, Some(error)) => Some(Outcome::Failed(error.clone())),
+        (state @ (FileState::Waiting | FileState::Superseded | FileState::Gone), _) => {
+            Some(Outcome::SetAside(state, why()))
         }
+        _ => None,
     }
 }
 
@@ -110,6 +130,59 @@ async fn fail(inner: &Inner, key: FileKey, error: RecordedError) -> Result<Outco
     Ok(Outcome::Failed(error))
 }
 
+/// This row no longer describes a file to upload: not a failure (no failed folder, no hook).
+async fn set_aside(
+    inner: &Inner,
+    key: FileKey,
+    state: FileState,
+    why: &str,
+) -> Result<Outcome, EngineError> {
+    info!(state = state.as_str(), why, "not uploaded");
+    let stored = why.to_owned();
+    inner
+        .ledger
+        .run(move |l| l.set_aside(key, state, &stored))
+        .await?;
+    Ok(Outcome::SetAside(state, why.to_owned()))
+}
+
+/// Open the file the row describes, as it settled: beneath its watch folder, no symlink, the
+/// same inode and version. Otherwise how the attempt ends.
+async fn open(inner: &Inner, record: &FileRecord) -> Result<Result<Source, Outcome>, EngineError> {
+    let (path, root) = (record.path.clone(), record.origin.clone());
+    let opened = tokio::task::spawn_blocking(move || Source::open(&path, root.as_deref()))
+        .await
+        .expect("open does not panic");
+    let key = record.key;
+    let gone = |why: &'static str| set_aside(inner, key, FileState::Gone, why);
+    Ok(Err(match opened {
+        Ok(source) if record.is(&source.identity()) => return Ok(Ok(source)),
+        Ok(source) => changed_since_settled(inner, record, source.identity()).await?,
+        Err(SourceError::Gone { .. }) => {
+            gone("the file is no longer at its path (moved or deleted before it was uploaded)")
+                .await?
+        }
+        Err(SourceError::NotRegular { .. } | SourceError::Outside { .. }) => gone(
+            "its path now names something that is not a regular file (a symlink is never followed)",
+        )
+        .await?,
+        Err(e @ SourceError::Io { .. }) => fail(inner, key, local_error(e.to_string())).await?,
+    }))
+}
+
+async fn changed_since_settled(
+    inner: &Inner,
+    record: &FileRecord,
+    found: FileIdentity,
+) -> Result<Outcome, EngineError> {
+    let why = if record.inode.is_some_and(|i| i != found.inode) {
+        "the path names another file than the one that settled: that file is taken on its own"
+    } else {
+        "the file changed after it settled (still being written?): its new version is taken once it settles again"
+    };
+    set_aside(inner, record.key, FileState::Superseded, why).await
+}
+
 async fn attempt(
     inner: &Arc<Inner>,
     record: FileRecord,
@@ -117,45 +190,18 @@ async fn attempt(
 ) -> Result<Attempt, EngineError> {
     let key = record.key;
     inner.ledger.run(move |l| l.begin_attempt(key)).await?;
-    let path = record.path.clone();
-    let stat = tokio::task::spawn_blocking(move || hash::stat(&path))
-        .await
-        .expect("stat does not panic");
-    let (size, mtime_ns) = match stat {
-        Ok(found) => found,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return end(fail(inner, key, local_error("the source file vanished")).await)
-        }
-        Err(e) => return end(fail(inner, key, local_error(format!("cannot stat: {e}"))).await),
+    let source = match open(inner, &record).await? {
+        Ok(source) => Arc::new(source),
+        Err(ended) => return Ok(Attempt::Ended(ended)),
     };
-    let mut record = record;
-    if (size, mtime_ns) != (record.size, record.mtime_ns) {
-        info!(size, "file changed since it was queued; hashing it anew");
-        let current = inner
-            .ledger
-            .run(move |l| l.restart_changed(key, size, mtime_ns))
-            .await?;
-        if current != key {
-            return Ok(Attempt::Switched(current));
-        }
-        (record.size, record.mtime_ns, record.file_sha) = (size, mtime_ns, None);
-    }
-    if size == 0 {
-        return end(fail(
-            inner,
-            key,
-            local_error("the file is empty: nothing to upload"),
-        )
-        .await);
-    }
-    let job = match prepare(inner, &record, cancel).await? {
+    let job = match prepare(inner, &record, &source, cancel).await? {
         Ok(job) => job,
         Err(ended) => return Ok(ended),
     };
     tracing::Span::current().record("fileSha", job.sha.as_str());
     let _one_upload_per_content = inner.contents.lock(&job.sha).await;
-    // Another task may have finished this very row while we waited (a changed file's newer
-    // version queued twice): then it is done, not an instant upload.
+    // Another task may have finished this very row while we waited (the same version queued
+    // twice): then it is done, not an instant upload.
     if let Some(done) = inner.ledger.run(move |l| l.file(key)).await? {
         if done.state == FileState::Done {
             return Ok(Attempt::Ended(Outcome::Done(finished_from(&done))));
@@ -181,10 +227,11 @@ fn end(outcome: Result<Outcome, EngineError>) -> Result<Attempt, EngineError> {
 async fn prepare(
     inner: &Inner,
     record: &FileRecord,
+    source: &Arc<Source>,
     cancel: &CancellationToken,
 ) -> Result<Result<Job, Attempt>, EngineError> {
     let part_size = PartSize::from_bytes(record.part_size).unwrap_or(inner.part_size);
-    let (sha, md5s) = match hashes(inner, record, part_size, cancel).await? {
+    let (sha, md5s) = match hashes(inner, record, source, part_size, cancel).await? {
         Ok(found) => found,
         Err(ended) => return Ok(Err(ended)),
     };
@@ -208,8 +255,8 @@ async fn prepare(
     Ok(Ok(Job {
         key: record.key,
         path: record.path.clone(),
+        source: source.clone(),
         size: record.size,
-        mtime_ns: record.mtime_ns,
         sha,
         part_size,
         md5s,
@@ -222,6 +269,7 @@ async fn prepare(
 async fn hashes(
     inner: &Inner,
     record: &FileRecord,
+    source: &Arc<Source>,
     part_size: PartSize,
     cancel: &CancellationToken,
 ) -> Result<Result<(String, Vec<String>), Attempt>, EngineError> {
@@ -244,22 +292,18 @@ async fn hashes(
     inner
         .progress
         .event(key, &record.path, Event::Hashing { size: record.size });
-    let path = record.path.clone();
     let started = std::time::Instant::now();
-    let token = cancel.clone();
+    let (token, source) = (cancel.clone(), source.clone());
     let digest = tokio::task::spawn_blocking(move || {
-        hash::hash_file(&path, part_size, || token.is_cancelled())
+        hash::hash_source(&source, part_size, || token.is_cancelled())
     })
     .await
     .expect("hashing does not panic");
     let digest = match digest {
-        Ok(d) if (d.size, d.mtime_ns) == (record.size, record.mtime_ns) => d,
-        Ok(_) | Err(HashError::Changed { .. }) => return Ok(Err(Attempt::Changed)),
-        Err(HashError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Err(Attempt::Changed))
-        }
-        Err(HashError::Stopped { .. }) => return Ok(Err(Attempt::Ended(Outcome::Stopped))),
-        Err(e @ HashError::Io { .. }) => {
+        Ok(d) => d,
+        Err(HashError::Changed) => return Ok(Err(Attempt::Changed)),
+        Err(HashError::Stopped) => return Ok(Err(Attempt::Ended(Outcome::Stopped))),
+        Err(e @ HashError::Io(_)) => {
             let failed = fail(inner, key, local_error(e.to_string())).await?;
             return Ok(Err(Attempt::Ended(failed)));
         }

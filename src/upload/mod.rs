@@ -13,7 +13,7 @@ mod signer;
 pub use signer::{unix_now, Signer};
 
 use crate::config::Config;
-use crate::ledger::{FileKey, Ledger, LedgerError, RecordedError};
+use crate::ledger::{FileKey, FileState, Ledger, LedgerError, RecordedError};
 use crate::metrics::Metrics;
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
 use crate::ratelimit::Throttle;
@@ -32,6 +32,9 @@ pub enum Outcome {
     Failed(RecordedError),
     /// Shutdown was requested; the file resumes on the next start.
     Stopped,
+    /// Not uploaded, and not a failure: the file is empty (`Waiting`), changed after it settled
+    /// (`Superseded`), or its path no longer names it (`Gone`); with the reason.
+    SetAside(FileState, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -192,9 +192,11 @@ async fn read_part(job: &Arc<Job>, part: Part) -> Option<Bytes> {
     let job = job.clone();
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
-        let file = std::fs::File::open(&job.path).ok()?;
         let mut buf = vec![0u8; part.len as usize];
-        file.read_exact_at(&mut buf, part.offset).ok()?;
+        job.source
+            .file()
+            .read_exact_at(&mut buf, part.offset)
+            .ok()?;
         (md5_hex(&buf) == job.md5s[part.index as usize]).then(|| Bytes::from(buf))
     })
     .await

@@ -143,7 +143,7 @@ async fn sighup_reloads_the_watch_list() {
     std::fs::create_dir_all(&second).unwrap();
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[[watch]]\npath = {:?}\nafter_upload = \"move\"\ndone_dir = {:?}\nsettle = \"300ms\"\n",
+        "\n[[watch]]\npath = {:?}\nafter_upload = \"move\"\ndone_dir = {:?}\nsettle = \"300ms\"\nsettle_unseen = \"1s\"\n",
         second.display().to_string(),
         second_done.display().to_string()
     ));

@@ -7,5 +7,6 @@ mod crash;
 mod daemon;
 mod emulator;
 mod helpers;
+mod intake;
 mod operations;
 mod upload;

@@ -5,14 +5,14 @@ use crate::helpers::env::{fetch, refuse, slow_parts, test_bytes, wait_until, Env
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use vodup::commands::enqueue_path;
+use vodup::commands::enqueue_named;
 use vodup::emulator::Faults;
 use vodup::ledger::{FileState, Ledger};
 use vodup::upload::{Engine, NoProgress, Outcome};
 
 async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Path) -> Outcome {
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = enqueue_path(&ledger, path, config.part_size, None, "{}").unwrap();
+    let record = enqueue_named(&ledger, path, config.part_size, "{}").unwrap();
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let _ = env;
     engine
@@ -109,7 +109,7 @@ async fn a_final_error_fails_the_file_with_its_code_and_message_in_the_ledger() 
 }
 
 #[tokio::test]
-async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix() {
+async fn a_file_rewritten_during_the_upload_is_superseded_not_finished_as_a_mix() {
     let env = Env::new().await;
     env.emu.set_faults(&slow_parts(40)).await;
     let first = test_bytes(12 * PART as usize, 5);
@@ -120,7 +120,7 @@ async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix()
         let (config, path) = (config.clone(), path.clone());
         async move {
             let ledger = Ledger::open(&config.ledger).unwrap();
-            let record = enqueue_path(&ledger, &path, config.part_size, None, "{}").unwrap();
+            let record = enqueue_named(&ledger, &path, config.part_size, "{}").unwrap();
             let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
             engine
                 .upload(record.key, &CancellationToken::new())
@@ -136,34 +136,43 @@ async fn a_file_rewritten_during_the_upload_is_restarted_not_finished_as_a_mix()
     .await;
     let second = test_bytes(12 * PART as usize + 777, 6);
     std::fs::write(&path, &second).unwrap();
-    let Outcome::Done(done) = task.await.unwrap() else {
-        panic!("the new content uploads")
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        env.emu.stats().await.finishes,
+        0,
+        "the first content was never finished"
+    );
+    let Outcome::Done(done) = upload(&env, &config, &path).await else {
+        panic!("the new version uploads as a file of its own")
     };
     assert_eq!(done.file_sha, vodup::hash::sha1_hex(&second));
     assert_eq!(fetch(done.url.as_deref().unwrap()).await, second);
-    assert_eq!(
-        env.emu.stats().await.finishes,
-        1,
-        "the first content was never finished"
-    );
 }
 
 #[tokio::test]
-async fn a_file_that_vanishes_fails_with_a_clear_reason() {
+async fn a_file_that_vanishes_before_its_upload_is_gone_not_failed() {
     let env = Env::new().await;
     let path = env.write(&env.src, "gone.mp4", &test_bytes(PART as usize, 7));
     let ledger = env.ledger();
-    let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
     std::fs::remove_file(&path).unwrap();
     let engine = Engine::new(&env.config(), ledger, Arc::new(NoProgress)).unwrap();
-    let Outcome::Failed(e) = engine
+    let outcome = engine
         .upload(record.key, &CancellationToken::new())
         .await
-        .unwrap()
-    else {
-        panic!()
+        .unwrap();
+    let Outcome::SetAside(FileState::Gone, why) = outcome else {
+        panic!("{outcome:?}")
     };
-    assert!(e.message.contains("vanished"), "{e:?}");
+    assert!(why.contains("no longer at its path"), "{why}");
+    assert_eq!(
+        env.ledger().file(record.key).unwrap().unwrap().state,
+        FileState::Gone
+    );
 }
 
 #[tokio::test]
@@ -208,7 +217,7 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
     }
     .sign(&SecretKey::new(crate::helpers::env::SECRET_KEY));
     let ledger = env.ledger();
-    let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
     let md5s: Vec<String> = data
         .chunks(PART as usize)
         .map(vodup::hash::md5_hex)
@@ -246,33 +255,32 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
 }
 
 #[tokio::test]
-async fn a_queued_file_whose_new_version_has_its_own_row_uploads_that_version() {
+async fn a_queued_file_that_changed_is_superseded_and_its_own_new_row_uploads() {
     let env = Env::new().await;
     let config = env.config();
     let ledger = Ledger::open(&config.ledger).unwrap();
     let path = env.write(&env.drop, "a.mp4", &test_bytes(PART as usize + 10, 1));
-    let old = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    let old = enqueue_named(&ledger, &path, PART, "{}").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let grown = test_bytes(2 * PART as usize + 10, 2);
     std::fs::write(&path, &grown).unwrap();
-    let new = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    let new = enqueue_named(&ledger, &path, PART, "{}").unwrap();
     assert_ne!(old.key, new.key);
     let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress)).unwrap();
-    let Outcome::Done(done) = engine
-        .upload(old.key, &CancellationToken::new())
-        .await
-        .unwrap()
-    else {
+    let cancel = CancellationToken::new();
+    let stale = engine.upload(old.key, &cancel).await.unwrap();
+    assert!(
+        matches!(stale, Outcome::SetAside(FileState::Superseded, _)),
+        "{stale:?}"
+    );
+    let Outcome::Done(done) = engine.upload(new.key, &cancel).await.unwrap() else {
         panic!("the new version uploads")
     };
     assert_eq!(fetch(done.url.as_deref().unwrap()).await, grown);
-    assert!(
-        ledger.file(old.key).unwrap().is_none(),
-        "the stale row is gone"
-    );
     assert_eq!(
-        ledger.file(new.key).unwrap().unwrap().state,
-        FileState::Done
+        env.emu.stats().await.finishes,
+        1,
+        "the stale version never finished"
     );
 }
 
@@ -345,7 +353,7 @@ async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
     config.retry.max_elapsed = Duration::from_secs(1);
     let path = env.write(&env.src, "long.mp4", &test_bytes(40 * PART as usize, 90));
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = enqueue_path(&ledger, &path, PART, None, "{}").unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
     let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
     let task =
         tokio::spawn(async move { engine.upload(record.key, &CancellationToken::new()).await });

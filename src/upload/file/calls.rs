@@ -1,7 +1,6 @@
 //! The three calls of a round, as steps of [`Run`]: init and its reconciliation, the parts, finish.
 
 use super::{end, fail, hashes, local_error, recorded, Attempt, Run, Step};
-use crate::hash;
 use crate::ledger::FileState;
 use crate::protocol::plan::{is_valid_part, missing};
 use crate::protocol::{CallError, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize};
@@ -92,7 +91,8 @@ impl Run {
         let Some(record) = record else {
             return Err(EngineError::UnknownFile(key));
         };
-        match hashes(&self.inner, &record, size, &self.cancel).await? {
+        let source = self.job.source.clone();
+        match hashes(&self.inner, &record, &source, size, &self.cancel).await? {
             Ok((_, md5s)) => {
                 self.job.part_size = size;
                 self.job.md5s = md5s;
@@ -165,15 +165,17 @@ impl Run {
         })
     }
 
-    /// Check the file is still the one hashed, then finish.
+    /// Check the open file is still the one hashed, then finish.
     pub(super) async fn finish(&mut self) -> Result<Step, EngineError> {
         let job = &self.job;
-        let path = job.path.clone();
-        let now = tokio::task::spawn_blocking(move || hash::stat(&path))
-            .await
-            .expect("stat does not panic");
-        if !matches!(now, Ok(found) if found == (job.size, job.mtime_ns)) {
-            warn!("the file changed after it was hashed; starting over");
+        let unchanged = {
+            let job = job.clone();
+            tokio::task::spawn_blocking(move || job.unchanged())
+                .await
+                .expect("fstat does not panic")
+        };
+        if !unchanged {
+            warn!("the file changed after it was hashed: not finishing this version");
             return Ok(Step::Ended(Attempt::Changed));
         }
         let key = job.key;

@@ -60,6 +60,7 @@ impl Env {
         watch.done_dir = Some(self.done.clone());
         watch.failed_dir = Some(self.failed.clone());
         watch.settle = Duration::from_millis(300);
+        watch.settle_unseen = Duration::from_secs(1);
         Config {
             endpoint: self.emu.endpoint.clone(),
             secret_id: SECRET_ID.into(),
@@ -88,7 +89,7 @@ impl Env {
              part_size = {PART}\nparts_in_flight = 4\nshutdown_deadline = \"5s\"\nrescan_interval = \"2s\"\n{extra}\n\
              [retry]\nbase = \"5ms\"\ncap = \"100ms\"\nmax_attempts = 60\nmax_elapsed = \"60s\"\nslow_base = \"20ms\"\n\
              [timeouts]\nconnect = \"2s\"\nrequest = \"5s\"\n\
-             [[watch]]\npath = {:?}\nafter_upload = \"move\"\ndone_dir = {:?}\nfailed_dir = {:?}\nsettle = \"300ms\"\n",
+             [[watch]]\npath = {:?}\nafter_upload = \"move\"\ndone_dir = {:?}\nfailed_dir = {:?}\nsettle = \"300ms\"\nsettle_unseen = \"1s\"\n",
             self.emu.endpoint,
             self.ledger_path().display().to_string(),
             self.drop.display().to_string(),

@@ -1,0 +1,425 @@
+//! Trust at the intake (issue 8): complete files only, from evidence; folders moved in whole; one
+//! file identity from open to move; names of any bytes; a power cut between a move and its record.
+
+use crate::helpers::env::{fetch, slow_parts, test_bytes, wait_until, Daemon, Env, PART};
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use vodup::config::Hook;
+use vodup::emulator::Faults;
+use vodup::ledger::{FileState, Ledger};
+use vodup::upload::{Engine, NoProgress, Outcome};
+
+/// A hook that appends its event and fileSha to `marker`.
+fn marker_hook(marker: &Path) -> Option<Hook> {
+    Some(Hook {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo \"$VODUP_EVENT $VODUP_FILE_SHA $VODUP_MOVED_TO\" >> '{}'",
+                marker.display()
+            ),
+        ],
+        webhook: None,
+    })
+}
+
+fn rows_for(env: &Env, path: &Path) -> Vec<vodup::ledger::FileRecord> {
+    let ledger = env.ledger();
+    let rows = ledger.files().unwrap();
+    rows.into_iter().filter(|r| r.path == path).collect()
+}
+
+#[tokio::test]
+async fn a_writer_that_pauses_longer_than_settle_gets_its_whole_file_uploaded_once() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.watch[0].settle = Duration::from_secs(1);
+    let marker = env.dir.path().join("hooks.log");
+    config.watch[0].on_failed = marker_hook(&marker);
+    config.watch[0].on_done = marker_hook(&marker);
+    let daemon = Daemon::start(config).await;
+    let whole = test_bytes(8_000_000, 40);
+    let path = env.drop.join("paused.mp4");
+    let mut writer = std::fs::File::create(&path).unwrap();
+    writer.write_all(&whole[..4_000_000]).unwrap();
+    writer.flush().unwrap();
+    // The writer pauses three times `settle` with the file still open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        rows_for(&env, &path).is_empty(),
+        "a file still open for writing is not taken: {:?}",
+        rows_for(&env, &path)
+    );
+    writer.write_all(&whole[4_000_000..]).unwrap();
+    drop(writer);
+    let moved = env.done.join("paused.mp4");
+    wait_until("the file is moved", Duration::from_secs(30), || async {
+        moved.exists()
+    })
+    .await;
+    let rows = rows_for(&env, &path);
+    assert_eq!(rows.len(), 1, "one row: {rows:?}");
+    assert_eq!(rows[0].state, FileState::Done);
+    assert_eq!(fetch(rows[0].url.as_deref().unwrap()).await, whole);
+    assert_eq!(std::fs::read(&moved).unwrap(), whole);
+    assert_eq!(env.emu.stats().await.finishes, 1);
+    wait_until("the done hook ran", Duration::from_secs(10), || async {
+        marker.exists()
+    })
+    .await;
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert!(log.starts_with("done "), "{log}");
+    assert!(!log.contains("failed"), "no failed hook: {log}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_folder_with_a_nested_folder_moved_in_with_one_rename_is_uploaded_within_settle() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    // Only the folder's own event can find these files in time.
+    config.rescan_interval = Duration::from_secs(3600);
+    config.watch[0].settle_unseen = Duration::from_secs(3600);
+    let daemon = Daemon::start(config).await;
+    let card = env.src.join("card");
+    let clip = test_bytes(PART as usize + 99, 41);
+    let deep = test_bytes(2 * PART as usize, 42);
+    env.write(&card, "clip.mp4", &clip);
+    env.write(&card, "DCIM/100/deep.mov", &deep);
+    std::fs::rename(&card, env.drop.join("card")).unwrap();
+    let (moved_clip, moved_deep) = (
+        env.done.join("card/clip.mp4"),
+        env.done.join("card/DCIM/100/deep.mov"),
+    );
+    wait_until(
+        "both files moved, paths kept",
+        Duration::from_millis(5300),
+        || async { moved_clip.exists() && moved_deep.exists() },
+    )
+    .await;
+    assert_eq!(std::fs::read(&moved_clip).unwrap(), clip);
+    assert_eq!(std::fs::read(&moved_deep).unwrap(), deep);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_folder_renamed_from_a_hidden_name_within_the_drop_folder_is_taken_at_once() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.rescan_interval = Duration::from_secs(3600);
+    config.watch[0].settle_unseen = Duration::from_secs(3600);
+    let daemon = Daemon::start(config).await;
+    let staging = env.drop.join(".export");
+    let bytes = test_bytes(PART as usize / 2, 43);
+    env.write(&staging, "reel/final.mp4", &bytes);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        rows_for(&env, &staging.join("reel/final.mp4")).is_empty(),
+        "hidden folders are not taken"
+    );
+    std::fs::rename(&staging, env.drop.join("export")).unwrap();
+    let moved = env.done.join("export/reel/final.mp4");
+    wait_until("the file is moved", Duration::from_millis(5300), || async {
+        moved.exists()
+    })
+    .await;
+    assert_eq!(std::fs::read(&moved).unwrap(), bytes);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_file_swapped_for_a_symlink_leaks_no_byte_of_the_outside_file() {
+    let env = Env::new().await;
+    let config = env.config();
+    let ledger = Ledger::open(&config.ledger).unwrap();
+    let path = env.write(&env.drop, "swap.mp4", &test_bytes(PART as usize, 44));
+    let record = vodup::source::enqueue(&ledger, &path, Some(&env.drop), PART, "{}").unwrap();
+    let secret = env.write(&env.src, "secret.mp4", &test_bytes(PART as usize, 45));
+    let link = env.drop.join(".swap");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::fs::rename(&link, &path).unwrap();
+    let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress)).unwrap();
+    let outcome = engine
+        .upload(record.key, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Gone, _)),
+        "{outcome:?}"
+    );
+    let stats = env.emu.stats().await;
+    assert_eq!(
+        stats.inits.values().sum::<u64>(),
+        0,
+        "nothing was even announced"
+    );
+    assert_eq!(stats.parts_accepted, 0);
+    assert_eq!(
+        std::fs::read(&secret).unwrap(),
+        test_bytes(PART as usize, 45)
+    );
+    assert!(
+        ledger.file(record.key).unwrap().unwrap().file_sha.is_none(),
+        "never hashed"
+    );
+}
+
+#[tokio::test]
+async fn a_file_name_that_is_not_utf8_uploads_and_moves() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config()).await;
+    let name = OsStr::from_bytes(b"bad\xffname.mp4");
+    let bytes = test_bytes(PART as usize + 3, 46);
+    let path = env.drop.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    let moved = env.done.join(name);
+    wait_until("the file is moved", Duration::from_secs(20), || async {
+        moved.exists()
+    })
+    .await;
+    assert_eq!(std::fs::read(&moved).unwrap(), bytes);
+    let record = env.record(&path).expect("found by its exact bytes");
+    assert_eq!(record.state, FileState::Done);
+    assert_eq!(fetch(record.url.as_deref().unwrap()).await, bytes);
+    let table = vodup::status::to_table(&[(record, 0, Vec::new())]);
+    assert!(table.contains("bad\\xFFname.mp4"), "{table}");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_file_is_shown_as_waiting_and_taken_once_it_has_content() {
+    let env = Env::new().await;
+    let daemon = Daemon::start(env.config()).await;
+    let path = env.drop.join("later.mp4");
+    std::fs::write(&path, b"").unwrap();
+    wait_until(
+        "the empty file shows as waiting",
+        Duration::from_secs(10),
+        || async {
+            env.record(&path)
+                .is_some_and(|r| r.state == FileState::Waiting)
+        },
+    )
+    .await;
+    let record = env.record(&path).unwrap();
+    let table = vodup::status::to_table(&[(record, 0, Vec::new())]);
+    assert!(
+        table.starts_with("STATE") && table.contains("waiting"),
+        "{table}"
+    );
+    let bytes = test_bytes(PART as usize, 47);
+    std::fs::write(&path, &bytes).unwrap();
+    let moved = env.done.join("later.mp4");
+    wait_until("the file is moved", Duration::from_secs(20), || async {
+        moved.exists()
+    })
+    .await;
+    assert_eq!(std::fs::read(&moved).unwrap(), bytes);
+    let rows = rows_for(&env, &path);
+    assert_eq!(rows.len(), 1, "the waiting row gave way: {rows:?}");
+    daemon.stop().await;
+}
+
+/// Start uploading `path` (at `root`) with the engine alone, in the background.
+fn upload_in_background(
+    env: &Env,
+    config: &vodup::config::Config,
+    path: &Path,
+) -> (i64, tokio::task::JoinHandle<Outcome>) {
+    let ledger = Ledger::open(&config.ledger).unwrap();
+    let record = vodup::source::enqueue(&ledger, path, Some(&env.drop), PART, "{}").unwrap();
+    let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
+    let key = record.key;
+    let task =
+        tokio::spawn(async move { engine.upload(key, &CancellationToken::new()).await.unwrap() });
+    (key, task)
+}
+
+#[tokio::test]
+async fn a_file_changed_after_its_last_part_was_read_but_before_finish_is_never_finished() {
+    let env = Env::with_faults(slow_parts(1000)).await;
+    let config = env.config();
+    let path = env.write(
+        &env.drop,
+        "late-change.mp4",
+        &test_bytes(2 * PART as usize, 48),
+    );
+    let (key, task) = upload_in_background(&env, &config, &path);
+    wait_until("parts are in flight", Duration::from_secs(10), || async {
+        env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
+    })
+    .await;
+    // Both parts were read (and match their hashes); they are held by the slow service.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writer.write_all(b"more of the same take").unwrap();
+    drop(writer);
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
+        "{outcome:?}"
+    );
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.parts_accepted, 2, "the parts went up");
+    assert_eq!(stats.finishes, 0, "but the changed file was never finished");
+}
+
+#[tokio::test]
+async fn a_file_changed_after_finish_but_before_its_move_is_superseded_not_moved() {
+    let slow_finish = Faults {
+        latency_ms: 1500,
+        actions: vec!["FinishUploadEx".into()],
+        ..Faults::default()
+    };
+    let env = Env::with_faults(slow_finish).await;
+    let mut config = env.config();
+    let marker = env.dir.path().join("hooks.log");
+    config.watch[0].on_done = marker_hook(&marker);
+    let daemon = Daemon::start(config).await;
+    let first = test_bytes(PART as usize, 49);
+    let path = env.write(&env.drop, "still-growing.mp4", &first);
+    wait_until(
+        "the finish call is under way",
+        Duration::from_secs(20),
+        || async {
+            env.record(&path)
+                .is_some_and(|r| r.state == FileState::Finishing)
+        },
+    )
+    .await;
+    let first_key = env.record(&path).unwrap().key;
+    let mut writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writer.write_all(b" and the rest of the take").unwrap();
+    drop(writer);
+    wait_until(
+        "the uploaded version is superseded",
+        Duration::from_secs(20),
+        || async { env.ledger().file(first_key).unwrap().unwrap().state == FileState::Superseded },
+    )
+    .await;
+    let moved = env.done.join("still-growing.mp4");
+    wait_until(
+        "the final version is moved",
+        Duration::from_secs(30),
+        || async { moved.exists() },
+    )
+    .await;
+    // What is in the done folder is exactly what the service holds under the recorded id.
+    let final_bytes = std::fs::read(&moved).unwrap();
+    assert_eq!(final_bytes.len(), first.len() + 25);
+    let done: Vec<_> = rows_for(&env, &path)
+        .into_iter()
+        .filter(|r| r.state == FileState::Done)
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(fetch(done[0].url.as_deref().unwrap()).await, final_bytes);
+    assert!(!env.done.join("still-growing (1).mp4").exists());
+    wait_until("the done hook ran", Duration::from_secs(10), || async {
+        marker.exists()
+    })
+    .await;
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "one done hook, for the final version: {log}"
+    );
+    assert!(log.contains(&vodup::hash::sha1_hex(&final_bytes)), "{log}");
+    daemon.stop().await;
+}
+
+/// Copies of the ledger's files, to put back as a power cut would have left them.
+fn snapshot(db: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    ["", "-wal"]
+        .iter()
+        .map(|suffix| {
+            let file = PathBuf::from(format!("{}{suffix}", db.display()));
+            let bytes = std::fs::read(&file).ok();
+            (file, bytes)
+        })
+        .collect()
+}
+
+fn restore(files: &[(PathBuf, Option<Vec<u8>>)], db: &Path) {
+    let _ = std::fs::remove_file(format!("{}-shm", db.display()));
+    for (file, bytes) in files {
+        match bytes {
+            Some(bytes) => std::fs::write(file, bytes).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_done_hook() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    let marker = env.dir.path().join("hooks.log");
+    config.watch[0].on_done = marker_hook(&marker);
+    config.watch[0].on_failed = marker_hook(&marker);
+    let bytes = test_bytes(PART as usize + 1, 50);
+    let path = env.write(&env.drop, "cut.mp4", &bytes);
+    let (key, task) = upload_in_background(&env, &config, &path);
+    assert!(matches!(task.await.unwrap(), Outcome::Done(_)));
+    // The after-upload action as the daemon runs it, with the ledger copied after the intent
+    // was committed and before the outcome was.
+    let db = env.ledger_path();
+    let snapshot_taken = {
+        let ledger = env.ledger();
+        let record = ledger.file(key).unwrap().unwrap();
+        let watch = &config.watch[0];
+        let vodup::daemon::Plan::Act(action, target) =
+            vodup::daemon::plan(&record, watch, &env.drop).unwrap()
+        else {
+            panic!("the file is the uploaded one")
+        };
+        let hooks = vodup::hooks::deliveries(watch.on_done.as_ref(), &record, target.as_deref());
+        ledger
+            .intend_disposal(key, action.as_str(), target.as_deref(), &hooks)
+            .unwrap();
+        let copy = snapshot(&db);
+        let disposal = vodup::daemon::apply(&record, &env.drop, action, target.as_deref()).unwrap();
+        ledger
+            .mark_disposed(key, &disposal.describe(), None)
+            .unwrap();
+        copy
+    };
+    restore(&snapshot_taken, &db);
+    let before = env.ledger().file(key).unwrap().unwrap();
+    assert!(!before.disposed, "the outcome's commit is lost");
+    assert!(
+        !path.exists() && env.done.join("cut.mp4").exists(),
+        "but the move happened"
+    );
+    let daemon = Daemon::start(config).await;
+    wait_until("the hook ran", Duration::from_secs(10), || async {
+        marker.exists()
+    })
+    .await;
+    let after = env.ledger().file(key).unwrap().unwrap();
+    assert_eq!((after.state, after.disposed), (FileState::Done, true));
+    assert_eq!(after.disposal.as_deref(), Some("moved"));
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert!(log.starts_with("done "), "{log}");
+    assert!(
+        log.contains(&env.done.join("cut.mp4").display().to_string()),
+        "{log}"
+    );
+    assert_eq!(std::fs::read(env.done.join("cut.mp4")).unwrap(), bytes);
+    daemon.stop().await;
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
+}
