@@ -1,15 +1,53 @@
 //! The configuration file: serde structs, every default in one place, and `validate()` that names
-//! the bad key. Secrets may come from the file, a separate file, or the environment, and are held
-//! only as [`SecretKey`], which never prints.
+//! the bad key. Secrets may come from the file, a separate file, or the environment (read once at
+//! start-up and removed from it, see [`take_secrets_from_env`]), and are held only as
+//! [`SecretKey`], which never prints.
 
 use crate::protocol::retry::{humantime_serde, RetryPolicy};
 use crate::protocol::{PartSize, Processing, SecretKey, Timeouts};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://vod2.qcloud.com/v2/index.php";
 pub const SECRET_KEY_ENV: &str = "VODUP_SECRET_KEY";
+/// Reserved for the ledger's encryption password; taken out of the environment like the key.
+pub const LEDGER_PASSWORD_ENV: &str = "VODUP_LEDGER_PASSWORD";
+/// The variables that may hold secrets: read once at start-up, then removed from the environment
+/// so that no child process (a hook command) inherits them.
+const SECRET_ENVS: [&str; 2] = [SECRET_KEY_ENV, LEDGER_PASSWORD_ENV];
+
+/// The secret variables as they were when [`take_secrets_from_env`] removed them.
+static TAKEN_FROM_ENV: OnceLock<Vec<(&'static str, Option<String>)>> = OnceLock::new();
+
+/// Read the secret variables and remove them from the process environment. Call it once, first
+/// thing in `main`, while the process has a single thread: removing a variable races with any
+/// other thread reading the environment.
+pub fn take_secrets_from_env() {
+    let taken = SECRET_ENVS
+        .iter()
+        .map(|&name| {
+            let value = std::env::var(name).ok();
+            std::env::remove_var(name);
+            (name, value)
+        })
+        .collect();
+    let _ = TAKEN_FROM_ENV.set(taken);
+}
+
+/// A secret variable: as taken at start-up, or (when nothing took them, as in a library user or
+/// a test) as the environment holds it now.
+pub fn secret_from_env(name: &str) -> Option<String> {
+    match TAKEN_FROM_ENV.get() {
+        Some(taken) => taken
+            .iter()
+            .find(|(taken, _)| *taken == name)
+            .and_then(|(_, value)| value.clone()),
+        None => std::env::var(name).ok(),
+    }
+}
+
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -248,7 +286,7 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
-        config.resolve_secret(std::env::var(SECRET_KEY_ENV).ok())?;
+        config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
         config.validate()?;
         Ok(config)
     }
