@@ -1,15 +1,52 @@
 //! The configuration file: serde structs, every default in one place, and `validate()` that names
-//! the bad key. Secrets may come from the file, a separate file, or the environment, and are held
-//! only as [`SecretKey`], which never prints.
+//! the bad key. Secrets may come from the file, a separate file, or the environment (read once at
+//! start-up and removed from it, see [`take_secrets_from_env`]), and are held only as
+//! [`SecretKey`], which never prints.
 
 use crate::protocol::retry::{humantime_serde, RetryPolicy};
 use crate::protocol::{PartSize, Processing, SecretKey, Timeouts};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://vod2.qcloud.com/v2/index.php";
 pub const SECRET_KEY_ENV: &str = "VODUP_SECRET_KEY";
+/// Reserved for the ledger's encryption password; taken out of the environment like the key.
+pub const LEDGER_PASSWORD_ENV: &str = "VODUP_LEDGER_PASSWORD";
+/// The variables that may hold secrets: read once at start-up, then removed from the environment
+/// so that no child process (a hook command) inherits them.
+const SECRET_ENVS: [&str; 2] = [SECRET_KEY_ENV, LEDGER_PASSWORD_ENV];
+
+/// The secret variables as they were when [`take_secrets_from_env`] removed them.
+static TAKEN_FROM_ENV: OnceLock<Vec<(&'static str, Option<String>)>> = OnceLock::new();
+
+/// Read the secret variables and remove them from the process environment. Call it once, first
+/// thing in `main`, while the process has a single thread: removing a variable races with any
+/// other thread reading the environment.
+pub fn take_secrets_from_env() {
+    let taken = SECRET_ENVS
+        .iter()
+        .map(|&name| {
+            let value = std::env::var(name).ok();
+            std::env::remove_var(name);
+            (name, value)
+        })
+        .collect();
+    let _ = TAKEN_FROM_ENV.set(taken);
+}
+
+/// A secret variable: as taken at start-up, or (when nothing took them, as in a library user or
+/// a test) as the environment holds it now.
+pub fn secret_from_env(name: &str) -> Option<String> {
+    match TAKEN_FROM_ENV.get() {
+        Some(taken) => taken
+            .iter()
+            .find(|(taken, _)| *taken == name)
+            .and_then(|(_, value)| value.clone()),
+        None => std::env::var(name).ok(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,6 +74,7 @@ pub struct Config {
     pub endpoint: String,
     pub secret_id: String,
     pub secret_key: Option<SecretKey>,
+    #[serde(deserialize_with = "unquoted_path")]
     pub secret_key_file: Option<PathBuf>,
     pub uid: String,
     pub ledger: PathBuf,
@@ -70,6 +108,14 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub metrics: MetricsConfig,
     pub watch: Vec<Watch>,
+}
+
+/// `secret_key_file`, refused without quoting a bad value: it may be the key itself, written into
+/// the wrong key.
+fn unquoted_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    PathBuf::deserialize(d)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom("must be a path string (its value is not shown)"))
 }
 
 /// A rate in bytes per second, written like "40MiB" or "5MB"; 0 means unlimited.
@@ -274,7 +320,7 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
-        config.resolve_secret(std::env::var(SECRET_KEY_ENV).ok())?;
+        config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
         config.validate()?;
         Ok(config)
     }
@@ -288,6 +334,9 @@ impl Config {
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let key = e.span().and_then(|span| key_at(text, span.start));
             let mut message = e.message().trim_end().replace('\n', " ");
+            if key.as_deref().is_some_and(names_a_secret) && message.contains(['`', '"', '\'']) {
+                message = "invalid value (not shown: it may be the secret)".into();
+            }
             if let Some(key) = key {
                 message = format!("key `{key}`: {message}");
             }
@@ -304,10 +353,11 @@ impl Config {
             return Ok(());
         }
         if let Some(file) = &self.secret_key_file {
+            // The path is not quoted: a key written into `secret_key_file` by mistake would be.
             let text = std::fs::read_to_string(file).map_err(|e| {
                 invalid(
                     "secret_key_file",
-                    format!("cannot read {}: {e}", file.display()),
+                    format!("cannot read the file it names: {e}"),
                 )
             })?;
             self.secret_key = Some(SecretKey::new(text.trim()));
@@ -357,6 +407,18 @@ impl Config {
                 "must be more than 10 minutes and at most 90 days",
             ));
         }
+        for (key, duration) in [
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.request", self.timeouts.request),
+            ("retry.base", self.retry.base),
+            ("retry.slow_base", self.retry.slow_base),
+            ("retry.cap", self.retry.cap),
+        ] {
+            // Zero would make every call time out at once, or retries spin without a pause.
+            if duration.is_zero() {
+                return Err(invalid(key, "must be more than zero"));
+            }
+        }
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
@@ -387,16 +449,33 @@ impl Config {
     }
 }
 
-/// The key on the line holding byte `offset` of `text`, if that line is `key = value`.
+/// The key on the line holding byte `offset` of `text`, if that line is `key = value`, prefixed
+/// with the table it is in (`retry.base`; `watch.settle` in any `[[watch]]`).
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let before = &text[..offset.min(text.len())];
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim();
     let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-    (!key.is_empty() && key.chars().all(bare)).then(|| key.to_owned())
+    let header = |l: &str| {
+        let header = l.trim().strip_prefix('[')?.split(']').next()?;
+        let header = header.trim_start_matches('[').trim();
+        (!header.is_empty() && header.chars().all(bare)).then_some(header.to_owned())
+    };
+    let Some((key, _)) = line.split_once('=') else {
+        return header(line);
+    };
+    let key = key.trim();
+    if key.is_empty() || !key.chars().all(bare) {
+        return None;
+    }
+    let table = before[..start].lines().rev().find_map(header);
+    Some(table.map_or_else(|| key.to_owned(), |table| format!("{table}.{key}")))
+}
+
+/// Whether a dotted key is `secret_key` or `secret_key_file`, or inside one of them.
+fn names_a_secret(key: &str) -> bool {
+    let top = key.split('.').next().unwrap_or(key);
+    matches!(top, "secret_key" | "secret_key_file")
 }
 
 impl Watch {
@@ -520,6 +599,77 @@ mod tests {
         );
         let err = Config::parse("secret_id = \"a\"\nsecret_key: Zm9vYmFy==\n").unwrap_err();
         assert!(!err.contains("Zm9vYmFy"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_named_and_never_quoted() {
+        let cases = [
+            ("secret_key = 12345678", "secret_key", "12345678"),
+            ("secret_key = true", "secret_key", "true"),
+            ("secret_key = 1.5e3", "secret_key", "1500"),
+            ("secret_key = [\"s3cr3t-a\"]", "secret_key", "s3cr3t-a"),
+            (
+                "secret_key = { k = \"s3cr3t-t\" }",
+                "secret_key",
+                "s3cr3t-t",
+            ),
+            ("secret_key_file = 98765", "secret_key_file", "98765"),
+            ("secret_key_file = false", "secret_key_file", "false"),
+        ];
+        for (line, key, value) in cases {
+            let err = Config::parse(&format!("secret_id = \"a\"\n{line}\n")).unwrap_err();
+            assert!(!err.contains(value), "{line}: {err}");
+            assert!(err.contains(key) && err.contains("line 2"), "{line}: {err}");
+        }
+        let err = Config::parse("secret_id = \"a\"\n[secret_key]\nk = 424242\n").unwrap_err();
+        assert!(
+            !err.contains("424242") && err.contains("secret_key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_secret_key_file_is_named_without_its_path() {
+        let mut config =
+            Config::parse("secret_id = \"a\"\nsecret_key_file = \"/nonexistent/s3cr3t\"\n")
+                .unwrap();
+        let err = config.resolve_secret(None).unwrap_err().to_string();
+        assert!(err.contains("secret_key_file"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn zero_or_negative_timeouts_and_backoffs_are_refused_naming_the_key() {
+        for key in [
+            "timeouts.connect",
+            "timeouts.request",
+            "retry.base",
+            "retry.slow_base",
+            "retry.cap",
+        ] {
+            let (table, field) = key.split_once('.').unwrap();
+            for value in ["0s", "0ms", "-1s", "-500ms"] {
+                let text = format!("{}[{table}]\n{field} = \"{value}\"\n", minimal());
+                let err = check(&text).unwrap_err();
+                assert!(err.contains(key), "{key} = {value}: {err}");
+            }
+            for value in ["0s", "-1s"] {
+                let text = format!("{}[{table}]\n{field} = \"{value}\"\n", minimal());
+                let err = check(&text).unwrap_err();
+                assert!(
+                    err.contains("must be more than zero"),
+                    "{key} = {value}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_in_a_table_are_named_with_the_table() {
+        let err = check(&format!("{}[retry]\nbase = 5\n", minimal())).unwrap_err();
+        assert!(err.contains("`retry.base`"), "{err}");
+        let text = format!("{}[[watch]]\npath = \"/d\"\nsettle = 5\n", minimal());
+        assert!(check(&text).unwrap_err().contains("`watch.settle`"));
     }
 
     #[test]

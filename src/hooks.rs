@@ -1,6 +1,7 @@
 //! Completion hooks: what is sent when a file from a watched folder is done or failed, and the
 //! task that delivers it at least once: a command (argv, no shell) with the result in environment
-//! variables and as JSON on stdin, and/or a JSON POST to a webhook. Deliveries live in the ledger
+//! variables and as JSON on stdin, and/or a JSON POST to a webhook. A command gets a minimal
+//! environment: the `VODUP_*` result variables and [`PASSED_ON`], nothing else of the daemon's. Deliveries live in the ledger
 //! and are retried with backoff across restarts; they never block uploads.
 
 use crate::config::Hook;
@@ -20,6 +21,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 const FIRST_RETRY_SECS: u64 = 2;
 const MAX_RETRY_SECS: u64 = 3600;
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The only variables of the daemon's own environment a hook command gets (when they are set).
+pub const PASSED_ON: [&str; 3] = ["PATH", "HOME", "LANG"];
 
 /// The hook event of a file's outcome.
 fn event(record: &FileRecord) -> &'static str {
@@ -171,6 +174,8 @@ async fn run_command(delivery: &Delivery) -> Result<(), String> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        .env_clear()
+        .envs(passed_on())
         .envs(environment(&body))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -189,6 +194,14 @@ async fn run_command(delivery: &Delivery) -> Result<(), String> {
         Ok(Err(e)) => Err(format!("{program}: {e}")),
         Err(_) => Err(format!("{program} timed out")),
     }
+}
+
+/// The variables of [`PASSED_ON`] that the daemon has.
+fn passed_on() -> Vec<(&'static str, std::ffi::OsString)> {
+    PASSED_ON
+        .iter()
+        .filter_map(|&name| Some((name, std::env::var_os(name)?)))
+        .collect()
 }
 
 /// `VODUP_*` variables for a command hook.

@@ -9,6 +9,8 @@ use vodup::config::Config;
 use vodup::{commands, logging};
 
 fn main() -> ExitCode {
+    // Before any thread exists: hook commands must not inherit the secret key.
+    vodup::config::take_secrets_from_env();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -1,8 +1,13 @@
 //! The HTTP client of the three calls. One [`Client`] is shared by every upload (it pools
 //! connections); each method makes exactly one request and returns a typed answer or a
 //! [`CallError`]. It never retries: retrying is the engine's loop, on the policy of [`super::retry`].
+//!
+//! An answer's body is read chunk by chunk up to the most the protocol can need (see
+//! [`answer_limit`]); a longer one is refused as not a protocol answer without being buffered, so
+//! an endpoint that answers forever cannot take the host's memory.
 
 use super::outcome::{Action, CallError, ServiceError};
+use super::plan::PartSize;
 use super::wire::{FinishAnswer, InitAnswer, InitRequest, PartRequest, RawAnswer};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -39,6 +44,23 @@ pub enum ClientError {
 
 /// How much of an unexpected body is kept for the ledger and the logs.
 const BODY_EXCERPT: usize = 200;
+/// The most any answer but init's resume list can take: a few short fields.
+const ANSWER_BYTES: u64 = 64 * 1024;
+/// The most one element of `listParts` can take (`{"offset":…,"dataSize":…,"dataMd5":"…"}` is
+/// about 80 bytes).
+const HELD_PART_BYTES: u64 = 256;
+
+/// The longest body `action` may answer: init's resume list may name every part of the file at
+/// the smallest part size; the other answers are short.
+pub fn answer_limit(action: Action, file_size: u64) -> u64 {
+    match action {
+        Action::Init => file_size
+            .div_ceil(PartSize::HalfMiB.bytes())
+            .saturating_mul(HELD_PART_BYTES)
+            .saturating_add(ANSWER_BYTES),
+        Action::Part | Action::Finish => ANSWER_BYTES,
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -71,7 +93,8 @@ impl Client {
             ("dataSize", req.part_size.to_string()),
             ("signature", req.signature.to_owned()),
         ];
-        let raw = self.call(Action::Init, &query, None).await?;
+        let limit = answer_limit(Action::Init, req.file_size);
+        let raw = self.call(Action::Init, &query, None, limit).await?;
         match raw.code {
             Some(0) => Ok(InitAnswer::New),
             Some(1) => Ok(InitAnswer::Resume {
@@ -94,7 +117,8 @@ impl Client {
             ("dataMd5", req.data_md5.to_owned()),
             ("signature", req.signature.to_owned()),
         ];
-        let raw = self.call(Action::Part, &query, Some(body)).await?;
+        let limit = answer_limit(Action::Part, 0);
+        let raw = self.call(Action::Part, &query, Some(body), limit).await?;
         match raw.code {
             Some(0) => Ok(()),
             _ => Err(unexpected(Action::Part, &raw)),
@@ -106,7 +130,8 @@ impl Client {
             ("fileSha", file_sha.to_owned()),
             ("signature", signature.to_owned()),
         ];
-        let raw = self.call(Action::Finish, &query, None).await?;
+        let limit = answer_limit(Action::Finish, 0);
+        let raw = self.call(Action::Finish, &query, None, limit).await?;
         match raw.code {
             Some(0) if !raw.file_id.is_empty() => Ok(FinishAnswer {
                 url: RawAnswer::non_empty(&raw.url),
@@ -118,12 +143,14 @@ impl Client {
     }
 
     /// One request: GET for init and finish, POST with the part's bytes for a part. Answers with
-    /// `code < 0` become [`CallError::Service`].
+    /// `code < 0` become [`CallError::Service`]; a body longer than `limit` bytes is not read
+    /// further.
     async fn call(
         &self,
         action: Action,
         params: &[(&str, String)],
         body: Option<Bytes>,
+        limit: u64,
     ) -> Result<RawAnswer, CallError> {
         let mut url = self.endpoint.clone();
         url.query_pairs_mut()
@@ -137,9 +164,22 @@ impl Client {
             action,
             detail: describe(e),
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let text = response.bytes().await.map_err(transport)?;
+        let answer = read_answer(&mut response, limit).await.map_err(transport)?;
+        // Dropping a response whose body was not read to its end closes the connection.
+        drop(response);
+        let text = match answer {
+            Answer::Whole(text) => text,
+            Answer::TooLong(start) if status == 200 => {
+                return Err(CallError::BadBody {
+                    action,
+                    status,
+                    body: format!("{}… (longer than {limit} bytes)", excerpt(&start)),
+                })
+            }
+            Answer::TooLong(start) => start,
+        };
         tracing::trace!(action = action.as_str(), status, body = %excerpt(&text), "answer");
         if status != 200 {
             return Err(CallError::Http {
@@ -171,6 +211,41 @@ impl Client {
             _ => Ok(raw),
         }
     }
+}
+
+/// A body as far as it was read.
+enum Answer {
+    Whole(Vec<u8>),
+    /// Longer than the limit: its first bytes only.
+    TooLong(Vec<u8>),
+}
+
+/// Read the body chunk by chunk, keeping at most `limit` bytes; a body announced (Content-Length)
+/// longer than `limit` is read only as far as its excerpt.
+async fn read_answer(
+    response: &mut reqwest::Response,
+    limit: u64,
+) -> Result<Answer, reqwest::Error> {
+    let announced_too_long = response.content_length().is_some_and(|n| n > limit);
+    let keep = if announced_too_long {
+        BODY_EXCERPT
+    } else {
+        usize::try_from(limit).unwrap_or(usize::MAX)
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if chunk.len() > keep - body.len() {
+            let room = keep - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Answer::TooLong(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(if announced_too_long {
+        Answer::TooLong(body)
+    } else {
+        Answer::Whole(body)
+    })
 }
 
 /// Upload errors are negative; platform errors are 4000-6999 (PROTOCOL.md §6).

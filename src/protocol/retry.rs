@@ -120,7 +120,14 @@ pub mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+        if text.trim_start().starts_with('-') {
+            return Err(serde::de::Error::custom("must be more than zero"));
+        }
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration like \"30s\" or \"500ms\": {e}"
+            ))
+        })
     }
 }
 

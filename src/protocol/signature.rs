@@ -41,8 +41,12 @@ impl SecretKey {
 }
 
 impl<'de> serde::Deserialize<'de> for SecretKey {
+    /// A value that is not a string is refused without serde's usual quote of it (a key written
+    /// without quotes, say, would be shown).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(SecretKey)
+        String::deserialize(d)
+            .map(SecretKey)
+            .map_err(|_| serde::de::Error::custom("must be a string (its value is not shown)"))
     }
 }
 

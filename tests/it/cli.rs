@@ -1,8 +1,9 @@
 //! The real `vodup` binary: `upload --json`, `status --json`, `check-config`, resume after
-//! SIGKILL, and the secret key kept out of every log line.
+//! SIGKILL, and the secret key kept out of every log line and out of hook commands.
 
 use crate::helpers::env::{
-    assert_resent_at_most, fetch, slow_parts, test_bytes, wait_until, Env, PART, SECRET_KEY,
+    assert_resent_at_most, dumped, env_dump_hook, fetch, slow_parts, test_bytes, wait_until, Env,
+    PART, SECRET_KEY,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -210,4 +211,55 @@ async fn the_secret_key_never_appears_in_trace_logs_or_output() {
         !String::from_utf8_lossy(&ledger).contains(SECRET_KEY),
         "the secret key is in the ledger"
     );
+}
+
+#[tokio::test]
+async fn a_secret_key_from_the_environment_never_reaches_a_hook_command() {
+    let env = Env::new().await;
+    let config = env.config_file("");
+    let out = env.dir.path().join("hook-env");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let line = format!("secret_key = {SECRET_KEY:?}\n");
+    assert!(text.contains(&line));
+    text = text.replace(&line, "");
+    text.push_str(&format!(
+        "[watch.on_done]\ncommand = {:?}\n",
+        env_dump_hook(&out)
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = vodup(&config)
+        .arg("run")
+        .env(vodup::config::SECRET_KEY_ENV, SECRET_KEY)
+        .env("VODUP_LEDGER_PASSWORD", "ledger-pa55word")
+        .env("UNRELATED_TO_VODUP", "not-for-hooks")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let dropped = env.write(&env.drop, "keyed.mp4", &test_bytes(1000, 16));
+    wait_until("the command hook", Duration::from_secs(30), || async {
+        out.exists()
+    })
+    .await;
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+    let record = env.record(&dropped).unwrap();
+    assert_eq!(
+        record.state,
+        vodup::ledger::FileState::Done,
+        "signed with the key from the environment"
+    );
+    let dump = std::fs::read_to_string(&out).unwrap();
+    let names: Vec<String> = dumped(&dump).into_iter().map(|(k, _)| k).collect();
+    for leaked in [
+        "VODUP_SECRET_KEY",
+        "VODUP_LEDGER_PASSWORD",
+        "UNRELATED_TO_VODUP",
+    ] {
+        assert!(!names.iter().any(|k| k == leaked), "{leaked}: {dump}");
+    }
+    for value in [SECRET_KEY, "ledger-pa55word", "not-for-hooks"] {
+        assert!(!dump.contains(value), "{value}: {dump}");
+    }
 }

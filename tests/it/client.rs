@@ -1,9 +1,12 @@
 //! The crate's protocol client against the emulator: each answer parsed into the typed result the
-//! engine sees, and each failure classified as PROTOCOL.md §6 says.
+//! engine sees, and each failure classified as PROTOCOL.md §6 says; and against a raw server whose
+//! answer never ends.
 
 use crate::helpers::{start_emulator, test_bytes, TestEmulator};
 use bytes::Bytes;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
 use vodup::emulator::Faults;
 use vodup::hash::{md5_hex, sha1_hex};
 use vodup::protocol::{
@@ -253,4 +256,98 @@ async fn http_errors_drops_and_stalls_are_retryable_transport_outcomes() {
         1,
         "no injected fault stored the part"
     );
+}
+
+/// Most a server may write before a client refuses an endless answer: the answer limit, plus what
+/// the sockets' buffers on both sides hold.
+const ENDLESS_BOUND: u64 = 64 << 20;
+/// Where the endless server gives up by itself, so that a client that buffers everything fails
+/// the test instead of taking the machine's memory.
+const ENDLESS_CEILING: u64 = 256 << 20;
+
+/// A server on `127.0.0.1:0` that answers its first request with HTTP 200 and
+/// `{"code":0,"message":"AAAA…` without end (chunked, or announcing 3 GB), until the client hangs
+/// up. The task returns the bytes of body it wrote.
+async fn endless_server(chunked: bool) -> (String, JoinHandle<u64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v2/index.php", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0; 4096];
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client sent a whole request");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_owned()
+        } else {
+            format!("Content-Length: {}", 3u64 << 30)
+        };
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut block = b"{\"code\":0,\"message\":\"".to_vec();
+        block.resize(64 * 1024, b'A');
+        let mut written = 0u64;
+        while written < ENDLESS_CEILING {
+            let frame = if chunked {
+                [format!("{:x}\r\n", block.len()).as_bytes(), &block, b"\r\n"].concat()
+            } else {
+                block.clone()
+            };
+            if socket.write_all(&frame).await.is_err() {
+                break;
+            }
+            written += block.len() as u64;
+            block.fill(b'A');
+        }
+        written
+    });
+    (endpoint, task)
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_refused_as_not_a_protocol_answer_after_a_bounded_read() {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        request: Duration::from_secs(20),
+    };
+    for (chunked, action) in [(true, "init"), (false, "init"), (true, "finish")] {
+        let (endpoint, server) = endless_server(chunked).await;
+        let c = Client::new(&endpoint, &timeouts).unwrap();
+        let started = Instant::now();
+        let error = match action {
+            "init" => c
+                .init(init(&"a".repeat(40), 10 * PART, "c2ln"))
+                .await
+                .map(drop),
+            _ => c.finish(&"a".repeat(40), "c2ln").await.map(drop),
+        }
+        .expect_err("an endless answer is not an answer");
+        let case = format!("{action}, chunked {chunked}: {error}");
+        assert!(
+            matches!(error, CallError::BadBody { status: 200, .. }),
+            "{case}"
+        );
+        assert_eq!(classify(&error, false), Verdict::Retry(Pace::Few), "{case}");
+        assert!(
+            error.to_string().contains("{\"code\":0,\"message\":\"AAAA"),
+            "the first bytes are kept: {case}"
+        );
+        let written = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the client hangs up")
+            .unwrap();
+        assert!(
+            written < ENDLESS_BOUND,
+            "{written} bytes written before the client hung up: {case}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "took {:?}: {case}",
+            started.elapsed()
+        );
+    }
 }

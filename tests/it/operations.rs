@@ -1,7 +1,10 @@
 //! Operating vodup: metrics that move, completion hooks delivered at least once (also across a
 //! restart), and JSON logs that carry fileSha.
 
-use crate::helpers::env::{refuse, slow_parts, test_bytes, wait_until, Daemon, Env, PART};
+use crate::helpers::env::{
+    dumped, env_dump_hook, refuse, slow_parts, test_bytes, wait_until, Daemon, Env, PART,
+    SECRET_KEY,
+};
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -233,6 +236,63 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
         "the webhook and the command get the same document"
     );
     assert_eq!(env.ledger().pending_hooks().unwrap(), 0);
+}
+
+/// Variables a hook command may see: what vodup passes on, and what `sh` sets for itself.
+const HOOK_MAY_SEE: [&str; 7] = ["PATH", "HOME", "LANG", "PWD", "OLDPWD", "SHLVL", "_"];
+
+#[tokio::test]
+async fn hook_commands_get_only_the_result_variables_and_path_home_lang() {
+    let inherited: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| !HOOK_MAY_SEE.contains(&k.as_str()))
+        .collect();
+    assert!(
+        !inherited.is_empty(),
+        "the test process has variables a hook could inherit"
+    );
+    let env = Env::new().await;
+    let out = env.dir.path().join("hook-env");
+    let mut config = env.config();
+    config.watch[0].on_done = Some(Hook {
+        command: env_dump_hook(&out),
+        webhook: None,
+    });
+    let daemon = Daemon::start(config).await;
+    env.write(&env.drop, "env.mp4", &test_bytes(1000, 55));
+    wait_until("the command hook", Duration::from_secs(30), || async {
+        out.exists()
+    })
+    .await;
+    daemon.stop().await;
+    let text = std::fs::read_to_string(&out).unwrap();
+    let vars = dumped(&text);
+    for (name, _) in &vars {
+        let result = name.starts_with("VODUP_") && name != "VODUP_SECRET_KEY";
+        assert!(
+            result || HOOK_MAY_SEE.contains(&name.as_str()),
+            "the hook got {name}: {text}"
+        );
+    }
+    for name in &inherited {
+        assert!(
+            !vars.iter().any(|(k, _)| k == name),
+            "{name} leaked: {text}"
+        );
+    }
+    for name in vodup::hooks::PASSED_ON {
+        if let Ok(ours) = std::env::var(name) {
+            assert!(
+                vars.contains(&(name.to_owned(), ours)),
+                "{name} is passed on: {text}"
+            );
+        }
+    }
+    assert!(
+        vars.iter().any(|(k, v)| k == "VODUP_EVENT" && v == "done"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET_KEY), "{text}");
 }
 
 #[tokio::test]

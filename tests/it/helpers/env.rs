@@ -125,6 +125,21 @@ pub fn fast_retry() -> RetryPolicy {
     }
 }
 
+/// A hook command that writes its whole environment to `out` (whole once it exists).
+pub fn env_dump_hook(out: &std::path::Path) -> Vec<String> {
+    let out = out.display();
+    let script = format!("env > {out}.tmp && mv {out}.tmp {out}");
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// The variables of an `env` dump, by name.
+pub fn dumped(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 /// What the emulator serves at a finished file's URL.
 pub async fn fetch(url: &str) -> Vec<u8> {
     let response = reqwest::get(url).await.unwrap();
