@@ -27,3 +27,12 @@ pub enum Error {
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
 }
+
+impl From<crate::source::EnqueueError> for Error {
+    fn from(e: crate::source::EnqueueError) -> Error {
+        match e {
+            crate::source::EnqueueError::Ledger(e) => Error::Ledger(e),
+            crate::source::EnqueueError::Source(e) => Error::Source(e),
+        }
+    }
+}

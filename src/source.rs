@@ -11,7 +11,6 @@
 //! This module does not decide when a file is complete ([`crate::stability`]) nor what to do with
 //! it afterwards ([`crate::daemon`]'s disposal, which uses [`open_parent`] and [`look`]).
 
-use crate::error::Error;
 use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, NewFile};
 use crate::shown::shown;
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
@@ -191,15 +190,6 @@ pub enum EnqueueError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
-}
-
-impl From<EnqueueError> for Error {
-    fn from(e: EnqueueError) -> Error {
-        match e {
-            EnqueueError::Ledger(e) => Error::Ledger(e),
-            EnqueueError::Source(e) => Error::Source(e),
-        }
-    }
 }
 
 #[cfg(test)]
