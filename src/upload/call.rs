@@ -1,38 +1,35 @@
-//! The retry loop around one protocol call: classify each failure, back off with full jitter,
-//! and hand the decisions the loop cannot take (re-init, re-sign, give up) back to the caller.
+//! The retry loop around one protocol call: classify each failure, note and log each retry, back
+//! off with full jitter, and hand the decisions the loop cannot take (re-init, re-sign, give up)
+//! back as an [`Interrupt`].
 
+use super::job::{recorded, Interrupt};
+use super::Inner;
+use crate::ledger::FileKey;
 use crate::protocol::{classify, Attempts, CallError, Pace, RetryPolicy, Verdict};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
-/// Why a call stopped without succeeding.
-#[derive(Debug)]
-pub enum Stop {
-    /// Run init again (and reconcile), then go on.
-    Reinit(CallError),
-    /// Make a new signature, run init again, then go on.
-    Resign(CallError),
-    /// The file fails with this error: final, or retries exhausted.
-    Final(CallError),
-    /// Shutdown was requested.
-    Cancelled,
+/// Which call of which file is retried: for the log, the ledger and the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Retried {
+    pub key: FileKey,
+    /// The part's offset; `None` for init and finish.
+    pub offset: Option<u64>,
 }
 
-/// What each failed attempt is told, so the caller can record it.
-pub trait OnRetry: Fn(&CallError, u32) + Send + Sync {}
-impl<F: Fn(&CallError, u32) + Send + Sync> OnRetry for F {}
-
-/// Call `f` until it succeeds or [`classify`] says to stop. `stale` tells whether the signature the
-/// call carries is expired or about to be, by our clock.
+/// Call `f` until it succeeds or [`classify`] says to stop. `stale` tells whether the signature
+/// the call carries is expired or about to be, by our clock. Each retry is logged, counted and
+/// noted in the ledger as the file's last error.
 pub async fn with_retry<T, F, Fut>(
-    policy: &RetryPolicy,
+    inner: &Inner,
+    what: Retried,
     cancel: &CancellationToken,
     stale: impl Fn() -> bool,
-    on_retry: impl OnRetry,
     mut f: F,
-) -> Result<T, Stop>
+) -> Result<T, Interrupt>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
@@ -41,7 +38,7 @@ where
     let mut rng = StdRng::from_entropy();
     loop {
         if cancel.is_cancelled() {
-            return Err(Stop::Cancelled);
+            return Err(Interrupt::Stopped);
         }
         let error = match f().await {
             Ok(answer) => return Ok(answer),
@@ -49,47 +46,57 @@ where
         };
         let pace = match classify(&error, stale()) {
             Verdict::Retry(pace) => pace,
-            Verdict::Reinit => return Err(Stop::Reinit(error)),
-            Verdict::Resign => return Err(Stop::Resign(error)),
-            Verdict::Final => return Err(Stop::Final(error)),
+            Verdict::Reinit => return Err(Interrupt::Reinit(error)),
+            Verdict::Resign => return Err(Interrupt::Resign(error)),
+            Verdict::Final => return Err(final_failure(inner, what, &error)),
         };
-        let Some(delay) = policy.next_delay(&mut attempts, pace, &mut rng) else {
-            return Err(Stop::Final(error));
+        let Some(delay) = inner.retry.next_delay(&mut attempts, pace, &mut rng) else {
+            return Err(final_failure(inner, what, &error));
         };
-        on_retry(&error, attempts.failures());
-        if let Waited::Cancelled = sleep_unless(delay, cancel).await {
-            return Err(Stop::Cancelled);
-        }
+        note_retry(inner, what, &error, attempts.failures());
+        sleep_unless(delay, cancel).await?;
     }
 }
 
-/// What a backoff wait ended with.
-pub enum Waited {
-    /// Time to try again.
-    Again,
-    /// The policy's limits are reached.
-    GaveUp,
-    Cancelled,
+fn final_failure(inner: &Inner, what: Retried, error: &CallError) -> Interrupt {
+    if what.offset.is_some() {
+        inner.metrics.part_failed(error.code());
+    }
+    Interrupt::Failed(recorded(error))
 }
 
-/// Count one failure and wait its full-jitter delay, unless the limits are reached or `cancel`
-/// fires first.
+/// A failed attempt that will be retried: log it, count it, note it in the ledger.
+fn note_retry(inner: &Inner, what: Retried, error: &CallError, attempt: u32) {
+    warn!(attempt, offset = what.offset, code = error.code(), error = %error, "retrying");
+    match what.offset {
+        Some(_) => inner.metrics.part_retried(error.code()),
+        None => inner.metrics.error_now(),
+    }
+    let (ledger, key, error) = (inner.ledger.clone(), what.key, recorded(error));
+    tokio::task::spawn_blocking(move || ledger.note_error(key, &error));
+}
+
+/// Count one failure of a whole round and wait its full-jitter delay; `Err` when the policy's
+/// limits are reached (the file fails with `error`) or on shutdown.
 pub async fn back_off(
     policy: &RetryPolicy,
     attempts: &mut Attempts,
-    pace: Pace,
     rng: &mut StdRng,
     cancel: &CancellationToken,
-) -> Waited {
-    let Some(delay) = policy.next_delay(attempts, pace, rng) else {
-        return Waited::GaveUp;
+    error: &CallError,
+) -> Result<(), Interrupt> {
+    let Some(delay) = policy.next_delay(attempts, Pace::Normal, rng) else {
+        return Err(Interrupt::Failed(recorded(error)));
     };
     sleep_unless(delay, cancel).await
 }
 
-async fn sleep_unless(delay: std::time::Duration, cancel: &CancellationToken) -> Waited {
+async fn sleep_unless(
+    delay: std::time::Duration,
+    cancel: &CancellationToken,
+) -> Result<(), Interrupt> {
     tokio::select! {
-        () = tokio::time::sleep(delay) => Waited::Again,
-        () = cancel.cancelled() => Waited::Cancelled,
+        () = tokio::time::sleep(delay) => Ok(()),
+        () = cancel.cancelled() => Err(Interrupt::Stopped),
     }
 }

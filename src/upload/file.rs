@@ -1,52 +1,31 @@
-//! One file's journey: open it once (beneath its watch folder, no symlink) and check it is the
-//! file that settled, hash it once through that descriptor, sign, init, send the missing parts,
-//! check the descriptor again, finish. A file that changed after it settled is superseded (its
-//! new version settles and gets a row of its own); a path that no longer names it is gone; a
-//! final error fails this file only.
+//! One file's journey, top to bottom: open it once (beneath its watch folder, no symlink) and
+//! check it is the file that settled; hash it once through that descriptor; sign; init and
+//! reconcile with the parts the service holds; send the missing parts; check the descriptor
+//! again; finish.
+//!
+//! Every step returns `Result<_, Interrupt>` and is chained with `?`. Two places decide what an
+//! interruption means: [`Journey::rounds`] (re-init or re-sign after a backoff) and [`conclude`]
+//! (everything else: done, stopped, superseded, gone, failed).
 
-use super::call::{back_off, Stop, Waited};
-use super::{EngineError, Event, Finished, Inner, Outcome};
+use super::call::{back_off, with_retry, Retried};
+use super::job::{Interrupt, Job};
+use super::{parts, EngineError, Event, Finished, Inner, Outcome};
 use crate::hash::{self, HashError};
-use crate::ledger::{FileIdentity, FileKey, FileRecord, FileState, RecordedError};
-use crate::protocol::plan::plan;
-use crate::protocol::{Attempts, CallError, Pace, PartSize, Processing, Signature};
+use crate::ledger::{FileKey, FileRecord, FileState, RecordedError};
+use crate::protocol::plan::{is_valid_part, missing, plan};
+use crate::protocol::{
+    Attempts, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize, Processing, Signature,
+};
+use crate::shown::shown;
 use crate::source::{Source, SourceError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-/// What the part tasks of a file share: the file as it was opened and hashed, and its signature.
-#[derive(Debug, Clone)]
-pub(super) struct Job {
-    pub key: FileKey,
-    pub path: PathBuf,
-    /// The open file: every part is read from this descriptor, never from the path again.
-    pub source: Arc<Source>,
-    pub size: u64,
-    pub sha: String,
-    pub part_size: PartSize,
-    pub md5s: Vec<String>,
-    pub signature: Signature,
-}
-
-impl Job {
-    /// Whether the open file is still exactly what was hashed (a writer still at work shows as a
-    /// new size or mtime on the descriptor).
-    pub fn unchanged(&self) -> bool {
-        self.source
-            .current()
-            .is_ok_and(|now| now == self.source.identity())
-    }
-}
-
-enum Attempt {
-    Ended(Outcome),
-    /// The file changed on disk after it settled: this version is superseded.
-    Changed,
-}
+const CHANGED: &str =
+    "the file changed after it settled (still being written?): its new version is taken once it settles again";
 
 pub(super) async fn upload(
     inner: &Arc<Inner>,
@@ -61,25 +40,55 @@ pub(super) async fn upload(
     if let Some(outcome) = ended_already(&record) {
         return Ok(outcome);
     }
-    let span = info_span!("file", path = %crate::shown::shown(&record.path), fileSha = tracing::field::Empty);
-    match attempt(inner, record, cancel).instrument(span).await? {
-        Attempt::Ended(outcome) => Ok(outcome),
-        Attempt::Changed => {
-            let why = "the file changed after it settled (still being written?): \
-                       its new version is taken once it settles again";
-            set_aside(inner, key, FileState::Superseded, why).await
+    let span = info_span!("file", path = %shown(&record.path), fileSha = tracing::field::Empty);
+    let journey = Journey {
+        inner: inner.clone(),
+        cancel: cancel.clone(),
+    };
+    let result = journey.run(record).instrument(span).await;
+    conclude(inner, key, result).await
+}
+
+/// The one place an interruption that ends the journey is turned into the file's outcome.
+async fn conclude(
+    inner: &Inner,
+    key: FileKey,
+    result: Result<Finished, Interrupt>,
+) -> Result<Outcome, EngineError> {
+    let (state, why) = match result {
+        Ok(done) => return Ok(Outcome::Done(done)),
+        Err(Interrupt::Stopped) => return Ok(Outcome::Stopped),
+        Err(Interrupt::Ledger(e)) => return Err(e.into()),
+        Err(Interrupt::Failed(error)) => return fail(inner, key, error).await,
+        // Rounds retry these; one that escapes ends like a final error of that call.
+        Err(Interrupt::Reinit(e) | Interrupt::Resign(e)) => {
+            return fail(inner, key, super::job::recorded(&e)).await
         }
-    }
+        Err(Interrupt::Changed(why)) => (FileState::Superseded, why),
+        Err(Interrupt::Gone(why)) => (FileState::Gone, why),
+    };
+    info!(state = state.as_str(), why, "not uploaded");
+    inner
+        .ledger
+        .run(move |l| l.set_aside(key, state, why))
+        .await?;
+    Ok(Outcome::SetAside(state, why.to_owned()))
+}
+
+async fn fail(inner: &Inner, key: FileKey, error: RecordedError) -> Result<Outcome, EngineError> {
+    warn!(code = error.code, message = %error.message, code_desc = %error.code_desc, "file failed");
+    let stored = error.clone();
+    inner.ledger.run(move |l| l.fail(key, &stored)).await?;
+    Ok(Outcome::Failed(error))
 }
 
 /// How a row that is over already ended.
 fn ended_already(record: &FileRecord) -> Option<Outcome> {
     let why = || {
-        record
-            .error
-            .as_ref()
-            .map(|e| e.message.clone())
-            .unwrap_or_else(|| "the file is empty: waiting for content".into())
+        record.error.as_ref().map_or_else(
+            || "the file is empty: waiting for content".into(),
+            |e| e.message.clone(),
+        )
     };
     match (record.state, &record.error) {
         (FileState::Done, _) => Some(Outcome::Done(finished_from(record))),
@@ -100,261 +109,143 @@ fn finished_from(record: &FileRecord) -> Finished {
     }
 }
 
-fn local_error(message: impl Into<String>) -> RecordedError {
-    RecordedError {
-        code: 0,
-        message: message.into(),
-        code_desc: String::new(),
-    }
-}
-
-pub(super) fn recorded(error: &CallError) -> RecordedError {
-    match error.service() {
-        Some(s) => RecordedError {
-            code: s.code,
-            message: s.message.clone(),
-            code_desc: s.code_desc.clone(),
-        },
-        None => RecordedError {
-            code: error.code(),
-            message: error.to_string(),
-            code_desc: String::new(),
-        },
-    }
-}
-
-async fn fail(inner: &Inner, key: FileKey, error: RecordedError) -> Result<Outcome, EngineError> {
-    warn!(code = error.code, message = %error.message, code_desc = %error.code_desc, "file failed");
-    let stored = error.clone();
-    inner.ledger.run(move |l| l.fail(key, &stored)).await?;
-    Ok(Outcome::Failed(error))
-}
-
-/// This row no longer describes a file to upload: not a failure (no failed folder, no hook).
-async fn set_aside(
-    inner: &Inner,
-    key: FileKey,
-    state: FileState,
-    why: &str,
-) -> Result<Outcome, EngineError> {
-    info!(state = state.as_str(), why, "not uploaded");
-    let stored = why.to_owned();
-    inner
-        .ledger
-        .run(move |l| l.set_aside(key, state, &stored))
-        .await?;
-    Ok(Outcome::SetAside(state, why.to_owned()))
-}
-
-/// Open the file the row describes, as it settled: beneath its watch folder, no symlink, the
-/// same inode and version. Otherwise how the attempt ends.
-async fn open(inner: &Inner, record: &FileRecord) -> Result<Result<Source, Outcome>, EngineError> {
-    let (path, root) = (record.path.clone(), record.origin.clone());
-    let opened = tokio::task::spawn_blocking(move || Source::open(&path, root.as_deref()))
-        .await
-        .expect("open does not panic");
-    let key = record.key;
-    let gone = |why: &'static str| set_aside(inner, key, FileState::Gone, why);
-    Ok(Err(match opened {
-        Ok(source) if record.is(&source.identity()) => return Ok(Ok(source)),
-        Ok(source) => changed_since_settled(inner, record, source.identity()).await?,
-        Err(SourceError::Gone { .. }) => {
-            gone("the file is no longer at its path (moved or deleted before it was uploaded)")
-                .await?
-        }
-        Err(SourceError::NotRegular { .. } | SourceError::Outside { .. }) => gone(
-            "its path now names something that is not a regular file (a symlink is never followed)",
-        )
-        .await?,
-        Err(e @ SourceError::Io { .. }) => fail(inner, key, local_error(e.to_string())).await?,
-    }))
-}
-
-async fn changed_since_settled(
-    inner: &Inner,
-    record: &FileRecord,
-    found: FileIdentity,
-) -> Result<Outcome, EngineError> {
-    let why = if record.inode.is_some_and(|i| i != found.inode) {
-        "the path names another file than the one that settled: that file is taken on its own"
-    } else {
-        "the file changed after it settled (still being written?): its new version is taken once it settles again"
-    };
-    set_aside(inner, record.key, FileState::Superseded, why).await
-}
-
-async fn attempt(
-    inner: &Arc<Inner>,
-    record: FileRecord,
-    cancel: &CancellationToken,
-) -> Result<Attempt, EngineError> {
-    let key = record.key;
-    inner.ledger.run(move |l| l.begin_attempt(key)).await?;
-    let source = match open(inner, &record).await? {
-        Ok(source) => Arc::new(source),
-        Err(ended) => return Ok(Attempt::Ended(ended)),
-    };
-    let job = match prepare(inner, &record, &source, cancel).await? {
-        Ok(job) => job,
-        Err(ended) => return Ok(ended),
-    };
-    tracing::Span::current().record("fileSha", job.sha.as_str());
-    let _one_upload_per_content = inner.contents.lock(&job.sha).await;
-    // Another task may have finished this very row while we waited (the same version queued
-    // twice): then it is done, not an instant upload.
-    if let Some(done) = inner.ledger.run(move |l| l.file(key)).await? {
-        if done.state == FileState::Done {
-            return Ok(Attempt::Ended(Outcome::Done(finished_from(&done))));
-        }
-    }
-    let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
-    Run {
-        inner: inner.clone(),
-        job,
-        processing,
-        cancel: cancel.clone(),
-    }
-    .rounds()
-    .await
-}
-
-fn end(outcome: Result<Outcome, EngineError>) -> Result<Attempt, EngineError> {
-    outcome.map(Attempt::Ended)
-}
-
-/// The part hashes of the file at its part size (from the ledger, or from one hashing pass) and
-/// its stored signature; or how the attempt ends when hashing could not finish.
-async fn prepare(
-    inner: &Inner,
-    record: &FileRecord,
-    source: &Arc<Source>,
-    cancel: &CancellationToken,
-) -> Result<Result<Job, Attempt>, EngineError> {
-    let part_size = PartSize::from_bytes(record.part_size).unwrap_or(inner.part_size);
-    let (sha, md5s) = match hashes(inner, record, source, part_size, cancel).await? {
-        Ok(found) => found,
-        Err(ended) => return Ok(Err(ended)),
-    };
-    let signature = match inner
-        .ledger
-        .run({
-            let sha = sha.clone();
-            move |l| l.signature(&sha)
-        })
-        .await?
-    {
-        Some((encoded, expires_at)) => Signature {
-            encoded,
-            expires_at,
-        },
-        None => Signature {
-            encoded: String::new(),
-            expires_at: 0,
-        },
-    };
-    Ok(Ok(Job {
-        key: record.key,
-        path: record.path.clone(),
-        source: source.clone(),
-        size: record.size,
-        sha,
-        part_size,
-        md5s,
-        signature,
-    }))
-}
-
-/// The SHA-1 and part MD5s at `part_size`: stored ones if the ledger has them, else hash now.
-/// When hashing cannot finish, how the attempt ends: the file changed, shutdown, or a failure.
-async fn hashes(
-    inner: &Inner,
-    record: &FileRecord,
-    source: &Arc<Source>,
-    part_size: PartSize,
-    cancel: &CancellationToken,
-) -> Result<Result<(String, Vec<String>), Attempt>, EngineError> {
-    let parts = plan(record.size, part_size).len();
-    if let Some(sha) = record.file_sha.clone() {
-        let ps = part_size.bytes();
-        let found = inner
-            .ledger
-            .run(move |l| l.part_md5s(&sha, ps, parts).map(|m| m.map(|m| (sha, m))))
-            .await?;
-        if let Some(found) = found {
-            return Ok(Ok(found));
-        }
-    }
-    let key = record.key;
-    inner
-        .ledger
-        .run(move |l| l.set_state(key, FileState::Hashing))
-        .await?;
-    inner
-        .progress
-        .event(key, &record.path, Event::Hashing { size: record.size });
-    let started = std::time::Instant::now();
-    let (token, source) = (cancel.clone(), source.clone());
-    let digest = tokio::task::spawn_blocking(move || {
-        hash::hash_source(&source, part_size, || token.is_cancelled())
-    })
-    .await
-    .expect("hashing does not panic");
-    let digest = match digest {
-        Ok(d) => d,
-        Err(HashError::Changed) => return Ok(Err(Attempt::Changed)),
-        Err(HashError::Stopped) => return Ok(Err(Attempt::Ended(Outcome::Stopped))),
-        Err(e @ HashError::Io(_)) => {
-            let failed = fail(inner, key, local_error(e.to_string())).await?;
-            return Ok(Err(Attempt::Ended(failed)));
-        }
-    };
-    info!(fileSha = %digest.sha1, size = digest.size, secs = started.elapsed().as_secs_f64(), "hashed");
-    let (sha, md5s) = (digest.sha1.clone(), digest.part_md5s.clone());
-    inner
-        .ledger
-        .run(move |l| l.record_hash(key, &digest.sha1, part_size.bytes(), &digest.part_md5s))
-        .await?;
-    Ok(Ok((sha, md5s)))
-}
-
-/// One attempt at an up-to-date file: rounds of init + parts until finish.
-struct Run {
+struct Journey {
     inner: Arc<Inner>,
-    job: Job,
-    processing: Processing,
     cancel: CancellationToken,
 }
 
-impl Run {
-    /// Rounds of init + parts until finish. A round that ends asking for another (a part's
-    /// -10005, a finish with parts missing, an expired signature) counts as one failed attempt of
-    /// the retry policy and backs off before the next init.
-    async fn rounds(mut self) -> Result<Attempt, EngineError> {
-        let key = self.job.key;
-        let mut force_sign = false;
+impl Journey {
+    async fn run(&self, record: FileRecord) -> Result<Finished, Interrupt> {
+        let key = record.key;
+        self.inner.ledger.run(move |l| l.begin_attempt(key)).await?;
+        let source = Arc::new(self.open(&record).await?);
+        let part_size = PartSize::from_bytes(record.part_size).unwrap_or(self.inner.part_size);
+        let (sha, md5s) = self.hashes(&record, &source, part_size).await?;
+        tracing::Span::current().record("fileSha", sha.as_str());
+        let _one_upload_per_content = self.inner.contents.lock(&sha).await;
+        // Another task may have finished this very row while we waited (the same version queued
+        // twice): then it is done, not an instant upload.
+        if let Some(done) = self.inner.ledger.run(move |l| l.file(key)).await? {
+            if done.state == FileState::Done {
+                return Ok(finished_from(&done));
+            }
+        }
+        let found = sha.clone();
+        let signature = self.inner.ledger.run(move |l| l.signature(&found)).await?;
+        let mut job = Job {
+            key,
+            path: record.path.clone(),
+            source,
+            size: record.size,
+            sha,
+            part_size,
+            md5s,
+            signature: signature.map(|(encoded, expires_at)| Signature {
+                encoded,
+                expires_at,
+            }),
+        };
+        let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
+        self.rounds(&mut job, &processing).await
+    }
+
+    /// Open the file the row describes, as it settled: beneath its watch folder, no symlink,
+    /// the same inode and version.
+    async fn open(&self, record: &FileRecord) -> Result<Source, Interrupt> {
+        let (path, root) = (record.path.clone(), record.origin.clone());
+        let opened = tokio::task::spawn_blocking(move || Source::open(&path, root.as_deref()))
+            .await
+            .expect("open does not panic");
+        match opened {
+            Ok(source) if record.is(&source.identity()) => Ok(source),
+            Ok(source) if record.inode.is_some_and(|i| i != source.identity().inode) => {
+                Err(Interrupt::Changed(
+                    "the path names another file than the one that settled: that file is taken on its own",
+                ))
+            }
+            Ok(_) => Err(Interrupt::Changed(CHANGED)),
+            Err(SourceError::Gone { .. }) => Err(Interrupt::Gone(
+                "the file is no longer at its path (moved or deleted before it was uploaded)",
+            )),
+            Err(SourceError::NotRegular { .. } | SourceError::Outside { .. }) => Err(Interrupt::Gone(
+                "its path now names something that is not a regular file (a symlink is never followed)",
+            )),
+            Err(e @ SourceError::Io { .. }) => Err(Interrupt::failed(e.to_string())),
+        }
+    }
+
+    /// The SHA-1 and part MD5s at `part_size`: stored ones if the ledger has them, else hash the
+    /// open file now.
+    async fn hashes(
+        &self,
+        record: &FileRecord,
+        source: &Arc<Source>,
+        part_size: PartSize,
+    ) -> Result<(String, Vec<String>), Interrupt> {
+        let (inner, key) = (&self.inner, record.key);
+        let parts = plan(record.size, part_size).len();
+        if let Some(sha) = record.file_sha.clone() {
+            let ps = part_size.bytes();
+            let stored = inner
+                .ledger
+                .run(move |l| l.part_md5s(&sha, ps, parts).map(|m| m.map(|m| (sha, m))))
+                .await?;
+            if let Some(stored) = stored {
+                return Ok(stored);
+            }
+        }
+        inner
+            .ledger
+            .run(move |l| l.set_state(key, FileState::Hashing))
+            .await?;
+        let event = Event::Hashing { size: record.size };
+        inner.progress.event(key, &record.path, event);
+        let started = std::time::Instant::now();
+        let (token, source) = (self.cancel.clone(), source.clone());
+        let digest = tokio::task::spawn_blocking(move || {
+            hash::hash_source(&source, part_size, || token.is_cancelled())
+        })
+        .await
+        .expect("hashing does not panic")
+        .map_err(|e| match e {
+            HashError::Changed => Interrupt::Changed(CHANGED),
+            HashError::Stopped => Interrupt::Stopped,
+            e @ HashError::Io(_) => Interrupt::failed(e.to_string()),
+        })?;
+        let secs = started.elapsed().as_secs_f64();
+        info!(fileSha = %digest.sha1, size = digest.size, secs, "hashed");
+        let found = (digest.sha1.clone(), digest.part_md5s.clone());
+        inner
+            .ledger
+            .run(move |l| l.record_hash(key, &digest.sha1, part_size.bytes(), &digest.part_md5s))
+            .await?;
+        Ok(found)
+    }
+
+    /// Rounds of init + parts + finish. A round that ends asking for another (a part's -10005, a
+    /// finish with parts missing, an expired signature) counts as one failed attempt of the retry
+    /// policy and backs off before the next init; a round that got parts confirmed was progress,
+    /// so the count starts afresh (a long upload is not failed by errors hours apart).
+    async fn rounds(&self, job: &mut Job, processing: &Processing) -> Result<Finished, Interrupt> {
         let mut attempts = Attempts::new();
         let mut rng = StdRng::from_entropy();
+        let mut force_sign = false;
         let mut confirmed_before = 0;
         loop {
-            self.ensure_signature(force_sign).await?;
-            let step = match self.init().await? {
-                Step::Next => self.send_parts().await?,
-                other => other,
+            self.ensure_signature(job, processing, force_sign).await?;
+            let error = match self.round(job).await {
+                Ok(done) => return Ok(done),
+                Err(Interrupt::Reinit(error)) => {
+                    force_sign = false;
+                    error
+                }
+                Err(Interrupt::Resign(error)) => {
+                    force_sign = true;
+                    error
+                }
+                Err(other) => return Err(other),
             };
-            let step = match step {
-                Step::Next => self.finish().await?,
-                other => other,
-            };
-            let (error, resign) = match step {
-                Step::Next => unreachable!("finish ends the attempt"),
-                Step::Ended(attempt) => return Ok(attempt),
-                Step::Again(error) => (error, false),
-                Step::Resign(error) => (error, true),
-            };
-            force_sign = resign;
-            // A round that got parts confirmed was progress: the next trouble starts a fresh
-            // count, so a long upload is not failed by errors hours apart.
-            let sha = self.job.sha.clone();
+            let sha = job.sha.clone();
             let confirmed = self
                 .inner
                 .ledger
@@ -366,67 +257,198 @@ impl Run {
             }
             confirmed_before = confirmed;
             info!(error = %error, "init again");
-            match back_off(
+            back_off(
                 &self.inner.retry,
                 &mut attempts,
-                Pace::Normal,
                 &mut rng,
                 &self.cancel,
+                &error,
             )
-            .await
-            {
-                Waited::Again => {}
-                Waited::Cancelled => return Ok(Attempt::Ended(Outcome::Stopped)),
-                Waited::GaveUp => return end(fail(&self.inner, key, recorded(&error)).await),
-            }
+            .await?;
         }
     }
-}
 
-/// Where a step of a round leaves the file.
-enum Step {
-    /// Go on with the next step of this round.
-    Next,
-    Ended(Attempt),
-    /// Start a new round (init again), after this error.
-    Again(CallError),
-    /// Start a new round with a new signature.
-    Resign(CallError),
-}
+    async fn round(&self, job: &mut Job) -> Result<Finished, Interrupt> {
+        let held = match self.init(job).await? {
+            InitAnswer::Instant { file_id, url } => {
+                info!(fileId = %file_id, "instant upload: the service already has this file");
+                let answer = FinishAnswer {
+                    file_id,
+                    url,
+                    verify_content: None,
+                };
+                return self.done(job, answer, true).await;
+            }
+            InitAnswer::New => Vec::new(),
+            InitAnswer::Resume { part_size, held } => {
+                if let Some(bytes) = part_size.filter(|b| *b != job.part_size.bytes()) {
+                    self.switch_part_size(job, bytes).await?;
+                }
+                held
+            }
+        };
+        self.reconcile(job, &held).await?;
+        self.send_parts(job).await?;
+        self.finish(job).await
+    }
 
-impl Run {
-    async fn ensure_signature(&mut self, force: bool) -> Result<(), EngineError> {
-        let job = &mut self.job;
-        if !force
-            && !job.signature.encoded.is_empty()
-            && !job.signature.needs_renewal(super::unix_now())
-        {
+    async fn ensure_signature(
+        &self,
+        job: &mut Job,
+        processing: &Processing,
+        force: bool,
+    ) -> Result<(), Interrupt> {
+        if !force && !job.signature_stale() {
             return Ok(());
         }
-        job.signature = self
-            .inner
-            .signer
-            .sign(&job.path, &job.sha, &self.processing);
+        let signature = self.inner.signer.sign(&job.path, &job.sha, processing);
         let (sha, size, ps) = (job.sha.clone(), job.size, job.part_size.bytes());
-        let sig = job.signature.clone();
+        let stored = signature.clone();
         self.inner
             .ledger
-            .run(move |l| l.store_signature(&sha, size, ps, &sig.encoded, sig.expires_at))
+            .run(move |l| l.store_signature(&sha, size, ps, &stored.encoded, stored.expires_at))
+            .await?;
+        job.signature = Some(signature);
+        Ok(())
+    }
+
+    fn retried(&self, job: &Job) -> Retried {
+        Retried {
+            key: job.key,
+            offset: None,
+        }
+    }
+
+    async fn init(&self, job: &Job) -> Result<InitAnswer, Interrupt> {
+        let inner = &self.inner;
+        let call = || {
+            inner.client.init(InitRequest {
+                file_sha: &job.sha,
+                file_size: job.size,
+                part_size: job.part_size.bytes(),
+                signature: job.signature_text(),
+            })
+        };
+        let stale = || job.signature_stale();
+        with_retry(inner, self.retried(job), &self.cancel, stale, call).await
+    }
+
+    /// The service fixed another part size on an earlier upload: use it (hashing again if needed).
+    async fn switch_part_size(&self, job: &mut Job, bytes: u64) -> Result<(), Interrupt> {
+        let Some(size) = PartSize::from_bytes(bytes) else {
+            let why = format!("the service imposed an invalid part size {bytes}");
+            return Err(Interrupt::failed(why));
+        };
+        info!(
+            part_size = bytes,
+            "the service fixed another part size; using it"
+        );
+        let key = job.key;
+        let record = self.inner.ledger.run(move |l| l.file(key)).await?;
+        let record = record.ok_or_else(|| Interrupt::failed("the file left the ledger"))?;
+        let (_, md5s) = self.hashes(&record, &job.source, size).await?;
+        job.part_size = size;
+        job.md5s = md5s;
+        Ok(())
+    }
+
+    /// The service is the truth: its held parts become the confirmed ones. A listed part that is
+    /// not a part of our plan, or whose MD5 is not ours, is not counted (it will be re-sent).
+    async fn reconcile(&self, job: &Job, held: &[HeldPart]) -> Result<(), Interrupt> {
+        let ours = |h: &HeldPart| {
+            is_valid_part(job.size, job.part_size, h.offset, h.len)
+                && h.hash.as_deref().is_none_or(|hash| {
+                    hash.len() != 32
+                        || job.md5s[(h.offset / job.part_size.bytes()) as usize]
+                            .eq_ignore_ascii_case(hash)
+                })
+        };
+        let mut valid = Vec::new();
+        for h in held {
+            if ours(h) {
+                valid.push((h.offset, h.len));
+            } else {
+                warn!(
+                    offset = h.offset,
+                    len = h.len,
+                    "ignoring a held part that is not ours"
+                );
+            }
+        }
+        let sha = job.sha.clone();
+        self.inner
+            .ledger
+            .run(move |l| l.reconcile(&sha, &valid))
             .await?;
         Ok(())
     }
 
-    /// The step after a call that did not succeed; a final error fails the file here.
-    async fn stopped(&self, stop: Stop) -> Result<Step, EngineError> {
-        Ok(match stop {
-            Stop::Reinit(e) => Step::Again(e),
-            Stop::Resign(e) => Step::Resign(e),
-            Stop::Final(e) => {
-                Step::Ended(end(fail(&self.inner, self.job.key, recorded(&e)).await)?)
-            }
-            Stop::Cancelled => Step::Ended(Attempt::Ended(Outcome::Stopped)),
-        })
+    async fn send_parts(&self, job: &Job) -> Result<(), Interrupt> {
+        let (key, sha) = (job.key, job.sha.clone());
+        let confirmed = self.inner.ledger.run(move |l| l.confirmed(&sha)).await?;
+        let todo = missing(job.size, job.part_size, &confirmed);
+        let held = job.size - todo.iter().map(|p| p.len).sum::<u64>();
+        info!(
+            parts = todo.len(),
+            held_bytes = held,
+            "uploading missing parts"
+        );
+        self.inner
+            .ledger
+            .run(move |l| l.set_state(key, FileState::Uploading))
+            .await?;
+        let event = Event::Uploading {
+            total: job.size,
+            confirmed: held,
+        };
+        self.inner.progress.event(key, &job.path, event);
+        parts::round(&self.inner, Arc::new(job.clone()), todo, &self.cancel).await
+    }
+
+    /// Check the open file is still the one hashed, then finish.
+    async fn finish(&self, job: &Job) -> Result<Finished, Interrupt> {
+        let unchanged = {
+            let job = job.clone();
+            tokio::task::spawn_blocking(move || job.unchanged())
+                .await
+                .expect("fstat does not panic")
+        };
+        if !unchanged {
+            warn!("the file changed after it was hashed: not finishing this version");
+            return Err(Interrupt::Changed(CHANGED));
+        }
+        let key = job.key;
+        self.inner
+            .ledger
+            .run(move |l| l.set_state(key, FileState::Finishing))
+            .await?;
+        self.inner.progress.event(key, &job.path, Event::Finishing);
+        let inner = &self.inner;
+        let call = || inner.client.finish(&job.sha, job.signature_text());
+        let stale = || job.signature_stale();
+        let answer = with_retry(inner, self.retried(job), &self.cancel, stale, call).await?;
+        self.done(job, answer, false).await
+    }
+
+    async fn done(
+        &self,
+        job: &Job,
+        answer: FinishAnswer,
+        instant: bool,
+    ) -> Result<Finished, Interrupt> {
+        let finished = Finished {
+            file_sha: job.sha.clone(),
+            file_id: answer.file_id,
+            url: answer.url,
+            instant,
+        };
+        let (key, stored) = (job.key, finished.clone());
+        self.inner
+            .ledger
+            .run(move |l| l.finish(key, &stored.file_id, stored.url.as_deref(), instant))
+            .await?;
+        let url = finished.url.as_deref().unwrap_or("");
+        info!(fileId = %finished.file_id, url, instant, "done");
+        Ok(finished)
     }
 }
-
-pub(super) mod calls;

@@ -7,6 +7,7 @@
 
 mod call;
 mod file;
+mod job;
 mod parts;
 mod signer;
 

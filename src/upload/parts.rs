@@ -1,16 +1,17 @@
-//! One round of parts for one file: every missing part is read, checked against its stored MD5,
-//! sent with retries, and recorded as confirmed only after the service answered code 0.
+//! One round of parts for one file: every missing part is read through the open descriptor,
+//! checked against its stored MD5, sent with retries, and recorded as confirmed only after the
+//! service answered code 0.
 //!
 //! A permit of the engine-wide semaphore is taken *before* a part is read, and held until its
 //! answer is recorded, so parts in flight (and their buffers) never exceed `parts_in_flight`
-//! across all files. Tokio's semaphore is fair, so files interleave instead of queueing.
+//! across all files. Tokio's semaphore is fair, so files interleave instead of queueing. The
+//! round ends with the worst [`Interrupt`] of its parts (by [`Interrupt::rank`]), if any.
 
-use super::call::{with_retry, Stop};
-use super::file::calls::on_retry;
-use super::file::Job;
-use super::{unix_now, EngineError, Event, Inner};
+use super::call::{with_retry, Retried};
+use super::job::{Interrupt, Job};
+use super::{Event, Inner};
 use crate::hash::md5_hex;
-use crate::protocol::{CallError, Part, PartRequest};
+use crate::protocol::{Part, PartRequest};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -18,49 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument as _};
 
-/// How a round ended, worst outcome first in precedence.
-#[derive(Debug)]
-pub enum RoundEnd {
-    /// Every part of the round is confirmed.
-    Complete,
-    /// A part run re-init (e.g. -10005): init again, reconcile, send what is still missing.
-    Reinit(CallError),
-    /// The signature expired: sign again, init again.
-    Resign(CallError),
-    /// Shutdown: parts not sent stay unconfirmed and resume on the next start.
-    Cancelled,
-    /// A part failed for good: the file fails.
-    Final(CallError),
-    /// The bytes on disk no longer match what was hashed.
-    Changed,
-}
-
-impl RoundEnd {
-    fn rank(&self) -> u8 {
-        match self {
-            RoundEnd::Complete => 0,
-            RoundEnd::Reinit(_) => 1,
-            RoundEnd::Resign(_) => 2,
-            RoundEnd::Cancelled => 3,
-            RoundEnd::Final(_) => 4,
-            RoundEnd::Changed => 5,
-        }
-    }
-
-    /// Keep the worse of two ends.
-    fn merge(self, other: RoundEnd) -> RoundEnd {
-        if other.rank() > self.rank() {
-            other
-        } else {
-            self
-        }
-    }
-
-    /// Whether parts in flight are pointless too (the file fails or starts over).
-    fn aborts_round(&self) -> bool {
-        matches!(self, RoundEnd::Final(_) | RoundEnd::Changed)
-    }
-}
+type PartEnd = Result<(), Interrupt>;
 
 /// Send `todo` concurrently. Returns when every spawned part has ended.
 pub(super) async fn round(
@@ -68,17 +27,17 @@ pub(super) async fn round(
     job: Arc<Job>,
     todo: Vec<Part>,
     cancel: &CancellationToken,
-) -> Result<RoundEnd, EngineError> {
+) -> Result<(), Interrupt> {
     let round = cancel.child_token();
-    let mut tasks: JoinSet<Result<RoundEnd, EngineError>> = JoinSet::new();
-    let mut end = RoundEnd::Complete;
+    let mut tasks: JoinSet<PartEnd> = JoinSet::new();
+    let mut end = Ok(());
     let mut queue = todo.into_iter().peekable();
     while queue.peek().is_some() && !round.is_cancelled() {
         tokio::select! {
             biased;
             () = round.cancelled() => {}
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                end = end.merge(settle(joined.expect("part task does not panic")?, cancel));
+                end = worse(end, settle(joined.expect("part task does not panic"), cancel));
                 stop_if_needed(&end, &round, &mut tasks);
             }
             permit = inner.permits.clone().acquire_owned() => {
@@ -90,40 +49,46 @@ pub(super) async fn round(
         }
     }
     if queue.peek().is_some() && cancel.is_cancelled() {
-        end = end.merge(RoundEnd::Cancelled);
+        end = worse(end, Err(Interrupt::Stopped));
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(result) => {
-                end = end.merge(settle(result?, cancel));
+            Ok(part) => {
+                end = worse(end, settle(part, cancel));
                 stop_if_needed(&end, &round, &mut tasks);
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => panic!("part task panicked: {e}"),
         }
     }
-    Ok(end)
+    end
 }
 
-/// Any end but Complete means no new part (or retry) is worth sending in this round: parts in
-/// flight finish (they may well be confirmed), unless the file is lost anyway.
-fn stop_if_needed(
-    end: &RoundEnd,
-    round: &CancellationToken,
-    tasks: &mut JoinSet<Result<RoundEnd, EngineError>>,
-) {
-    if !matches!(end, RoundEnd::Complete) {
-        round.cancel();
+/// Keep the worse of two ends.
+fn worse(a: PartEnd, b: PartEnd) -> PartEnd {
+    match (&a, &b) {
+        (_, Ok(())) => a,
+        (Ok(()), _) => b,
+        (Err(x), Err(y)) if y.rank() > x.rank() => b,
+        _ => a,
     }
-    if end.aborts_round() {
-        tasks.abort_all();
+}
+
+/// Any interruption means no new part (or retry) is worth sending in this round: parts in
+/// flight finish (they may well be confirmed), unless the file is lost anyway.
+fn stop_if_needed(end: &PartEnd, round: &CancellationToken, tasks: &mut JoinSet<PartEnd>) {
+    if let Err(interrupt) = end {
+        round.cancel();
+        if interrupt.aborts_round() {
+            tasks.abort_all();
+        }
     }
 }
 
 /// A part stopped by the round itself (not by shutdown) says nothing about the round.
-fn settle(end: RoundEnd, shutdown: &CancellationToken) -> RoundEnd {
+fn settle(end: PartEnd, shutdown: &CancellationToken) -> PartEnd {
     match end {
-        RoundEnd::Cancelled if !shutdown.is_cancelled() => RoundEnd::Complete,
+        Err(Interrupt::Stopped) if !shutdown.is_cancelled() => Ok(()),
         other => other,
     }
 }
@@ -135,25 +100,29 @@ async fn send(
     part: Part,
     _permit: OwnedSemaphorePermit,
     round: CancellationToken,
-) -> Result<RoundEnd, EngineError> {
+) -> PartEnd {
     let _in_flight = inner.metrics.part_started();
-    let Some(body) = read_part(&job, part).await else {
-        return Ok(RoundEnd::Changed);
-    };
+    let body = read_part(&job, part).await.ok_or(Interrupt::Changed(
+        "a part read back no longer matches its hash: the file changed after it was hashed",
+    ))?;
     let md5 = &job.md5s[part.index as usize];
     debug!(offset = part.offset, len = part.len, "sending part");
-    let sent = with_retry(
-        &inner.retry,
+    let what = Retried {
+        key: job.key,
+        offset: Some(part.offset),
+    };
+    with_retry(
+        &inner,
+        what,
         &round,
-        || job.signature.needs_renewal(unix_now()),
-        on_retry(&inner, job.key, Some(part.offset)),
+        || job.signature_stale(),
         || {
             let request = PartRequest {
                 file_sha: &job.sha,
                 offset: part.offset,
                 data_size: part.len,
                 data_md5: md5,
-                signature: &job.signature.encoded,
+                signature: job.signature_text(),
             };
             let (inner, body) = (&inner, body.clone());
             async move {
@@ -162,32 +131,21 @@ async fn send(
             }
         },
     )
-    .await;
-    Ok(match sent {
-        Ok(()) => {
-            let sha = job.sha.clone();
-            inner
-                .ledger
-                .run(move |l| l.confirm_part(&sha, part.offset, part.len))
-                .await?;
-            debug!(offset = part.offset, "part confirmed");
-            inner.metrics.part_confirmed(part.len);
-            let event = Event::PartConfirmed { len: part.len };
-            inner.progress.event(job.key, &job.path, event);
-            RoundEnd::Complete
-        }
-        Err(Stop::Reinit(e)) => RoundEnd::Reinit(e),
-        Err(Stop::Resign(e)) => RoundEnd::Resign(e),
-        Err(Stop::Final(e)) => {
-            inner.metrics.part_failed(e.code());
-            RoundEnd::Final(e)
-        }
-        Err(Stop::Cancelled) => RoundEnd::Cancelled,
-    })
+    .await?;
+    let sha = job.sha.clone();
+    inner
+        .ledger
+        .run(move |l| l.confirm_part(&sha, part.offset, part.len))
+        .await?;
+    debug!(offset = part.offset, "part confirmed");
+    inner.metrics.part_confirmed(part.len);
+    let event = Event::PartConfirmed { len: part.len };
+    inner.progress.event(job.key, &job.path, event);
+    Ok(())
 }
 
-/// The part's bytes, or `None` if they are no longer the bytes that were hashed (the file was
-/// truncated, replaced, or rewritten in place).
+/// The part's bytes from the open file, or `None` if they are no longer the bytes that were
+/// hashed (the file was truncated or rewritten in place).
 async fn read_part(job: &Arc<Job>, part: Part) -> Option<Bytes> {
     let job = job.clone();
     tokio::task::spawn_blocking(move || {
