@@ -37,7 +37,7 @@ pub(super) async fn upload(
         .run(move |l| l.file(key))
         .await?
         .ok_or(EngineError::UnknownFile(key))?;
-    if let Some(outcome) = ended_already(&record) {
+    if let Some(outcome) = Outcome::ended_already(&record) {
         return Ok(outcome);
     }
     let span = info_span!("file", path = %shown(&record.path), fileSha = tracing::field::Empty);
@@ -82,33 +82,6 @@ async fn fail(inner: &Inner, key: FileKey, error: RecordedError) -> Result<Outco
     Ok(Outcome::Failed(error))
 }
 
-/// How a row that is over already ended.
-fn ended_already(record: &FileRecord) -> Option<Outcome> {
-    let why = || {
-        record.error.as_ref().map_or_else(
-            || "the file is empty: waiting for content".into(),
-            |e| e.message.clone(),
-        )
-    };
-    match (record.state, &record.error) {
-        (FileState::Done, _) => Some(Outcome::Done(finished_from(record))),
-        (FileState::Failed, Some(error)) => Some(Outcome::Failed(error.clone())),
-        (state @ (FileState::Waiting | FileState::Superseded | FileState::Gone), _) => {
-            Some(Outcome::SetAside(state, why()))
-        }
-        _ => None,
-    }
-}
-
-fn finished_from(record: &FileRecord) -> Finished {
-    Finished {
-        file_sha: record.file_sha.clone().unwrap_or_default(),
-        file_id: record.file_id.clone().unwrap_or_default(),
-        url: record.url.clone(),
-        instant: record.instant,
-    }
-}
-
 struct Journey {
     inner: Arc<Inner>,
     cancel: CancellationToken,
@@ -127,7 +100,7 @@ impl Journey {
         // twice): then it is done, not an instant upload.
         if let Some(done) = self.inner.ledger.run(move |l| l.file(key)).await? {
             if done.state == FileState::Done {
-                return Ok(finished_from(&done));
+                return Ok(Finished::of(&done));
             }
         }
         let found = sha.clone();

@@ -14,7 +14,7 @@ mod signer;
 pub use signer::{unix_now, Signer};
 
 use crate::config::Config;
-use crate::ledger::{FileKey, FileState, Ledger, LedgerError, RecordedError};
+use crate::ledger::{FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
 use crate::metrics::Metrics;
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
 use crate::ratelimit::Throttle;
@@ -38,6 +38,26 @@ pub enum Outcome {
     SetAside(FileState, String),
 }
 
+impl Outcome {
+    /// How a row that is over already ended, if it is.
+    fn ended_already(record: &FileRecord) -> Option<Outcome> {
+        let why = || {
+            record.error.as_ref().map_or_else(
+                || "the file is empty: waiting for content".into(),
+                |e| e.message.clone(),
+            )
+        };
+        match (record.state, &record.error) {
+            (FileState::Done, _) => Some(Outcome::Done(Finished::of(record))),
+            (FileState::Failed, Some(error)) => Some(Outcome::Failed(error.clone())),
+            (state @ (FileState::Waiting | FileState::Superseded | FileState::Gone), _) => {
+                Some(Outcome::SetAside(state, why()))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finished {
     #[serde(rename = "fileSha")]
@@ -46,6 +66,18 @@ pub struct Finished {
     pub file_id: String,
     pub url: Option<String>,
     pub instant: bool,
+}
+
+impl Finished {
+    /// A done row's result.
+    fn of(record: &FileRecord) -> Finished {
+        Finished {
+            file_sha: record.file_sha.clone().unwrap_or_default(),
+            file_id: record.file_id.clone().unwrap_or_default(),
+            url: record.url.clone(),
+            instant: record.instant,
+        }
+    }
 }
 
 /// What the engine reports as a file moves; the CLI draws bars from it, the daemon logs it.
