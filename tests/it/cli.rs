@@ -263,3 +263,30 @@ async fn a_secret_key_from_the_environment_never_reaches_a_hook_command() {
         assert!(!dump.contains(value), "{value}: {dump}");
     }
 }
+
+#[tokio::test]
+async fn a_newline_in_a_file_name_forges_no_line_in_output_logs_or_status() {
+    let env = Env::new().await;
+    let config = env.config_file("");
+    let name = "clip\nERROR forged line\u{1b}[2J.mp4";
+    let path = env.write(&env.src, name, &test_bytes(PART as usize, 70));
+    let out = run(vodup(&config)
+        .args(["--log-format", "human", "upload"])
+        .arg(&path))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("clip\\nERROR forged line\\e[2J.mp4"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.lines().any(|l| l.starts_with("ERROR forged")), "{text}");
+        assert!(!text.contains('\u{1b}'), "no raw escape reaches a terminal: {text:?}");
+    }
+    let status = run(vodup(&config).arg("status")).await;
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(!table.lines().any(|l| l.starts_with("ERROR forged")), "{table}");
+    assert!(table.contains("clip\\nERROR forged line"), "{table}");
+}
