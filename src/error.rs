@@ -26,6 +26,12 @@ pub enum Error {
     Watch { path: PathBuf, message: String },
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// A daemon task failed: the daemon stopped because of it.
+    #[error("{task}: {error}")]
+    Task {
+        task: &'static str,
+        error: Box<Error>,
+    },
 }
 
 impl From<crate::source::EnqueueError> for Error {

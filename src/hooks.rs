@@ -1,26 +1,32 @@
 //! Completion hooks: what is sent when a file from a watched folder is done or failed, and the
 //! task that delivers it at least once: a command (argv, no shell) with the result in environment
 //! variables and as JSON on stdin, and/or a JSON POST to a webhook. A command gets a minimal
-//! environment: the `VODUP_*` result variables and [`PASSED_ON`], nothing else of the daemon's. Deliveries live in the ledger
-//! and are retried with backoff across restarts; they never block uploads.
+//! environment: the `VODUP_*` result variables and [`PASSED_ON`], nothing else of the daemon's.
+//! Deliveries live in the ledger and are retried across restarts, forever, with the crate's
+//! [`RetryPolicy`] (full jitter, 2 s doubling up to an hour); they never block uploads. The task
+//! sleeps until the ledger's next due delivery, or until the scheduler pokes it after recording a
+//! disposal (whose deliveries are due at once); it never polls.
 
 use crate::config::Hook;
 use crate::ledger::{Delivery, FileRecord, FileState, HookKind, Ledger, LedgerError, NewDelivery};
 use crate::metrics::Metrics;
-use rand::Rng;
+use crate::protocol::{Attempts, Pace, RetryPolicy};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How long a command or a webhook may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-const FIRST_RETRY_SECS: u64 = 2;
-const MAX_RETRY_SECS: u64 = 3600;
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Deliveries fetched from the ledger at a time.
+const BATCH: usize = 16;
+/// The longest sleep, however far the next delivery: a wall clock set back is noticed by then.
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 /// The only variables of the daemon's own environment a hook command gets (when they are set).
 pub const PASSED_ON: [&str; 3] = ["PATH", "HOME", "LANG"];
 
@@ -89,10 +95,25 @@ pub fn deliveries(
     out
 }
 
+/// The backoff between the attempts of one delivery: 2 s doubling up to an hour, full jitter,
+/// and no limit: a delivery is retried until it succeeds.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_secs(2),
+        slow_base: Duration::from_secs(2),
+        cap: Duration::from_secs(3600),
+        max_attempts: u32::MAX,
+        max_elapsed: Duration::ZERO,
+        few_attempts: u32::MAX,
+    }
+}
+
 /// The delivery task.
 pub struct HookRunner {
     pub ledger: Ledger,
     pub metrics: Metrics,
+    /// Poked when deliveries may have become due (a disposal was recorded).
+    pub poke: Arc<Notify>,
 }
 
 impl HookRunner {
@@ -102,8 +123,8 @@ impl HookRunner {
             .build()
             .expect("an http client with a timeout builds");
         loop {
-            let now = crate::upload::unix_now() as i64;
-            let due = self.ledger.run(move |l| l.due_hooks(now, 16)).await?;
+            let now = unix_now();
+            let due = self.ledger.run(move |l| l.due_hooks(now, BATCH)).await?;
             for delivery in due {
                 if cancel.is_cancelled() {
                     return Ok(());
@@ -114,9 +135,10 @@ impl HookRunner {
                 };
                 self.record(delivery, result).await?;
             }
+            let next = self.ledger.run(|l| l.next_hook_at()).await?;
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = idle(next, unix_now(), &self.poke) => {}
             }
         }
     }
@@ -134,18 +156,43 @@ impl HookRunner {
                 self.ledger.run(move |l| l.hook_delivered(id)).await
             }
             Err(error) => {
-                let ceiling = FIRST_RETRY_SECS
-                    .saturating_mul(1 << delivery.attempts.min(20))
-                    .min(MAX_RETRY_SECS);
-                let wait = rand::thread_rng().gen_range(1..=ceiling.max(1));
+                let wait = retry_in(delivery.attempts, &mut rand::thread_rng());
                 warn!(kind = ?delivery.kind, attempts = delivery.attempts + 1, retry_in = wait, %error, "hook delivery failed");
-                let next = crate::upload::unix_now() as i64 + wait as i64;
+                let next = unix_now() + wait;
                 self.ledger
                     .run(move |l| l.hook_failed(id, &error, next))
                     .await
             }
         }
     }
+}
+
+/// Whole seconds to wait before the next attempt of a delivery that failed `attempts` times
+/// before this failure; at least one.
+fn retry_in(attempts: u32, rng: &mut impl rand::Rng) -> i64 {
+    let policy = retry_policy();
+    let mut so_far = Attempts::after(attempts);
+    let delay = policy
+        .next_delay(&mut so_far, Pace::Normal, rng)
+        .unwrap_or(policy.cap);
+    (delay.as_millis().div_ceil(1000) as i64).max(1)
+}
+
+/// Wait until `next` (Unix seconds; none: no delivery owed), or until poked, at most
+/// [`LONGEST_SLEEP`]. A poke while the runner was busy is kept by the `Notify`, so it is not lost.
+async fn idle(next: Option<i64>, now: i64, poke: &Notify) {
+    let wait = match next {
+        Some(at) => Duration::from_secs(at.saturating_sub(now).max(0) as u64),
+        None => LONGEST_SLEEP,
+    };
+    tokio::select! {
+        () = tokio::time::sleep(wait.min(LONGEST_SLEEP)) => {}
+        () = poke.notified() => {}
+    }
+}
+
+fn unix_now() -> i64 {
+    crate::upload::unix_now() as i64
 }
 
 async fn deliver(http: &reqwest::Client, delivery: &Delivery) -> Result<(), String> {
@@ -233,4 +280,61 @@ pub fn environment(body: &Value) -> Vec<(String, String)> {
         vars.push(("VODUP_ERROR_CODE_DESC".into(), text(&e["codeDesc"])));
     }
     vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use tokio::time::timeout;
+
+    const NOW: i64 = 1_700_000_000;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_runner_sleeps_until_the_next_delivery_is_due() {
+        let poke = Notify::new();
+        let next = Some(NOW + 30);
+        let early = timeout(Duration::from_secs(29), idle(next, NOW, &poke)).await;
+        assert!(early.is_err(), "not awake before the delivery is due");
+        let due = timeout(Duration::from_secs(31), idle(next, NOW, &poke)).await;
+        assert!(due.is_ok(), "awake when it is due");
+        let overdue = timeout(Duration::from_millis(1), idle(Some(NOW - 5), NOW, &poke)).await;
+        assert!(overdue.is_ok(), "an overdue delivery goes at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poke_wakes_the_runner_also_one_given_while_it_was_busy() {
+        let poke = Notify::new();
+        let far = Some(NOW + 3600);
+        let asleep = timeout(LONGEST_SLEEP / 2, idle(far, NOW, &poke)).await;
+        assert!(asleep.is_err(), "nothing due, nobody pokes: it sleeps");
+        let (woken, ()) = tokio::join!(
+            timeout(Duration::from_secs(1), idle(far, NOW, &poke)),
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                poke.notify_one();
+            }
+        );
+        assert!(woken.is_ok(), "a poke while it sleeps wakes it");
+        poke.notify_one();
+        let kept = timeout(Duration::from_millis(1), idle(None, NOW, &poke)).await;
+        assert!(
+            kept.is_ok(),
+            "a poke while it delivered is kept for its next sleep"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_delivery_is_retried_after_two_seconds_doubling_to_an_hour_forever() {
+        let policy = retry_policy();
+        assert_eq!(policy.ceiling(0, Pace::Normal), Duration::from_secs(2));
+        assert_eq!(policy.ceiling(40, Pace::Normal), Duration::from_secs(3600));
+        let mut rng = StdRng::seed_from_u64(9);
+        for attempts in [0, 1, 5, 11, 1000, u32::MAX - 1, u32::MAX] {
+            let ceiling = policy.ceiling(attempts, Pace::Normal).as_secs() as i64;
+            let wait = retry_in(attempts, &mut rng);
+            assert!((1..=ceiling).contains(&wait), "{attempts}: {wait}");
+        }
+    }
 }

@@ -1,10 +1,16 @@
-//! The intake: scans and watches the drop folders, waits for each file to be complete (by the
-//! evidence rules of [`crate::stability`]), records it in the ledger and hands it to the
-//! scheduler. A folder that appears is scanned at once. Rescans on start, when events may have
-//! been lost, every `rescan_interval`, and when the watch list is reloaded. An empty file is
-//! recorded as `waiting`, so it shows; a path that stopped naming a regular file is said to.
+//! The intake: first hands the scheduler the ledger's unfinished files (resume), then scans and
+//! watches the drop folders, waits for each file to be complete (by the evidence rules of
+//! [`crate::stability`]), records it in the ledger and hands it to the scheduler. A folder that
+//! appears is scanned at once. Rescans on start, when events may have been lost, every
+//! `rescan_interval`, and when the watch list is reloaded. An empty file is recorded as
+//! `waiting`, so it shows; a path that stopped naming a regular file is said to.
+//!
+//! The watch list: the intake watches for a new list wanted by the reloader (`wanted`), starts
+//! watching its folders, and only once that worked publishes it (`watches`, read by the
+//! scheduler) and rescans; a list whose folders cannot be watched is refused and the old one
+//! kept, for both. The intake owns the published list, so the scheduler never sees a list that is
+//! not being watched.
 
-use super::Watches;
 use crate::config::Watch;
 use crate::error::Error;
 use crate::ledger::{FileIdentity, FileKey, FileRecord, FileState, Ledger};
@@ -15,7 +21,7 @@ use crate::watcher::{self, Filter, Noticed, RescanFlag};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,11 +33,13 @@ const EVENT_CHANNEL: usize = 4096;
 
 pub struct Intake {
     pub ledger: Ledger,
-    pub watches: Watches,
+    /// The list the reloader wants watched next.
+    pub wanted: watch::Receiver<Vec<Watch>>,
+    /// The list being watched, published once its folders are.
+    pub watches: watch::Sender<Vec<Watch>>,
     pub part_size: u64,
     pub rescan_interval: Duration,
     pub to_scheduler: mpsc::Sender<FileKey>,
-    pub reload: mpsc::Receiver<Vec<Watch>>,
 }
 
 /// The watches as the intake uses them: each with its filter.
@@ -53,9 +61,11 @@ impl Intake {
         cancel: CancellationToken,
         ready: oneshot::Sender<()>,
     ) -> Result<(), Error> {
+        self.resume().await?;
         let (events_tx, mut events) = mpsc::channel(EVENT_CHANNEL);
         let rescan = Arc::new(RescanFlag::default());
-        let mut active = activate(self.watches.get(), events_tx.clone(), rescan.clone()).await?;
+        let first = self.watches.borrow().clone();
+        let mut active = activate(first, events_tx.clone(), rescan.clone()).await?;
         let mut settler = Settler::default();
         self.scan(&active, &mut settler).await?;
         let _ = ready.send(());
@@ -87,12 +97,13 @@ impl Intake {
                     }
                 }
                 _ = periodic.tick() => self.scan(&active, &mut settler).await?,
-                Some(watches) = self.reload.recv() => {
+                Ok(()) = self.wanted.changed() => {
+                    let watches = self.wanted.borrow_and_update().clone();
                     match activate(watches.clone(), events_tx.clone(), rescan.clone()).await {
                         Ok(reloaded) => {
                             info!(watches = watches.len(), "watch list reloaded");
                             active = reloaded;
-                            self.watches.set(watches);
+                            self.watches.send_replace(watches);
                             self.scan(&active, &mut settler).await?;
                         }
                         Err(e) => warn!(error = %e, "watch list not reloaded; keeping the old one"),
@@ -111,6 +122,17 @@ impl Intake {
                 }
             }
         }
+    }
+
+    /// Queue every unfinished file, oldest first. The scheduler runs already, so they queue ahead
+    /// of new files without filling the channel.
+    async fn resume(&self) -> Result<(), Error> {
+        let resumed = self.ledger.run(|l| l.unfinished()).await?;
+        info!(files = resumed.len(), "resuming unfinished files");
+        for record in &resumed {
+            let _ = self.to_scheduler.send(record.key).await;
+        }
+        Ok(())
     }
 
     /// Every matching file not already uploaded (or failed) in its current version starts settling.

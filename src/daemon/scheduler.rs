@@ -1,17 +1,19 @@
 //! The queue: files in arrival order, `files_in_flight` at a time (their parts share the engine's
 //! global limit, so a huge file and small ones interleave), and the after-upload action once a
-//! file ends. On shutdown it starts nothing new and lets running files drain up to the deadline.
+//! file ends. On shutdown it starts nothing new and lets running files drain (the daemon bounds
+//! the drain by `shutdown_deadline`). After it records a disposal it pokes the hook runner.
 
 use super::dispose::{apply, plan, recover, Disposal, Plan};
-use super::Watches;
+use crate::config::Watch;
 use crate::hooks;
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
 use crate::metrics::Metrics;
 use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Outcome};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -25,12 +27,14 @@ const COOL_DOWN: Duration = Duration::from_secs(60);
 pub struct Scheduler {
     pub engine: Engine,
     pub ledger: Ledger,
-    pub watches: Watches,
+    /// The watch list, as the intake watches it.
+    pub watches: watch::Receiver<Vec<Watch>>,
     pub files_in_flight: usize,
-    pub shutdown_deadline: Duration,
     pub interleave_after: Duration,
     pub intake: mpsc::Receiver<FileKey>,
     pub metrics: Metrics,
+    /// Poked after a disposal is recorded: its hook deliveries may be due.
+    pub hooks: Arc<Notify>,
 }
 
 type Ended = (FileKey, Result<Outcome, EngineError>);
@@ -94,32 +98,19 @@ impl Scheduler {
         }
     }
 
-    /// Let running files finish their parts in flight, up to the deadline; then abandon them
-    /// (what they had confirmed is in the ledger; the rest is re-sent on the next start).
+    /// Let running files finish their parts in flight (the engine starts no new part once
+    /// cancelled) and run their after-upload actions. The daemon's shutdown deadline bounds this:
+    /// past it this task is aborted, and with it the uploads (what they had confirmed is in the
+    /// ledger; the rest is re-sent on the next start).
     async fn drain(&self, mut running: JoinSet<Ended>) -> Result<(), EngineError> {
-        if running.is_empty() {
-            return Ok(());
+        if !running.is_empty() {
+            info!(files = running.len(), "draining parts in flight");
         }
-        info!(files = running.len(), deadline = ?self.shutdown_deadline, "draining parts in flight");
-        let deadline = tokio::time::sleep(self.shutdown_deadline);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                ended = running.join_next() => match ended {
-                    Some(Ok((key, outcome))) => {
-                        self.ended(key, outcome).await;
-                    }
-                    Some(Err(e)) if e.is_cancelled() => {}
-                    Some(Err(e)) => panic!("upload task panicked: {e}"),
-                    None => return Ok(()),
-                },
-                () = &mut deadline => {
-                    warn!(files = running.len(), "shutdown deadline passed: abandoning parts in flight");
-                    running.abort_all();
-                    return Ok(());
-                }
-            }
+        while let Some(ended) = running.join_next().await {
+            let (key, outcome) = ended.expect("upload task does not panic");
+            self.ended(key, outcome).await;
         }
+        Ok(())
     }
 
     /// A file's upload ended: run its after-upload action. Trouble here is this file's only: it
@@ -158,7 +149,8 @@ impl Scheduler {
         let Some(root) = record.origin.clone() else {
             return Ok(());
         };
-        let Some(watch) = self.watches.for_origin(&root) else {
+        let watches = self.watches.borrow().clone();
+        let Some(watch) = super::for_origin(&watches, &root) else {
             warn!(path = %shown(&record.path), "no watch for this file any more: left in place");
             return Ok(());
         };
@@ -212,7 +204,10 @@ impl Scheduler {
             .await
             .expect("dispose does not panic");
         match done {
-            Ok(Some(disposal)) => debug!(path = %shown_path, ?disposal, "disposed"),
+            Ok(Some(disposal)) => {
+                debug!(path = %shown_path, ?disposal, "disposed");
+                self.hooks.notify_one();
+            }
             Ok(None) => {}
             Err(DisposeError::Ledger(e)) => return Err(e.into()),
             Err(DisposeError::Io(e)) => {

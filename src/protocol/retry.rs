@@ -66,6 +66,15 @@ impl Attempts {
         }
     }
 
+    /// The state of a call that already failed `failures` times, its first failure not timed
+    /// (a count read back from storage: a policy with `max_elapsed` 0 needs nothing more).
+    pub fn after(failures: u32) -> Self {
+        Attempts {
+            failures,
+            first_failure: None,
+        }
+    }
+
     pub fn failures(&self) -> u32 {
         self.failures
     }
@@ -91,7 +100,7 @@ impl RetryPolicy {
     ) -> Option<Duration> {
         let now = Instant::now();
         let first = *attempts.first_failure.get_or_insert(now);
-        attempts.failures += 1;
+        attempts.failures = attempts.failures.saturating_add(1);
         let limit = match pace {
             Pace::Few => self.few_attempts.min(self.max_attempts),
             Pace::Normal | Pace::Slow => self.max_attempts,
