@@ -68,6 +68,12 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Whether the service said a part's body did not match its `dataMd5` (-10006): the bytes
+    /// were damaged on the way, or are not the bytes that were hashed.
+    pub fn is_body_mismatch(&self) -> bool {
+        self.service().is_some_and(|s| s.code == BODY_MISMATCH_CODE)
+    }
+
     /// The service's error, when the service answered one.
     pub fn service(&self) -> Option<&ServiceError> {
         match self {
@@ -127,6 +133,7 @@ const RETRY_CODES: [i64; 3] = [5100, 6000, 6200];
 const QUOTA_CODE: i64 = 4400;
 const SIGNATURE_CODE: i64 = -10002;
 const NO_UPLOAD_CODE: i64 = -10005;
+const BODY_MISMATCH_CODE: i64 = -10006;
 
 /// Classify a failed call (PROTOCOL.md §6). `signature_stale` says whether the signature the call
 /// carried is expired or within the renewal margin by the client's own clock.

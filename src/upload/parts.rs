@@ -1,6 +1,6 @@
-//! One round of parts for one file: every missing part is read through the open descriptor,
-//! checked against its stored MD5, sent with retries, and recorded as confirmed only after the
-//! service answered code 0.
+//! One round of parts for one file: every missing part is read through the open descriptor
+//! (whose identity is checked first), sent with retries, and recorded as confirmed only after the
+//! service answered code 0. A -10006 answer re-hashes that part (see [`send`]).
 //!
 //! A permit of the engine-wide semaphore is taken *before* a part is read, and held until its
 //! answer is recorded, so parts in flight (and their buffers) never exceed `parts_in_flight`
@@ -13,7 +13,8 @@ use super::{Event, Inner};
 use crate::hash::md5_hex;
 use crate::protocol::{Part, PartRequest};
 use bytes::Bytes;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -93,7 +94,13 @@ fn settle(end: PartEnd, shutdown: &CancellationToken) -> PartEnd {
     }
 }
 
-/// Read, check and send one part; confirm it in the ledger once the service said so.
+/// Check the file, read and send one part; confirm it in the ledger once the service said so.
+///
+/// Each byte is hashed once, by the hashing pass: the part is not hashed again before it is sent.
+/// A file changed in place is caught by the descriptor's identity (size, mtime) before the read,
+/// and by the service itself: a -10006 answer (body and `dataMd5` differ) re-reads and re-hashes
+/// this one part. If it differs from the hashing pass, the file changed; if not, the bytes were
+/// damaged on the way, and the fresh copy is sent again.
 async fn send(
     inner: Arc<Inner>,
     job: Arc<Job>,
@@ -101,20 +108,26 @@ async fn send(
     _permit: OwnedSemaphorePermit,
     round: CancellationToken,
 ) -> PartEnd {
+    const CHANGED: &str = "the file changed after it was hashed";
     let _in_flight = inner.metrics.part_started();
-    let body = read_part(&job, part).await.ok_or(Interrupt::Changed(
-        "a part read back no longer matches its hash: the file changed after it was hashed",
-    ))?;
+    let body = read_part(&job, part, false)
+        .await
+        .ok_or(Interrupt::Changed(CHANGED))?;
     let md5 = &job.md5s[part.index as usize];
     debug!(offset = part.offset, len = part.len, "sending part");
     let what = Retried {
         key: job.key,
         offset: Some(part.offset),
     };
-    with_retry(
+    let (body, changed, this_part) = (
+        Mutex::new(body),
+        AtomicBool::new(false),
+        round.child_token(),
+    );
+    let sent = with_retry(
         &inner,
         what,
-        &round,
+        &this_part,
         || job.signature_stale(),
         || {
             let request = PartRequest {
@@ -124,14 +137,30 @@ async fn send(
                 data_md5: md5,
                 signature: job.signature_text(),
             };
-            let (inner, body) = (&inner, body.clone());
+            let sending = body.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let (inner, job, body, changed, this_part) =
+                (&inner, &job, &body, &changed, &this_part);
             async move {
                 inner.throttle.acquire(part.len).await;
-                inner.client.upload_part(request, body).await
+                let answer = inner.client.upload_part(request, sending).await;
+                if answer.as_ref().is_err_and(|e| e.is_body_mismatch()) {
+                    match read_part(job, part, true).await {
+                        Some(fresh) => *body.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+                        None => {
+                            changed.store(true, Ordering::SeqCst);
+                            this_part.cancel();
+                        }
+                    }
+                }
+                answer
             }
         },
     )
-    .await?;
+    .await;
+    if changed.load(Ordering::SeqCst) {
+        return Err(Interrupt::Changed(CHANGED));
+    }
+    sent?;
     let sha = job.sha.clone();
     inner
         .ledger
@@ -144,18 +173,22 @@ async fn send(
     Ok(())
 }
 
-/// The part's bytes from the open file, or `None` if they are no longer the bytes that were
-/// hashed (the file was truncated or rewritten in place).
-async fn read_part(job: &Arc<Job>, part: Part) -> Option<Bytes> {
+/// The part's bytes from the open file, or `None` if the file is no longer the one hashed: its
+/// identity moved, or (when `verify`) the bytes' MD5 is not the hashing pass's.
+async fn read_part(job: &Arc<Job>, part: Part, verify: bool) -> Option<Bytes> {
     let job = job.clone();
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
+        if !job.unchanged() {
+            return None;
+        }
         let mut buf = vec![0u8; part.len as usize];
         job.source
             .file()
             .read_exact_at(&mut buf, part.offset)
             .ok()?;
-        (md5_hex(&buf) == job.md5s[part.index as usize]).then(|| Bytes::from(buf))
+        let hashed = &job.md5s[part.index as usize];
+        (!verify || md5_hex(&buf) == *hashed).then(|| Bytes::from(buf))
     })
     .await
     .expect("reading a part does not panic")

@@ -369,3 +369,66 @@ async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
     let outcome = task.await.unwrap().unwrap();
     assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn a_part_the_service_found_damaged_is_re_hashed_and_sent_again() {
+    let damaged = Faults {
+        retryable_rate: 0.5,
+        retryable_codes: vec![-10006],
+        actions: vec!["UploadPartEx".into()],
+        ..Faults::default()
+    };
+    let env = Env::with_faults(damaged).await;
+    let data = test_bytes(6 * PART as usize + 1, 91);
+    let path = env.write(&env.src, "bumpy.mp4", &data);
+    let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
+        panic!("a damaged part is sent again: {:?}", env.record(&path))
+    };
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
+    let stats = env.emu.stats().await;
+    assert!(
+        stats.faults_injected.get("retryable").copied().unwrap_or(0) > 0,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_part_rewritten_in_place_behind_an_unchanged_mtime_is_caught_by_the_service() {
+    let env = Env::with_faults(slow_parts(300)).await;
+    let mut config = env.config();
+    config.parts_in_flight = 1;
+    let data = test_bytes(4 * PART as usize, 92);
+    let path = env.write(&env.src, "sly.mp4", &data);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let task = tokio::spawn({
+        let (config, path) = (config.clone(), path.clone());
+        async move {
+            let ledger = Ledger::open(&config.ledger).unwrap();
+            let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+            let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
+            engine
+                .upload(record.key, &CancellationToken::new())
+                .await
+                .unwrap()
+        }
+    });
+    wait_until(
+        "the first part is confirmed",
+        Duration::from_secs(20),
+        || async { env.emu.stats().await.parts_accepted >= 1 },
+    )
+    .await;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(3 * PART)).unwrap();
+        file.write_all(&test_bytes(PART as usize, 93)).unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
+        "{outcome:?}"
+    );
+    assert_eq!(env.emu.stats().await.finishes, 0, "never finished as a mix");
+}
