@@ -102,7 +102,7 @@ impl HookRunner {
             .build()
             .expect("an http client with a timeout builds");
         loop {
-            let now = crate::upload::unix_now() as i64;
+            let now = crate::clock::unix_now_i64();
             let due = self.ledger.run(move |l| l.due_hooks(now, 16)).await?;
             for delivery in due {
                 if cancel.is_cancelled() {
@@ -139,7 +139,7 @@ impl HookRunner {
                     .min(MAX_RETRY_SECS);
                 let wait = rand::thread_rng().gen_range(1..=ceiling.max(1));
                 warn!(kind = ?delivery.kind, attempts = delivery.attempts + 1, retry_in = wait, %error, "hook delivery failed");
-                let next = crate::upload::unix_now() as i64 + wait as i64;
+                let next = crate::clock::unix_now_i64() + wait as i64;
                 self.ledger
                     .run(move |l| l.hook_failed(id, &error, next))
                     .await

@@ -399,7 +399,7 @@ impl Run {
         let job = &mut self.job;
         if !force
             && !job.signature.encoded.is_empty()
-            && !job.signature.needs_renewal(super::unix_now())
+            && !job.signature.needs_renewal(crate::clock::unix_now())
         {
             return Ok(());
         }

@@ -10,7 +10,7 @@ mod file;
 mod parts;
 mod signer;
 
-pub use signer::{unix_now, Signer};
+pub use signer::Signer;
 
 use crate::config::Config;
 use crate::ledger::{FileKey, FileState, Ledger, LedgerError, RecordedError};

@@ -8,7 +8,8 @@
 use super::call::{with_retry, Stop};
 use super::file::calls::on_retry;
 use super::file::Job;
-use super::{unix_now, EngineError, Event, Inner};
+use super::{EngineError, Event, Inner};
+use crate::clock::unix_now;
 use crate::hash::md5_hex;
 use crate::protocol::{CallError, Part, PartRequest};
 use bytes::Bytes;

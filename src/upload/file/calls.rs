@@ -1,12 +1,13 @@
 //! The three calls of a round, as steps of [`Run`]: init and its reconciliation, the parts, finish.
 
 use super::{end, fail, hashes, local_error, recorded, Attempt, Run, Step};
+use crate::clock::unix_now;
 use crate::ledger::FileState;
 use crate::protocol::plan::{is_valid_part, missing};
 use crate::protocol::{CallError, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize};
 use crate::upload::call::with_retry;
 use crate::upload::parts::{self, RoundEnd};
-use crate::upload::{unix_now, EngineError, Event, Finished, Inner, Outcome};
+use crate::upload::{EngineError, Event, Finished, Inner, Outcome};
 use std::sync::Arc;
 use tracing::{info, warn};
 
