@@ -152,7 +152,7 @@ fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_j
 pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
     let window = 10;
-    let since = crate::upload::unix_now() as i64 - window;
+    let since = crate::clock::unix_now_i64() - window;
     let mut hooks = ledger.undelivered_hooks()?;
     let mut rows = Vec::new();
     for record in ledger.files()? {

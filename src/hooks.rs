@@ -7,6 +7,7 @@
 //! sleeps until the ledger's next due delivery, or until the scheduler pokes it after recording a
 //! disposal (whose deliveries are due at once); it never polls.
 
+use crate::clock::unix_now_i64;
 use crate::config::Hook;
 use crate::ledger::{Delivery, FileRecord, FileState, HookKind, Ledger, LedgerError, NewDelivery};
 use crate::metrics::Metrics;
@@ -123,7 +124,7 @@ impl HookRunner {
             .build()
             .expect("an http client with a timeout builds");
         loop {
-            let now = unix_now();
+            let now = unix_now_i64();
             let due = self.ledger.run(move |l| l.due_hooks(now, BATCH)).await?;
             for delivery in due {
                 if cancel.is_cancelled() {
@@ -138,7 +139,7 @@ impl HookRunner {
             let next = self.ledger.run(|l| l.next_hook_at()).await?;
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                () = idle(next, unix_now(), &self.poke) => {}
+                () = idle(next, unix_now_i64(), &self.poke) => {}
             }
         }
     }
@@ -158,7 +159,7 @@ impl HookRunner {
             Err(error) => {
                 let wait = retry_in(delivery.attempts, &mut rand::thread_rng());
                 warn!(kind = ?delivery.kind, attempts = delivery.attempts + 1, retry_in = wait, %error, "hook delivery failed");
-                let next = unix_now() + wait;
+                let next = unix_now_i64() + wait;
                 self.ledger
                     .run(move |l| l.hook_failed(id, &error, next))
                     .await
@@ -189,10 +190,6 @@ async fn idle(next: Option<i64>, now: i64, poke: &Notify) {
         () = tokio::time::sleep(wait.min(LONGEST_SLEEP)) => {}
         () = poke.notified() => {}
     }
-}
-
-fn unix_now() -> i64 {
-    crate::upload::unix_now() as i64
 }
 
 async fn deliver(http: &reqwest::Client, delivery: &Delivery) -> Result<(), String> {

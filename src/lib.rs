@@ -9,6 +9,7 @@
 //! implementation of the service for tests, benchmarks and trying a config.
 
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -167,7 +167,7 @@ impl Metrics {
     pub fn error_now(&self) {
         self.inner
             .last_error_time
-            .set(crate::upload::unix_now() as f64);
+            .set(crate::clock::unix_now() as f64);
     }
 
     pub fn file_done(&self, instant: bool, seconds: f64) {

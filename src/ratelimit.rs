@@ -1,32 +1,105 @@
 //! The upload rate limit: one token bucket (governor) shared by every part in flight, with an
 //! optional time-of-day schedule. A part waits for its whole length in tokens before it is sent;
 //! the bucket holds at most one part, so the long-run rate is the limit.
+//!
+//! It owns the values the config writes for it ([`Rate`], [`RateWindow`], [`TimeOfDay`]), parsed
+//! once when the config is read; it does not read the config itself.
 
-use crate::config::{Rate, RateWindow};
 use chrono::{NaiveTime, Timelike};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use std::fmt;
 use std::num::NonZeroU32;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-/// "HH:MM" as minutes after midnight.
-pub fn parse_time_of_day(text: &str) -> Option<u32> {
-    let t = NaiveTime::parse_from_str(text.trim(), "%H:%M").ok()?;
-    Some(t.hour() * 60 + t.minute())
+/// A rate in bytes per second, written like "40MiB" or "5MB"; 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate(pub u64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(Rate(n)),
+            Raw::Text(t) if t.trim() == "unlimited" => Ok(Rate(0)),
+            Raw::Text(t) => t
+                .trim()
+                .parse::<bytesize::ByteSize>()
+                .map(|b| Rate(b.as_u64()))
+                .map_err(|e| {
+                    serde::de::Error::custom(format!("`{t}` is not a rate in bytes/s: {e}"))
+                }),
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-struct Window {
-    from: u32,
-    to: u32,
-    rate: u64,
+/// A local time of day to the minute, written "HH:MM" (00:00 to 23:59).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeOfDay {
+    /// Minutes after midnight, below 1440.
+    minute: u16,
 }
 
-impl Window {
-    fn contains(&self, minute: u32) -> bool {
+impl TimeOfDay {
+    /// The time of day of `time`, to the minute.
+    pub fn of(time: impl Timelike) -> TimeOfDay {
+        let minute = time.hour() * 60 + time.minute();
+        TimeOfDay {
+            minute: u16::try_from(minute).expect("a time of day is under 1440 minutes"),
+        }
+    }
+
+    /// The local time of day now.
+    pub fn now() -> TimeOfDay {
+        TimeOfDay::of(chrono::Local::now())
+    }
+}
+
+impl FromStr for TimeOfDay {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<TimeOfDay, String> {
+        NaiveTime::parse_from_str(text.trim(), "%H:%M")
+            .map(TimeOfDay::of)
+            .map_err(|_| format!("`{text}` is not a time of day HH:MM (00:00 to 23:59)"))
+    }
+}
+
+impl fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02}:{:02}", self.minute / 60, self.minute % 60)
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeOfDay {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// From `from` to `to` (local time; may wrap past midnight) the limit is `max_upload_rate`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateWindow {
+    pub from: TimeOfDay,
+    pub to: TimeOfDay,
+    pub max_upload_rate: Rate,
+}
+
+impl RateWindow {
+    fn contains(&self, time: TimeOfDay) -> bool {
         if self.from <= self.to {
-            (self.from..self.to).contains(&minute)
+            (self.from..self.to).contains(&time)
         } else {
-            minute >= self.from || minute < self.to
+            time >= self.from || time < self.to
         }
     }
 }
@@ -40,7 +113,7 @@ pub struct Throttle {
 #[derive(Debug)]
 struct Inner {
     default: u64,
-    windows: Vec<Window>,
+    windows: Vec<RateWindow>,
     burst: u32,
     /// The rate in force and its bucket; rebuilt when the schedule moves to another rate.
     current: Mutex<(u64, Option<Arc<DefaultDirectRateLimiter>>)>,
@@ -49,20 +122,10 @@ struct Inner {
 impl Throttle {
     /// `burst` is the largest single request (the part size).
     pub fn new(default: Option<Rate>, schedule: &[RateWindow], burst: u64) -> Throttle {
-        let windows = schedule
-            .iter()
-            .filter_map(|w| {
-                Some(Window {
-                    from: parse_time_of_day(&w.from)?,
-                    to: parse_time_of_day(&w.to)?,
-                    rate: w.max_upload_rate.0,
-                })
-            })
-            .collect();
         Throttle {
             inner: Arc::new(Inner {
                 default: default.map_or(0, |r| r.0),
-                windows,
+                windows: schedule.to_vec(),
                 burst: u32::try_from(burst).unwrap_or(u32::MAX).max(1),
                 current: Mutex::new((0, None)),
             }),
@@ -74,19 +137,18 @@ impl Throttle {
         Throttle::new(None, &[], 1)
     }
 
-    /// The rate in force at `minute` after local midnight (0 = unlimited).
-    fn rate_at(&self, minute: u32) -> u64 {
+    /// The rate in force at `time` (0 = unlimited).
+    fn rate_at(&self, time: TimeOfDay) -> u64 {
         let inner = &self.inner;
         inner
             .windows
             .iter()
-            .find(|w| w.contains(minute))
-            .map_or(inner.default, |w| w.rate)
+            .find(|w| w.contains(time))
+            .map_or(inner.default, |w| w.max_upload_rate.0)
     }
 
     fn bucket(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
-        let now = chrono::Local::now();
-        let rate = self.rate_at(now.hour() * 60 + now.minute());
+        let rate = self.rate_at(TimeOfDay::now());
         let mut current = self.inner.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.0 != rate || (rate > 0 && current.1.is_none()) {
             let bucket = NonZeroU32::new(u32::try_from(rate).unwrap_or(u32::MAX)).map(|per_sec| {
@@ -119,10 +181,14 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    fn at(text: &str) -> TimeOfDay {
+        text.parse().unwrap()
+    }
+
     fn window(from: &str, to: &str, rate: u64) -> RateWindow {
         RateWindow {
-            from: from.into(),
-            to: to.into(),
+            from: at(from),
+            to: at(to),
             max_upload_rate: Rate(rate),
         }
     }
@@ -134,18 +200,20 @@ mod tests {
             &[window("22:00", "06:00", 0), window("12:00", "13:00", 50)],
             10,
         );
-        assert_eq!(t.rate_at(23 * 60), 0);
-        assert_eq!(t.rate_at(3 * 60), 0);
-        assert_eq!(t.rate_at(6 * 60), 100);
-        assert_eq!(t.rate_at(12 * 60 + 30), 50);
-        assert_eq!(t.rate_at(13 * 60), 100);
+        assert_eq!(t.rate_at(at("23:00")), 0);
+        assert_eq!(t.rate_at(at("03:00")), 0);
+        assert_eq!(t.rate_at(at("06:00")), 100);
+        assert_eq!(t.rate_at(at("12:30")), 50);
+        assert_eq!(t.rate_at(at("13:00")), 100);
     }
 
     #[test]
     fn times_of_day_parse_strictly() {
-        assert_eq!(parse_time_of_day("06:30"), Some(390));
-        assert_eq!(parse_time_of_day("24:00"), None);
-        assert_eq!(parse_time_of_day("6"), None);
+        assert_eq!("06:30".parse(), Ok(TimeOfDay { minute: 390 }));
+        assert_eq!(at("23:59").to_string(), "23:59");
+        for bad in ["24:00", "25:00", "12:60", "6", "noon", ""] {
+            assert!(bad.parse::<TimeOfDay>().is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

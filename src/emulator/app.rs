@@ -9,13 +9,13 @@ use super::faults::FaultInjector;
 use super::state::Store;
 use super::stats::Recorder;
 use super::{admin, files, handlers};
+use crate::clock::unix_now;
 use crate::protocol::signature::{self, Claims, SignatureError};
 use crate::protocol::SecretKey;
 use axum::routing::{any, get};
 use axum::Router;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 /// Path of the protocol endpoint, as on the real service.
@@ -57,13 +57,6 @@ impl App {
         let exp_time = unix_now() + VERIFY_CONTENT_VALIDITY_SECS;
         signature::verify_content(&self.verify_key, exp_time, &file.file_id)
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Every route the emulator serves.

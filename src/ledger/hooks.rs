@@ -2,7 +2,8 @@
 //! list, and each delivery's outcome. At-least-once: a delivery leaves the due list only once
 //! [`Ledger::hook_delivered`] ran after the receiver accepted it.
 
-use super::{now, path_bytes, FileKey, Ledger, Result};
+use super::{path_bytes, FileKey, Ledger, Result};
+use crate::clock::unix_now_i64;
 use rusqlite::{params, Row, Transaction};
 use serde::Serialize;
 use std::path::Path;
@@ -90,7 +91,7 @@ impl Ledger {
             let changed = tx.execute(
                 "UPDATE files SET intent = ?2, intent_target = ?3, updated_at = ?4 \
                  WHERE id = ?1 AND disposed = 0",
-                params![key, intent, target.map(path_bytes), now()],
+                params![key, intent, target.map(path_bytes), unix_now_i64()],
             )?;
             if changed == 1 {
                 tx.execute(
@@ -114,7 +115,7 @@ impl Ledger {
         disposal: &str,
         hooks: Option<&[NewDelivery]>,
     ) -> Result<()> {
-        let t = now();
+        let t = unix_now_i64();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let changed = tx.execute(
@@ -180,7 +181,7 @@ impl Ledger {
         self.conn().execute(
             "UPDATE hook_deliveries SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL \
              WHERE id = ?1",
-            params![id, now()],
+            params![id, unix_now_i64()],
         )?;
         Ok(())
     }
@@ -204,7 +205,7 @@ fn insert_deliveries(
         "INSERT INTO hook_deliveries (file_key, event, kind, target, payload, next_at, created_at, held) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
     )?;
-    let t = now();
+    let t = unix_now_i64();
     for hook in hooks {
         insert.execute(params![
             key,

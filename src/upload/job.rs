@@ -36,7 +36,7 @@ impl Job {
     pub fn signature_stale(&self) -> bool {
         self.signature
             .as_ref()
-            .is_none_or(|s| s.needs_renewal(super::unix_now()))
+            .is_none_or(|s| s.needs_renewal(crate::clock::unix_now()))
     }
 
     /// The signature as calls send it (empty before one exists: the service refuses it, and

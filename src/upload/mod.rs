@@ -11,7 +11,7 @@ mod job;
 mod parts;
 mod signer;
 
-pub use signer::{unix_now, Signer};
+pub use signer::Signer;
 
 use crate::config::Config;
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};

@@ -1,10 +1,11 @@
 //! Signing a file's upload (PROTOCOL.md §5) with the configured credentials. The signature is kept
 //! in the ledger and reused for every call of the file until it nears expiry.
 
+use crate::clock::unix_now;
 use crate::protocol::signature::{file_name_for, file_type_for};
 use crate::protocol::{Claims, Processing, SecretKey, Signature};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Signer {
@@ -12,14 +13,6 @@ pub struct Signer {
     pub secret_key: SecretKey,
     pub uid: String,
     pub validity: Duration,
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Signer {

@@ -203,7 +203,7 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
     let data = test_bytes(2 * PART as usize, 9);
     let path = env.write(&env.src, "expired.mp4", &data);
     let sha = vodup::hash::sha1_hex(&data);
-    let now = vodup::upload::unix_now();
+    let now = vodup::clock::unix_now();
     let expired = Claims {
         secret_id: crate::helpers::env::SECRET_ID.into(),
         issued_at: now - 7200,

@@ -2,8 +2,9 @@
 
 use super::{part_of, HALF, MIB};
 use crate::helpers::raw::assert_code;
-use crate::helpers::{start_emulator, test_bytes, unix_now};
+use crate::helpers::{start_emulator, test_bytes};
 use reqwest::Method;
+use vodup::clock::unix_now;
 use vodup::emulator::Faults;
 use vodup::hash::{md5_hex, sha1_hex};
 use vodup::protocol::SecretKey;

@@ -2,9 +2,10 @@
 
 use super::{part_of, HALF, MIB};
 use crate::helpers::raw::assert_code;
-use crate::helpers::{start_emulator, test_bytes, unix_now};
+use crate::helpers::{start_emulator, test_bytes};
 use base64::Engine as _;
 use serde_json::json;
+use vodup::clock::unix_now;
 use vodup::emulator::{Faults, DEFAULT_VERIFY_KEY};
 use vodup::hash::{md5_hex, sha1_hex};
 use vodup::protocol::signature::verify_content;

@@ -10,9 +10,10 @@ pub mod raw;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use vodup::clock::unix_now;
 use vodup::emulator::{Emulator, EmulatorConfig, EmulatorError, Faults, Stats};
 use vodup::protocol::{Claims, Processing, SecretKey};
 
@@ -160,13 +161,6 @@ impl Drop for TestEmulator {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// `len` deterministic pseudo-random bytes; different seeds give different bytes.

@@ -1,0 +1,256 @@
+//! The configuration file: the top-level keys as serde structs, every default in one place,
+//! `Config::load` (read, parse, resolve the secret, validate) and errors that name the bad key and
+//! line. The `[[watch]]` table is `watch.rs`; the secret key's ways in and keeping it unquoted are
+//! `secrets.rs`; the error type is `error.rs`, the tests `tests.rs`. Values with a domain of their own are parsed into that domain's types as the file
+//! is read (rates and time-of-day windows: [`crate::ratelimit`]; retry and timeouts:
+//! [`crate::protocol`]); nothing here is re-parsed later.
+
+mod error;
+mod secrets;
+mod watch;
+
+pub use error::ConfigError;
+pub use secrets::{secret_from_env, take_secrets_from_env, LEDGER_PASSWORD_ENV, SECRET_KEY_ENV};
+pub use watch::{AfterUpload, Hook, Watch};
+
+use crate::protocol::retry::{humantime_serde, RetryPolicy};
+use crate::protocol::{PartSize, Processing, SecretKey, Timeouts};
+use crate::ratelimit::{Rate, RateWindow};
+use error::invalid;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_ENDPOINT: &str = "https://vod2.qcloud.com/v2/index.php";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub endpoint: String,
+    pub secret_id: String,
+    pub secret_key: Option<SecretKey>,
+    #[serde(deserialize_with = "secrets::unquoted_path")]
+    pub secret_key_file: Option<PathBuf>,
+    pub uid: String,
+    pub ledger: PathBuf,
+    pub part_size: u64,
+    pub parts_in_flight: usize,
+    /// Files uploaded at the same time; their parts share `parts_in_flight`.
+    pub files_in_flight: usize,
+    /// A file that has waited this long behind running uploads starts anyway (up to twice
+    /// `files_in_flight` files), so huge files never hold small ones back for long.
+    #[serde(with = "humantime_serde")]
+    pub interleave_after: Duration,
+    /// How long a signature is valid (at most 90 days).
+    #[serde(with = "humantime_serde")]
+    pub signature_validity: Duration,
+    /// On SIGTERM, how long parts in flight may take to finish before they are abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// Every watched folder is rescanned this often (catches what a network filesystem never
+    /// reported); 0 disables the periodic rescan.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// `auto` (human on a terminal, plain under systemd), `human` or `json`.
+    pub log_format: LogFormat,
+    /// Processing options signed for `vodup upload` (watches have their own).
+    pub processing: Processing,
+    /// Upload rate limit across all parts in flight, bytes/s ("40MiB"); absent or "0" = none.
+    pub max_upload_rate: Option<Rate>,
+    /// Time-of-day windows (local time) with their own rate limit.
+    pub rate_schedule: Vec<RateWindow>,
+    pub retry: RetryPolicy,
+    pub timeouts: Timeouts,
+    pub metrics: MetricsConfig,
+    pub watch: Vec<Watch>,
+}
+
+/// The optional Prometheus listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `/metrics` on; absent = off.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint: DEFAULT_ENDPOINT.into(),
+            secret_id: String::new(),
+            secret_key: None,
+            secret_key_file: None,
+            uid: "vodup".into(),
+            ledger: PathBuf::from("/var/lib/vodup/ledger.db"),
+            part_size: PartSize::OneMiB.bytes(),
+            parts_in_flight: 8,
+            files_in_flight: 2,
+            interleave_after: Duration::from_secs(30),
+            signature_validity: Duration::from_secs(24 * 3600),
+            shutdown_deadline: Duration::from_secs(30),
+            rescan_interval: Duration::from_secs(300),
+            log_format: LogFormat::Auto,
+            processing: Processing::default(),
+            max_upload_rate: None,
+            rate_schedule: Vec::new(),
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+            metrics: MetricsConfig::default(),
+            watch: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+impl Config {
+    /// Read, parse, resolve the secret and validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; the error names the key and the line, never quotes the text (which may
+    /// hold the secret key).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            let mut message = e.message().trim_end().replace('\n', " ");
+            if key.as_deref().is_some_and(secrets::names_a_secret)
+                && message.contains(['`', '"', '\''])
+            {
+                message = "invalid value (not shown: it may be the secret)".into();
+            }
+            if let Some(key) = key {
+                message = format!("key `{key}`: {message}");
+            }
+            match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            }
+        })
+    }
+
+    /// The secret key comes from `secret_key`, else `secret_key_file`, else the environment.
+    pub fn resolve_secret(&mut self, from_env: Option<String>) -> Result<(), ConfigError> {
+        if self.secret_key.is_none() {
+            self.secret_key = secrets::read_key(self.secret_key_file.as_deref(), from_env)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = url::Url::parse(&self.endpoint)
+            .map_err(|e| invalid("endpoint", format!("`{}` is not a URL: {e}", self.endpoint)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("endpoint", "must be an http or https URL"));
+        }
+        if self.secret_id.trim().is_empty() {
+            return Err(invalid("secret_id", "is required"));
+        }
+        match &self.secret_key {
+            Some(key) if !key.is_empty() => {}
+            _ => {
+                return Err(invalid(
+                    "secret_key",
+                    format!("is required (or secret_key_file, or ${SECRET_KEY_ENV})"),
+                ))
+            }
+        }
+        if self.uid.trim().is_empty() {
+            return Err(invalid("uid", "must not be empty"));
+        }
+        if self.part_size().is_none() {
+            return Err(invalid(
+                "part_size",
+                format!("{} is not 524288 or 1048576", self.part_size),
+            ));
+        }
+        if self.parts_in_flight == 0 || self.parts_in_flight > 256 {
+            return Err(invalid("parts_in_flight", "must be between 1 and 256"));
+        }
+        if self.files_in_flight == 0 {
+            return Err(invalid("files_in_flight", "must be at least 1"));
+        }
+        let validity = self.signature_validity.as_secs();
+        if validity <= 600 || validity > crate::protocol::signature::MAX_VALIDITY_SECS {
+            return Err(invalid(
+                "signature_validity",
+                "must be more than 10 minutes and at most 90 days",
+            ));
+        }
+        for (key, duration) in [
+            ("timeouts.connect", self.timeouts.connect),
+            ("timeouts.request", self.timeouts.request),
+            ("retry.base", self.retry.base),
+            ("retry.slow_base", self.retry.slow_base),
+            ("retry.cap", self.retry.cap),
+        ] {
+            // Zero would make every call time out at once, or retries spin without a pause.
+            if duration.is_zero() {
+                return Err(invalid(key, "must be more than zero"));
+            }
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        for (i, watch) in self.watch.iter().enumerate() {
+            watch.validate(&format!("watch[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    pub fn part_size(&self) -> Option<PartSize> {
+        PartSize::from_bytes(self.part_size)
+    }
+
+    pub fn secret(&self) -> &SecretKey {
+        self.secret_key
+            .as_ref()
+            .expect("validate() guarantees a secret key")
+    }
+}
+
+/// The key on the line holding byte `offset` of `text`, if that line is `key = value`, prefixed
+/// with the table it is in (`retry.base`; `watch.settle` in any `[[watch]]`).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = &text[..offset.min(text.len())];
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let bare = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let header = |l: &str| {
+        let header = l.trim().strip_prefix('[')?.split(']').next()?;
+        let header = header.trim_start_matches('[').trim();
+        (!header.is_empty() && header.chars().all(bare)).then_some(header.to_owned())
+    };
+    let Some((key, _)) = line.split_once('=') else {
+        return header(line);
+    };
+    let key = key.trim();
+    if key.is_empty() || !key.chars().all(bare) {
+        return None;
+    }
+    let table = before[..start].lines().rev().find_map(header);
+    Some(table.map_or_else(|| key.to_owned(), |table| format!("{table}.{key}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+use super::*;
+use crate::protocol::SecretKey;
+
+fn minimal() -> String {
+    "secret_id = \"AKID1\"\nsecret_key = \"k\"\n".into()
+}
+
+fn check(text: &str) -> Result<Config, String> {
+    let config = Config::parse(text)?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+#[test]
+fn the_example_config_parses_and_validates() {
+    let text = include_str!("../../config.example.toml");
+    let config = check(text).unwrap();
+    assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
+    assert_eq!(config.part_size, 1_048_576);
+    assert!(!config.watch.is_empty());
+}
+
+#[test]
+fn defaults_fill_everything_but_the_credentials() {
+    let config = check(&minimal()).unwrap();
+    assert_eq!(config.parts_in_flight, 8);
+    assert_eq!(config.uid, "vodup");
+    assert_eq!(config.signature_validity, Duration::from_secs(86_400));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("part_size = 4096", "part_size"),
+        ("parts_in_flight = 0", "parts_in_flight"),
+        ("endpoint = \"ftp://x\"", "endpoint"),
+        ("signature_validity = \"100days\"", "signature_validity"),
+        (
+            "[[watch]]\npath = \"/d\"\nafter_upload = \"move\"",
+            "watch[0].done_dir",
+        ),
+        (
+            "[[watch]]\npath = \"/d\"\ninclude = [\"[\"]",
+            "watch[0].include",
+        ),
+    ];
+    for (extra, key) in cases {
+        let err = check(&format!("{}{extra}\n", minimal())).unwrap_err();
+        assert!(err.contains(key), "{extra}: {err}");
+    }
+}
+
+#[test]
+fn unknown_and_mistyped_keys_are_named() {
+    let err = check(&format!("{}part_szie = 1\n", minimal())).unwrap_err();
+    assert!(err.contains("part_szie"), "{err}");
+    let err = check(&format!("{}[retry]\nbase = 5\n", minimal())).unwrap_err();
+    assert!(err.contains("base"), "{err}");
+}
+
+#[test]
+fn zero_or_negative_timeouts_and_backoffs_are_refused_naming_the_key() {
+    for key in [
+        "timeouts.connect",
+        "timeouts.request",
+        "retry.base",
+        "retry.slow_base",
+        "retry.cap",
+    ] {
+        let (table, field) = key.split_once('.').unwrap();
+        for value in ["0s", "0ms", "-1s", "-500ms"] {
+            let text = format!("{}[{table}]\n{field} = \"{value}\"\n", minimal());
+            let err = check(&text).unwrap_err();
+            assert!(err.contains(key), "{key} = {value}: {err}");
+        }
+        for value in ["0s", "-1s"] {
+            let text = format!("{}[{table}]\n{field} = \"{value}\"\n", minimal());
+            let err = check(&text).unwrap_err();
+            assert!(
+                err.contains("must be more than zero"),
+                "{key} = {value}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_time_of_day_that_is_not_one_is_refused_at_load_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vodup.toml");
+    let cases = [
+        (
+            "from = \"25:00\"\nto = \"06:00\"",
+            "line 4",
+            "`rate_schedule.from`",
+        ),
+        (
+            "from = \"22:00\"\nto = \"6\"",
+            "line 5",
+            "`rate_schedule.to`",
+        ),
+    ];
+    for (window, line, key) in cases {
+        let schedule = format!("[[rate_schedule]]\n{window}\nmax_upload_rate = \"1MiB\"\n");
+        std::fs::write(&path, format!("{}{schedule}", minimal())).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains(line) && err.contains(key), "{window}: {err}");
+        assert!(err.contains("not a time of day"), "{window}: {err}");
+    }
+}
+
+#[test]
+fn rate_windows_are_parsed_when_read() {
+    let text = "[[rate_schedule]]\nfrom = \"22:00\"\nto = \"06:30\"\nmax_upload_rate = 0\n";
+    let config = check(&format!("{}{text}", minimal())).unwrap();
+    let window = &config.rate_schedule[0];
+    assert_eq!(
+        (window.from.to_string(), window.to.to_string()),
+        ("22:00".into(), "06:30".into())
+    );
+}
+
+#[test]
+fn keys_in_a_table_are_named_with_the_table() {
+    let err = check(&format!("{}[retry]\nbase = 5\n", minimal())).unwrap_err();
+    assert!(err.contains("`retry.base`"), "{err}");
+    let text = format!("{}[[watch]]\npath = \"/d\"\nsettle = 5\n", minimal());
+    assert!(check(&text).unwrap_err().contains("`watch.settle`"));
+}
+
+#[test]
+fn parse_errors_name_the_right_line() {
+    let err = Config::parse("secret_id = \"a\"\nbogus = 1\n").unwrap_err();
+    assert!(err.contains("line 2") && err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn a_missing_secret_is_named_and_the_environment_fills_it() {
+    let mut config = Config::parse("secret_id = \"AKID1\"\n").unwrap();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("secret_key"), "{err}");
+    config.resolve_secret(Some("from-env".into())).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.secret(), &SecretKey::new("from-env"));
+}
+
+#[test]
+fn parse_errors_never_quote_the_secret() {
+    let err = Config::parse("secret_id = \"a\"\nsecret_key = s3cr3t-value\n").unwrap_err();
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("secret_key"),
+        "{err}"
+    );
+    let err = Config::parse("secret_id = \"a\"\nsecret_key: Zm9vYmFy==\n").unwrap_err();
+    assert!(!err.contains("Zm9vYmFy"), "{err}");
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_named_and_never_quoted() {
+    let cases = [
+        ("secret_key = 12345678", "secret_key", "12345678"),
+        ("secret_key = true", "secret_key", "true"),
+        ("secret_key = 1.5e3", "secret_key", "1500"),
+        ("secret_key = [\"s3cr3t-a\"]", "secret_key", "s3cr3t-a"),
+        (
+            "secret_key = { k = \"s3cr3t-t\" }",
+            "secret_key",
+            "s3cr3t-t",
+        ),
+        ("secret_key_file = 98765", "secret_key_file", "98765"),
+        ("secret_key_file = false", "secret_key_file", "false"),
+    ];
+    for (line, key, value) in cases {
+        let err = Config::parse(&format!("secret_id = \"a\"\n{line}\n")).unwrap_err();
+        assert!(!err.contains(value), "{line}: {err}");
+        assert!(err.contains(key) && err.contains("line 2"), "{line}: {err}");
+    }
+    let err = Config::parse("secret_id = \"a\"\n[secret_key]\nk = 424242\n").unwrap_err();
+    assert!(
+        !err.contains("424242") && err.contains("secret_key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreadable_secret_key_file_is_named_without_its_path() {
+    let mut config =
+        Config::parse("secret_id = \"a\"\nsecret_key_file = \"/nonexistent/s3cr3t\"\n").unwrap();
+    let err = config.resolve_secret(None).unwrap_err().to_string();
+    assert!(err.contains("secret_key_file"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn debug_of_a_config_never_shows_the_secret() {
+    let config = check("secret_id = \"AKID1\"\nsecret_key = \"s3cr3t-value\"\n").unwrap();
+    assert!(!format!("{config:?}").contains("s3cr3t-value"));
+}

@@ -1,0 +1,278 @@
+//! The `files` table: one row per file version vodup has seen, its state, last error, the
+//! service's file id and URL, and the after-upload intent. Enqueueing, the queries callers see as
+//! [`FileRecord`]s, and every change of a row's state. Not the content's parts, hashes and
+//! signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
+
+use super::{
+    path_bytes, path_from, FileIdentity, FileKey, FileRecord, FileState, Inode, Ledger, NewFile,
+    RecordedError, Result,
+};
+use crate::clock::unix_now_i64;
+use crate::config::AfterUpload;
+use rusqlite::{params, OptionalExtension, Row};
+use std::path::Path;
+
+const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
+     f.origin, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
+     f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
+     CASE WHEN f.state = 'done' THEN f.size \
+     ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha) END, \
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent";
+
+/// The states of rows an upload is owed for, as SQL.
+const ACTIVE: &str = "('queued', 'hashing', 'uploading', 'finishing')";
+
+fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+    let state: String = row.get(5)?;
+    let code: Option<i64> = row.get(10)?;
+    Ok(FileRecord {
+        key: row.get(0)?,
+        path: path_from(row.get(1)?),
+        size: row.get(2)?,
+        mtime_ns: row.get(3)?,
+        part_size: row.get(4)?,
+        state: FileState::parse(&state).unwrap_or(FileState::Failed),
+        file_sha: row.get(6)?,
+        origin: row.get::<_, Option<Vec<u8>>>(7)?.map(path_from),
+        processing: row.get(8)?,
+        attempts: row.get(9)?,
+        error: code
+            .map(|code| -> rusqlite::Result<RecordedError> {
+                Ok(RecordedError {
+                    code,
+                    message: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                    code_desc: row.get::<_, Option<String>>(12)?.unwrap_or_default(),
+                })
+            })
+            .transpose()?,
+        file_id: row.get(13)?,
+        url: row.get(14)?,
+        instant: row.get(15)?,
+        disposed: row.get(16)?,
+        created_at: row.get(17)?,
+        updated_at: row.get(18)?,
+        finished_at: row.get(19)?,
+        confirmed_bytes: row.get(20)?,
+        disposal: row.get(21)?,
+        inode: match (
+            row.get::<_, Option<i64>>(22)?,
+            row.get::<_, Option<i64>>(23)?,
+        ) {
+            (Some(dev), Some(ino)) => Some(Inode {
+                dev: dev as u64,
+                ino: ino as u64,
+            }),
+            _ => None,
+        },
+        intent_target: row.get::<_, Option<Vec<u8>>>(24)?.map(path_from),
+        intent: row
+            .get::<_, Option<String>>(25)?
+            .and_then(|i| AfterUpload::parse(&i)),
+    })
+}
+
+impl Ledger {
+    /// Record a file version (idempotent on path + size + mtime) and return it as it stands. A
+    /// row of this version that had become `waiting`, `superseded` or `gone` is taken again: the
+    /// file settled anew at this very version. A new version drops the path's `waiting` rows.
+    pub fn enqueue(&self, new: &NewFile<'_>) -> Result<FileRecord> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let t = unix_now_i64();
+        let FileIdentity { inode, version } = new.identity;
+        let path = path_bytes(new.path);
+        tx.prepare_cached(
+            "DELETE FROM files WHERE path = ?1 AND state = 'waiting' AND (size != ?2 OR mtime_ns != ?3)",
+        )?
+        .execute(params![path, version.size, version.mtime_ns])?;
+        tx.prepare_cached(
+            "INSERT INTO files (path, size, mtime_ns, dev, ino, part_size, state, origin, processing, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = excluded.state, \
+             dev = excluded.dev, ino = excluded.ino, error_code = NULL, error_message = NULL, \
+             error_desc = NULL, attempts = 0, updated_at = excluded.updated_at \
+             WHERE files.state IN ('waiting', 'superseded', 'gone') AND files.state != excluded.state",
+        )?
+        .execute(params![
+            path,
+            version.size,
+            version.mtime_ns,
+            inode.dev as i64,
+            inode.ino as i64,
+            new.part_size,
+            new.state.as_str(),
+            new.origin.map(path_bytes),
+            new.processing,
+            t
+        ])?;
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files f WHERE f.path = ?1 AND f.size = ?2 AND f.mtime_ns = ?3"
+        );
+        let record = tx
+            .prepare_cached(&sql)?
+            .query_row(params![path, version.size, version.mtime_ns], file_from_row)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    pub fn file(&self, key: FileKey) -> Result<Option<FileRecord>> {
+        let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
+        Ok(self
+            .conn()
+            .query_row(&sql, [key], file_from_row)
+            .optional()?)
+    }
+
+    /// Every file, newest first.
+    pub fn files(&self) -> Result<Vec<FileRecord>> {
+        self.select("1 = 1 ORDER BY f.id DESC", [])
+    }
+
+    /// Files not done or failed, oldest first: what a start must resume.
+    pub fn unfinished(&self) -> Result<Vec<FileRecord>> {
+        self.select(&format!("f.state IN {ACTIVE} ORDER BY f.id"), [])
+    }
+
+    /// The most recent version of a path, whatever its state.
+    pub fn latest_for_path(&self, path: &Path) -> Result<Option<FileRecord>> {
+        Ok(self
+            .select("f.path = ?1 ORDER BY f.id DESC LIMIT 1", [path_bytes(path)])?
+            .into_iter()
+            .next())
+    }
+
+    /// Done files whose after-upload action has not run yet.
+    pub fn undisposed(&self) -> Result<Vec<FileRecord>> {
+        self.select(
+            "f.state IN ('done', 'failed') AND f.disposed = 0 AND f.origin IS NOT NULL ORDER BY f.id",
+            [],
+        )
+    }
+
+    fn select<P: rusqlite::Params>(&self, filter: &str, params: P) -> Result<Vec<FileRecord>> {
+        let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE {filter}");
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params, file_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn set_state(&self, key: FileKey, state: FileState) -> Result<()> {
+        self.conn().execute(
+            "UPDATE files SET state = ?2, updated_at = ?3 WHERE id = ?1",
+            params![key, state.as_str(), unix_now_i64()],
+        )?;
+        Ok(())
+    }
+
+    /// The service confirmed the file: record its id and URL, clear the last error, and forget the
+    /// content's parts.
+    pub fn finish(
+        &self,
+        key: FileKey,
+        file_id: &str,
+        url: Option<&str>,
+        instant: bool,
+    ) -> Result<()> {
+        let t = unix_now_i64();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE files SET state = 'done', file_id = ?2, url = ?3, instant = ?4, error_code = NULL, \
+             error_message = NULL, error_desc = NULL, updated_at = ?5, finished_at = ?5 WHERE id = ?1",
+            params![key, file_id, url, instant, t],
+        )?;
+        // The service holds the content now: its parts, hashes and signature are not needed
+        // again (a copy completes by instant upload), so the ledger does not grow with them.
+        for table in ["confirmed_parts", "part_hashes", "uploads"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE file_sha = (SELECT file_sha FROM files WHERE id = ?1)"),
+                [key],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record an error without changing the state (a retry is coming).
+    pub fn note_error(&self, key: FileKey, error: &RecordedError) -> Result<()> {
+        self.write_error(key, error, None)
+    }
+
+    /// The file failed for good with `error`.
+    pub fn fail(&self, key: FileKey, error: &RecordedError) -> Result<()> {
+        self.write_error(key, error, Some(FileState::Failed))
+    }
+
+    fn write_error(&self, key: FileKey, e: &RecordedError, state: Option<FileState>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE files SET error_code = ?2, error_message = ?3, error_desc = ?4, \
+             state = COALESCE(?5, state), updated_at = ?6 WHERE id = ?1 AND state != 'done'",
+            params![
+                key,
+                e.code,
+                e.message,
+                e.code_desc,
+                state.map(FileState::as_str),
+                unix_now_i64()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// One more attempt at the file begins.
+    pub fn begin_attempt(&self, key: FileKey) -> Result<()> {
+        self.conn().execute(
+            "UPDATE files SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+            params![key, unix_now_i64()],
+        )?;
+        Ok(())
+    }
+
+    /// This row no longer describes a file to upload (`Superseded` or `Gone`), for `why`. Not a
+    /// failure: no failed hook, no failed folder. A row already done keeps its file id and URL.
+    pub fn set_aside(&self, key: FileKey, state: FileState, why: &str) -> Result<()> {
+        debug_assert!(matches!(state, FileState::Superseded | FileState::Gone));
+        self.conn().execute(
+            "UPDATE files SET state = ?2, error_code = 0, error_message = ?3, error_desc = NULL, \
+             updated_at = ?4 WHERE id = ?1",
+            params![key, state.as_str(), why, unix_now_i64()],
+        )?;
+        Ok(())
+    }
+
+    /// Put this failed file back in the queue; whether it was failed.
+    pub fn requeue(&self, key: FileKey) -> Result<bool> {
+        Ok(self.conn().execute(
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
+             updated_at = ?2 WHERE id = ?1 AND state = 'failed'",
+            params![key, unix_now_i64()],
+        )? == 1)
+    }
+
+    /// Put failed files back in the queue (all of them, or the one at `path`). Only the latest
+    /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
+    pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
+             updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
+             AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",
+            params![path.map(path_bytes), unix_now_i64()],
+        )?)
+    }
+
+    /// How many files are in each state.
+    pub fn count_by_state(&self) -> Result<Vec<(FileState, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM files GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (state, count) = row?;
+            if let Some(state) = FileState::parse(&state) {
+                counts.push((state, count));
+            }
+        }
+        Ok(counts)
+    }
+}
