@@ -1,40 +1,55 @@
 #!/usr/bin/env bash
-# Upload a 1 GiB file to the emulator on loopback with `vodup upload` and print: hashing time,
-# total time, MB/s, peak RSS, and this machine's `openssl dgst -md5` time on the same file.
-# Usage: bench/upload_1gib.sh [SIZE_MIB]     (needs /usr/bin/time: Debian package `time`)
+# P1, P2, P2c of the speed issue: upload a file (default 1 GiB) to the emulator on loopback with
+# `vodup upload`, ROUNDS times (default 3), each against a fresh emulator and ledger, alternating
+# with the baselines on the same file: `openssl dgst -sha1` (the SHA-1 floor) and `openssl dgst
+# -md5`. Prints medians and the ratios the issue asks for:
+#   P1  vodup's hashing pass (SHA-1 + every part MD5) / openssl sha1, wall
+#   P2  vodup's whole upload (hash + parts + finish)  / openssl md5, wall
+#   P2c vodup's CPU seconds (user+sys)                 / openssl md5's CPU seconds
+# Usage: bench/upload_1gib.sh [SIZE_MIB] [ROUNDS]   (needs /usr/bin/time: Debian package `time`)
 source "$(dirname "$0")/common.sh"
 SIZE_MIB="${1:-1024}"
+ROUNDS="${2:-3}"
 build
 head -c "$((SIZE_MIB * 1048576))" /dev/urandom >"$WORK/big.mp4"
-start_emulator
-write_config ""
-# Warm the page cache as a freshly written file would be.
-cat "$WORK/big.mp4" >/dev/null
-
-start=$(date +%s.%N)
-/usr/bin/time -v -o "$WORK/time.txt" "$BIN/vodup" --config "$CONFIG" --log-format json \
-    upload --json "$WORK/big.mp4" >"$WORK/out.json" 2>"$WORK/log.json"
-end=$(date +%s.%N)
-
-md5_start=$(date +%s.%N)
-openssl dgst -md5 "$WORK/big.mp4" >/dev/null
-md5_end=$(date +%s.%N)
-sha1_start=$(date +%s.%N)
-openssl dgst -sha1 "$WORK/big.mp4" >/dev/null
-sha1_end=$(date +%s.%N)
-
-hash_secs=$(grep -o '"secs":[0-9.e-]*' "$WORK/log.json" | head -1 | cut -d: -f2)
-rss_kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
-total=$(echo "$end - $start" | bc -l)
-fetched=$(curl -s "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$WORK/out.json")" | sha1sum | cut -d' ' -f1)
+cat "$WORK/big.mp4" >/dev/null # warm the page cache as a freshly written file would be
 source_sha=$(sha1sum "$WORK/big.mp4" | cut -d' ' -f1)
 
-printf '%-34s %s\n' "file size" "${SIZE_MIB} MiB"
-printf '%-34s %.2f s\n' "hashing (SHA-1 + part MD5s)" "$hash_secs"
-printf '%-34s %.2f s\n' "total (hash + upload + finish)" "$total"
-printf '%-34s %.1f MB/s\n' "throughput, total" "$(echo "$SIZE_MIB * 1.048576 / $total" | bc -l)"
-printf '%-34s %.1f MB/s\n' "throughput, upload only" "$(echo "$SIZE_MIB * 1.048576 / ($total - $hash_secs)" | bc -l)"
-printf '%-34s %.1f MiB\n' "peak RSS of vodup" "$(echo "$rss_kib / 1024" | bc -l)"
-printf '%-34s %.2f s\n' "openssl dgst -md5, same file" "$(echo "$md5_end - $md5_start" | bc -l)"
-printf '%-34s %.2f s\n' "openssl dgst -sha1, same file" "$(echo "$sha1_end - $sha1_start" | bc -l)"
-printf '%-34s %s\n' "bytes served == source" "$([ "$fetched" = "$source_sha" ] && echo yes || echo NO)"
+timed() { # OUT_FILE COMMAND...: wall and cpu seconds of COMMAND into OUT_FILE
+    local out="$1"; shift
+    /usr/bin/time -f '%e %U %S %M' -o "$out" "$@"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+: >"$WORK/rows"
+for round in $(seq "$ROUNDS"); do
+    rm -rf "$WORK/emulator" "$WORK/ledger.db"*
+    start_emulator
+    write_config ""
+    timed "$WORK/vodup.t" "$BIN/vodup" --config "$CONFIG" --log-format json \
+        upload --json "$WORK/big.mp4" >"$WORK/out.json" 2>"$WORK/log.json"
+    kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+    timed "$WORK/sha1.t" openssl dgst -sha1 "$WORK/big.mp4" >/dev/null
+    timed "$WORK/md5.t" openssl dgst -md5 "$WORK/big.mp4" >/dev/null
+    fetched=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fileSha"])' "$WORK/out.json")
+    [ "$fetched" = "$source_sha" ] || { echo "round $round: fileSha differs from the source" >&2; exit 1; }
+    hash_secs=$(grep -o '"secs":[0-9.e-]*' "$WORK/log.json" | head -1 | cut -d: -f2)
+    read -r v_wall v_user v_sys v_rss <"$WORK/vodup.t"
+    read -r s_wall _ _ _ <"$WORK/sha1.t"
+    read -r m_wall m_user m_sys _ <"$WORK/md5.t"
+    echo "$hash_secs $v_wall $(echo "$v_user + $v_sys" | bc -l) $v_rss $s_wall $m_wall $(echo "$m_user + $m_sys" | bc -l)" >>"$WORK/rows"
+done
+
+col() { awk -v c="$1" '{print $c}' "$WORK/rows" | median; }
+ratio() { awk -v c1="$1" -v c2="$2" '{printf "%.4f\n", $c1 / $c2}' "$WORK/rows" | median; }
+printf '%-52s %s\n' "file size, rounds" "${SIZE_MIB} MiB, ${ROUNDS}"
+printf '%-52s %.2f s\n' "vodup hashing pass (median)" "$(col 1)"
+printf '%-52s %.2f s\n' "openssl dgst -sha1 (median)" "$(col 5)"
+printf '%-52s %.2f s\n' "vodup upload, wall (median)" "$(col 2)"
+printf '%-52s %.2f s\n' "openssl dgst -md5, wall (median)" "$(col 6)"
+printf '%-52s %.2f s\n' "vodup upload, CPU user+sys (median)" "$(col 3)"
+printf '%-52s %.2f s\n' "openssl dgst -md5, CPU user+sys (median)" "$(col 7)"
+printf '%-52s %.1f MiB\n' "vodup peak RSS (median)" "$(echo "$(col 4) / 1024" | bc -l)"
+printf '%-52s %.2fx  (goal <= 1.0)\n' "P1  hashing / openssl sha1, wall (median of ratios)" "$(ratio 1 5)"
+printf '%-52s %.2fx  (goal <= 1.5)\n' "P2  upload / openssl md5, wall (median of ratios)" "$(ratio 2 6)"
+printf '%-52s %.2fx  (goal <= 0.8)\n' "P2c upload CPU / openssl md5 CPU (median of ratios)" "$(ratio 3 7)"

@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Outcome};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -155,54 +156,11 @@ impl Scheduler {
             return Ok(());
         };
         let (key, shown_path) = (record.key, shown(&record.path).to_string());
-        let hook = match record.state {
-            FileState::Done => watch.on_done.clone(),
-            _ => watch.on_failed.clone(),
-        };
-        let (ledger, blocking_record) = (self.ledger.clone(), record.clone());
+        let ledger = self.ledger.clone();
         let done =
-            tokio::task::spawn_blocking(move || -> Result<Option<Disposal>, DisposeError> {
-                let record = blocking_record;
-                let planned = match (record.intent, &record.intent_target) {
-                    (Some(action), target) => {
-                        match recover(&record, &watch, &root, action, target.as_deref())? {
-                            Ok(disposal) => Err(disposal),
-                            Err(plan) => Ok(plan),
-                        }
-                    }
-                    (None, _) => Ok(plan(&record, &watch, &root)?),
-                };
-                // The target the held deliveries were written for, if any were.
-                let mut held_for = record.intent.map(|_| record.intent_target.clone());
-                let disposal = match planned {
-                    Err(recovered) => recovered,
-                    Ok(Plan::Supersede(why)) => {
-                        warn!(path = %shown(&record.path), why, "not disposed of");
-                        ledger.set_aside(record.key, FileState::Superseded, why)?;
-                        return Ok(None);
-                    }
-                    Ok(Plan::Skip(why)) => Disposal::Skipped(why),
-                    Ok(Plan::Act(action, target)) => {
-                        let held = hooks::deliveries(hook.as_ref(), &record, target.as_deref());
-                        ledger.intend_disposal(
-                            record.key,
-                            action.as_str(),
-                            target.as_deref(),
-                            &held,
-                        )?;
-                        held_for = Some(target.clone());
-                        apply(&record, &root, action, target.as_deref())?
-                    }
-                };
-                let as_held = !matches!(disposal, Disposal::Skipped(_))
-                    && held_for.is_some_and(|t| t.as_deref() == disposal.target());
-                let replaced = (!as_held)
-                    .then(|| hooks::deliveries(hook.as_ref(), &record, disposal.target()));
-                ledger.mark_disposed(record.key, &disposal.describe(), replaced.as_deref())?;
-                Ok(Some(disposal))
-            })
-            .await
-            .expect("dispose does not panic");
+            tokio::task::spawn_blocking(move || dispose_now(&ledger, &record, &watch, &root))
+                .await
+                .expect("dispose does not panic");
         match done {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
@@ -216,6 +174,56 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// The disposal of one done or failed file, on the blocking pool: plan it (or recover a recorded
+/// intent), record the intent and its held hooks durably, run it, record the outcome and release
+/// the hooks. A file changed since its upload is superseded instead (nothing touched, no hook).
+/// `None` when nothing was disposed of.
+fn dispose_now(
+    ledger: &Ledger,
+    record: &FileRecord,
+    watch: &Watch,
+    root: &Path,
+) -> Result<Option<Disposal>, DisposeError> {
+    let hook = match record.state {
+        FileState::Done => watch.on_done.as_ref(),
+        FileState::Failed => watch.on_failed.as_ref(),
+        // Re-queued since it ended (`vodup retry`): its disposal waits for its next end.
+        _ => return Ok(None),
+    };
+    let planned = match (record.intent, &record.intent_target) {
+        (Some(action), target) => match recover(record, watch, root, action, target.as_deref())? {
+            Ok(recovered) => Err(recovered),
+            Err(plan) => Ok(plan),
+        },
+        (None, _) => Ok(plan(record, watch, root)?),
+    };
+    // The target the held deliveries were written for, if any were.
+    let mut held_for = record.intent.map(|_| record.intent_target.clone());
+    let disposal = match planned {
+        Err(recovered) => recovered,
+        Ok(Plan::Supersede(why)) => {
+            warn!(path = %shown(&record.path), why, "not disposed of");
+            ledger.set_aside(record.key, FileState::Superseded, why)?;
+            return Ok(None);
+        }
+        Ok(Plan::Skip(why)) => Disposal::Skipped(why),
+        Ok(Plan::Act(action, target)) => {
+            let held = hooks::deliveries(hook, record, target.as_deref());
+            let (intent, to) = (action.as_str(), target.as_deref());
+            if !ledger.intend_disposal(record.key, intent, to, &held)? {
+                return Ok(None);
+            }
+            held_for = Some(target.clone());
+            apply(record, root, action, target.as_deref())?
+        }
+    };
+    let as_held = !matches!(disposal, Disposal::Skipped(_))
+        && held_for.is_some_and(|t| t.as_deref() == disposal.target());
+    let replaced = (!as_held).then(|| hooks::deliveries(hook, record, disposal.target()));
+    ledger.mark_disposed(record.key, &disposal.describe(), replaced.as_deref())?;
+    Ok(Some(disposal))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -76,21 +76,22 @@ impl Ledger {
     /// The after-upload action about to run on a file: `intent` (`keep`, `delete` or `move`), its
     /// target, and the hook deliveries its outcome will release, held until then. Committed with
     /// `synchronous=FULL`, so after a power cut recovery knows what was being done and can tell
-    /// "moved by us" from "vanished". A no-op for a file already disposed of.
+    /// "moved by us" from "vanished". Whether it was recorded: not for a file already disposed
+    /// of, nor for one that is no longer done or failed (re-queued meanwhile).
     pub fn intend_disposal(
         &self,
         key: FileKey,
         intent: &str,
         target: Option<&Path>,
         hooks: &[NewDelivery],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut conn = self.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
         let result = (|| {
             let tx = conn.transaction()?;
             let changed = tx.execute(
                 "UPDATE files SET intent = ?2, intent_target = ?3, updated_at = ?4 \
-                 WHERE id = ?1 AND disposed = 0",
+                 WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
                 params![key, intent, target.map(path_bytes), unix_now_i64()],
             )?;
             if changed == 1 {
@@ -100,7 +101,7 @@ impl Ledger {
                 )?;
                 insert_deliveries(&tx, key, hooks, true)?;
             }
-            tx.commit()
+            tx.commit().map(|()| changed == 1)
         })();
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(result?)
@@ -119,7 +120,8 @@ impl Ledger {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let changed = tx.execute(
-            "UPDATE files SET disposed = 1, disposal = ?3, updated_at = ?2 WHERE id = ?1 AND disposed = 0",
+            "UPDATE files SET disposed = 1, disposal = ?3, updated_at = ?2 \
+             WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
             params![key, t, disposal],
         )?;
         if changed == 1 {

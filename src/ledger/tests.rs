@@ -187,13 +187,15 @@ fn a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded() {
         target: "[\"true\"]".into(),
         payload: "{}".into(),
     };
-    l.intend_disposal(
-        f.key,
-        "move",
-        Some(Path::new("/done/a.mp4")),
-        std::slice::from_ref(&hook),
-    )
-    .unwrap();
+    let recorded = l
+        .intend_disposal(
+            f.key,
+            "move",
+            Some(Path::new("/done/a.mp4")),
+            std::slice::from_ref(&hook),
+        )
+        .unwrap();
+    assert!(recorded);
     assert!(l.due_hooks(i64::MAX, 10).unwrap().is_empty(), "held");
     let intended = l.file(f.key).unwrap().unwrap();
     assert_eq!(intended.intent, Some(crate::config::AfterUpload::Move));

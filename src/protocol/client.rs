@@ -62,6 +62,38 @@ pub fn answer_limit(action: Action, file_size: u64) -> u64 {
     }
 }
 
+/// A part's body: bytes in memory, or a stream read from the file as it is sent, with its
+/// length (sent as `Content-Length`, so the service sees a plain body, not a chunked one).
+#[derive(Debug)]
+pub struct PartBody {
+    body: reqwest::Body,
+    len: Option<u64>,
+}
+
+impl PartBody {
+    /// `len` bytes that `stream` yields as they are sent.
+    pub fn streamed<S>(len: u64, stream: S) -> PartBody
+    where
+        S: futures::TryStream + Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        Bytes: From<S::Ok>,
+    {
+        PartBody {
+            body: reqwest::Body::wrap_stream(stream),
+            len: Some(len),
+        }
+    }
+}
+
+impl From<Bytes> for PartBody {
+    fn from(bytes: Bytes) -> PartBody {
+        PartBody {
+            body: bytes.into(),
+            len: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -109,7 +141,11 @@ impl Client {
         }
     }
 
-    pub async fn upload_part(&self, req: PartRequest<'_>, body: Bytes) -> Result<(), CallError> {
+    pub async fn upload_part(
+        &self,
+        req: PartRequest<'_>,
+        body: impl Into<PartBody>,
+    ) -> Result<(), CallError> {
         let query = [
             ("fileSha", req.file_sha.to_owned()),
             ("offset", req.offset.to_string()),
@@ -118,7 +154,9 @@ impl Client {
             ("signature", req.signature.to_owned()),
         ];
         let limit = answer_limit(Action::Part, 0);
-        let raw = self.call(Action::Part, &query, Some(body), limit).await?;
+        let raw = self
+            .call(Action::Part, &query, Some(body.into()), limit)
+            .await?;
         match raw.code {
             Some(0) => Ok(()),
             _ => Err(unexpected(Action::Part, &raw)),
@@ -149,7 +187,7 @@ impl Client {
         &self,
         action: Action,
         params: &[(&str, String)],
-        body: Option<Bytes>,
+        body: Option<PartBody>,
         limit: u64,
     ) -> Result<RawAnswer, CallError> {
         let mut url = self.endpoint.clone();
@@ -157,7 +195,15 @@ impl Client {
             .append_pair("Action", action.as_str())
             .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
         let request = match body {
-            Some(body) => self.http.post(url).body(body),
+            Some(PartBody { body, len: None }) => self.http.post(url).body(body),
+            Some(PartBody {
+                body,
+                len: Some(len),
+            }) => self
+                .http
+                .post(url)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(body),
             None => self.http.get(url),
         };
         let transport = |e: reqwest::Error| CallError::Transport {

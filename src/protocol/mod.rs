@@ -11,7 +11,7 @@ pub mod retry;
 pub mod signature;
 pub mod wire;
 
-pub use client::{Client, ClientError, Timeouts};
+pub use client::{Client, ClientError, PartBody, Timeouts};
 pub use outcome::{classify, Action, CallError, Pace, ServiceError, Verdict};
 pub use plan::{Part, PartSize};
 pub use retry::{Attempts, RetryPolicy};

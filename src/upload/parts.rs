@@ -1,20 +1,19 @@
-//! One round of parts for one file: every missing part is read through the open descriptor
-//! (whose identity is checked first), sent with retries, and recorded as confirmed only after the
+//! One round of parts for one file: every missing part streams from the open descriptor (whose
+//! identity is checked first), is sent with retries, and is recorded as confirmed only after the
 //! service answered code 0. A -10006 answer re-hashes that part (see [`send`]).
 //!
 //! A permit of the engine-wide semaphore is taken *before* a part is read, and held until its
-//! answer is recorded, so parts in flight (and their buffers) never exceed `parts_in_flight`
-//! across all files. Tokio's semaphore is fair, so files interleave instead of queueing. The
+//! answer is recorded, so parts in flight never exceed `parts_in_flight` across all files; each
+//! holds a chunk or two in memory, not a whole part. Tokio's semaphore is fair, so files interleave instead of queueing. The
 //! round ends with the worst [`Interrupt`] of its parts (by [`Interrupt::rank`]), if any.
 
 use super::call::{with_retry, Retried};
 use super::job::{Interrupt, Job};
 use super::{Event, Inner};
-use crate::hash::md5_hex;
-use crate::protocol::{Part, PartRequest};
-use bytes::Bytes;
+use crate::protocol::{Part, PartBody, PartRequest};
+use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -94,13 +93,15 @@ fn settle(end: PartEnd, shutdown: &CancellationToken) -> PartEnd {
     }
 }
 
-/// Check the file, read and send one part; confirm it in the ledger once the service said so.
+/// Check the file, then send one part, read from the file as it goes out; confirm it in the
+/// ledger once the service said so.
 ///
-/// Each byte is hashed once, by the hashing pass: the part is not hashed again before it is sent.
-/// A file changed in place is caught by the descriptor's identity (size, mtime) before the read,
-/// and by the service itself: a -10006 answer (body and `dataMd5` differ) re-reads and re-hashes
-/// this one part. If it differs from the hashing pass, the file changed; if not, the bytes were
-/// damaged on the way, and the fresh copy is sent again.
+/// Each byte is hashed once, by the hashing pass: the part is not hashed again before it is sent,
+/// and it is never held whole in memory (it streams in [`CHUNK`]s), so memory does not grow with
+/// `parts_in_flight`. A file changed in place is caught by the descriptor's identity (size,
+/// mtime) before the part, and by the service itself: a -10006 answer (body and `dataMd5`
+/// differ) re-hashes this one part from the file. If it differs from the hashing pass, the file
+/// changed; if not, the bytes were damaged on the way and the part is sent again.
 async fn send(
     inner: Arc<Inner>,
     job: Arc<Job>,
@@ -110,20 +111,16 @@ async fn send(
 ) -> PartEnd {
     const CHANGED: &str = "the file changed after it was hashed";
     let _in_flight = inner.metrics.part_started();
-    let body = read_part(&job, part, false)
-        .await
-        .ok_or(Interrupt::Changed(CHANGED))?;
+    if !blocking(&job, |job| job.unchanged()).await {
+        return Err(Interrupt::Changed(CHANGED));
+    }
     let md5 = &job.md5s[part.index as usize];
     debug!(offset = part.offset, len = part.len, "sending part");
     let what = Retried {
         key: job.key,
         offset: Some(part.offset),
     };
-    let (body, changed, this_part) = (
-        Mutex::new(body),
-        AtomicBool::new(false),
-        round.child_token(),
-    );
+    let (changed, this_part) = (AtomicBool::new(false), round.child_token());
     let sent = with_retry(
         &inner,
         what,
@@ -137,20 +134,16 @@ async fn send(
                 data_md5: md5,
                 signature: job.signature_text(),
             };
-            let sending = body.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let (inner, job, body, changed, this_part) =
-                (&inner, &job, &body, &changed, &this_part);
+            let body = PartBody::streamed(part.len, chunks(job.clone(), part));
+            let (inner, job, changed, this_part) = (&inner, &job, &changed, &this_part);
             async move {
                 inner.throttle.acquire(part.len).await;
-                let answer = inner.client.upload_part(request, sending).await;
-                if answer.as_ref().is_err_and(|e| e.is_body_mismatch()) {
-                    match read_part(job, part, true).await {
-                        Some(fresh) => *body.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
-                        None => {
-                            changed.store(true, Ordering::SeqCst);
-                            this_part.cancel();
-                        }
-                    }
+                let answer = inner.client.upload_part(request, body).await;
+                if answer.as_ref().is_err_and(|e| e.is_body_mismatch())
+                    && !blocking(job, move |job| matches_its_hash(job, part)).await
+                {
+                    changed.store(true, Ordering::SeqCst);
+                    this_part.cancel();
                 }
                 answer
             }
@@ -173,23 +166,65 @@ async fn send(
     Ok(())
 }
 
-/// The part's bytes from the open file, or `None` if the file is no longer the one hashed: its
-/// identity moved, or (when `verify`) the bytes' MD5 is not the hashing pass's.
-async fn read_part(job: &Arc<Job>, part: Part, verify: bool) -> Option<Bytes> {
-    let job = job.clone();
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        if !job.unchanged() {
-            return None;
+/// How much of a part is read from the file at a time as it is sent.
+const CHUNK: u64 = 256 * 1024;
+
+/// The part's bytes, read from the open file chunk by chunk as the body is sent.
+fn chunks(
+    job: Arc<Job>,
+    part: Part,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::try_unfold(0u64, move |sent| {
+        let job = job.clone();
+        async move {
+            if sent >= part.len {
+                return Ok(None);
+            }
+            let len = CHUNK.min(part.len - sent);
+            let chunk = blocking(&job, move |job| {
+                use std::os::unix::fs::FileExt;
+                let mut buf = BytesMut::zeroed(len as usize);
+                job.source
+                    .file()
+                    .read_exact_at(&mut buf, part.offset + sent)?;
+                Ok::<_, std::io::Error>(buf.freeze())
+            })
+            .await?;
+            Ok(Some((chunk, sent + len)))
         }
-        let mut buf = vec![0u8; part.len as usize];
-        job.source
-            .file()
-            .read_exact_at(&mut buf, part.offset)
-            .ok()?;
-        let hashed = &job.md5s[part.index as usize];
-        (!verify || md5_hex(&buf) == *hashed).then(|| Bytes::from(buf))
     })
-    .await
-    .expect("reading a part does not panic")
+}
+
+/// Whether the part's bytes in the file now have the hashing pass's MD5 (read in chunks).
+fn matches_its_hash(job: &Job, part: Part) -> bool {
+    use md5::{Digest as _, Md5};
+    use std::os::unix::fs::FileExt;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut done = 0;
+    while done < part.len {
+        let len = CHUNK.min(part.len - done) as usize;
+        if job
+            .source
+            .file()
+            .read_exact_at(&mut buf[..len], part.offset + done)
+            .is_err()
+        {
+            return false;
+        }
+        md5.update(&buf[..len]);
+        done += len as u64;
+    }
+    job.unchanged() && hex::encode(md5.finalize()) == job.md5s[part.index as usize]
+}
+
+/// Run `f` on the job on the blocking pool (file reads and `fstat`).
+async fn blocking<T: Send + 'static>(
+    job: &Arc<Job>,
+    f: impl FnOnce(&Job) -> T + Send + 'static,
+) -> T {
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || f(&job))
+        .await
+        .expect("file work does not panic")
 }
