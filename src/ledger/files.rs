@@ -4,8 +4,8 @@
 //! signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
 
 use super::{
-    path_bytes, path_from, FileIdentity, FileKey, FileRecord, FileState, Inode, Ledger, NewFile,
-    RecordedError, Result,
+    exec, path_bytes, path_from, FileIdentity, FileKey, FileRecord, FileState, Inode, Ledger,
+    NewFile, RecordedError, Result,
 };
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
@@ -158,7 +158,8 @@ impl Ledger {
     }
 
     pub fn set_state(&self, key: FileKey, state: FileState) -> Result<()> {
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "UPDATE files SET state = ?2, updated_at = ?3 WHERE id = ?1",
             params![key, state.as_str(), unix_now_i64()],
         )?;
@@ -177,7 +178,7 @@ impl Ledger {
         let t = unix_now_i64();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
+        exec(&tx,
             "UPDATE files SET state = 'done', file_id = ?2, url = ?3, instant = ?4, error_code = NULL, \
              error_message = NULL, error_desc = NULL, updated_at = ?5, finished_at = ?5 WHERE id = ?1",
             params![key, file_id, url, instant, t],
@@ -185,7 +186,7 @@ impl Ledger {
         // The service holds the content now: its parts, hashes and signature are not needed
         // again (a copy completes by instant upload), so the ledger does not grow with them.
         for table in ["confirmed_parts", "part_hashes", "uploads"] {
-            tx.execute(
+            exec(&tx,
                 &format!("DELETE FROM {table} WHERE file_sha = (SELECT file_sha FROM files WHERE id = ?1)"),
                 [key],
             )?;
@@ -205,7 +206,8 @@ impl Ledger {
     }
 
     fn write_error(&self, key: FileKey, e: &RecordedError, state: Option<FileState>) -> Result<()> {
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "UPDATE files SET error_code = ?2, error_message = ?3, error_desc = ?4, \
              state = COALESCE(?5, state), updated_at = ?6 WHERE id = ?1 AND state != 'done'",
             params![
@@ -222,7 +224,8 @@ impl Ledger {
 
     /// One more attempt at the file begins.
     pub fn begin_attempt(&self, key: FileKey) -> Result<()> {
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "UPDATE files SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
             params![key, unix_now_i64()],
         )?;
@@ -233,7 +236,8 @@ impl Ledger {
     /// failure: no failed hook, no failed folder. A row already done keeps its file id and URL.
     pub fn set_aside(&self, key: FileKey, state: FileState, why: &str) -> Result<()> {
         debug_assert!(matches!(state, FileState::Superseded | FileState::Gone));
-        self.conn().execute(
+        exec(
+            &self.conn(),
             "UPDATE files SET state = ?2, error_code = 0, error_message = ?3, error_desc = NULL, \
              updated_at = ?4 WHERE id = ?1",
             params![key, state.as_str(), why, unix_now_i64()],
@@ -243,7 +247,7 @@ impl Ledger {
 
     /// Put this failed file back in the queue; whether it was failed.
     pub fn requeue(&self, key: FileKey) -> Result<bool> {
-        Ok(self.conn().execute(
+        Ok(exec(&self.conn(),
             "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
              updated_at = ?2 WHERE id = ?1 AND state = 'failed'",
             params![key, unix_now_i64()],
@@ -253,7 +257,7 @@ impl Ledger {
     /// Put failed files back in the queue (all of them, or the one at `path`). Only the latest
     /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
     pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
-        Ok(self.conn().execute(
+        Ok(exec(&self.conn(),
             "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
              updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
              AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",

@@ -2,7 +2,7 @@
 //! list, and each delivery's outcome. At-least-once: a delivery leaves the due list only once
 //! [`Ledger::hook_delivered`] ran after the receiver accepted it.
 
-use super::{path_bytes, FileKey, Ledger, Result};
+use super::{exec, path_bytes, query_one, FileKey, Ledger, Result};
 use crate::clock::unix_now_i64;
 use rusqlite::{params, Row, Transaction};
 use serde::Serialize;
@@ -89,13 +89,15 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "FULL")?;
         let result = (|| {
             let tx = conn.transaction()?;
-            let changed = tx.execute(
+            let changed = exec(
+                &tx,
                 "UPDATE files SET intent = ?2, intent_target = ?3, updated_at = ?4 \
                  WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
                 params![key, intent, target.map(path_bytes), unix_now_i64()],
             )?;
             if changed == 1 {
-                tx.execute(
+                exec(
+                    &tx,
                     "DELETE FROM hook_deliveries WHERE file_key = ?1 AND held = 1",
                     [key],
                 )?;
@@ -119,7 +121,8 @@ impl Ledger {
         let t = unix_now_i64();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let changed = tx.execute(
+        let changed = exec(
+            &tx,
             "UPDATE files SET disposed = 1, disposal = ?3, updated_at = ?2 \
              WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
             params![key, t, disposal],
@@ -127,14 +130,15 @@ impl Ledger {
         if changed == 1 {
             match hooks {
                 Some(hooks) => {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "DELETE FROM hook_deliveries WHERE file_key = ?1 AND held = 1",
                         [key],
                     )?;
                     insert_deliveries(&tx, key, hooks, false)?;
                 }
                 None => {
-                    tx.execute(
+                    exec(&tx,
                         "UPDATE hook_deliveries SET held = 0, next_at = ?2 WHERE file_key = ?1 AND held = 1",
                         params![key, t],
                     )?;
@@ -163,7 +167,8 @@ impl Ledger {
     }
 
     pub fn pending_hooks(&self) -> Result<u64> {
-        Ok(self.conn().query_row(
+        Ok(query_one(
+            &self.conn(),
             "SELECT COUNT(*) FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0",
             [],
             |r| r.get(0),
@@ -172,7 +177,8 @@ impl Ledger {
 
     /// The earliest `next_at` of an undelivered delivery.
     pub fn next_hook_at(&self) -> Result<Option<i64>> {
-        Ok(self.conn().query_row(
+        Ok(query_one(
+            &self.conn(),
             "SELECT MIN(next_at) FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0",
             [],
             |r| r.get(0),
@@ -180,7 +186,7 @@ impl Ledger {
     }
 
     pub fn hook_delivered(&self, id: i64) -> Result<()> {
-        self.conn().execute(
+        exec(&self.conn(),
             "UPDATE hook_deliveries SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL \
              WHERE id = ?1",
             params![id, unix_now_i64()],
@@ -189,7 +195,7 @@ impl Ledger {
     }
 
     pub fn hook_failed(&self, id: i64, error: &str, next_at: i64) -> Result<()> {
-        self.conn().execute(
+        exec(&self.conn(),
             "UPDATE hook_deliveries SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE id = ?1",
             params![id, error, next_at],
         )?;

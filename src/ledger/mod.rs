@@ -59,6 +59,21 @@ fn path_bytes(path: &Path) -> &[u8] {
     path.as_os_str().as_bytes()
 }
 
+/// `execute` through the connection's statement cache: each statement is parsed once.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the connection's statement cache.
+fn query_one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, row)
+}
+
 fn path_from(bytes: Vec<u8>) -> PathBuf {
     use std::os::unix::ffi::OsStringExt as _;
     PathBuf::from(std::ffi::OsString::from_vec(bytes))
@@ -76,6 +91,8 @@ impl Ledger {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
+        // Every statement the ledger runs stays parsed (there are a few dozen).
+        conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -123,7 +140,8 @@ impl Ledger {
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE files SET file_sha = ?2, part_size = ?3, updated_at = ?4 WHERE id = ?1",
             params![key, sha, part_size, unix_now_i64()],
         )?;
@@ -176,7 +194,7 @@ impl Ledger {
         signature: &str,
         expires: u64,
     ) -> Result<()> {
-        self.conn().execute(
+        exec(&self.conn(),
             "INSERT INTO uploads (file_sha, size, part_size, signature, signature_expires) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (file_sha) DO UPDATE SET signature = ?4, signature_expires = ?5",
             params![sha, size, part_size, signature, expires],
@@ -197,7 +215,7 @@ impl Ledger {
 
     /// Bytes of a content confirmed at or after `since` (Unix seconds): the recent upload speed.
     pub fn confirmed_since(&self, sha: &str, since: i64) -> Result<u64> {
-        Ok(self.conn().query_row(
+        Ok(query_one(&self.conn(),
             "SELECT COALESCE(SUM(len), 0) FROM confirmed_parts WHERE file_sha = ?1 AND confirmed_at >= ?2",
             params![sha, since],
             |r| r.get(0),
@@ -206,7 +224,7 @@ impl Ledger {
 
     /// Record that the service answered code 0 for the part at `offset`. Call it only then.
     pub fn confirm_part(&self, sha: &str, offset: u64, len: u64) -> Result<()> {
-        self.conn().execute(
+        exec(&self.conn(),
             "INSERT OR IGNORE INTO confirmed_parts (file_sha, offset, len, confirmed_at) VALUES (?1, ?2, ?3, ?4)",
             params![sha, offset, len, unix_now_i64()],
         )?;
@@ -218,7 +236,11 @@ impl Ledger {
     pub fn reconcile(&self, sha: &str, held: &[(u64, u64)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM confirmed_parts WHERE file_sha = ?1", [sha])?;
+        exec(
+            &tx,
+            "DELETE FROM confirmed_parts WHERE file_sha = ?1",
+            [sha],
+        )?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO confirmed_parts (file_sha, offset, len, confirmed_at) VALUES (?1, ?2, ?3, ?4)",
