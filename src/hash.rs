@@ -1,10 +1,9 @@
 //! One-pass hashing of a file: the SHA-1 of the whole file and the MD5 of every part.
 //!
 //! The file is read once, through the descriptor vodup opened ([`Source`]), in part-sized chunks
-//! into reused buffers. The reading thread feeds SHA-1 (one serial chain, so it sets the floor)
-//! while a second thread computes the part MD5s, independent messages, several at once with
-//! multi-buffer SIMD (md5-simd: AVX2/AVX-512, scalar fallback), so the pass runs at the pace of
-//! SHA-1 alone. `md-5` stays as the reference ([`md5_hex`]) the tests check the fast path against.
+//! into reused buffers, and passed along three threads: reading, SHA-1 (one serial chain, so it
+//! sets the floor) and the part MD5s (independent messages, several at once with multi-buffer
+//! SIMD: md5-simd, AVX2/AVX-512, scalar fallback), so the pass runs at the pace of SHA-1 alone. `md-5` stays as the reference ([`md5_hex`]) the tests check the fast path against.
 //! This is blocking code: async callers run it on `spawn_blocking`.
 
 use crate::protocol::plan::{plan, PartSize};
@@ -46,9 +45,11 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
 }
 
 /// Parts hashed together by the multi-buffer MD5 (AVX2 has 8 lanes; md5-simd prefers them for
-/// runs of up to eight even with AVX-512). Two batches circulate: one is read while the other is
-/// hashed, so the pass holds `2 × MD5_BATCH` parts in memory.
+/// runs of up to eight even with AVX-512).
 const MD5_BATCH: usize = 8;
+/// Part buffers in circulation: a batch being hashed for MD5, one being gathered behind the SHA-1,
+/// and a couple read ahead.
+const BUFFERS: usize = 2 * MD5_BATCH + 2;
 
 /// The MD5 of each of `parts` (independent messages), several at once where the CPU allows, as
 /// lowercase hex, in order.
@@ -63,9 +64,10 @@ pub fn md5_many(parts: &[&[u8]]) -> Vec<String> {
 /// a file still being written is never taken as final, and with [`HashError::Stopped`] as soon as
 /// `stop()` says so (checked between parts).
 ///
-/// This thread reads each part once into a reused buffer and feeds the SHA-1 (one serial chain:
-/// the floor); a second thread computes the part MD5s a batch at a time with multi-buffer SIMD and
-/// hands the buffers back.
+/// Three stages, each on its own thread, pass each part's buffer along: this thread reads it
+/// (`pread`), the SHA-1 thread feeds it to the one serial chain that sets the pace, and the MD5
+/// thread hashes a batch of parts at once with multi-buffer SIMD, then hands the buffers back to
+/// be read into again (reused, never zeroed per part).
 pub fn hash_source(
     source: &Source,
     part_size: PartSize,
@@ -76,11 +78,28 @@ pub fn hash_source(
         return Err(HashError::Changed);
     }
     let size = opened.version.size;
-    let (batches, to_md5) = mpsc::sync_channel::<Vec<Vec<u8>>>(1);
+    let (to_sha, sha_in) = mpsc::sync_channel::<Vec<u8>>(2);
+    let (to_md5, md5_in) = mpsc::sync_channel::<Vec<Vec<u8>>>(1);
     let (free, freed) = mpsc::channel::<Vec<u8>>();
+    let sha_worker = std::thread::spawn(move || {
+        let mut sha = Sha1::new();
+        let mut batch = Vec::with_capacity(MD5_BATCH);
+        for buffer in sha_in {
+            sha.update(&buffer);
+            batch.push(buffer);
+            if batch.len() == MD5_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(MD5_BATCH));
+                let _ = to_md5.send(full);
+            }
+        }
+        if !batch.is_empty() {
+            let _ = to_md5.send(batch);
+        }
+        hex::encode(sha.finalize())
+    });
     let md5_worker = std::thread::spawn(move || {
         let mut md5s = Vec::new();
-        for batch in to_md5 {
+        for batch in md5_in {
             let parts: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
             md5s.extend(md5_many(&parts));
             for buffer in batch {
@@ -89,16 +108,17 @@ pub fn hash_source(
         }
         md5s
     });
-    let read = read_into_batches(source, size, part_size, &stop, &batches, &freed);
-    drop(batches);
+    let read = read_parts(source, size, part_size, &stop, &to_sha, &freed);
+    drop(to_sha);
+    let sha1 = sha_worker.join().expect("sha-1 worker does not panic");
     let part_md5s = md5_worker.join().expect("md5 worker does not panic");
-    let sha1 = match read {
+    match read {
         // A file truncated under us reads short: it changed.
         Err(HashError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return Err(HashError::Changed)
         }
         other => other?,
-    };
+    }
     let mut probe = [0u8; 1];
     let grew = source.file().read_at(&mut probe, size)? != 0;
     if grew || source.current()? != opened {
@@ -111,25 +131,22 @@ pub fn hash_source(
     })
 }
 
-/// Read every part into buffers (reused once the MD5 thread hands them back), feed the SHA-1,
-/// and send the parts on in batches. Returns the SHA-1.
-fn read_into_batches(
+/// Read every part, in order, into a buffer handed back by the MD5 stage (or a new one while
+/// fewer than [`BUFFERS`] exist), and pass it to the SHA-1 stage.
+fn read_parts(
     source: &Source,
     size: u64,
     part_size: PartSize,
     stop: &impl Fn() -> bool,
-    batches: &mpsc::SyncSender<Vec<Vec<u8>>>,
+    to_sha: &mpsc::SyncSender<Vec<u8>>,
     freed: &mpsc::Receiver<Vec<u8>>,
-) -> Result<String, HashError> {
-    let mut sha = Sha1::new();
-    let mut batch = Vec::with_capacity(MD5_BATCH);
+) -> Result<(), HashError> {
     let mut allocated = 0;
-    let parts = plan(size, part_size);
-    for (i, part) in parts.iter().enumerate() {
+    for part in plan(size, part_size) {
         if stop() {
             return Err(HashError::Stopped);
         }
-        let mut buffer = if allocated < 2 * MD5_BATCH {
+        let mut buffer = if allocated < BUFFERS {
             allocated += 1;
             Vec::new()
         } else {
@@ -138,16 +155,11 @@ fn read_into_batches(
         // A reused buffer keeps its bytes (no zeroing per part); it is overwritten in full.
         buffer.resize(part.len as usize, 0);
         source.file().read_exact_at(&mut buffer, part.offset)?;
-        sha.update(&buffer);
-        batch.push(buffer);
-        if batch.len() == MD5_BATCH || i + 1 == parts.len() {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(MD5_BATCH));
-            if batches.send(full).is_err() {
-                break;
-            }
+        if to_sha.send(buffer).is_err() {
+            break;
         }
     }
-    Ok(hex::encode(sha.finalize()))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -245,6 +245,16 @@ impl Disk {
         }
     }
 
+    /// The bytes of a held part.
+    pub fn read_part(&self, sha: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.part_path(sha, offset);
+        let mut file = ctx("open", &path, File::open(&path))?;
+        ctx("seek", &path, file.seek(SeekFrom::Start(PART_HEADER_BYTES)))?;
+        let mut buf = vec![0u8; len as usize];
+        ctx("read", &path, file.read_exact(&mut buf))?;
+        Ok(buf)
+    }
+
     /// SHA-1 of the parts (`(offset, len)` in offset order) read one after the other, lowercase hex.
     pub fn sha1_of_parts(&self, sha: &str, parts: &[(u64, u64)]) -> Result<String> {
         let mut hasher = Sha1::new();

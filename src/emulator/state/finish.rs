@@ -66,24 +66,39 @@ impl Store {
                 total: all.len(),
             });
         }
-        let outcome = self.check_and_publish(p, file_name, upload, &all).await?;
+        self.advance_prefix(&p.file_sha, &mut state, None).await?;
+        let actual = state
+            .prefix
+            .as_ref()
+            .filter(|prefix| prefix.next == upload.file_size)
+            .map(|prefix| hex::encode(sha1::Digest::finalize(prefix.hasher.clone())));
+        let outcome = self
+            .check_and_publish(p, file_name, upload, &all, actual)
+            .await?;
         self.close_upload(&p.file_sha, &mut state, &outcome).await?;
         Ok(outcome)
     }
 
-    /// Every part is held: hash them in order and, if they are the file, make them the file.
+    /// Every part is held: hash them in order (or take the running SHA-1 of the prefix, `hashed`)
+    /// and, if they are the file, make them the file.
     async fn check_and_publish(
         &self,
         p: &FinishParams,
         file_name: &str,
         upload: UploadRecord,
         all: &[Part],
+        hashed: Option<String>,
     ) -> Result<FinishOutcome, DiskError> {
-        let layout: Vec<(u64, u64)> = all.iter().map(|part| (part.offset, part.len)).collect();
-        let sha = p.file_sha.clone();
-        let actual = self
-            .on_disk(move |d| d.sha1_of_parts(&sha, &layout))
-            .await?;
+        let actual = match hashed {
+            Some(actual) => actual,
+            None => {
+                let layout: Vec<(u64, u64)> =
+                    all.iter().map(|part| (part.offset, part.len)).collect();
+                let sha = p.file_sha.clone();
+                self.on_disk(move |d| d.sha1_of_parts(&sha, &layout))
+                    .await?
+            }
+        };
         if actual != p.file_sha {
             return Ok(FinishOutcome::ShaMismatch { actual });
         }

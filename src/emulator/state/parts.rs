@@ -80,6 +80,7 @@ impl Store {
     ) -> Result<PartReceived, DiskError> {
         let md5 = p.data_md5.clone();
         let duplicate = ticket.duplicate;
+        let bytes = body.clone();
         let written = self
             .on_disk(move |d| {
                 let actual = disk::md5_of(&body);
@@ -109,7 +110,12 @@ impl Store {
             len: p.data_size,
             md5: p.data_md5.clone(),
         };
-        state.parts.insert(p.offset, held);
+        let replaced = state.parts.insert(p.offset, held).is_some();
+        if replaced && state.prefix.as_ref().is_some_and(|x| p.offset < x.next) {
+            state.prefix = None;
+        }
+        self.advance_prefix(&p.file_sha, &mut state, Some((p.offset, bytes)))
+            .await?;
         Ok(PartReceived::Stored)
     }
 }
