@@ -280,13 +280,25 @@ async fn a_newline_in_a_file_name_forges_no_line_in_output_logs_or_status() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.contains("clip\\nERROR forged line\\e[2J.mp4"), "{stdout}");
+    assert!(
+        stdout.contains("clip\\nERROR forged line\\e[2J.mp4"),
+        "{stdout}"
+    );
     for text in [&stdout, &stderr] {
-        assert!(!text.lines().any(|l| l.starts_with("ERROR forged")), "{text}");
-        assert!(!text.contains('\u{1b}'), "no raw escape reaches a terminal: {text:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("ERROR forged")),
+            "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}'),
+            "no raw escape reaches a terminal: {text:?}"
+        );
     }
     let status = run(vodup(&config).arg("status")).await;
     let table = String::from_utf8_lossy(&status.stdout);
-    assert!(!table.lines().any(|l| l.starts_with("ERROR forged")), "{table}");
+    assert!(
+        !table.lines().any(|l| l.starts_with("ERROR forged")),
+        "{table}"
+    );
     assert!(table.contains("clip\\nERROR forged line"), "{table}");
 }
