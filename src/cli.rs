@@ -63,4 +63,13 @@ pub enum Command {
     },
     /// Validate the configuration and name any bad key.
     CheckConfig,
+    /// Print the completion script for a shell to stdout.
+    ///
+    /// For example `vodup completions bash > ~/.local/share/bash-completion/completions/vodup`.
+    /// The Debian package installs them for bash, zsh and fish.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }

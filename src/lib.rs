@@ -6,7 +6,8 @@
 //! ([`hash`]), signs it and speaks the protocol ([`protocol`]) to init, send the missing parts
 //! concurrently and finish; the ledger records every part the service confirmed, so a restart
 //! resumes from there. The [`daemon`] wires these tasks together; [`emulator`] is a faithful
-//! implementation of the service for tests, benchmarks and trying a config.
+//! implementation of the service for tests, benchmarks and trying a config. [`cli`] is the command
+//! line; [`manual`] renders its man pages and shell completions.
 
 pub mod cli;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod hash;
 pub mod hooks;
 pub mod ledger;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod progress;
 pub mod protocol;

@@ -64,5 +64,10 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
         }
         Command::Status { json } => Ok(commands::status(&load()?, json)?),
         Command::Retry { file, failed: _ } => Ok(commands::retry(&load()?, file.as_deref())?),
+        Command::Completions { shell } => {
+            vodup::manual::write_completion(shell, &mut std::io::stdout().lock())
+                .context("cannot write the completion script")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

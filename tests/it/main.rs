@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod completions;
 mod crash;
 mod daemon;
 mod emulator;
