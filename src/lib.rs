@@ -5,7 +5,8 @@
 //! fully written; the [`ledger`] records it; the upload engine ([`upload`]) hashes it once
 //! ([`hash`]), signs it and speaks the protocol ([`protocol`]) to init, send the missing parts
 //! concurrently and finish; the ledger records every part the service confirmed, so a restart
-//! resumes from there. The [`daemon`] wires these tasks together; [`emulator`] is a faithful
+//! resumes from there. The [`daemon`] wires these tasks together (and [`http`] shows their progress
+//! on a status page and as metrics); [`emulator`] is a faithful
 //! implementation of the service for tests, benchmarks and trying a config.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod emulator;
 pub mod error;
 pub mod hash;
 pub mod hooks;
+pub mod http;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
