@@ -151,17 +151,10 @@ fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_j
 /// `vodup status`: every file in the ledger.
 pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
-    let window = 10;
-    let since = crate::clock::unix_now_i64() - window;
     let mut hooks = ledger.undelivered_hooks()?;
     let mut rows = Vec::new();
     for record in ledger.files()? {
-        let speed = match (&record.file_sha, record.state) {
-            (Some(sha), FileState::Uploading) => {
-                ledger.confirmed_since(sha, since)? / window as u64
-            }
-            _ => 0,
-        };
+        let speed = crate::status::speed(&ledger, &record)?;
         let (mine, rest) = hooks.into_iter().partition(|h| h.file_key == record.key);
         hooks = rest;
         rows.push((record, speed, mine));

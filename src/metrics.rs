@@ -1,4 +1,5 @@
-//! Prometheus metrics: the counters the engine and the daemon move, and the `/metrics` listener.
+//! Prometheus metrics: the counters the engine and the daemon move, and their exposition text
+//! (served at `/metrics` by [`crate::http`]).
 //!
 //! Exposition is `prometheus-client`'s; this module only names the metrics and says when they
 //! move. Files by state and pending hooks come from the ledger at scrape time, so they are right
@@ -12,10 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartLabels {
@@ -219,39 +218,4 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Serve `GET /metrics` on `listen` until `cancel`.
-pub async fn serve(
-    listen: SocketAddr,
-    metrics: Metrics,
-    ledger: Ledger,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::{http::header, response::IntoResponse, routing::get, Router};
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "metrics listening");
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let (metrics, ledger) = (metrics.clone(), ledger.clone());
-            async move {
-                match ledger.run(move |l| metrics.render(l)).await {
-                    Ok(text) => (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                        .into_response(),
-                }
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
 }

@@ -1,6 +1,8 @@
-//! Rendering the ledger for people (`vodup status`) and programs (`--json`).
+//! Rendering the ledger for people (`vodup status`) and programs (`--json`): the table shows a
+//! moved file where it is now (and where it came `from`); the JSON keeps `path` (the drop path)
+//! and `movedTo`. Also what the status page shows of a file ([`speed`], [`moved_to`]).
 
-use crate::ledger::{Delivery, FileRecord, FileState};
+use crate::ledger::{Delivery, FileRecord, FileState, Ledger, LedgerError};
 use crate::shown::{line, shown};
 use serde::Serialize;
 
@@ -18,6 +20,21 @@ pub struct FileStatus<'a> {
 
 /// One row of the status: a file, its recent speed, and its undelivered hooks.
 pub type Row = (FileRecord, u64, Vec<Delivery>);
+
+/// How many seconds of confirmed parts [`speed`] averages over.
+const SPEED_WINDOW: i64 = 10;
+
+/// A file's upload speed over the last seconds, bytes/s: the parts the service confirmed in that
+/// time (0 unless it is uploading).
+pub fn speed(ledger: &Ledger, record: &FileRecord) -> Result<u64, LedgerError> {
+    Ok(match (&record.file_sha, record.state) {
+        (Some(sha), FileState::Uploading) => {
+            let since = crate::clock::unix_now_i64() - SPEED_WINDOW;
+            ledger.confirmed_since(sha, since)? / SPEED_WINDOW as u64
+        }
+        _ => 0,
+    })
+}
 
 /// The ledger counts a done file as wholly confirmed, so this needs no special case.
 pub fn percent(record: &FileRecord) -> f64 {
@@ -59,13 +76,13 @@ pub fn to_table(records: &[Row]) -> String {
             bytes,
             speed,
             r.file_id.as_deref().unwrap_or("-"),
-            shown(&r.path)
+            shown(moved_to(r).unwrap_or(&r.path))
         ));
+        if moved_to(r).is_some() {
+            out.push_str(&format!("{:>71} {}\n", "from", shown(&r.path)));
+        }
         if let Some(url) = r.url.as_deref() {
             out.push_str(&format!("{:>71} {}\n", "url", line(url)));
-        }
-        if let (Some(to), true) = (&r.intent_target, r.disposed) {
-            out.push_str(&format!("{:>71} {}\n", "moved to", shown(to)));
         }
         if let Some(skipped) = r
             .disposal
@@ -111,7 +128,13 @@ pub fn to_table(records: &[Row]) -> String {
     out
 }
 
-fn confirmed(r: &FileRecord) -> u64 {
+/// Where the after-upload action moved (or copied) the file, once it did.
+pub fn moved_to(r: &FileRecord) -> Option<&std::path::Path> {
+    let moved = r.disposed && matches!(r.disposal.as_deref(), Some("moved" | "copied"));
+    r.intent_target.as_deref().filter(|_| moved)
+}
+
+pub fn confirmed(r: &FileRecord) -> u64 {
     r.confirmed_bytes.min(r.size)
 }
 
@@ -127,5 +150,86 @@ fn human(bytes: u64) -> String {
         format!("{bytes}B")
     } else {
         format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn moved_record() -> FileRecord {
+        FileRecord {
+            key: 7,
+            path: PathBuf::from("/srv/drop/show/ep1.mp4"),
+            size: 2048,
+            mtime_ns: 1,
+            inode: None,
+            part_size: 524_288,
+            state: FileState::Done,
+            file_sha: Some("ab".repeat(20)),
+            origin: Some(PathBuf::from("/srv/drop")),
+            processing: "{}".into(),
+            attempts: 1,
+            error: None,
+            file_id: Some("5285890781763144364".into()),
+            url: Some("http://vod.example/ep1.mp4".into()),
+            instant: false,
+            disposed: true,
+            created_at: 1,
+            updated_at: 2,
+            finished_at: Some(2),
+            confirmed_bytes: 2048,
+            disposal: Some("moved".into()),
+            intent_target: Some(PathBuf::from("/srv/done/show/ep1.mp4")),
+            intent: Some(crate::config::AfterUpload::Move),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_a_moved_file_where_it_is_now_and_where_it_came_from() {
+        let table = to_table(&[(moved_record(), 0, Vec::new())]);
+        let mut lines = table.lines().skip(1);
+        let main = lines.next().unwrap();
+        assert!(main.starts_with("done"), "{table}");
+        assert!(main.ends_with(" /srv/done/show/ep1.mp4"), "{table}");
+        let from = lines.next().unwrap();
+        assert_eq!(
+            from.split_whitespace().collect::<Vec<_>>(),
+            ["from", "/srv/drop/show/ep1.mp4"]
+        );
+        assert!(!table.contains("moved to"), "{table}");
+    }
+
+    #[test]
+    fn a_file_not_moved_is_shown_at_its_path_even_with_an_intent() {
+        let mut record = moved_record();
+        record.disposal = Some("skipped: the file is gone from its path".into());
+        assert_eq!(moved_to(&record), None);
+        let table = to_table(&[(record, 0, Vec::new())]);
+        assert!(table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(" /srv/drop/show/ep1.mp4"));
+        assert!(
+            !table.lines().any(|l| l.trim_start().starts_with("from ")),
+            "{table}"
+        );
+        let mut kept = moved_record();
+        kept.disposed = false;
+        assert_eq!(moved_to(&kept), None, "not moved before its action ran");
+    }
+
+    #[test]
+    fn the_json_keeps_the_drop_path_and_moved_to() {
+        let json = to_json(&[(moved_record(), 0, Vec::new())]);
+        let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(rows[0]["path"], "/srv/drop/show/ep1.mp4");
+        assert_eq!(rows[0]["movedTo"], "/srv/done/show/ep1.mp4");
+        assert_eq!(
+            moved_to(&moved_record()),
+            Some(Path::new("/srv/done/show/ep1.mp4"))
+        );
     }
 }

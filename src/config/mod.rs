@@ -61,15 +61,25 @@ pub struct Config {
     pub rate_schedule: Vec<RateWindow>,
     pub retry: RetryPolicy,
     pub timeouts: Timeouts,
+    pub http: HttpConfig,
+    /// The old name of `[http]`: `[metrics] listen` still works (not both).
     pub metrics: MetricsConfig,
     pub watch: Vec<Watch>,
 }
 
-/// The optional Prometheus listener.
+/// The optional HTTP listener: the status page (`/`, `/files.json`) and `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` to listen on; absent = off.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[metrics] listen`, the listener's first name, kept working.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// `host:port` to serve `/metrics` on; absent = off.
+    /// The same as `[http] listen`; setting both is refused.
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -95,6 +105,7 @@ impl Default for Config {
             rate_schedule: Vec::new(),
             retry: RetryPolicy::default(),
             timeouts: Timeouts::default(),
+            http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
             watch: Vec::new(),
         }
@@ -212,10 +223,23 @@ impl Config {
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
+        if let (Some(_), Some(_)) = (self.http.listen, self.metrics.listen) {
+            return Err(invalid(
+                "http.listen",
+                "and metrics.listen are both set: they name the same listener; \
+                 keep http.listen and remove metrics.listen",
+            ));
+        }
         for (i, watch) in self.watch.iter().enumerate() {
             watch.validate(&format!("watch[{i}]"))?;
         }
         Ok(())
+    }
+
+    /// Where the HTTP listener (status page and metrics) listens: `[http] listen`, or its old
+    /// name `[metrics] listen`; `None` = off.
+    pub fn http_listen(&self) -> Option<std::net::SocketAddr> {
+        self.http.listen.or(self.metrics.listen)
     }
 
     pub fn part_size(&self) -> Option<PartSize> {

@@ -197,3 +197,40 @@ fn debug_of_a_config_never_shows_the_secret() {
     let config = check("secret_id = \"AKID1\"\nsecret_key = \"s3cr3t-value\"\n").unwrap();
     assert!(!format!("{config:?}").contains("s3cr3t-value"));
 }
+
+#[test]
+fn the_listener_is_http_listen_or_its_old_name_but_not_both() {
+    let http = check(&format!(
+        "{}[http]\nlisten = \"127.0.0.1:9464\"\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(http.http_listen(), Some(([127, 0, 0, 1], 9464).into()));
+    let old = check(&format!(
+        "{}[metrics]\nlisten = \"127.0.0.1:9465\"\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(old.http_listen(), Some(([127, 0, 0, 1], 9465).into()));
+    assert_eq!(
+        check(&minimal()).unwrap().http_listen(),
+        None,
+        "off by default"
+    );
+    let both = format!(
+        "{}[http]\nlisten = \"127.0.0.1:1\"\n[metrics]\nlisten = \"127.0.0.1:2\"\n",
+        minimal()
+    );
+    let error = check(&both).unwrap_err();
+    assert!(
+        error.contains("http.listen") && error.contains("metrics.listen"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_example_keeps_the_listener_off_and_sidecars_opt_in() {
+    let config = check(include_str!("../../config.example.toml")).unwrap();
+    assert_eq!(config.http_listen(), None);
+    assert!(!config.watch[0].done_sidecar);
+}

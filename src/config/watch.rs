@@ -58,6 +58,10 @@ pub struct Watch {
     pub after_upload: AfterUpload,
     pub done_dir: Option<PathBuf>,
     pub failed_dir: Option<PathBuf>,
+    /// Write `NAME.vod.json` (fileId, url, fileSha, size, finished, instant) next to a done file
+    /// where it ends up: in `done_dir` when moved, beside it when kept; none when deleted.
+    #[serde(default)]
+    pub done_sidecar: bool,
     /// Quiet time after the writer closed the file (close-write seen) or renamed it in.
     #[serde(default = "Watch::default_settle", with = "humantime_serde")]
     pub settle: Duration,
@@ -112,6 +116,7 @@ impl Watch {
             after_upload: AfterUpload::Keep,
             done_dir: None,
             failed_dir: None,
+            done_sidecar: false,
             settle: Watch::default_settle(),
             settle_unseen: Watch::default_settle_unseen(),
             processing: Processing::default(),

@@ -1,5 +1,5 @@
 //! After-upload actions: keep, delete or move a source the service confirmed; move a failed one
-//! to the failed folder with a `NAME.error.json` sidecar.
+//! to the failed folder. The sidecars written beside them are [`super::sidecar`].
 //!
 //! Never before the service confirmed the file, never overwriting, at most once, and only while
 //! the path still names the file that was uploaded: the folder is opened beneath the watch root
@@ -17,7 +17,6 @@ use crate::shown::shown;
 use crate::source::{look, open_parent, SourceError};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
-use serde_json::json;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -153,7 +152,6 @@ pub fn apply(
     };
     if record.state == FileState::Failed {
         if let Some(to) = disposal.target() {
-            write_sidecar(record, to)?;
             warn!(path = %shown(&record.path), to = %shown(to), "failed file moved aside");
         }
     }
@@ -266,23 +264,6 @@ fn free_name(target: &Path) -> PathBuf {
         .map(|n| target.with_file_name(format!("{stem} ({n}){ext}")))
         .find(|candidate| !candidate.exists())
         .expect("some name is free")
-}
-
-fn write_sidecar(record: &FileRecord, moved_to: &Path) -> io::Result<()> {
-    let error = record.error.clone();
-    let sidecar = json!({
-        "path": shown(&record.path).to_string(),
-        "fileSha": record.file_sha,
-        "code": error.as_ref().map(|e| e.code),
-        "message": error.as_ref().map(|e| e.message.clone()),
-        "codeDesc": error.as_ref().map(|e| e.code_desc.clone()),
-        "attempts": record.attempts,
-        "time": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    });
-    let mut name = moved_to.file_name().unwrap_or_default().to_owned();
-    name.push(".error.json");
-    let text = serde_json::to_string_pretty(&sidecar).expect("sidecar serializes");
-    std::fs::write(moved_to.with_file_name(name), text + "\n")
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! Tasks, in one set of named tasks (`tasks.rs`: the first error ends the daemon, named; the
 //! shutdown drain and its deadline): the scheduler (queue, upload, after-upload action) and the
 //! intake (resume, then watch, settle, record), which feeds it through a bounded channel; the hook
-//! runner, poked by the scheduler after each recorded disposal; the metrics listener (its failure
-//! is logged, not fatal); the systemd watchdog; the SIGHUP reloader.
+//! runner, poked by the scheduler after each recorded disposal; the HTTP listener (status page and
+//! metrics, [`crate::http`]; its failure is logged, not fatal); the systemd watchdog; the SIGHUP
+//! reloader.
 //!
 //! The watch list travels on two `watch` channels: the reloader sends the list it read to the
 //! intake (`wanted`), and the intake, once it watches that list's folders, publishes it to the
@@ -15,6 +16,7 @@
 mod dispose;
 mod intake;
 mod scheduler;
+mod sidecar;
 mod systemd;
 mod tasks;
 
@@ -100,12 +102,12 @@ pub async fn run_with(
         poke: poke_hooks,
     };
     tasks.spawn("hooks", runner.run(cancel.child_token()));
-    if let Some(listen) = config.metrics.listen {
-        let serve = crate::metrics::serve(listen, metrics, ledger, cancel.child_token());
-        tasks.spawn("metrics", async move {
-            // Uploads go on without metrics; the operator sees why in the log.
+    if let Some(listen) = config.http_listen() {
+        let serve = crate::http::serve(listen, metrics, ledger, cancel.child_token());
+        tasks.spawn("http", async move {
+            // Uploads go on without the page and metrics; the operator sees why in the log.
             if let Err(e) = serve.await {
-                tracing::error!(%listen, error = %e, "metrics listener failed");
+                tracing::error!(%listen, error = %e, "http listener failed");
             }
             Ok::<_, Error>(())
         });

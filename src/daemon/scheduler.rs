@@ -4,6 +4,7 @@
 //! the drain by `shutdown_deadline`). After it records a disposal it pokes the hook runner.
 
 use super::dispose::{apply, plan, recover, Disposal, Plan};
+use super::sidecar;
 use crate::config::Watch;
 use crate::hooks;
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
@@ -219,10 +220,19 @@ fn dispose_now(
             apply(record, root, action, target.as_deref())?
         }
     };
+    // A note beside the file for people; the file itself is disposed of whatever becomes of it.
+    if let Err(e) = sidecar::write_for(record, watch, root, &disposal) {
+        warn!(path = %shown(&record.path), error = %e, "sidecar not written");
+    }
     let as_held = !matches!(disposal, Disposal::Skipped(_))
         && held_for.is_some_and(|t| t.as_deref() == disposal.target());
     let replaced = (!as_held).then(|| hooks::deliveries(hook, record, disposal.target()));
-    ledger.mark_disposed(record.key, &disposal.describe(), replaced.as_deref())?;
+    ledger.mark_disposed(
+        record.key,
+        &disposal.describe(),
+        disposal.target(),
+        replaced.as_deref(),
+    )?;
     Ok(Some(disposal))
 }
 

@@ -128,6 +128,16 @@ impl Ledger {
         self.select("1 = 1 ORDER BY f.id DESC", [])
     }
 
+    /// A page of files, newest first: at most `limit` of those with a key below `before` (all,
+    /// without it). The next page is the one before the last key of this one.
+    pub fn recent(&self, limit: usize, before: Option<FileKey>) -> Result<Vec<FileRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.select(
+            "f.id < ?1 ORDER BY f.id DESC LIMIT ?2",
+            params![before.unwrap_or(i64::MAX), limit],
+        )
+    }
+
     /// Files not done or failed, oldest first: what a start must resume.
     pub fn unfinished(&self) -> Result<Vec<FileRecord>> {
         self.select(&format!("f.state IN {ACTIVE} ORDER BY f.id"), [])

@@ -109,13 +109,15 @@ impl Ledger {
         Ok(result?)
     }
 
-    /// The after-upload action ran and did `disposal`: mark the file disposed of and release its
-    /// held deliveries, or replace them by `hooks` when the outcome differs from the intent. One
-    /// transaction, so a crash can neither lose the hooks nor run the action twice.
+    /// The after-upload action ran and did `disposal`, moving the file to `moved_to` (where it
+    /// really went: a name taken meanwhile gets another): mark the file disposed of and release
+    /// its held deliveries, or replace them by `hooks` when the outcome differs from the intent.
+    /// One transaction, so a crash can neither lose the hooks nor run the action twice.
     pub fn mark_disposed(
         &self,
         key: FileKey,
         disposal: &str,
+        moved_to: Option<&Path>,
         hooks: Option<&[NewDelivery]>,
     ) -> Result<()> {
         let t = unix_now_i64();
@@ -123,9 +125,10 @@ impl Ledger {
         let tx = conn.transaction()?;
         let changed = exec(
             &tx,
-            "UPDATE files SET disposed = 1, disposal = ?3, updated_at = ?2 \
+            "UPDATE files SET disposed = 1, disposal = ?3, \
+             intent_target = COALESCE(?4, intent_target), updated_at = ?2 \
              WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
-            params![key, t, disposal],
+            params![key, t, disposal, moved_to.map(path_bytes)],
         )?;
         if changed == 1 {
             match hooks {

@@ -204,9 +204,9 @@ fn a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded() {
         Some(Path::new("/done/a.mp4"))
     );
     assert!(!intended.disposed);
-    l.mark_disposed(f.key, "moved", None).unwrap();
+    l.mark_disposed(f.key, "moved", None, None).unwrap();
     assert_eq!(l.due_hooks(i64::MAX, 10).unwrap().len(), 1, "released");
-    l.mark_disposed(f.key, "moved", None).unwrap();
+    l.mark_disposed(f.key, "moved", None, None).unwrap();
     assert_eq!(l.due_hooks(i64::MAX, 10).unwrap().len(), 1, "once");
 }
 

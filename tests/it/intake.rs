@@ -394,7 +394,7 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
         let copy = snapshot(&db);
         let disposal = vodup::daemon::apply(&record, &env.drop, action, target.as_deref()).unwrap();
         ledger
-            .mark_disposed(key, &disposal.describe(), None)
+            .mark_disposed(key, &disposal.describe(), disposal.target(), None)
             .unwrap();
         copy
     };

@@ -10,4 +10,6 @@ mod emulator;
 mod helpers;
 mod intake;
 mod operations;
+mod page;
+mod sidecar;
 mod upload;

@@ -1,0 +1,257 @@
+//! The status page: `/files.json` pages newest first, every answer is locked down (CSP without
+//! inline code, nosniff, no referrer, no framing), GET only; and in a real browser (headless
+//! Chromium) the page lists the files, a hostile name shows as text and a done file its fileId.
+
+use crate::helpers::env::{test_bytes, wait_until, Daemon, Env, PART};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The name of a file that would run script if a page put it in as markup.
+const HOSTILE: &str = "<img src=x onerror=alert(1)>.mp4";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The daemon with the listener on a free loopback port, and `names` dropped and done (an empty
+/// name stays waiting).
+async fn serving(env: &Env, names: &[&str]) -> (Daemon, String) {
+    let port = free_port();
+    let mut config = env.config();
+    config.http.listen = Some(([127, 0, 0, 1], port).into());
+    let daemon = Daemon::start(config).await;
+    for (i, name) in names.iter().enumerate() {
+        env.write(
+            &env.drop,
+            name,
+            &test_bytes(2 * PART as usize + 1000 * i, 70 + i as u64),
+        );
+        // One at a time, so the ledger's order is the drop order.
+        let done = env.done.join(name);
+        wait_until("the file done", Duration::from_secs(30), || async {
+            done.exists()
+        })
+        .await;
+    }
+    (daemon, format!("http://127.0.0.1:{port}"))
+}
+
+async fn get_json(url: &str) -> Value {
+    let response = reqwest::get(url).await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+fn names(page: &Value) -> Vec<&str> {
+    page["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn files_json_pages_newest_first_and_every_answer_is_locked_down() {
+    let env = Env::new().await;
+    let (daemon, base) = serving(&env, &["one.mp4", "two.mp4", HOSTILE]).await;
+
+    let first = get_json(&format!("{base}/files.json?limit=2")).await;
+    assert_eq!(
+        names(&first),
+        [HOSTILE, "two.mp4"],
+        "newest first, escaped text"
+    );
+    let next = first["next"].as_i64().expect("a next page");
+    let second = get_json(&format!("{base}/files.json?limit=2&before={next}")).await;
+    assert_eq!(names(&second), ["one.mp4"]);
+    assert!(second["next"].is_null(), "the last page");
+
+    let record = env.record(&env.drop.join("one.mp4")).unwrap();
+    let one = &second["files"][0];
+    assert_eq!(one["state"], "done");
+    assert_eq!(one["fileId"].as_str(), record.file_id.as_deref());
+    assert_eq!(one["url"].as_str(), record.url.as_deref());
+    assert_eq!(one["percent"], 100.0);
+    assert_eq!(one["watch"].as_str(), Some(env.drop.to_str().unwrap()));
+    assert_eq!(
+        one["path"].as_str(),
+        Some(env.drop.join("one.mp4").to_str().unwrap())
+    );
+    assert_eq!(
+        one["movedTo"].as_str(),
+        Some(env.done.join("one.mp4").to_str().unwrap())
+    );
+    for secretish in ["processing", "signature", "secret"] {
+        let text = second.to_string();
+        assert!(!text.contains(secretish), "{secretish} in {text}");
+    }
+
+    let client = reqwest::Client::new();
+    for path in ["/", "/app.js", "/app.css", "/files.json", "/metrics"] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}");
+        let header = |name: &str| {
+            let value = response.headers().get(name);
+            value
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let csp = header("content-security-policy");
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+    }
+    let page = reqwest::get(format!("{base}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !page.contains("<script>") && !page.contains("<style"),
+        "no inline code"
+    );
+    let post = client
+        .post(format!("{base}/files.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        post.status(),
+        reqwest::StatusCode::METHOD_NOT_ALLOWED,
+        "read-only"
+    );
+    daemon.stop().await;
+}
+
+/// The browser to test with, or `None` when there is none and it is not required: `cargo test`
+/// works on a machine with only the Rust toolchain, while CI sets `VODUP_REQUIRE_BROWSER=1` (and
+/// installs Chromium), so there a missing browser fails the test.
+fn chromium() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() && std::env::var("VODUP_REQUIRE_BROWSER").as_deref() != Ok("1") {
+        eprintln!(
+            "chromium is not installed: browser test skipped (apt-get install chromium; \
+             VODUP_REQUIRE_BROWSER=1 makes this a failure, as in CI)"
+        );
+        return None;
+    }
+    Some(found.expect(
+        "chromium is not installed, and VODUP_REQUIRE_BROWSER=1: the status page is tested in a \
+         real browser (apt-get install -y chromium)",
+    ))
+}
+
+/// Run headless Chromium on `url` with `args`; its stdout.
+async fn browse(browser: &Path, profile: &Path, args: &[&str], url: &str) -> String {
+    let mut command = tokio::process::Command::new(browser);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), command.output())
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_page_in_a_browser_lists_files_with_hostile_names_as_text() {
+    let Some(browser) = chromium() else { return };
+    let env = Env::new().await;
+    let names = ["Interview - Jane Doe.mp4", HOSTILE, "Trailer final v3.mov"];
+    let (daemon, base) = serving(&env, &names).await;
+    env.write(&env.drop, "empty.mp4", b"");
+    wait_until(
+        "the empty file waiting",
+        Duration::from_secs(30),
+        || async {
+            env.record(&env.drop.join("empty.mp4"))
+                .is_some_and(|r| r.state == vodup::ledger::FileState::Waiting)
+        },
+    )
+    .await;
+    let profile = tempfile::tempdir().unwrap();
+
+    let dom = browse(
+        &browser,
+        profile.path(),
+        &["--dump-dom"],
+        &format!("{base}/"),
+    )
+    .await;
+    assert!(
+        dom.contains("&lt;img src=x onerror=alert(1)&gt;.mp4"),
+        "the hostile name as text: {dom}"
+    );
+    assert!(!dom.contains("<img"), "no img element: {dom}");
+    let done = env.record(&env.drop.join("Trailer final v3.mov")).unwrap();
+    let file_id = done.file_id.expect("done");
+    assert!(
+        dom.contains(&format!("<code class=\"id\">{file_id}</code>")),
+        "the done file's fileId: {dom}"
+    );
+    assert!(dom.contains("Interview - Jane Doe.mp4"), "{dom}");
+    assert!(dom.contains("empty: taken once it has content"), "{dom}");
+    assert_eq!(dom.matches("<tr class=\"state-done\">").count(), 3, "{dom}");
+
+    let shot = env.dir.path().join("status-page.png");
+    let arg = format!("--screenshot={}", shot.display());
+    browse(
+        &browser,
+        profile.path(),
+        &[&arg, "--window-size=1200,700"],
+        &format!("{base}/"),
+    )
+    .await;
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    if std::env::var("VODUP_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png");
+        std::fs::create_dir_all(docs.parent().unwrap()).unwrap();
+        std::fs::copy(&shot, docs).unwrap();
+    }
+    daemon.stop().await;
+}
