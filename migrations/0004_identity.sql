@@ -53,6 +53,7 @@ ALTER TABLE files_v4 RENAME TO files;
 CREATE INDEX files_state ON files (state);
 CREATE INDEX files_sha ON files (file_sha);
 CREATE INDEX files_path ON files (path);
+CREATE INDEX files_inode ON files (dev, ino);
 
 -- A delivery written with the disposal intent is held until the action ran.
 ALTER TABLE hook_deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;

@@ -84,6 +84,26 @@ impl Settler {
         }
     }
 
+    /// `from` (a file, or a folder and everything under it) was renamed to `to` within the watched
+    /// tree: what was pending there keeps its evidence under its new path (a file still open for
+    /// writing stays so, whatever the rename event says of the new path).
+    pub fn renamed(&mut self, from: &Path, to: &Path) {
+        let moved: Vec<PathBuf> = self
+            .pending
+            .keys()
+            .filter(|path| path.starts_with(from))
+            .cloned()
+            .collect();
+        for old in moved {
+            let entry = self.pending.remove(&old).expect("listed");
+            let new = match old.strip_prefix(from) {
+                Ok(rest) if !rest.as_os_str().is_empty() => to.join(rest),
+                _ => to.to_owned(),
+            };
+            self.pending.insert(new, entry);
+        }
+    }
+
     /// Events may have been lost: nothing pending can rely on its evidence any more.
     pub fn evidence_lost(&mut self) {
         for pending in self.pending.values_mut() {
@@ -230,6 +250,26 @@ mod tests {
             1,
             "silence alone now"
         );
+    }
+
+    #[test]
+    fn a_file_still_written_keeps_its_evidence_when_it_or_its_folder_is_renamed() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.note("/d/sub/a.mp4".into(), Some(Evidence::Writing), RULE, start);
+        s.note("/d/b.mp4".into(), Some(Evidence::Writing), RULE, start);
+        // The rename's own event arrives first and says "renamed in": complete.
+        s.note("/d/sub2/a.mp4".into(), Some(Evidence::Closed), RULE, start);
+        s.renamed(Path::new("/d/sub"), Path::new("/d/sub2"));
+        s.renamed(Path::new("/d/b.mp4"), Path::new("/d/c.mp4"));
+        s.poll(start, stat);
+        assert!(
+            s.poll(start + secs(600), stat).ready.is_empty(),
+            "still open for writing"
+        );
+        assert!(s.contains(Path::new("/d/sub2/a.mp4")) && s.contains(Path::new("/d/c.mp4")));
+        assert_eq!(s.len(), 2);
     }
 
     #[test]

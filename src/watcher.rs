@@ -162,6 +162,9 @@ pub enum Noticed {
     /// This folder appeared (created, or renamed in with its files): scan it now. Its files
     /// have the evidence given (`Closed` when the folder was moved in whole).
     Folder(PathBuf, Evidence),
+    /// A file or folder was renamed within the watched tree (follows the new path's own event):
+    /// what was pending under the old path moves to the new one, evidence and all.
+    Renamed { from: PathBuf, to: PathBuf },
 }
 
 /// What an event of `kind` at `path` tells, before filtering. Our own reads (open, close
@@ -170,10 +173,10 @@ fn notice(kind: EventKind, path: PathBuf) -> Option<Noticed> {
     let is_dir = || std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_dir());
     Some(match kind {
         EventKind::Create(CreateKind::Folder) => Noticed::Folder(path, Evidence::Unseen),
-        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) if is_dir() => {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) if is_dir() => {
             Noticed::Folder(path, Evidence::Closed)
         }
-        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => {
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
             Noticed::File(path, Some(Evidence::Closed))
         }
         EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
@@ -205,16 +208,23 @@ pub fn watch(
         if event.need_rescan() {
             return rescan.raise();
         }
-        // A rename within the watched tree lists both paths; only the new one matters.
-        let Some(path) = event.paths.last().cloned() else {
-            return;
-        };
-        let Some(noticed) = notice(event.kind, path) else {
-            return;
+        let noticed = match (event.kind, event.paths.as_slice()) {
+            (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) => {
+                Noticed::Renamed {
+                    from: from.clone(),
+                    to: to.clone(),
+                }
+            }
+            (kind, [.., path]) => match notice(kind, path.clone()) {
+                Some(noticed) => noticed,
+                None => return,
+            },
+            _ => return,
         };
         let wanted = match &noticed {
             Noticed::File(path, _) => handler_filters.iter().any(|f| f.matches(path)),
             Noticed::Folder(path, _) => handler_filters.iter().any(|f| f.takes_folder(path)),
+            Noticed::Renamed { .. } => true,
         };
         if wanted {
             if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(noticed) {

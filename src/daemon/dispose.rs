@@ -232,14 +232,36 @@ fn move_to(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
 fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut from = std::fs::File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
-    let partial = target.with_extension("vodup-partial");
+    // A hidden name of our own next to the target; one left by a crash mid-copy is ours to redo.
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(target.file_name().unwrap_or_default());
+    partial_name.push(".vodup-partial");
+    let partial = target.with_file_name(partial_name);
     let mut to = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .open(&partial)?;
     io::copy(&mut from, &mut to)?;
     to.sync_all()?;
-    std::fs::rename(&partial, target)?;
+    // Never over another file: a name taken meanwhile gets the next free one.
+    let mut target = target.to_owned();
+    loop {
+        match rustix::fs::renameat_with(CWD, &partial, CWD, &target, RenameFlags::NOREPLACE) {
+            Ok(()) => break,
+            Err(Errno::EXIST) => target = free_name(&target),
+            Err(Errno::INVAL) if !target.exists() => {
+                std::fs::rename(&partial, &target)?;
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The copy's name is durable before the source goes.
+    if let Some(folder) = target.parent() {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    let target = target.as_path();
     // The copy is complete: from here the move counts as done, so a failure to remove the
     // source never leads to a second copy.
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
@@ -347,6 +369,32 @@ mod tests {
         std::fs::rename(root.join("b.mp4"), &path).unwrap();
         assert!(matches!(plan(&record, &w, &root).unwrap(), Plan::Skip(_)));
         assert_eq!(std::fs::read(&path).unwrap(), b"first", "left in place");
+    }
+
+    #[test]
+    fn a_move_across_file_systems_redoes_a_copy_a_crash_left_behind() {
+        use std::os::unix::fs::MetadataExt as _;
+        let (_d, root, _, ledger) = setup();
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            return eprintln!("no /dev/shm: cross-file-system move not tested");
+        };
+        let done = other.path().join("done");
+        let path = root.join("a.mp4");
+        std::fs::write(&path, b"content").unwrap();
+        if std::fs::metadata(&path).unwrap().dev() == std::fs::metadata(other.path()).unwrap().dev()
+        {
+            return eprintln!("/dev/shm is on the same file system: not tested");
+        }
+        let record = done_record(&ledger, &path, &root);
+        let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
+            panic!("act")
+        };
+        std::fs::create_dir_all(&done).unwrap();
+        std::fs::write(done.join(".a.mp4.vodup-partial"), b"half").unwrap();
+        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        assert_eq!(disposal, Disposal::Moved(done.join("a.mp4")));
+        assert_eq!(std::fs::read(done.join("a.mp4")).unwrap(), b"content");
+        assert!(!done.join(".a.mp4.vodup-partial").exists() && !path.exists());
     }
 
     #[test]

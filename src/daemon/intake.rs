@@ -88,6 +88,7 @@ impl Intake {
                     Noticed::Folder(path, evidence) => {
                         scan_folder(&active, path, evidence, &mut settler).await;
                     }
+                    Noticed::Renamed { from, to } => settler.renamed(&from, &to),
                 },
                 () = rescan.raised() => {
                     if rescan.take() {
@@ -305,12 +306,15 @@ fn rule_for(active: &Active, path: &Path) -> Option<Rule> {
     active.watch_for(path).map(|(_, w)| rule(w))
 }
 
-/// The version of the regular file at `path` (a symlink is not followed, and is none).
-fn version_at(path: &Path) -> Option<crate::ledger::FileVersion> {
+/// The identity of the regular file at `path` (a symlink is not followed, and is none).
+fn identity_at(path: &Path) -> Option<FileIdentity> {
     let meta = std::fs::symlink_metadata(path).ok()?;
-    meta.file_type()
-        .is_file()
-        .then(|| FileIdentity::of(&meta).version)
+    meta.file_type().is_file().then(|| FileIdentity::of(&meta))
+}
+
+/// The version of the regular file at `path`.
+fn version_at(path: &Path) -> Option<crate::ledger::FileVersion> {
+    identity_at(path).map(|i| i.version)
 }
 
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its
@@ -322,14 +326,16 @@ fn moved_back(record: &FileRecord) -> bool {
 /// Whether this version of the file (same size and mtime) already ended in the ledger, or is
 /// shown as waiting (a failed file moved back in has not ended).
 fn is_settled_already(ledger: &Ledger, path: &Path) -> Result<bool, Error> {
-    let Some(now) = version_at(path) else {
+    let Some(now) = identity_at(path) else {
         return Ok(true);
     };
-    Ok(ledger.latest_for_path(path)?.is_some_and(|r| {
+    let ended_here = ledger.latest_for_path(path)?.is_some_and(|r| {
         let ended = matches!(
             r.state,
             FileState::Done | FileState::Failed | FileState::Waiting
         );
-        ended && r.version() == now && !moved_back(&r)
-    }))
+        ended && r.version() == now.version && !moved_back(&r)
+    });
+    // A file uploaded under another path and moved or renamed here since.
+    Ok(ended_here || ledger.uploaded(&now)?.is_some())
 }

@@ -71,16 +71,48 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     })
 }
 
+/// The done row of `identity` (under a path other than `except`, if given).
+fn uploaded_as(
+    conn: &rusqlite::Connection,
+    identity: &FileIdentity,
+    except: Option<&[u8]>,
+) -> rusqlite::Result<Option<FileRecord>> {
+    let sql = format!(
+        "SELECT {FILE_COLUMNS} FROM files f WHERE f.dev = ?1 AND f.ino = ?2 AND f.size = ?3 \
+         AND f.mtime_ns = ?4 AND f.state = 'done' AND (?5 IS NULL OR f.path != ?5) \
+         ORDER BY f.id DESC LIMIT 1"
+    );
+    let FileIdentity { inode, version } = identity;
+    conn.prepare_cached(&sql)?
+        .query_row(
+            params![
+                inode.dev as i64,
+                inode.ino as i64,
+                version.size,
+                version.mtime_ns,
+                except
+            ],
+            file_from_row,
+        )
+        .optional()
+}
+
 impl Ledger {
     /// Record a file version (idempotent on path + size + mtime) and return it as it stands. A
     /// row of this version that had become `waiting`, `superseded` or `gone` is taken again: the
-    /// file settled anew at this very version. A new version drops the path's `waiting` rows.
+    /// file settled anew at this very version (its stored hash kept only if it is the same inode).
+    /// A new version drops the path's `waiting` rows. A file already uploaded under another path
+    /// (moved or renamed within the drop folder after a `keep`, or a hard link) is that upload:
+    /// its row is returned and nothing is recorded, so it is neither uploaded nor announced twice.
     pub fn enqueue(&self, new: &NewFile<'_>) -> Result<FileRecord> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let t = unix_now_i64();
         let FileIdentity { inode, version } = new.identity;
         let path = path_bytes(new.path);
+        if let Some(uploaded) = uploaded_as(&tx, &new.identity, Some(path))? {
+            return Ok(uploaded);
+        }
         tx.prepare_cached(
             "DELETE FROM files WHERE path = ?1 AND state = 'waiting' AND (size != ?2 OR mtime_ns != ?3)",
         )?
@@ -89,6 +121,8 @@ impl Ledger {
             "INSERT INTO files (path, size, mtime_ns, dev, ino, part_size, state, origin, processing, \
              created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
              ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = excluded.state, \
+             file_sha = CASE WHEN files.dev IS excluded.dev AND files.ino IS excluded.ino \
+                        THEN files.file_sha END, \
              dev = excluded.dev, ino = excluded.ino, error_code = NULL, error_message = NULL, \
              error_desc = NULL, attempts = 0, updated_at = excluded.updated_at \
              WHERE files.state IN ('waiting', 'superseded', 'gone') AND files.state != excluded.state",
@@ -113,6 +147,11 @@ impl Ledger {
             .query_row(params![path, version.size, version.mtime_ns], file_from_row)?;
         tx.commit()?;
         Ok(record)
+    }
+
+    /// The done row of this very file (inode and version), if it was uploaded (under any path).
+    pub fn uploaded(&self, identity: &FileIdentity) -> Result<Option<FileRecord>> {
+        Ok(uploaded_as(&self.conn(), identity, None)?)
     }
 
     pub fn file(&self, key: FileKey) -> Result<Option<FileRecord>> {
@@ -259,7 +298,7 @@ impl Ledger {
     pub fn requeue(&self, key: FileKey) -> Result<bool> {
         Ok(exec(&self.conn(),
             "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
-             updated_at = ?2 WHERE id = ?1 AND state = 'failed'",
+             updated_at = ?2 WHERE id = ?1 AND state = 'failed' AND (intent IS NULL OR disposed = 1)",
             params![key, unix_now_i64()],
         )? == 1)
     }
@@ -270,6 +309,7 @@ impl Ledger {
         Ok(exec(&self.conn(),
             "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
              updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
+             AND (intent IS NULL OR disposed = 1) \
              AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",
             params![path.map(path_bytes), unix_now_i64()],
         )?)

@@ -252,3 +252,62 @@ fn finishing_forgets_the_content_parts_hashes_and_signature() {
     assert_eq!(l.part_md5s("sha", 1_048_576, 3).unwrap(), None);
     assert_eq!(l.signature("sha").unwrap(), None);
 }
+
+#[test]
+fn a_revived_row_keeps_its_hash_only_for_the_same_inode() {
+    let (_d, l) = ledger();
+    let path = Path::new("/drop/again.mp4");
+    let first = l.enqueue(&new_file(path)).unwrap();
+    l.record_hash(
+        first.key,
+        "sha-of-old",
+        1_048_576,
+        &vec!["m".to_string(); 3],
+    )
+    .unwrap();
+    l.set_aside(first.key, FileState::Gone, "moved away")
+        .unwrap();
+    let mut other_inode = new_file(path);
+    other_inode.identity.inode.ino = 99;
+    let revived = l.enqueue(&other_inode).unwrap();
+    assert_eq!((revived.key, revived.state), (first.key, FileState::Queued));
+    assert_eq!(
+        revived.file_sha, None,
+        "another file at the same version is hashed anew"
+    );
+}
+
+#[test]
+fn a_file_already_uploaded_under_another_path_is_that_upload() {
+    let (_d, l) = ledger();
+    let done = l.enqueue(&new_file(Path::new("/drop/a.mp4"))).unwrap();
+    l.finish(done.key, "id-1", None, false).unwrap();
+    let renamed = l
+        .enqueue(&new_file(Path::new("/drop/renamed.mp4")))
+        .unwrap();
+    assert_eq!((renamed.key, renamed.state), (done.key, FileState::Done));
+    assert_eq!(l.files().unwrap().len(), 1, "nothing new recorded");
+    let identity = identity(3_000_000, 42);
+    assert!(l.uploaded(&identity).unwrap().is_some());
+}
+
+#[test]
+fn a_failed_file_whose_disposal_is_under_way_is_not_requeued() {
+    let (_d, l) = ledger();
+    let path = Path::new("/drop/f.mp4");
+    let f = l.enqueue(&new_file(path)).unwrap();
+    let err = RecordedError {
+        code: 1,
+        message: "x".into(),
+        code_desc: String::new(),
+    };
+    l.fail(f.key, &err).unwrap();
+    assert!(l.intend_disposal(f.key, "move", None, &[]).unwrap());
+    assert!(!l.requeue(f.key).unwrap());
+    assert_eq!(l.requeue_failed(Some(path)).unwrap(), 0);
+    l.mark_disposed(f.key, "moved", None, None).unwrap();
+    assert!(
+        l.requeue(f.key).unwrap(),
+        "once it is disposed of, it can be retried"
+    );
+}

@@ -53,7 +53,7 @@ where
         let Some(delay) = inner.retry.next_delay(&mut attempts, pace, &mut rng) else {
             return Err(final_failure(inner, what, &error));
         };
-        note_retry(inner, what, &error, attempts.failures());
+        note_retry(inner, what, &error, attempts.failures()).await?;
         sleep_unless(delay, cancel).await?;
     }
 }
@@ -65,15 +65,22 @@ fn final_failure(inner: &Inner, what: Retried, error: &CallError) -> Interrupt {
     Interrupt::Failed(recorded(error))
 }
 
-/// A failed attempt that will be retried: log it, count it, note it in the ledger.
-fn note_retry(inner: &Inner, what: Retried, error: &CallError, attempt: u32) {
+/// A failed attempt that will be retried: log it, count it, note it in the ledger (awaited, so a
+/// note can never land after the file's final state and overwrite its reason).
+async fn note_retry(
+    inner: &Inner,
+    what: Retried,
+    error: &CallError,
+    attempt: u32,
+) -> Result<(), Interrupt> {
     warn!(attempt, offset = what.offset, code = error.code(), error = %error, "retrying");
     match what.offset {
         Some(_) => inner.metrics.part_retried(error.code()),
         None => inner.metrics.error_now(),
     }
-    let (ledger, key, error) = (inner.ledger.clone(), what.key, recorded(error));
-    tokio::task::spawn_blocking(move || ledger.note_error(key, &error));
+    let (key, error) = (what.key, recorded(error));
+    inner.ledger.run(move |l| l.note_error(key, &error)).await?;
+    Ok(())
 }
 
 /// Count one failure of a whole round and wait its full-jitter delay; `Err` when the policy's

@@ -139,11 +139,17 @@ async fn send(
             async move {
                 inner.throttle.acquire(part.len).await;
                 let answer = inner.client.upload_part(request, body).await;
-                if answer.as_ref().is_err_and(|e| e.is_body_mismatch())
-                    && !blocking(job, move |job| matches_its_hash(job, part)).await
-                {
-                    changed.store(true, Ordering::SeqCst);
-                    this_part.cancel();
+                // Before a retry: is the file still the one hashed? After a -10006, re-hash it.
+                if let Err(error) = &answer {
+                    let mismatch = error.is_body_mismatch();
+                    let still = blocking(job, move |job| match mismatch {
+                        true => matches_its_hash(job, part),
+                        false => job.unchanged(),
+                    });
+                    if !still.await {
+                        changed.store(true, Ordering::SeqCst);
+                        this_part.cancel();
+                    }
                 }
                 answer
             }

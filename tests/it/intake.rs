@@ -423,3 +423,51 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
     daemon.stop().await;
     assert_eq!(std::fs::read_to_string(&marker).unwrap().lines().count(), 1);
 }
+
+#[tokio::test]
+async fn a_kept_file_renamed_within_the_drop_folder_is_neither_uploaded_nor_announced_again() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.watch[0].after_upload = vodup::config::AfterUpload::Keep;
+    let marker = env.dir.path().join("hooks.log");
+    config.watch[0].on_done = marker_hook(&marker);
+    let daemon = Daemon::start(config).await;
+    let first = env.write(&env.drop, "take1.mp4", &test_bytes(PART as usize, 51));
+    wait_until(
+        "the first file is done",
+        Duration::from_secs(20),
+        || async {
+            env.record(&first)
+                .is_some_and(|r| r.state == FileState::Done)
+        },
+    )
+    .await;
+    std::fs::create_dir(env.drop.join("sorted")).unwrap();
+    std::fs::rename(&first, env.drop.join("sorted/take1-final.mp4")).unwrap();
+    // A second file dropped after the rename settles by the same rule: once it is done, the
+    // renamed one has been considered too.
+    let second = env.write(&env.drop, "take2.mp4", &test_bytes(PART as usize, 52));
+    wait_until(
+        "the second file is done",
+        Duration::from_secs(20),
+        || async {
+            env.record(&second)
+                .is_some_and(|r| r.state == FileState::Done)
+        },
+    )
+    .await;
+    wait_until("both done hooks ran", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&marker).is_ok_and(|log| log.lines().count() >= 2)
+    })
+    .await;
+    let stats = env.emu.stats().await;
+    assert_eq!(
+        stats.finishes, 2,
+        "no second upload of the renamed file: {stats:?}"
+    );
+    let rows = env.ledger().files().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(log.lines().count(), 2, "one done hook per file: {log}");
+    daemon.stop().await;
+}
