@@ -1,6 +1,6 @@
 //! The one-shot commands: `upload`, `status`, `retry`, `check-config`, and `demo`.
 
-use crate::config::Config;
+use crate::config::{AccountName, Config};
 use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
 use crate::progress::{Bars, Lines};
@@ -24,6 +24,7 @@ pub fn enqueue_named(
     path: &Path,
     part_size: u64,
     processing: &str,
+    account: Option<&AccountName>,
 ) -> Result<FileRecord, Error> {
     let path = std::fs::canonicalize(path).map_err(|source| Error::Io {
         what: "cannot open",
@@ -31,7 +32,7 @@ pub fn enqueue_named(
         source,
     })?;
     Ok(crate::source::enqueue(
-        ledger, &path, None, part_size, processing,
+        ledger, &path, None, part_size, processing, account,
     )?)
 }
 
@@ -53,11 +54,18 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
         }
     });
     let processing = serde_json::to_string(&config.processing).expect("processing serializes");
+    let account = config.default_account().name;
     let files_at_once = Arc::new(Semaphore::new(config.files_in_flight));
     let mut tasks = JoinSet::new();
     let mut ok = true;
     for (index, path) in files.into_iter().enumerate() {
-        let found = enqueue_named(&ledger, &path, config.part_size, &processing);
+        let found = enqueue_named(
+            &ledger,
+            &path,
+            config.part_size,
+            &processing,
+            Some(&account),
+        );
         let record = match found {
             Ok(record) if record.state == FileState::Failed => {
                 // The user asks again for a file that failed: try it again.
@@ -156,9 +164,9 @@ pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     let mut hooks = ledger.undelivered_hooks()?;
     let mut rows = Vec::new();
     for record in ledger.files()? {
-        let speed = match (&record.file_sha, record.state) {
-            (Some(sha), FileState::Uploading) => {
-                ledger.confirmed_since(sha, since)? / window as u64
+        let speed = match (&record.account, &record.file_sha, record.state) {
+            (Some(account), Some(sha), FileState::Uploading) => {
+                ledger.confirmed_since(account.as_str(), sha, since)? / window as u64
             }
             _ => 0,
         };
@@ -262,13 +270,17 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Files holding the secret key that others can read.
+/// Files holding a secret key (the top-level one or a watch's) that others can read.
 fn secret_exposure(config_path: &Path, config: &Config) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let holder = config
         .secret_key_file
         .as_deref()
-        .map(|f| ("secret_key_file", f, 0o044));
+        .map(|f| ("secret_key_file".to_owned(), f, 0o044));
+    let watch_holders = config.watch.iter().enumerate().filter_map(|(i, w)| {
+        let file = w.secret_key_file.as_deref()?;
+        Some((format!("watch[{i}].secret_key_file"), file, 0o044))
+    });
     let in_config = std::fs::read_to_string(config_path)
         .map(|t| {
             t.lines().any(|l| {
@@ -280,10 +292,10 @@ fn secret_exposure(config_path: &Path, config: &Config) -> Vec<String> {
         .unwrap_or(false);
     let mut warnings = Vec::new();
     let candidates = [
-        in_config.then_some(("the config file", config_path, 0o004)),
+        in_config.then_some(("the config file".to_owned(), config_path, 0o004)),
         holder,
     ];
-    for (what, file, others) in candidates.into_iter().flatten() {
+    for (what, file, others) in candidates.into_iter().flatten().chain(watch_holders) {
         if let Ok(meta) = std::fs::metadata(file) {
             let mode = meta.permissions().mode();
             if mode & others != 0 {

@@ -1,4 +1,5 @@
-//! Rendering the ledger for people (`vodup status`) and programs (`--json`).
+//! Rendering the ledger for people (`vodup status`) and programs (`--json`, where each file's
+//! `account` is always shown).
 
 use crate::ledger::{Delivery, FileRecord, FileState};
 use crate::shown::{line, shown};
@@ -40,7 +41,12 @@ pub fn to_json(records: &[Row]) -> String {
     serde_json::to_string_pretty(&rows).expect("status serializes")
 }
 
+/// A table for people. Each file's account is shown when the files went to more than one.
 pub fn to_table(records: &[Row]) -> String {
+    let accounts: std::collections::BTreeSet<_> = records
+        .iter()
+        .filter_map(|(r, ..)| r.account.as_ref())
+        .collect();
     let mut out = format!(
         "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
         "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
@@ -63,6 +69,9 @@ pub fn to_table(records: &[Row]) -> String {
         ));
         if let Some(url) = r.url.as_deref() {
             out.push_str(&format!("{:>71} {}\n", "url", line(url)));
+        }
+        if let Some(account) = r.account.as_ref().filter(|_| accounts.len() > 1) {
+            out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
         }
         if let (Some(to), true) = (&r.intent_target, r.disposed) {
             out.push_str(&format!("{:>71} {}\n", "moved to", shown(to)));

@@ -138,7 +138,7 @@ async fn send(
             let (inner, job, changed, this_part) = (&inner, &job, &changed, &this_part);
             async move {
                 inner.throttle.acquire(part.len).await;
-                let answer = inner.client.upload_part(request, body).await;
+                let answer = job.account.client.upload_part(request, body).await;
                 if answer.as_ref().is_err_and(|e| e.is_body_mismatch())
                     && !blocking(job, move |job| matches_its_hash(job, part)).await
                 {
@@ -154,10 +154,10 @@ async fn send(
         return Err(Interrupt::Changed(CHANGED));
     }
     sent?;
-    let sha = job.sha.clone();
+    let (account, sha) = job.upload();
     inner
         .ledger
-        .run(move |l| l.confirm_part(&sha, part.offset, part.len))
+        .run(move |l| l.confirm_part(&account, &sha, part.offset, part.len))
         .await?;
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
