@@ -3,10 +3,9 @@
 use crate::config::{AccountName, Config};
 use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
-use crate::progress::{Bars, Lines};
+use crate::progress::{Bars, Counted, Lines, Summary};
 use crate::shown::shown;
 use crate::upload::{Engine, Outcome, Progress};
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,15 +35,18 @@ pub fn enqueue_named(
     )?)
 }
 
-/// `vodup upload FILE...`: upload in the foreground, print each result.
+/// `vodup upload FILE...`: upload in the foreground, print each result and a summary. On a
+/// terminal (without `--json`) each file has a bar until its result line replaces it; otherwise
+/// the results are printed at the end, in the order given.
 pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
-    let progress: Arc<dyn Progress> = if !json && std::io::stderr().is_terminal() {
-        Arc::new(Bars::default())
-    } else {
-        Arc::new(Lines::default())
+    let bars = crate::progress::use_bars(json).then(|| Arc::new(Bars::default()));
+    let shown: Arc<dyn Progress> = match &bars {
+        Some(bars) => bars.clone(),
+        None => Arc::new(Lines::default()),
     };
-    let engine = Engine::new(&config, ledger.clone(), progress)?;
+    let counted = Arc::new(Counted::new(shown));
+    let engine = Engine::new(&config, ledger.clone(), counted.clone())?;
     let cancel = CancellationToken::new();
     tokio::spawn({
         let cancel = cancel.clone();
@@ -57,7 +59,11 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     let account = config.default_account().name;
     let files_at_once = Arc::new(Semaphore::new(config.files_in_flight));
     let mut tasks = JoinSet::new();
-    let mut ok = true;
+    let (mut ok, mut summary) = (true, Summary::default());
+    let print = |f: &dyn Fn()| match &bars {
+        Some(bars) => bars.suspend(f),
+        None => f(),
+    };
     for (index, path) in files.into_iter().enumerate() {
         let found = enqueue_named(
             &ledger,
@@ -75,20 +81,35 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
             Ok(record) => record,
             Err(e) => {
                 ok = false;
-                print_error(json, &path, None, &e.to_string());
+                summary.refused();
+                print(&|| print_error(json, &path, None, &e.to_string()));
                 continue;
             }
         };
         let (engine, cancel, gate) = (engine.clone(), cancel.clone(), files_at_once.clone());
         tasks.spawn(async move {
             let _turn = gate.acquire_owned().await.expect("never closed");
-            (index, path, engine.upload(record.key, &cancel).await)
+            let outcome = engine.upload(record.key, &cancel).await;
+            (index, path, record, outcome)
         });
     }
-    let mut results: Vec<_> = tasks.join_all().await;
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, path, record, outcome) = joined.expect("an upload task does not panic");
+        let outcome = outcome?;
+        summary.add(&outcome, record.size);
+        match &bars {
+            // As each file ends, its result line takes its bar's place.
+            Some(bars) => bars.ended(record.key, || ok &= report(json, &path, outcome)),
+            None => results.push((index, path, outcome)),
+        }
+    }
     results.sort_by_key(|(index, ..)| *index);
     for (_, path, outcome) in results {
-        ok &= report(json, &path, outcome?);
+        ok &= report(json, &path, outcome);
+    }
+    if !json {
+        eprintln!("{}", summary.line(counted.sent()));
     }
     if cancel.is_cancelled() {
         eprintln!("vodup: interrupted; run the same command again to resume");

@@ -61,7 +61,7 @@ pub fn md5_many(parts: &[&[u8]]) -> Vec<String> {
 /// Hash the open `source` in one pass, through its descriptor. Fails with [`HashError::Changed`]
 /// if the file is not the one opened any more (size or mtime moved, now or while it was read), so
 /// a file still being written is never taken as final, and with [`HashError::Stopped`] as soon as
-/// `stop()` says so (checked between parts).
+/// `stop()` says so (checked between parts). `read(len)` is told of each part read, for progress.
 ///
 /// This thread reads each part once into a reused buffer and feeds the SHA-1 (one serial chain:
 /// the floor); a second thread computes the part MD5s a batch at a time with multi-buffer SIMD and
@@ -70,6 +70,7 @@ pub fn hash_source(
     source: &Source,
     part_size: PartSize,
     stop: impl Fn() -> bool,
+    read: impl Fn(u64),
 ) -> Result<FileDigest, HashError> {
     let opened = source.identity();
     if source.current()? != opened {
@@ -89,10 +90,10 @@ pub fn hash_source(
         }
         md5s
     });
-    let read = read_into_batches(source, size, part_size, &stop, &batches, &freed);
+    let result = read_into_batches(source, (size, part_size), &stop, &read, &batches, &freed);
     drop(batches);
     let part_md5s = md5_worker.join().expect("md5 worker does not panic");
-    let sha1 = match read {
+    let sha1 = match result {
         // A file truncated under us reads short: it changed.
         Err(HashError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return Err(HashError::Changed)
@@ -115,9 +116,9 @@ pub fn hash_source(
 /// and send the parts on in batches. Returns the SHA-1.
 fn read_into_batches(
     source: &Source,
-    size: u64,
-    part_size: PartSize,
+    (size, part_size): (u64, PartSize),
     stop: &impl Fn() -> bool,
+    read: &impl Fn(u64),
     batches: &mpsc::SyncSender<Vec<Vec<u8>>>,
     freed: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<String, HashError> {
@@ -139,6 +140,7 @@ fn read_into_batches(
         buffer.resize(part.len as usize, 0);
         source.file().read_exact_at(&mut buffer, part.offset)?;
         sha.update(&buffer);
+        read(part.len);
         batch.push(buffer);
         if batch.len() == MD5_BATCH || i + 1 == parts.len() {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(MD5_BATCH));
@@ -162,6 +164,18 @@ mod tests {
     }
 
     #[test]
+    fn the_pass_reports_every_part_it_reads() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; 524_288 * 2 + 10]).unwrap();
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let count = |len| {
+            read.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        };
+        hash_source(&open(f.path()), PartSize::HalfMiB, || false, count).unwrap();
+        assert_eq!(read.into_inner(), 524_288 * 2 + 10);
+    }
+
+    #[test]
     fn known_vectors() {
         assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
@@ -170,7 +184,7 @@ mod tests {
     #[test]
     fn empty_file_has_the_empty_sha1_and_no_part() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false).unwrap();
+        let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false, |_| ()).unwrap();
         assert_eq!(d.size, 0);
         assert_eq!(d.sha1, sha1_hex(b""));
         assert!(d.part_md5s.is_empty());
@@ -182,7 +196,7 @@ mod tests {
         f.write_all(&[1u8; 1000]).unwrap();
         let source = open(f.path());
         f.write_all(&[2u8; 10]).unwrap();
-        let err = hash_source(&source, PartSize::HalfMiB, || false).unwrap_err();
+        let err = hash_source(&source, PartSize::HalfMiB, || false, |_| ()).unwrap_err();
         assert!(matches!(err, HashError::Changed), "{err}");
     }
 
@@ -190,7 +204,7 @@ mod tests {
     fn hashing_stops_when_asked() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![7u8; 3 * 524_288]).unwrap();
-        let err = hash_source(&open(f.path()), PartSize::HalfMiB, || true).unwrap_err();
+        let err = hash_source(&open(f.path()), PartSize::HalfMiB, || true, |_| ()).unwrap_err();
         assert!(matches!(err, HashError::Stopped), "{err}");
     }
 
@@ -223,7 +237,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
             let mut f = tempfile::NamedTempFile::new().unwrap();
             f.write_all(&data).unwrap();
-            let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false).unwrap();
+            let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false, |_| ()).unwrap();
             prop_assert_eq!(d.size, len as u64);
             prop_assert_eq!(&d.sha1, &sha1_hex(&data));
             let expected: Vec<String> = data.chunks(524_288).map(md5_hex).collect();

@@ -205,8 +205,10 @@ impl Journey {
         inner.progress.event(key, &record.path, event);
         let started = std::time::Instant::now();
         let (token, source) = (self.cancel.clone(), source.clone());
+        let (progress, path) = (inner.progress.clone(), record.path.clone());
         let digest = tokio::task::spawn_blocking(move || {
-            hash::hash_source(&source, part_size, || token.is_cancelled())
+            let read = |bytes| progress.event(key, &path, Event::Hashed { bytes });
+            hash::hash_source(&source, part_size, || token.is_cancelled(), read)
         })
         .await
         .expect("hashing does not panic")

@@ -88,6 +88,10 @@ pub enum Event {
     Hashing {
         size: u64,
     },
+    /// `bytes` more of the file were read by the hashing pass (one part).
+    Hashed {
+        bytes: u64,
+    },
     /// Parts are going up; `confirmed` bytes were already held.
     Uploading {
         total: u64,

@@ -10,4 +10,5 @@ mod emulator;
 mod helpers;
 mod intake;
 mod operations;
+mod terminal;
 mod upload;
