@@ -109,7 +109,8 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
         ok &= report(json, &path, outcome);
     }
     if !json {
-        eprintln!("{}", summary.line(counted.sent()));
+        // On stdout after the results: stderr stays the log's (JSON lines under --log-format json).
+        println!("{}", summary.line(counted.sent()));
     }
     if cancel.is_cancelled() {
         eprintln!("vodup: interrupted; run the same command again to resume");
