@@ -1,12 +1,11 @@
 //! The one-shot commands: `upload`, `status`, `retry`, `check-config`, and `demo`.
 
-use crate::config::Config;
+use crate::config::{AccountName, Config};
 use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
-use crate::progress::{Bars, Lines};
+use crate::progress::{Bars, Counted, Lines, Summary};
 use crate::shown::shown;
 use crate::upload::{Engine, Outcome, Progress};
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ pub fn enqueue_named(
     path: &Path,
     part_size: u64,
     processing: &str,
+    account: Option<&AccountName>,
 ) -> Result<FileRecord, Error> {
     let path = std::fs::canonicalize(path).map_err(|source| Error::Io {
         what: "cannot open",
@@ -31,19 +31,22 @@ pub fn enqueue_named(
         source,
     })?;
     Ok(crate::source::enqueue(
-        ledger, &path, None, part_size, processing,
+        ledger, &path, None, part_size, processing, account,
     )?)
 }
 
-/// `vodup upload FILE...`: upload in the foreground, print each result.
+/// `vodup upload FILE...`: upload in the foreground, print each result and a summary. On a
+/// terminal (without `--json`) each file has a bar until its result line replaces it; otherwise
+/// the results are printed at the end, in the order given.
 pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
-    let progress: Arc<dyn Progress> = if !json && std::io::stderr().is_terminal() {
-        Arc::new(Bars::default())
-    } else {
-        Arc::new(Lines::default())
+    let bars = crate::progress::use_bars(json).then(|| Arc::new(Bars::default()));
+    let shown: Arc<dyn Progress> = match &bars {
+        Some(bars) => bars.clone(),
+        None => Arc::new(Lines::default()),
     };
-    let engine = Engine::new(&config, ledger.clone(), progress)?;
+    let counted = Arc::new(Counted::new(shown));
+    let engine = Engine::new(&config, ledger.clone(), counted.clone())?;
     let cancel = CancellationToken::new();
     tokio::spawn({
         let cancel = cancel.clone();
@@ -53,11 +56,22 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
         }
     });
     let processing = serde_json::to_string(&config.processing).expect("processing serializes");
+    let account = config.default_account().name;
     let files_at_once = Arc::new(Semaphore::new(config.files_in_flight));
     let mut tasks = JoinSet::new();
-    let mut ok = true;
+    let (mut ok, mut summary) = (true, Summary::default());
+    let print = |f: &dyn Fn()| match &bars {
+        Some(bars) => bars.suspend(f),
+        None => f(),
+    };
     for (index, path) in files.into_iter().enumerate() {
-        let found = enqueue_named(&ledger, &path, config.part_size, &processing);
+        let found = enqueue_named(
+            &ledger,
+            &path,
+            config.part_size,
+            &processing,
+            Some(&account),
+        );
         let record = match found {
             Ok(record) if record.state == FileState::Failed => {
                 // The user asks again for a file that failed: try it again.
@@ -67,20 +81,36 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
             Ok(record) => record,
             Err(e) => {
                 ok = false;
-                print_error(json, &path, None, &e.to_string());
+                summary.refused();
+                print(&|| print_error(json, &path, None, &e.to_string()));
                 continue;
             }
         };
         let (engine, cancel, gate) = (engine.clone(), cancel.clone(), files_at_once.clone());
         tasks.spawn(async move {
             let _turn = gate.acquire_owned().await.expect("never closed");
-            (index, path, engine.upload(record.key, &cancel).await)
+            let outcome = engine.upload(record.key, &cancel).await;
+            (index, path, record, outcome)
         });
     }
-    let mut results: Vec<_> = tasks.join_all().await;
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (index, path, record, outcome) = joined.expect("an upload task does not panic");
+        let outcome = outcome?;
+        summary.add(&outcome, record.size);
+        match &bars {
+            // As each file ends, its result line takes its bar's place.
+            Some(bars) => bars.ended(record.key, || ok &= report(json, &path, outcome)),
+            None => results.push((index, path, outcome)),
+        }
+    }
     results.sort_by_key(|(index, ..)| *index);
     for (_, path, outcome) in results {
-        ok &= report(json, &path, outcome?);
+        ok &= report(json, &path, outcome);
+    }
+    if !json {
+        // On stdout after the results: stderr stays the log's (JSON lines under --log-format json).
+        println!("{}", summary.line(counted.sent()));
     }
     if cancel.is_cancelled() {
         eprintln!("vodup: interrupted; run the same command again to resume");
@@ -255,13 +285,17 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Files holding the secret key that others can read.
+/// Files holding a secret key (the top-level one or a watch's) that others can read.
 fn secret_exposure(config_path: &Path, config: &Config) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let holder = config
         .secret_key_file
         .as_deref()
-        .map(|f| ("secret_key_file", f, 0o044));
+        .map(|f| ("secret_key_file".to_owned(), f, 0o044));
+    let watch_holders = config.watch.iter().enumerate().filter_map(|(i, w)| {
+        let file = w.secret_key_file.as_deref()?;
+        Some((format!("watch[{i}].secret_key_file"), file, 0o044))
+    });
     let in_config = std::fs::read_to_string(config_path)
         .map(|t| {
             t.lines().any(|l| {
@@ -273,10 +307,10 @@ fn secret_exposure(config_path: &Path, config: &Config) -> Vec<String> {
         .unwrap_or(false);
     let mut warnings = Vec::new();
     let candidates = [
-        in_config.then_some(("the config file", config_path, 0o004)),
+        in_config.then_some(("the config file".to_owned(), config_path, 0o004)),
         holder,
     ];
-    for (what, file, others) in candidates.into_iter().flatten() {
+    for (what, file, others) in candidates.into_iter().flatten().chain(watch_holders) {
         if let Ok(meta) = std::fs::metadata(file) {
             let mode = meta.permissions().mode();
             if mode & others != 0 {

@@ -62,7 +62,7 @@ pub fn md5_many(parts: &[&[u8]]) -> Vec<String> {
 /// Hash the open `source` in one pass, through its descriptor. Fails with [`HashError::Changed`]
 /// if the file is not the one opened any more (size or mtime moved, now or while it was read), so
 /// a file still being written is never taken as final, and with [`HashError::Stopped`] as soon as
-/// `stop()` says so (checked between parts).
+/// `stop()` says so (checked between parts). `read(len)` is told of every part read, for progress.
 ///
 /// Three stages, each on its own thread, pass each part's buffer along: this thread reads it
 /// (`pread`), the SHA-1 thread feeds it to the one serial chain that sets the pace, and the MD5
@@ -72,6 +72,7 @@ pub fn hash_source(
     source: &Source,
     part_size: PartSize,
     stop: impl Fn() -> bool,
+    read: impl Fn(u64),
 ) -> Result<FileDigest, HashError> {
     let opened = source.identity();
     if source.current()? != opened {
@@ -108,11 +109,11 @@ pub fn hash_source(
         }
         md5s
     });
-    let read = read_parts(source, size, part_size, &stop, &to_sha, &freed);
+    let result = read_parts(source, (size, part_size), (&stop, &read), &to_sha, &freed);
     drop(to_sha);
     let sha1 = sha_worker.join().expect("sha-1 worker does not panic");
     let part_md5s = md5_worker.join().expect("md5 worker does not panic");
-    match read {
+    match result {
         // A file truncated under us reads short: it changed.
         Err(HashError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             return Err(HashError::Changed)
@@ -135,9 +136,8 @@ pub fn hash_source(
 /// fewer than [`BUFFERS`] exist), and pass it to the SHA-1 stage.
 fn read_parts(
     source: &Source,
-    size: u64,
-    part_size: PartSize,
-    stop: &impl Fn() -> bool,
+    (size, part_size): (u64, PartSize),
+    (stop, read): (&impl Fn() -> bool, &impl Fn(u64)),
     to_sha: &mpsc::SyncSender<Vec<u8>>,
     freed: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), HashError> {
@@ -155,6 +155,7 @@ fn read_parts(
         // A reused buffer keeps its bytes (no zeroing per part); it is overwritten in full.
         buffer.resize(part.len as usize, 0);
         source.file().read_exact_at(&mut buffer, part.offset)?;
+        read(part.len);
         if to_sha.send(buffer).is_err() {
             break;
         }
@@ -174,6 +175,18 @@ mod tests {
     }
 
     #[test]
+    fn the_pass_reports_every_part_it_reads() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; 524_288 * 2 + 10]).unwrap();
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let count = |len| {
+            read.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        };
+        hash_source(&open(f.path()), PartSize::HalfMiB, || false, count).unwrap();
+        assert_eq!(read.into_inner(), 524_288 * 2 + 10);
+    }
+
+    #[test]
     fn known_vectors() {
         assert_eq!(sha1_hex(b"abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
@@ -182,7 +195,7 @@ mod tests {
     #[test]
     fn empty_file_has_the_empty_sha1_and_no_part() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false).unwrap();
+        let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false, |_| ()).unwrap();
         assert_eq!(d.size, 0);
         assert_eq!(d.sha1, sha1_hex(b""));
         assert!(d.part_md5s.is_empty());
@@ -194,7 +207,7 @@ mod tests {
         f.write_all(&[1u8; 1000]).unwrap();
         let source = open(f.path());
         f.write_all(&[2u8; 10]).unwrap();
-        let err = hash_source(&source, PartSize::HalfMiB, || false).unwrap_err();
+        let err = hash_source(&source, PartSize::HalfMiB, || false, |_| ()).unwrap_err();
         assert!(matches!(err, HashError::Changed), "{err}");
     }
 
@@ -202,7 +215,7 @@ mod tests {
     fn hashing_stops_when_asked() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&vec![7u8; 3 * 524_288]).unwrap();
-        let err = hash_source(&open(f.path()), PartSize::HalfMiB, || true).unwrap_err();
+        let err = hash_source(&open(f.path()), PartSize::HalfMiB, || true, |_| ()).unwrap_err();
         assert!(matches!(err, HashError::Stopped), "{err}");
     }
 
@@ -235,7 +248,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
             let mut f = tempfile::NamedTempFile::new().unwrap();
             f.write_all(&data).unwrap();
-            let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false).unwrap();
+            let d = hash_source(&open(f.path()), PartSize::HalfMiB, || false, |_| ()).unwrap();
             prop_assert_eq!(d.size, len as u64);
             prop_assert_eq!(&d.sha1, &sha1_hex(&data));
             let expected: Vec<String> = data.chunks(524_288).map(md5_hex).collect();

@@ -16,8 +16,25 @@ pub fn under_systemd() -> bool {
 /// Install the global subscriber. `flag` (the CLI) overrides `config`; `RUST_LOG` overrides the
 /// level given by `verbose`.
 pub fn init(flag: Option<LogFormat>, verbose: u8, config: Option<LogFormat>) {
+    install(flag, verbose, config, "info", std::io::stderr);
+}
+
+/// [`init`] for `vodup upload`: under progress bars (`bars`), the log writes above them and,
+/// below `-v`, shows only warnings and errors (each file's result line says the rest).
+pub fn init_upload(flag: Option<LogFormat>, verbose: u8, config: Option<LogFormat>, bars: bool) {
+    if bars {
+        install(flag, verbose, config, "warn", crate::progress::AboveBars);
+    } else {
+        init(flag, verbose, config);
+    }
+}
+
+fn install<W>(flag: Option<LogFormat>, verbose: u8, config: Option<LogFormat>, quiet: &str, out: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let level = match verbose {
-        0 => "info",
+        0 => quiet,
         1 => "debug",
         _ => "trace",
     };
@@ -26,7 +43,7 @@ pub fn init(flag: Option<LogFormat>, verbose: u8, config: Option<LogFormat>) {
     let format = flag.or(config).unwrap_or(LogFormat::Auto);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(out);
     let result = match format {
         LogFormat::Json => builder
             .json()

@@ -59,7 +59,8 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
         }
         Command::Upload { files, json } => {
             let config = load()?;
-            logging::init(cli.log_format, cli.verbose, Some(config.log_format));
+            let bars = vodup::progress::use_bars(json);
+            logging::init_upload(cli.log_format, cli.verbose, Some(config.log_format), bars);
             Ok(runtime.block_on(commands::upload(config, files, json))?)
         }
         Command::Status { json } => Ok(commands::status(&load()?, json)?),

@@ -11,6 +11,7 @@
 //! This module does not decide when a file is complete ([`crate::stability`]) nor what to do with
 //! it afterwards ([`crate::daemon`]'s disposal, which uses [`open_parent`] and [`look`]).
 
+use crate::config::AccountName;
 use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, NewFile};
 use crate::shown::shown;
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
@@ -158,13 +159,15 @@ fn classify(path: &Path, errno: Errno) -> SourceError {
 
 /// Record the file at `path` in the ledger as it is now (idempotent per path and version): opened
 /// as [`Source::open`] does, its identity taken from the descriptor. An empty file is recorded as
-/// `waiting`. Blocking.
+/// `waiting`, going to `account` (`None`: the watch's or the top-level one, decided when it
+/// uploads). Blocking.
 pub fn enqueue(
     ledger: &Ledger,
     path: &Path,
     root: Option<&Path>,
     part_size: u64,
     processing: &str,
+    account: Option<&AccountName>,
 ) -> Result<FileRecord, EnqueueError> {
     let source = Source::open(path, root)?;
     let identity = source.identity();
@@ -180,6 +183,7 @@ pub fn enqueue(
         origin: root,
         processing,
         state,
+        account,
     })?)
 }
 

@@ -1,6 +1,7 @@
 //! Rendering the ledger for people (`vodup status`) and programs (`--json`): the table shows a
 //! moved file where it is now (and where it came `from`); the JSON keeps `path` (the drop path)
 //! and `movedTo`. Also what the status page shows of a file ([`speed`], [`moved_to`]).
+//! `--json` always shows each file's `account`.
 
 use crate::ledger::{Delivery, FileRecord, FileState, Ledger, LedgerError};
 use crate::shown::{line, shown};
@@ -27,10 +28,10 @@ const SPEED_WINDOW: i64 = 10;
 /// A file's upload speed over the last seconds, bytes/s: the parts the service confirmed in that
 /// time (0 unless it is uploading).
 pub fn speed(ledger: &Ledger, record: &FileRecord) -> Result<u64, LedgerError> {
-    Ok(match (&record.file_sha, record.state) {
-        (Some(sha), FileState::Uploading) => {
+    Ok(match (&record.account, &record.file_sha, record.state) {
+        (Some(account), Some(sha), FileState::Uploading) => {
             let since = crate::clock::unix_now_i64() - SPEED_WINDOW;
-            ledger.confirmed_since(sha, since)? / SPEED_WINDOW as u64
+            ledger.confirmed_since(account.as_str(), sha, since)? / SPEED_WINDOW as u64
         }
         _ => 0,
     })
@@ -57,7 +58,12 @@ pub fn to_json(records: &[Row]) -> String {
     serde_json::to_string_pretty(&rows).expect("status serializes")
 }
 
+/// A table for people. Each file's account is shown when the files went to more than one.
 pub fn to_table(records: &[Row]) -> String {
+    let accounts: std::collections::BTreeSet<_> = records
+        .iter()
+        .filter_map(|(r, ..)| r.account.as_ref())
+        .collect();
     let mut out = format!(
         "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
         "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
@@ -83,6 +89,9 @@ pub fn to_table(records: &[Row]) -> String {
         }
         if let Some(url) = r.url.as_deref() {
             out.push_str(&format!("{:>71} {}\n", "url", line(url)));
+        }
+        if let Some(account) = r.account.as_ref().filter(|_| accounts.len() > 1) {
+            out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
         }
         if let Some(skipped) = r
             .disposal
@@ -183,6 +192,7 @@ mod tests {
             disposal: Some("moved".into()),
             intent_target: Some(PathBuf::from("/srv/done/show/ep1.mp4")),
             intent: Some(crate::config::AfterUpload::Move),
+            account: None,
         }
     }
 

@@ -1,14 +1,16 @@
 //! The configuration file: the top-level keys as serde structs, every default in one place,
 //! `Config::load` (read, parse, resolve the secret, validate) and errors that name the bad key and
 //! line. The `[[watch]]` table is `watch.rs`; the secret key's ways in and keeping it unquoted are
-//! `secrets.rs`; the error type is `error.rs`, the tests `tests.rs`. Values with a domain of their own are parsed into that domain's types as the file
+//! `secrets.rs`; accounts (the top-level one and a watch's own) `account.rs`; the error type is `error.rs`, the tests `tests.rs`. Values with a domain of their own are parsed into that domain's types as the file
 //! is read (rates and time-of-day windows: [`crate::ratelimit`]; retry and timeouts:
 //! [`crate::protocol`]); nothing here is re-parsed later.
 
+mod account;
 mod error;
 mod secrets;
 mod watch;
 
+pub use account::{Account, AccountName};
 pub use error::ConfigError;
 pub use secrets::{secret_from_env, take_secrets_from_env, LEDGER_PASSWORD_ENV, SECRET_KEY_ENV};
 pub use watch::{AfterUpload, Hook, Watch};
@@ -26,6 +28,8 @@ pub const DEFAULT_ENDPOINT: &str = "https://vod2.qcloud.com/v2/index.php";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The top-level account's name (default `secret_id@host`), as the ledger and status show it.
+    pub account: Option<String>,
     pub endpoint: String,
     pub secret_id: String,
     pub secret_key: Option<SecretKey>,
@@ -86,6 +90,7 @@ pub struct MetricsConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            account: None,
             endpoint: DEFAULT_ENDPOINT.into(),
             secret_id: String::new(),
             secret_key: None,
@@ -133,6 +138,7 @@ impl Config {
         })?;
         config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
         config.validate()?;
+        config.resolve_accounts();
         Ok(config)
     }
 
@@ -145,7 +151,10 @@ impl Config {
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let key = e.span().and_then(|span| key_at(text, span.start));
             let mut message = e.message().trim_end().replace('\n', " ");
-            if key.as_deref().is_some_and(secrets::names_a_secret)
+            if key.as_deref() == Some("watch.secret_key") {
+                message =
+                    "a watch's own key is read only from a file: use `secret_key_file`".into();
+            } else if key.as_deref().is_some_and(secrets::names_a_secret)
                 && message.contains(['`', '"', '\''])
             {
                 message = "invalid value (not shown: it may be the secret)".into();
@@ -160,10 +169,18 @@ impl Config {
         })
     }
 
-    /// The secret key comes from `secret_key`, else `secret_key_file`, else the environment.
+    /// The secret key comes from `secret_key`, else `secret_key_file`, else the environment; a
+    /// watch's own key only from its `secret_key_file`.
     pub fn resolve_secret(&mut self, from_env: Option<String>) -> Result<(), ConfigError> {
         if self.secret_key.is_none() {
-            self.secret_key = secrets::read_key(self.secret_key_file.as_deref(), from_env)?;
+            let file = self.secret_key_file.as_deref();
+            self.secret_key = secrets::read_key("secret_key_file", file, from_env)?;
+        }
+        for (i, watch) in self.watch.iter_mut().enumerate() {
+            if let (None, Some(file)) = (&watch.secret_key, &watch.secret_key_file) {
+                let key = format!("watch[{i}].secret_key_file");
+                watch.secret_key = secrets::read_key(&key, Some(file), None)?;
+            }
         }
         Ok(())
     }
@@ -233,7 +250,7 @@ impl Config {
         for (i, watch) in self.watch.iter().enumerate() {
             watch.validate(&format!("watch[{i}]"))?;
         }
-        Ok(())
+        self.validate_accounts()
     }
 
     /// Where the HTTP listener (status page and metrics) listens: `[http] listen`, or its old

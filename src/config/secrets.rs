@@ -56,14 +56,22 @@ pub(super) fn unquoted_path<'de, D: serde::Deserializer<'de>>(
         .map_err(|_| serde::de::Error::custom("must be a path string (its value is not shown)"))
 }
 
-/// Whether a dotted key is `secret_key` or `secret_key_file`, or inside one of them.
+/// Whether a dotted key is `secret_key` or `secret_key_file` (top-level or a watch's), or inside
+/// one of them.
 pub(super) fn names_a_secret(key: &str) -> bool {
-    let top = key.split('.').next().unwrap_or(key);
-    matches!(top, "secret_key" | "secret_key_file")
+    let mut parts = key.split('.');
+    let top = parts.next().unwrap_or(key);
+    let second = if top == "watch" { parts.next() } else { None };
+    [Some(top), second]
+        .into_iter()
+        .flatten()
+        .any(|k| matches!(k, "secret_key" | "secret_key_file"))
 }
 
 /// The key from the file `key_file` names (trimmed), else `from_env`; none if neither is given.
+/// `key` is the config key that named the file, for the error.
 pub(super) fn read_key(
+    key: &str,
     key_file: Option<&Path>,
     from_env: Option<String>,
 ) -> Result<Option<SecretKey>, ConfigError> {
@@ -71,11 +79,7 @@ pub(super) fn read_key(
         return Ok(from_env.map(SecretKey::new));
     };
     // The path is not quoted: a key written into `secret_key_file` by mistake would be.
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        invalid(
-            "secret_key_file",
-            format!("cannot read the file it names: {e}"),
-        )
-    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| invalid(key, format!("cannot read the file it names: {e}")))?;
     Ok(Some(SecretKey::new(text.trim())))
 }

@@ -234,3 +234,108 @@ fn the_example_keeps_the_listener_off_and_sidecars_opt_in() {
     assert_eq!(config.http_listen(), None);
     assert!(!config.watch[0].done_sidecar);
 }
+
+fn two_accounts(key_file: &std::path::Path) -> String {
+    format!(
+        "endpoint = \"https://vod.example/v2/index.php\"\nsecret_id = \"AKIDtop\"\nsecret_key = \"top-key\"\n\
+         uid = \"7\"\n\
+         [[watch]]\npath = \"/drop-b\"\nsecret_id = \"AKIDb\"\nsecret_key_file = {:?}\n\
+         endpoint = \"http://127.0.0.1:9000/v2/index.php\"\n\
+         [[watch]]\npath = \"/drop-top\"\n",
+        key_file.display().to_string()
+    )
+}
+
+#[test]
+fn a_watch_with_its_own_keys_has_its_own_account_and_one_without_inherits_the_top_level_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("b.key");
+    std::fs::write(&key_file, "s3cr3t-b\n").unwrap();
+    let mut config = Config::parse(&two_accounts(&key_file)).unwrap();
+    config.resolve_secret(None).unwrap();
+    config.validate().unwrap();
+    config.resolve_accounts();
+    let own = config.account_of(&config.watch[0]);
+    assert_eq!(own.name.as_str(), "AKIDb@127.0.0.1:9000");
+    assert_eq!(own.secret_id, "AKIDb");
+    assert_eq!(own.secret_key, SecretKey::new("s3cr3t-b"));
+    assert_eq!(own.endpoint, "http://127.0.0.1:9000/v2/index.php");
+    assert_eq!(own.uid, "7", "the uid it does not set is the top-level one");
+    let inherited = config.account_of(&config.watch[1]);
+    assert_eq!(inherited, config.default_account());
+    assert_eq!(inherited.name.as_str(), "AKIDtop@vod.example");
+    assert_eq!(inherited.secret_key, SecretKey::new("top-key"));
+    assert_eq!(config.accounts().len(), 2);
+    assert_eq!(config.watch[0].account_name.as_ref(), Some(&own.name));
+    assert_eq!(config.watch[1].account_name.as_ref(), Some(&inherited.name));
+    assert!(!format!("{config:?}").contains("s3cr3t-b"));
+}
+
+#[test]
+fn a_watch_account_key_is_never_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let base =
+        "secret_id = \"a\"\nsecret_key = \"k\"\n[[watch]]\npath = \"/d\"\nsecret_id = \"b\"\n";
+    // Written into the config itself: refused, pointing to the file, without the value.
+    let err = Config::parse(&format!("{base}secret_key = \"s3cr3t-w\"\n")).unwrap_err();
+    assert!(!err.contains("s3cr3t-w"), "{err}");
+    assert!(
+        err.contains("secret_key_file") && err.contains("line 6"),
+        "{err}"
+    );
+    // A key written where the file's path belongs: refused without quoting it.
+    let err = Config::parse(&format!("{base}secret_key_file = 424242\n")).unwrap_err();
+    assert!(
+        !err.contains("424242") && err.contains("secret_key_file"),
+        "{err}"
+    );
+    // A file that cannot be read: named by its key, not its path.
+    let mut config = Config::parse(&format!(
+        "{base}secret_key_file = \"/nonexistent/s3cr3t\"\n"
+    ))
+    .unwrap();
+    let err = config.resolve_secret(None).unwrap_err().to_string();
+    assert!(
+        err.contains("watch[0].secret_key_file") && !err.contains("s3cr3t"),
+        "{err}"
+    );
+    // An id without its key, or a key without its id.
+    let err = check(base).unwrap_err();
+    assert!(err.contains("watch[0].secret_key_file"), "{err}");
+    let key_file = dir.path().join("k");
+    std::fs::write(&key_file, "s3cr3t-f").unwrap();
+    let text = format!(
+        "secret_id = \"a\"\nsecret_key = \"k\"\n[[watch]]\npath = \"/d\"\nsecret_key_file = {:?}\n",
+        key_file.display().to_string()
+    );
+    let mut config = Config::parse(&text).unwrap();
+    config.resolve_secret(None).unwrap();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("watch[0].secret_id") && !err.contains("s3cr3t"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_different_accounts_under_one_name_are_refused_without_quoting_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("b.key");
+    std::fs::write(&key_file, "s3cr3t-b").unwrap();
+    // Same secret_id and host as the top-level account, another key: the same derived name.
+    let text = format!(
+        "secret_id = \"AKIDtop\"\nsecret_key = \"top-key\"\n\
+         [[watch]]\npath = \"/d\"\nsecret_id = \"AKIDtop\"\nsecret_key_file = {:?}\n",
+        key_file.display().to_string()
+    );
+    let mut config = Config::parse(&text).unwrap();
+    config.resolve_secret(None).unwrap();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("watch[0].account"), "{err}");
+    assert!(!err.contains("s3cr3t") && !err.contains("top-key"), "{err}");
+    // Named apart, they are two accounts.
+    let mut config = Config::parse(&format!("{text}account = \"second app\"\n")).unwrap();
+    config.resolve_secret(None).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.accounts().len(), 2);
+}

@@ -1,10 +1,12 @@
 //! The `[[watch]]` table: one drop folder, which files in it are taken, when they are complete,
 //! what happens to them after the upload ([`AfterUpload`]) and the hooks run when one is done or
-//! failed. Its defaults and its validation live here; the top-level keys are `mod.rs`.
+//! failed. Its defaults and its validation live here; the top-level keys are `mod.rs`, the
+//! watch's own account keys are checked and resolved in `account.rs`.
 
+use super::account::AccountName;
 use super::error::{invalid, ConfigError};
 use crate::protocol::retry::humantime_serde;
-use crate::protocol::Processing;
+use crate::protocol::{Processing, SecretKey};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +77,21 @@ pub struct Watch {
     pub on_done: Option<Hook>,
     /// Run when a file from this folder failed for good.
     pub on_failed: Option<Hook>,
+    /// This folder's own account (see `account.rs`): its name, and the keys that differ from
+    /// the top-level ones. The key comes only from `secret_key_file`.
+    pub account: Option<String>,
+    pub endpoint: Option<String>,
+    pub secret_id: Option<String>,
+    #[serde(default, deserialize_with = "super::secrets::unquoted_path")]
+    pub secret_key_file: Option<PathBuf>,
+    pub uid: Option<String>,
+    /// The key read from `secret_key_file` when the config is loaded.
+    #[serde(skip)]
+    pub secret_key: Option<SecretKey>,
+    /// The name of the account files from this folder go to, set by
+    /// [`super::Config::resolve_accounts`]; `None` means the top-level account.
+    #[serde(skip)]
+    pub account_name: Option<AccountName>,
 }
 
 impl Watch {
@@ -122,6 +139,13 @@ impl Watch {
             processing: Processing::default(),
             on_done: None,
             on_failed: None,
+            account: None,
+            endpoint: None,
+            secret_id: None,
+            secret_key_file: None,
+            uid: None,
+            secret_key: None,
+            account_name: None,
         }
     }
 }

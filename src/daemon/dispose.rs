@@ -303,6 +303,7 @@ mod tests {
                 origin: Some(root),
                 processing: "{}",
                 state: FileState::Queued,
+                account: None,
             })
             .unwrap();
         ledger.finish(r.key, "id", None, false).unwrap();

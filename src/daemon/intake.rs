@@ -169,9 +169,17 @@ impl Intake {
         let root = filter.root().to_owned();
         let processing = serde_json::to_string(&watch.processing).expect("processing serializes");
         let (ledger, part_size) = (self.ledger.clone(), self.part_size);
-        let opened = path.clone();
+        let (opened, account) = (path.clone(), watch.account_name.clone());
         let found = tokio::task::spawn_blocking(move || {
-            source::enqueue(&ledger, &opened, Some(&root), part_size, &processing)
+            let account = account.as_ref();
+            source::enqueue(
+                &ledger,
+                &opened,
+                Some(&root),
+                part_size,
+                &processing,
+                account,
+            )
         })
         .await
         .expect("enqueue does not panic");

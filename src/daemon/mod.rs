@@ -22,7 +22,7 @@ mod tasks;
 
 pub use dispose::{apply, plan, recover, Disposal, Plan};
 
-use crate::config::{Config, Watch};
+use crate::config::{Account, Config, Watch};
 use crate::error::Error;
 use crate::hooks::HookRunner;
 use crate::ledger::Ledger;
@@ -58,10 +58,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 pub async fn run_with(
-    config: Config,
+    mut config: Config,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    config.resolve_accounts();
     let ledger = Ledger::open(&config.ledger)?;
     let metrics = Metrics::new();
     let engine =
@@ -114,7 +115,7 @@ pub async fn run_with(
     }
     let stop = cancel.child_token();
     tasks.spawn("watchdog", until_cancelled(stop.clone(), feed_watchdog()));
-    let reloader = reload_on_hangup(options.reload_from, wanted_tx);
+    let reloader = reload_on_hangup(options.reload_from, config.accounts(), wanted_tx);
     tasks.spawn("reloader", until_cancelled(stop, reloader));
     tasks.until(shutdown).await;
     systemd::stopping();
@@ -159,8 +160,13 @@ async fn feed_watchdog() {
     }
 }
 
-/// On SIGHUP, read the config file again and tell the intake its watch list is wanted.
-async fn reload_on_hangup(path: Option<PathBuf>, wanted: watch::Sender<Vec<Watch>>) {
+/// On SIGHUP, read the config file again and tell the intake its watch list is wanted, unless
+/// it needs an account the engine does not have (the engine's accounts are fixed at start).
+async fn reload_on_hangup(
+    path: Option<PathBuf>,
+    accounts: Vec<Account>,
+    wanted: watch::Sender<Vec<Watch>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Some(path) = path else { return };
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
@@ -173,6 +179,15 @@ async fn reload_on_hangup(path: Option<PathBuf>, wanted: watch::Sender<Vec<Watch
             .expect("loading the config does not panic");
         match loaded {
             Ok(config) => {
+                let new = config
+                    .accounts()
+                    .into_iter()
+                    .find(|a| !accounts.contains(a));
+                if let Some(new) = new {
+                    warn!(account = %new.name, "SIGHUP: watch list not reloaded: it uses an account \
+                        vodup did not start with (new, or its credentials changed); restart vodup");
+                    continue;
+                }
                 wanted.send_replace(config.watch);
             }
             Err(e) => warn!(error = %e, "SIGHUP: config not reloaded"),

@@ -8,7 +8,7 @@ use super::{
     NewFile, RecordedError, Result,
 };
 use crate::clock::unix_now_i64;
-use crate::config::AfterUpload;
+use crate::config::{AccountName, AfterUpload};
 use rusqlite::{params, OptionalExtension, Row};
 use std::path::Path;
 
@@ -16,8 +16,9 @@ const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.sta
      f.origin, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
      CASE WHEN f.state = 'done' THEN f.size \
-     ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c WHERE c.file_sha = f.file_sha) END, \
-     f.disposal, f.dev, f.ino, f.intent_target, f.intent";
+     ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c \
+           WHERE c.file_sha = f.file_sha AND c.account = f.account) END, \
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account";
 
 /// The states of rows an upload is owed for, as SQL.
 const ACTIVE: &str = "('queued', 'hashing', 'uploading', 'finishing')";
@@ -68,6 +69,7 @@ fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
         intent: row
             .get::<_, Option<String>>(25)?
             .and_then(|i| AfterUpload::parse(&i)),
+        account: row.get::<_, Option<String>>(26)?.map(AccountName::new),
     })
 }
 
@@ -119,11 +121,12 @@ impl Ledger {
         .execute(params![path, version.size, version.mtime_ns])?;
         tx.prepare_cached(
             "INSERT INTO files (path, size, mtime_ns, dev, ino, part_size, state, origin, processing, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+             created_at, updated_at, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
              ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = excluded.state, \
              file_sha = CASE WHEN files.dev IS excluded.dev AND files.ino IS excluded.ino \
                         THEN files.file_sha END, \
-             dev = excluded.dev, ino = excluded.ino, error_code = NULL, error_message = NULL, \
+             dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
+             error_code = NULL, error_message = NULL, \
              error_desc = NULL, attempts = 0, updated_at = excluded.updated_at \
              WHERE files.state IN ('waiting', 'superseded', 'gone') AND files.state != excluded.state",
         )?
@@ -137,7 +140,8 @@ impl Ledger {
             new.state.as_str(),
             new.origin.map(path_bytes),
             new.processing,
-            t
+            t,
+            new.account.map(AccountName::as_str),
         ])?;
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM files f WHERE f.path = ?1 AND f.size = ?2 AND f.mtime_ns = ?3"
@@ -232,14 +236,24 @@ impl Ledger {
              error_message = NULL, error_desc = NULL, updated_at = ?5, finished_at = ?5 WHERE id = ?1",
             params![key, file_id, url, instant, t],
         )?;
-        // The service holds the content now: its parts, hashes and signature are not needed
-        // again (a copy completes by instant upload), so the ledger does not grow with them.
-        for table in ["confirmed_parts", "part_hashes", "uploads"] {
-            exec(&tx,
-                &format!("DELETE FROM {table} WHERE file_sha = (SELECT file_sha FROM files WHERE id = ?1)"),
+        // The account's service holds the content now: its parts, hashes and signature are not
+        // needed again (a copy completes by instant upload), so the ledger does not grow with
+        // them. Another account's upload of the same content keeps its own.
+        for table in ["confirmed_parts", "uploads"] {
+            exec(
+                &tx,
+                &format!(
+                    "DELETE FROM {table} WHERE (account, file_sha) = \
+                          (SELECT account, file_sha FROM files WHERE id = ?1)"
+                ),
                 [key],
             )?;
         }
+        exec(
+            &tx,
+            "DELETE FROM part_hashes WHERE file_sha = (SELECT file_sha FROM files WHERE id = ?1)",
+            [key],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -271,6 +285,16 @@ impl Ledger {
         Ok(())
     }
 
+    /// Record the account a file goes to (a row queued before accounts were recorded).
+    pub fn set_account(&self, key: FileKey, account: &AccountName) -> Result<()> {
+        exec(
+            &self.conn(),
+            "UPDATE files SET account = ?2, updated_at = ?3 WHERE id = ?1",
+            params![key, account.as_str(), unix_now_i64()],
+        )?;
+        Ok(())
+    }
+
     /// One more attempt at the file begins.
     pub fn begin_attempt(&self, key: FileKey) -> Result<()> {
         exec(
@@ -294,10 +318,11 @@ impl Ledger {
         Ok(())
     }
 
-    /// Put this failed file back in the queue; whether it was failed.
+    /// Put this failed file back in the queue; whether it was failed. Its account is forgotten:
+    /// the upload takes its watch's account (or the top-level one) as the config says now.
     pub fn requeue(&self, key: FileKey) -> Result<bool> {
         Ok(exec(&self.conn(),
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, account = NULL, \
              updated_at = ?2 WHERE id = ?1 AND state = 'failed' AND (intent IS NULL OR disposed = 1)",
             params![key, unix_now_i64()],
         )? == 1)
@@ -307,7 +332,7 @@ impl Ledger {
     /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
     pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
         Ok(exec(&self.conn(),
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, account = NULL, \
              updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
              AND (intent IS NULL OR disposed = 1) \
              AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",

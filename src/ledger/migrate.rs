@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_hooks.sql"),
     include_str!("../../migrations/0003_disposal.sql"),
     include_str!("../../migrations/0004_identity.sql"),
+    include_str!("../../migrations/0005_account.sql"),
 ];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup

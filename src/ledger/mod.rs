@@ -1,6 +1,8 @@
 //! The ledger: the one place with SQL. It remembers every file version vodup has seen, its state,
 //! its last error, the service's file id and URL, the part MD5s of each content and the parts the
-//! service confirmed. Each method is one transaction.
+//! service confirmed. Each method is one transaction. Signatures and confirmed parts belong to an
+//! upload, which is a content (fileSha) *for an account*: the same content sent to two apps is
+//! two uploads. Part hashes describe the content alone.
 //!
 //! The invariant that makes resume safe: an offset is written to `confirmed_parts` only after the
 //! service confirmed that part ([`Ledger::confirm_part`] after a code 0, [`Ledger::reconcile`] from
@@ -174,13 +176,14 @@ impl Ledger {
         Ok((md5s.len() == parts).then_some(md5s))
     }
 
-    /// The signature of a content and its expiry, if one was stored.
-    pub fn signature(&self, sha: &str) -> Result<Option<(String, u64)>> {
+    /// The signature of a content's upload to an account, and its expiry, if one was stored.
+    pub fn signature(&self, account: &str, sha: &str) -> Result<Option<(String, u64)>> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT signature, signature_expires FROM uploads WHERE file_sha = ?1 AND signature IS NOT NULL",
-                [sha],
+                "SELECT signature, signature_expires FROM uploads WHERE account = ?1 AND file_sha = ?2 \
+                 AND signature IS NOT NULL",
+                [account, sha],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
@@ -188,6 +191,7 @@ impl Ledger {
 
     pub fn store_signature(
         &self,
+        account: &str,
         sha: &str,
         size: u64,
         part_size: u64,
@@ -195,59 +199,66 @@ impl Ledger {
         expires: u64,
     ) -> Result<()> {
         exec(&self.conn(),
-            "INSERT INTO uploads (file_sha, size, part_size, signature, signature_expires) VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (file_sha) DO UPDATE SET signature = ?4, signature_expires = ?5",
-            params![sha, size, part_size, signature, expires],
+            "INSERT INTO uploads (account, file_sha, size, part_size, signature, signature_expires) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (account, file_sha) DO UPDATE SET signature = ?5, signature_expires = ?6",
+            params![account, sha, size, part_size, signature, expires],
         )?;
         Ok(())
     }
 
-    /// Offsets the service confirmed for a content.
-    pub fn confirmed(&self, sha: &str) -> Result<BTreeSet<u64>> {
+    /// Offsets the account's service confirmed for a content.
+    pub fn confirmed(&self, account: &str, sha: &str) -> Result<BTreeSet<u64>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT offset FROM confirmed_parts WHERE file_sha = ?1")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT offset FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2",
+        )?;
         let offsets = stmt
-            .query_map([sha], |r| r.get(0))?
+            .query_map([account, sha], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(offsets)
     }
 
     /// Bytes of a content confirmed at or after `since` (Unix seconds): the recent upload speed.
-    pub fn confirmed_since(&self, sha: &str, since: i64) -> Result<u64> {
+    pub fn confirmed_since(&self, account: &str, sha: &str, since: i64) -> Result<u64> {
         Ok(query_one(&self.conn(),
-            "SELECT COALESCE(SUM(len), 0) FROM confirmed_parts WHERE file_sha = ?1 AND confirmed_at >= ?2",
-            params![sha, since],
+            "SELECT COALESCE(SUM(len), 0) FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2 \
+             AND confirmed_at >= ?3",
+            params![account, sha, since],
             |r| r.get(0),
         )?)
     }
 
-    /// Record that the service answered code 0 for the part at `offset`. Call it only then.
-    pub fn confirm_part(&self, sha: &str, offset: u64, len: u64) -> Result<()> {
-        exec(&self.conn(),
-            "INSERT OR IGNORE INTO confirmed_parts (file_sha, offset, len, confirmed_at) VALUES (?1, ?2, ?3, ?4)",
-            params![sha, offset, len, unix_now_i64()],
+    /// Record that the account's service answered code 0 for the part at `offset`. Call it only
+    /// then.
+    pub fn confirm_part(&self, account: &str, sha: &str, offset: u64, len: u64) -> Result<()> {
+        exec(
+            &self.conn(),
+            "INSERT OR IGNORE INTO confirmed_parts (account, file_sha, offset, len, confirmed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![account, sha, offset, len, unix_now_i64()],
         )?;
         Ok(())
     }
 
     /// Make the confirmed parts of a content exactly the ones the service listed: the service is
     /// the truth. Parts it lacks are forgotten (and will be re-sent); parts it holds are recorded.
-    pub fn reconcile(&self, sha: &str, held: &[(u64, u64)]) -> Result<()> {
+    pub fn reconcile(&self, account: &str, sha: &str, held: &[(u64, u64)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         exec(
             &tx,
-            "DELETE FROM confirmed_parts WHERE file_sha = ?1",
-            [sha],
+            "DELETE FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2",
+            [account, sha],
         )?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO confirmed_parts (file_sha, offset, len, confirmed_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO confirmed_parts (account, file_sha, offset, len, confirmed_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let t = unix_now_i64();
             for (offset, len) in held {
-                insert.execute(params![sha, offset, len, t])?;
+                insert.execute(params![account, sha, offset, len, t])?;
             }
         }
         tx.commit()?;

@@ -166,6 +166,9 @@ pub struct FileRecord {
     /// The after-upload action decided for it (recorded before it runs).
     #[serde(skip)]
     pub intent: Option<crate::config::AfterUpload>,
+    /// The account it goes to (none on rows queued before accounts were recorded, or re-queued:
+    /// the engine takes the watch's account then).
+    pub account: Option<crate::config::AccountName>,
 }
 
 impl FileRecord {
@@ -192,4 +195,6 @@ pub struct NewFile<'a> {
     pub processing: &'a str,
     /// The state a new row starts in: `Queued`, or `Waiting` for an empty file.
     pub state: FileState,
+    /// The account it goes to; `None`: its watch's (or the top-level one), when it uploads.
+    pub account: Option<&'a crate::config::AccountName>,
 }

@@ -1,4 +1,10 @@
 use super::*;
+use crate::config::AccountName;
+use std::sync::LazyLock;
+
+/// The account the test rows go to.
+static APP: LazyLock<AccountName> = LazyLock::new(|| AccountName::new("AKIDa@vod.example"));
+const A: &str = "AKIDa@vod.example";
 
 fn ledger() -> (tempfile::TempDir, Ledger) {
     let dir = tempfile::tempdir().unwrap();
@@ -14,6 +20,7 @@ fn new_file(path: &Path) -> NewFile<'_> {
         origin: None,
         processing: "{}",
         state: FileState::Queued,
+        account: Some(&APP),
     }
 }
 
@@ -51,11 +58,14 @@ fn confirmed_parts_survive_a_reopen() {
             &["m0".into(), "m1".into(), "m2".into()],
         )
         .unwrap();
-        l.confirm_part("sha", 0, 1_048_576).unwrap();
-        l.confirm_part("sha", 2_097_152, 902_848).unwrap();
+        l.confirm_part(A, "sha", 0, 1_048_576).unwrap();
+        l.confirm_part(A, "sha", 2_097_152, 902_848).unwrap();
     }
     let l = Ledger::open(&db).unwrap();
-    assert_eq!(l.confirmed("sha").unwrap(), BTreeSet::from([0, 2_097_152]));
+    assert_eq!(
+        l.confirmed(A, "sha").unwrap(),
+        BTreeSet::from([0, 2_097_152])
+    );
     let f = &l.unfinished().unwrap()[0];
     assert_eq!(f.confirmed_bytes, 1_048_576 + 902_848);
     assert_eq!(f.file_sha.as_deref(), Some("sha"));
@@ -69,12 +79,12 @@ fn confirmed_parts_survive_a_reopen() {
 #[test]
 fn reconcile_makes_the_service_list_the_truth() {
     let (_d, l) = ledger();
-    l.confirm_part("sha", 0, 10).unwrap();
-    l.confirm_part("sha", 10, 10).unwrap();
-    l.reconcile("sha", &[(10, 10), (20, 5)]).unwrap();
-    assert_eq!(l.confirmed("sha").unwrap(), BTreeSet::from([10, 20]));
-    l.reconcile("sha", &[]).unwrap();
-    assert!(l.confirmed("sha").unwrap().is_empty());
+    l.confirm_part(A, "sha", 0, 10).unwrap();
+    l.confirm_part(A, "sha", 10, 10).unwrap();
+    l.reconcile(A, "sha", &[(10, 10), (20, 5)]).unwrap();
+    assert_eq!(l.confirmed(A, "sha").unwrap(), BTreeSet::from([10, 20]));
+    l.reconcile(A, "sha", &[]).unwrap();
+    assert!(l.confirmed(A, "sha").unwrap().is_empty());
 }
 
 #[test]
@@ -103,12 +113,61 @@ fn failure_keeps_code_message_and_description_until_done() {
 }
 
 #[test]
-fn signatures_are_kept_per_content() {
+fn signatures_are_kept_per_account_and_content() {
     let (_d, l) = ledger();
-    assert_eq!(l.signature("sha").unwrap(), None);
-    l.store_signature("sha", 10, 524_288, "sig1", 100).unwrap();
-    l.store_signature("sha", 10, 524_288, "sig2", 200).unwrap();
-    assert_eq!(l.signature("sha").unwrap(), Some(("sig2".into(), 200)));
+    assert_eq!(l.signature(A, "sha").unwrap(), None);
+    l.store_signature(A, "sha", 10, 524_288, "sig1", 100)
+        .unwrap();
+    l.store_signature(A, "sha", 10, 524_288, "sig2", 200)
+        .unwrap();
+    assert_eq!(l.signature(A, "sha").unwrap(), Some(("sig2".into(), 200)));
+    assert_eq!(l.signature("AKIDb@vod.example", "sha").unwrap(), None);
+    l.store_signature("AKIDb@vod.example", "sha", 10, 524_288, "sigb", 300)
+        .unwrap();
+    assert_eq!(l.signature(A, "sha").unwrap(), Some(("sig2".into(), 200)));
+}
+
+#[test]
+fn finishing_for_one_account_keeps_another_accounts_upload_of_the_same_content() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
+    let other = "AKIDb@vod.example";
+    l.record_hash(f.key, "sha", 1_048_576, &["a".into()])
+        .unwrap();
+    l.confirm_part(A, "sha", 0, 1_048_576).unwrap();
+    l.confirm_part(other, "sha", 1_048_576, 1_048_576).unwrap();
+    l.store_signature(other, "sha", 3_000_000, 1_048_576, "sigb", 9)
+        .unwrap();
+    assert_eq!(
+        l.file(f.key).unwrap().unwrap().confirmed_bytes,
+        1_048_576,
+        "only its own account's parts count"
+    );
+    l.finish(f.key, "1", None, false).unwrap();
+    assert!(l.confirmed(A, "sha").unwrap().is_empty());
+    assert_eq!(
+        l.confirmed(other, "sha").unwrap(),
+        BTreeSet::from([1_048_576])
+    );
+    assert_eq!(l.signature(other, "sha").unwrap(), Some(("sigb".into(), 9)));
+}
+
+#[test]
+fn a_requeued_file_forgets_its_account() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
+    assert_eq!(f.account.as_ref(), Some(&*APP));
+    let error = RecordedError {
+        code: 0,
+        message: "x".into(),
+        code_desc: String::new(),
+    };
+    l.fail(f.key, &error).unwrap();
+    assert!(l.requeue(f.key).unwrap());
+    assert_eq!(l.file(f.key).unwrap().unwrap().account, None);
+    let b = AccountName::new("b");
+    l.set_account(f.key, &b).unwrap();
+    assert_eq!(l.file(f.key).unwrap().unwrap().account, Some(b));
 }
 
 #[tokio::test]
@@ -244,13 +303,13 @@ fn finishing_forgets_the_content_parts_hashes_and_signature() {
         &["a".into(), "b".into(), "c".into()],
     )
     .unwrap();
-    l.confirm_part("sha", 0, 1_048_576).unwrap();
-    l.store_signature("sha", 3_000_000, 1_048_576, "sig", 9)
+    l.confirm_part(A, "sha", 0, 1_048_576).unwrap();
+    l.store_signature(A, "sha", 3_000_000, 1_048_576, "sig", 9)
         .unwrap();
     l.finish(f.key, "1", None, false).unwrap();
-    assert!(l.confirmed("sha").unwrap().is_empty());
+    assert!(l.confirmed(A, "sha").unwrap().is_empty());
     assert_eq!(l.part_md5s("sha", 1_048_576, 3).unwrap(), None);
-    assert_eq!(l.signature("sha").unwrap(), None);
+    assert_eq!(l.signature(A, "sha").unwrap(), None);
 }
 
 #[test]

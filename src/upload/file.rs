@@ -9,7 +9,7 @@
 
 use super::call::{back_off, with_retry, Retried};
 use super::job::{Interrupt, Job};
-use super::{parts, EngineError, Event, Finished, Inner, Outcome};
+use super::{parts, Account, EngineError, Event, Finished, Inner, Outcome};
 use crate::hash::{self, HashError};
 use crate::ledger::{FileKey, FileRecord, FileState, RecordedError};
 use crate::protocol::plan::{is_valid_part, missing, plan};
@@ -40,7 +40,12 @@ pub(super) async fn upload(
     if let Some(outcome) = Outcome::ended_already(&record) {
         return Ok(outcome);
     }
-    let span = info_span!("file", path = %shown(&record.path), fileSha = tracing::field::Empty);
+    let span = info_span!(
+        "file",
+        path = %shown(&record.path),
+        account = tracing::field::Empty,
+        fileSha = tracing::field::Empty
+    );
     let journey = Journey {
         inner: inner.clone(),
         cancel: cancel.clone(),
@@ -90,12 +95,13 @@ struct Journey {
 impl Journey {
     async fn run(&self, record: FileRecord) -> Result<Finished, Interrupt> {
         let key = record.key;
+        let account = self.account(&record).await?;
         self.inner.ledger.run(move |l| l.begin_attempt(key)).await?;
         let source = Arc::new(self.open(&record).await?);
         let part_size = PartSize::from_bytes(record.part_size).unwrap_or(self.inner.part_size);
         let (sha, md5s) = self.hashes(&record, &source, part_size).await?;
         tracing::Span::current().record("fileSha", sha.as_str());
-        let _one_upload_per_content = self.inner.contents.lock(&sha).await;
+        let _one_upload_per_content = self.inner.contents.lock(&account.name, &sha).await;
         // Another task may have finished this very row while we waited (the same version queued
         // twice): then it is done, not an instant upload.
         if let Some(done) = self.inner.ledger.run(move |l| l.file(key)).await? {
@@ -103,10 +109,15 @@ impl Journey {
                 return Ok(Finished::of(&done));
             }
         }
-        let found = sha.clone();
-        let signature = self.inner.ledger.run(move |l| l.signature(&found)).await?;
+        let (found, name) = (sha.clone(), account.name.clone());
+        let signature = self
+            .inner
+            .ledger
+            .run(move |l| l.signature(name.as_str(), &found))
+            .await?;
         let mut job = Job {
             key,
+            account,
             path: record.path.clone(),
             source,
             size: record.size,
@@ -120,6 +131,25 @@ impl Journey {
         };
         let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
         self.rounds(&mut job, &processing).await
+    }
+
+    /// The account the file goes to, recorded in its row if the row had none.
+    async fn account(&self, record: &FileRecord) -> Result<Arc<Account>, Interrupt> {
+        let account = self.inner.accounts.of(record).map_err(|name| {
+            Interrupt::failed(format!(
+                "its account `{name}` is not in the config (any more): `vodup retry` sends it \
+                 with its watch's account as configured now"
+            ))
+        })?;
+        if record.account.is_none() {
+            let (key, name) = (record.key, account.name.clone());
+            self.inner
+                .ledger
+                .run(move |l| l.set_account(key, &name))
+                .await?;
+        }
+        tracing::Span::current().record("account", account.name.as_str());
+        Ok(account)
     }
 
     /// Open the file the row describes, as it settled: beneath its watch folder, no symlink,
@@ -175,8 +205,10 @@ impl Journey {
         inner.progress.event(key, &record.path, event);
         let started = std::time::Instant::now();
         let (token, source) = (self.cancel.clone(), source.clone());
+        let (progress, path) = (inner.progress.clone(), record.path.clone());
         let digest = tokio::task::spawn_blocking(move || {
-            hash::hash_source(&source, part_size, || token.is_cancelled())
+            let read = |bytes| progress.event(key, &path, Event::Hashed { bytes });
+            hash::hash_source(&source, part_size, || token.is_cancelled(), read)
         })
         .await
         .expect("hashing does not panic")
@@ -218,11 +250,11 @@ impl Journey {
                 }
                 Err(other) => return Err(other),
             };
-            let sha = job.sha.clone();
+            let (account, sha) = job.upload();
             let confirmed = self
                 .inner
                 .ledger
-                .run(move |l| l.confirmed(&sha))
+                .run(move |l| l.confirmed(&account, &sha))
                 .await?
                 .len();
             if confirmed > confirmed_before {
@@ -274,12 +306,15 @@ impl Journey {
         if !force && !job.signature_stale() {
             return Ok(());
         }
-        let signature = self.inner.signer.sign(&job.path, &job.sha, processing);
-        let (sha, size, ps) = (job.sha.clone(), job.size, job.part_size.bytes());
+        let signature = job.account.signer.sign(&job.path, &job.sha, processing);
+        let ((account, sha), size, ps) = (job.upload(), job.size, job.part_size.bytes());
         let stored = signature.clone();
         self.inner
             .ledger
-            .run(move |l| l.store_signature(&sha, size, ps, &stored.encoded, stored.expires_at))
+            .run(move |l| {
+                let (encoded, expires) = (&stored.encoded, stored.expires_at);
+                l.store_signature(&account, &sha, size, ps, encoded, expires)
+            })
             .await?;
         job.signature = Some(signature);
         Ok(())
@@ -295,7 +330,7 @@ impl Journey {
     async fn init(&self, job: &Job) -> Result<InitAnswer, Interrupt> {
         let inner = &self.inner;
         let call = || {
-            inner.client.init(InitRequest {
+            job.account.client.init(InitRequest {
                 file_sha: &job.sha,
                 file_size: job.size,
                 part_size: job.part_size.bytes(),
@@ -348,17 +383,21 @@ impl Journey {
                 );
             }
         }
-        let sha = job.sha.clone();
+        let (account, sha) = job.upload();
         self.inner
             .ledger
-            .run(move |l| l.reconcile(&sha, &valid))
+            .run(move |l| l.reconcile(&account, &sha, &valid))
             .await?;
         Ok(())
     }
 
     async fn send_parts(&self, job: &Job) -> Result<(), Interrupt> {
-        let (key, sha) = (job.key, job.sha.clone());
-        let confirmed = self.inner.ledger.run(move |l| l.confirmed(&sha)).await?;
+        let (key, (account, sha)) = (job.key, job.upload());
+        let confirmed = self
+            .inner
+            .ledger
+            .run(move |l| l.confirmed(&account, &sha))
+            .await?;
         let todo = missing(job.size, job.part_size, &confirmed);
         let held = job.size - todo.iter().map(|p| p.len).sum::<u64>();
         info!(
@@ -397,7 +436,7 @@ impl Journey {
             .await?;
         self.inner.progress.event(key, &job.path, Event::Finishing);
         let inner = &self.inner;
-        let call = || inner.client.finish(&job.sha, job.signature_text());
+        let call = || job.account.client.finish(&job.sha, job.signature_text());
         let stale = || job.signature_stale();
         let answer = with_retry(inner, self.retried(job), &self.cancel, stale, call).await?;
         self.done(job, answer, false).await

@@ -2,6 +2,7 @@
 //! part hashes and signature) and the [`Interrupt`] a step returns as its error when the journey
 //! cannot go on as planned. Each step is a `?`; one `match` in [`super::file`] decides what follows.
 
+use super::Account;
 use crate::ledger::{FileKey, LedgerError, RecordedError};
 use crate::protocol::{CallError, PartSize, Signature};
 use crate::source::Source;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub(super) struct Job {
     pub key: FileKey,
+    /// The account it goes to: its client and signer.
+    pub account: Arc<Account>,
     pub path: PathBuf,
     /// The open file: every part is read from this descriptor, never from the path again.
     pub source: Arc<Source>,
@@ -24,6 +27,11 @@ pub(super) struct Job {
 }
 
 impl Job {
+    /// The upload's key in the ledger (account name, fileSha), owned for a blocking call.
+    pub fn upload(&self) -> (String, String) {
+        (self.account.name.as_str().to_owned(), self.sha.clone())
+    }
+
     /// Whether the open file is still exactly what was hashed (a writer still at work shows as a
     /// new size or mtime on the descriptor). Blocking (`fstat`).
     pub fn unchanged(&self) -> bool {

@@ -2,7 +2,9 @@
 //!
 //! [`Engine::upload`] drives one file through hash → sign → init → parts → finish, resuming from
 //! what the ledger and the service already hold. Parts of every file share one semaphore
-//! (`parts_in_flight`), so memory is bounded by that many parts. The engine owns no retry policy
+//! (`parts_in_flight`), so memory is bounded by that many parts. It holds one client and signer per
+//! account ([`Account`]) and sends each file with the account its ledger row names (or, for a
+//! row without one, its watch's). The engine owns no retry policy
 //! (that is [`crate::protocol::retry`]) and no SQL (that is [`crate::ledger`]).
 
 mod call;
@@ -13,13 +15,13 @@ mod signer;
 
 pub use signer::Signer;
 
-use crate::config::Config;
+use crate::config::{AccountName, Config};
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
 use crate::metrics::Metrics;
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
 use crate::ratelimit::Throttle;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -86,6 +88,10 @@ pub enum Event {
     Hashing {
         size: u64,
     },
+    /// `bytes` more of the file were read by the hashing pass (one part).
+    Hashed {
+        bytes: u64,
+    },
     /// Parts are going up; `confirmed` bytes were already held.
     Uploading {
         total: u64,
@@ -126,9 +132,8 @@ pub struct Engine {
 }
 
 struct Inner {
-    client: Client,
+    accounts: Accounts,
     ledger: Ledger,
-    signer: Signer,
     part_size: PartSize,
     retry: RetryPolicy,
     permits: Arc<Semaphore>,
@@ -138,29 +143,98 @@ struct Inner {
     metrics: Metrics,
 }
 
-/// One lock per content (fileSha): two copies of the same content never upload at once, so the
-/// second one finds the first finished and completes by instant upload.
+/// One account's connection to its service: the client for its endpoint and the signer with its
+/// credentials.
+#[derive(Debug)]
+pub(crate) struct Account {
+    pub name: AccountName,
+    pub client: Client,
+    pub signer: Signer,
+}
+
+/// Every account of the config, and which one a file without a recorded account goes to.
+struct Accounts {
+    by_name: HashMap<AccountName, Arc<Account>>,
+    /// The account of each watch root (files queued by the intake).
+    by_origin: HashMap<PathBuf, AccountName>,
+    /// The top-level account (`vodup upload`, and watches without account keys).
+    default: AccountName,
+}
+
+impl Accounts {
+    fn new(config: &Config) -> Result<Accounts, ClientError> {
+        let mut by_name = HashMap::new();
+        for account in config.accounts() {
+            let client = Client::new(&account.endpoint, &config.timeouts)?;
+            let signer = Signer {
+                secret_id: account.secret_id,
+                secret_key: account.secret_key,
+                uid: account.uid,
+                validity: config.signature_validity,
+            };
+            let name = account.name;
+            let account = Account {
+                name: name.clone(),
+                client,
+                signer,
+            };
+            by_name.insert(name, Arc::new(account));
+        }
+        let by_origin = config
+            .watch
+            .iter()
+            .map(|w| (w.path.clone(), config.account_of(w).name))
+            .collect();
+        Ok(Accounts {
+            by_name,
+            by_origin,
+            default: config.default_account().name,
+        })
+    }
+
+    /// The account a row goes to: the one it names, else its watch's, else the top-level one.
+    /// `Err` with the name when the row names an account the config no longer has.
+    fn of(&self, record: &FileRecord) -> Result<Arc<Account>, AccountName> {
+        let name = record.account.clone().unwrap_or_else(|| {
+            let origin = record.origin.as_ref();
+            origin
+                .and_then(|o| self.by_origin.get(o))
+                .unwrap_or(&self.default)
+                .clone()
+        });
+        self.by_name.get(&name).cloned().ok_or(name)
+    }
+}
+
+/// One lock per upload, a content (fileSha) for an account: two copies of the same content for
+/// the same account never upload at once, so the second one finds the first finished and
+/// completes by instant upload. The same content for two accounts is two uploads, to two apps:
+/// they go on side by side.
 #[derive(Default)]
 struct ContentLocks {
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: std::sync::Mutex<HashMap<UploadKey, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// An upload: the account and the fileSha.
+type UploadKey = (AccountName, String);
 
 /// Held while a content uploads; the map entry goes when the last holder or waiter is done.
 struct ContentGuard<'a> {
     locks: &'a ContentLocks,
-    sha: String,
+    key: UploadKey,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl ContentLocks {
-    async fn lock(&self, sha: &str) -> ContentGuard<'_> {
+    async fn lock(&self, account: &AccountName, sha: &str) -> ContentGuard<'_> {
+        let key = (account.clone(), sha.to_owned());
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(sha.to_owned()).or_default().clone()
+            locks.entry(key.clone()).or_default().clone()
         };
         ContentGuard {
             locks: self,
-            sha: sha.to_owned(),
+            key,
             guard: Some(lock.lock_owned().await),
         }
     }
@@ -171,10 +245,10 @@ impl Drop for ContentGuard<'_> {
         drop(self.guard.take());
         let mut locks = self.locks.locks.lock().unwrap_or_else(|p| p.into_inner());
         if locks
-            .get(&self.sha)
+            .get(&self.key)
             .is_some_and(|l| Arc::strong_count(l) == 1)
         {
-            locks.remove(&self.sha);
+            locks.remove(&self.key);
         }
     }
 }
@@ -195,17 +269,10 @@ impl Engine {
         ledger: Ledger,
         progress: Arc<dyn Progress>,
     ) -> Result<Engine, EngineError> {
-        let client = Client::new(&config.endpoint, &config.timeouts)?;
         Ok(Engine {
             inner: Arc::new(Inner {
-                client,
+                accounts: Accounts::new(config)?,
                 ledger,
-                signer: Signer {
-                    secret_id: config.secret_id.clone(),
-                    secret_key: config.secret().clone(),
-                    uid: config.uid.clone(),
-                    validity: config.signature_validity,
-                },
                 part_size: config.part_size().unwrap_or(PartSize::OneMiB),
                 retry: config.retry.clone(),
                 permits: Arc::new(Semaphore::new(config.parts_in_flight)),

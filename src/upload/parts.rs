@@ -138,7 +138,7 @@ async fn send(
             let (inner, job, changed, this_part) = (&inner, &job, &changed, &this_part);
             async move {
                 inner.throttle.acquire(part.len).await;
-                let answer = inner.client.upload_part(request, body).await;
+                let answer = job.account.client.upload_part(request, body).await;
                 // Before a retry: is the file still the one hashed? After a -10006, re-hash it.
                 if let Err(error) = &answer {
                     let mismatch = error.is_body_mismatch();
@@ -160,10 +160,10 @@ async fn send(
         return Err(Interrupt::Changed(CHANGED));
     }
     sent?;
-    let sha = job.sha.clone();
+    let (account, sha) = job.upload();
     inner
         .ledger
-        .run(move |l| l.confirm_part(&sha, part.offset, part.len))
+        .run(move |l| l.confirm_part(&account, &sha, part.offset, part.len))
         .await?;
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);

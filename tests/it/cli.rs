@@ -279,7 +279,13 @@ async fn a_newline_in_a_file_name_forges_no_line_in_output_logs_or_status() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    // The file's result line, then the summary.
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("vodup: 1 file uploaded"));
     assert!(
         stdout.contains("clip\\nERROR forged line\\e[2J.mp4"),
         "{stdout}"

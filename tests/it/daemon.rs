@@ -254,11 +254,11 @@ async fn a_queued_file_that_changed_does_not_stop_the_daemon() {
     let ledger = env.ledger();
     let path = env.write(&env.drop, "grew.mp4", &test_bytes(PART as usize + 10, 32));
     let origin = Some(env.drop.as_path());
-    let old = vodup::source::enqueue(&ledger, &path, origin, PART, "{}").unwrap();
+    let old = vodup::source::enqueue(&ledger, &path, origin, PART, "{}", None).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     let grown = test_bytes(2 * PART as usize + 10, 33);
     std::fs::write(&path, &grown).unwrap();
-    let new = vodup::source::enqueue(&ledger, &path, origin, PART, "{}").unwrap();
+    let new = vodup::source::enqueue(&ledger, &path, origin, PART, "{}", None).unwrap();
     assert_ne!(old.key, new.key);
     let daemon = Daemon::start(env.config()).await;
     wait_done(&env, &["grew.mp4"], Duration::from_secs(30)).await;
@@ -285,6 +285,7 @@ async fn starts_and_stops_with_more_unfinished_files_than_the_queue_holds() {
             origin: Some(&env.drop),
             processing: "{}",
             state: vodup::ledger::FileState::Queued,
+            account: None,
         };
         ledger.enqueue(&new).unwrap();
     }

@@ -139,7 +139,7 @@ async fn a_queued_file_swapped_for_a_symlink_leaks_no_byte_of_the_outside_file()
     let config = env.config();
     let ledger = Ledger::open(&config.ledger).unwrap();
     let path = env.write(&env.drop, "swap.mp4", &test_bytes(PART as usize, 44));
-    let record = vodup::source::enqueue(&ledger, &path, Some(&env.drop), PART, "{}").unwrap();
+    let record = vodup::source::enqueue(&ledger, &path, Some(&env.drop), PART, "{}", None).unwrap();
     let secret = env.write(&env.src, "secret.mp4", &test_bytes(PART as usize, 45));
     let link = env.drop.join(".swap");
     std::os::unix::fs::symlink(&secret, &link).unwrap();
@@ -233,7 +233,7 @@ fn upload_in_background(
     path: &Path,
 ) -> (i64, tokio::task::JoinHandle<Outcome>) {
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = vodup::source::enqueue(&ledger, path, Some(&env.drop), PART, "{}").unwrap();
+    let record = vodup::source::enqueue(&ledger, path, Some(&env.drop), PART, "{}", None).unwrap();
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let key = record.key;
     let task =

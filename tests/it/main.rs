@@ -1,6 +1,7 @@
 //! The one integration-test binary: every behaviour module, and the fixtures they share. Every
 //! test drives the real emulator over TCP.
 
+mod accounts;
 mod cli;
 mod client;
 mod completions;
@@ -12,4 +13,5 @@ mod intake;
 mod operations;
 mod page;
 mod sidecar;
+mod terminal;
 mod upload;

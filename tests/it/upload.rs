@@ -12,7 +12,7 @@ use vodup::upload::{Engine, NoProgress, Outcome};
 
 async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Path) -> Outcome {
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = enqueue_named(&ledger, path, config.part_size, "{}").unwrap();
+    let record = enqueue_named(&ledger, path, config.part_size, "{}", None).unwrap();
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let _ = env;
     engine
@@ -120,7 +120,7 @@ async fn a_file_rewritten_during_the_upload_is_superseded_not_finished_as_a_mix(
         let (config, path) = (config.clone(), path.clone());
         async move {
             let ledger = Ledger::open(&config.ledger).unwrap();
-            let record = enqueue_named(&ledger, &path, config.part_size, "{}").unwrap();
+            let record = enqueue_named(&ledger, &path, config.part_size, "{}", None).unwrap();
             let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
             engine
                 .upload(record.key, &CancellationToken::new())
@@ -158,7 +158,7 @@ async fn a_file_that_vanishes_before_its_upload_is_gone_not_failed() {
     let env = Env::new().await;
     let path = env.write(&env.src, "gone.mp4", &test_bytes(PART as usize, 7));
     let ledger = env.ledger();
-    let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
     std::fs::remove_file(&path).unwrap();
     let engine = Engine::new(&env.config(), ledger, Arc::new(NoProgress)).unwrap();
     let outcome = engine
@@ -182,9 +182,14 @@ async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again
     let path = env.write(&env.src, "lost.mp4", &data);
     let sha = vodup::hash::sha1_hex(&data);
     let ledger = env.ledger();
+    let account = env.config().default_account().name;
     // A ledger that claims two parts the service never received.
-    ledger.confirm_part(&sha, 0, PART).unwrap();
-    ledger.confirm_part(&sha, PART, PART).unwrap();
+    ledger
+        .confirm_part(account.as_str(), &sha, 0, PART)
+        .unwrap();
+    ledger
+        .confirm_part(account.as_str(), &sha, PART, PART)
+        .unwrap();
     let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
         panic!()
     };
@@ -217,7 +222,7 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
     }
     .sign(&SecretKey::new(crate::helpers::env::SECRET_KEY));
     let ledger = env.ledger();
-    let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
     let md5s: Vec<String> = data
         .chunks(PART as usize)
         .map(vodup::hash::md5_hex)
@@ -226,6 +231,7 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
     // The ledger believes it valid for a day: only the service's -10002 can reveal it.
     ledger
         .store_signature(
+            env.config().default_account().name.as_str(),
             &sha,
             data.len() as u64,
             PART,
@@ -260,11 +266,11 @@ async fn a_queued_file_that_changed_is_superseded_and_its_own_new_row_uploads() 
     let config = env.config();
     let ledger = Ledger::open(&config.ledger).unwrap();
     let path = env.write(&env.drop, "a.mp4", &test_bytes(PART as usize + 10, 1));
-    let old = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+    let old = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let grown = test_bytes(2 * PART as usize + 10, 2);
     std::fs::write(&path, &grown).unwrap();
-    let new = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+    let new = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
     assert_ne!(old.key, new.key);
     let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress)).unwrap();
     let cancel = CancellationToken::new();
@@ -353,7 +359,7 @@ async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
     config.retry.max_elapsed = Duration::from_secs(1);
     let path = env.write(&env.src, "long.mp4", &test_bytes(40 * PART as usize, 90));
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
     let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
     let task =
         tokio::spawn(async move { engine.upload(record.key, &CancellationToken::new()).await });
@@ -404,7 +410,7 @@ async fn a_part_rewritten_in_place_behind_an_unchanged_mtime_is_caught_by_the_se
         let (config, path) = (config.clone(), path.clone());
         async move {
             let ledger = Ledger::open(&config.ledger).unwrap();
-            let record = enqueue_named(&ledger, &path, PART, "{}").unwrap();
+            let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
             let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
             engine
                 .upload(record.key, &CancellationToken::new())

@@ -37,14 +37,19 @@ pub struct TestEmulator {
 
 /// Start an emulator with these faults, seed 1, in a fresh temporary data directory.
 pub async fn start_emulator(faults: Faults) -> TestEmulator {
+    start_emulator_as(faults, SECRET_ID, SECRET_KEY).await
+}
+
+/// [`start_emulator`] for an app whose only credentials are `secret_id` and `secret_key`.
+pub async fn start_emulator_as(faults: Faults, secret_id: &str, secret_key: &str) -> TestEmulator {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut emulator = TestEmulator {
         dir,
         cancel: CancellationToken::new(),
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         endpoint: String::new(),
-        secret_id: SECRET_ID.to_owned(),
-        secret_key: SecretKey::new(SECRET_KEY),
+        secret_id: secret_id.to_owned(),
+        secret_key: SecretKey::new(secret_key),
         http: reqwest::Client::new(),
         faults,
         task: None,
