@@ -4,7 +4,7 @@ use crate::config::{AccountName, Config};
 use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
 use crate::progress::{Bars, Counted, Lines, Summary};
-use crate::shown::shown;
+use crate::shown::{line, shown};
 use crate::upload::{Engine, Outcome, Progress};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -133,12 +133,18 @@ fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
         }
         Outcome::Done(f) => {
             let how = if f.instant { " (instant upload)" } else { "" };
-            let url = f.url.as_deref().unwrap_or("-");
-            println!("{}: fileId {} url {url}{how}", shown(path), f.file_id);
+            let url = line(f.url.as_deref().unwrap_or("-"));
+            let id = line(&f.file_id);
+            println!("{}: fileId {id} url {url}{how}", shown(path));
             true
         }
         Outcome::Failed(e) => {
-            let text = format!("code {}: {} {}", e.code, e.message, e.code_desc);
+            let text = format!(
+                "code {}: {} {}",
+                e.code,
+                line(&e.message),
+                line(&e.code_desc)
+            );
             if json {
                 println!("{}", error_json(path, e.code, &e.message, &e.code_desc));
             } else {

@@ -51,11 +51,11 @@ impl Bars {
                 )
                 .expect("the template is valid")
                 .progress_chars("=> ");
-                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let name = crate::shown::shown(Path::new(path.file_name().unwrap_or_default()));
                 self.multi
                     .add(ProgressBar::new(0))
                     .with_style(style)
-                    .with_prefix(name.into_owned())
+                    .with_prefix(name.to_string())
             })
             .clone()
     }

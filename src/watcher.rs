@@ -19,6 +19,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 
+/// Whether `name` is one of the files vodup writes itself (result sidecars, temporary names):
+/// never taken, whatever the include globs say.
+fn is_ours(name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let name = name.as_bytes();
+    [
+        &b".vod.json"[..],
+        b".error.json",
+        b".vodup-tmp",
+        b".vodup-partial",
+    ]
+    .iter()
+    .any(|suffix| name.ends_with(suffix))
+}
+
 /// Which paths of a watch are candidates.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -77,7 +92,9 @@ impl Filter {
         if (!self.recursive && !dirs.is_empty()) || self.in_skipped(path) {
             return false;
         }
-        !names.iter().any(|name| self.exclude.is_match(name)) && self.include.is_match(file)
+        !names.iter().any(|name| self.exclude.is_match(name))
+            && self.include.is_match(file)
+            && !is_ours(file)
     }
 
     fn in_skipped(&self, path: &Path) -> bool {
@@ -272,6 +289,16 @@ mod tests {
             "done/a.mp4",
         ] {
             assert!(!f.matches(&root.join(no)), "{no}");
+        }
+        let mut everything = Watch::new(root.clone());
+        everything.include = vec!["*".into()];
+        let all = Filter::new(&everything).unwrap();
+        assert!(all.matches(&root.join("notes.txt")));
+        for ours in ["a.mp4.vod.json", "a.mp4.error.json", "x.vodup-tmp"] {
+            assert!(
+                !all.matches(&root.join(ours)),
+                "{ours}: written by vodup itself"
+            );
         }
         assert!(!f.matches(Path::new("/elsewhere/a.mp4")));
     }

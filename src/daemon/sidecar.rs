@@ -104,8 +104,13 @@ fn write(dir: &OwnedFd, name: &OsStr, body: &Value) -> io::Result<bool> {
     let mut temp = OsString::from(".");
     temp.push(name);
     temp.push(".vodup-tmp");
-    let flags =
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // A temp name left by a crash (or planted: a FIFO, a hard link) is removed, and the new one
+    // is created exclusively: never opened through something that was already there.
+    match rustix::fs::unlinkat(dir, &temp, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut file = std::fs::File::from(rustix::fs::openat(
         dir,
         &temp,
@@ -138,12 +143,18 @@ fn write(dir: &OwnedFd, name: &OsStr, body: &Value) -> io::Result<bool> {
 /// Whether the sidecar at `name` may be replaced by `body`: it is a sidecar (a regular file of
 /// JSON) of the same source path.
 fn replaceable(dir: &OwnedFd, name: &OsStr, body: &Value) -> io::Result<bool> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // Never blocks on a FIFO, never reads more than a sidecar can be.
+    const LARGEST: u64 = 64 * 1024;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let mut text = String::new();
     match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => {
-            // Not JSON, or not text: not one of ours.
-            if std::fs::File::from(fd).read_to_string(&mut text).is_err() {
+            let file = std::fs::File::from(fd);
+            let regular = file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() <= LARGEST);
+            // Not a small regular file of text: not one of ours.
+            if !regular || file.take(LARGEST).read_to_string(&mut text).is_err() {
                 return Ok(false);
             }
         }

@@ -183,7 +183,11 @@ impl Accounts {
         let by_origin = config
             .watch
             .iter()
-            .map(|w| (w.path.clone(), config.account_of(w).name))
+            // Keyed as rows record their origin: the watch folder's canonical path.
+            .map(|w| {
+                let root = std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone());
+                (root, config.account_of(w).name)
+            })
             .collect();
         Ok(Accounts {
             by_name,
