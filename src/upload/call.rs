@@ -20,6 +20,13 @@ pub struct Retried {
     pub offset: Option<u64>,
 }
 
+impl Retried {
+    /// A file's init or finish.
+    pub fn file(key: FileKey) -> Retried {
+        Retried { key, offset: None }
+    }
+}
+
 /// Call `f` until it succeeds or [`classify`] says to stop. `stale` tells whether the signature
 /// the call carries is expired or about to be, by our clock. Each retry is logged, counted and
 /// noted in the ledger as the file's last error.

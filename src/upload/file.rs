@@ -12,7 +12,7 @@ use super::job::{Interrupt, Job};
 use super::{parts, Account, EngineError, Event, Finished, Inner, Outcome};
 use crate::hash::{self, HashError};
 use crate::ledger::{FileKey, FileRecord, FileState, RecordedError};
-use crate::protocol::plan::{is_valid_part, missing, plan};
+use crate::protocol::plan::{missing, plan};
 use crate::protocol::{
     Attempts, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize, Processing, Signature,
 };
@@ -320,13 +320,6 @@ impl Journey {
         Ok(())
     }
 
-    fn retried(&self, job: &Job) -> Retried {
-        Retried {
-            key: job.key,
-            offset: None,
-        }
-    }
-
     async fn init(&self, job: &Job) -> Result<InitAnswer, Interrupt> {
         let inner = &self.inner;
         let call = || {
@@ -338,7 +331,7 @@ impl Journey {
             })
         };
         let stale = || job.signature_stale();
-        with_retry(inner, self.retried(job), &self.cancel, stale, call).await
+        with_retry(inner, Retried::file(job.key), &self.cancel, stale, call).await
     }
 
     /// The service fixed another part size on an earlier upload: use it (hashing again if needed).
@@ -363,26 +356,15 @@ impl Journey {
     /// The service is the truth: its held parts become the confirmed ones. A listed part that is
     /// not a part of our plan, or whose MD5 is not ours, is not counted (it will be re-sent).
     async fn reconcile(&self, job: &Job, held: &[HeldPart]) -> Result<(), Interrupt> {
-        let ours = |h: &HeldPart| {
-            is_valid_part(job.size, job.part_size, h.offset, h.len)
-                && h.hash.as_deref().is_none_or(|hash| {
-                    hash.len() != 32
-                        || job.md5s[(h.offset / job.part_size.bytes()) as usize]
-                            .eq_ignore_ascii_case(hash)
-                })
-        };
-        let mut valid = Vec::new();
-        for h in held {
-            if ours(h) {
-                valid.push((h.offset, h.len));
-            } else {
-                warn!(
-                    offset = h.offset,
-                    len = h.len,
-                    "ignoring a held part that is not ours"
-                );
-            }
+        let (ours, foreign): (Vec<&HeldPart>, _) = held.iter().partition(|h| job.is_ours(h));
+        for h in foreign {
+            warn!(
+                offset = h.offset,
+                len = h.len,
+                "ignoring a held part that is not ours"
+            );
         }
+        let valid: Vec<(u64, u64)> = ours.iter().map(|h| (h.offset, h.len)).collect();
         let (account, sha) = job.upload();
         self.inner
             .ledger
@@ -438,7 +420,7 @@ impl Journey {
         let inner = &self.inner;
         let call = || job.account.client.finish(&job.sha, job.signature_text());
         let stale = || job.signature_stale();
-        let answer = with_retry(inner, self.retried(job), &self.cancel, stale, call).await?;
+        let answer = with_retry(inner, Retried::file(job.key), &self.cancel, stale, call).await?;
         self.done(job, answer, false).await
     }
 

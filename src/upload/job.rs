@@ -4,7 +4,8 @@
 
 use super::Account;
 use crate::ledger::{FileKey, LedgerError, RecordedError};
-use crate::protocol::{CallError, PartSize, Signature};
+use crate::protocol::plan::is_valid_part;
+use crate::protocol::{CallError, HeldPart, PartSize, Signature};
 use crate::source::Source;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +39,17 @@ impl Job {
         self.source
             .current()
             .is_ok_and(|now| now == self.source.identity())
+    }
+
+    /// Whether a part the service lists as held is one of ours: a part of our plan whose MD5 (if
+    /// the service gives one) is the hashing pass's.
+    pub fn is_ours(&self, held: &HeldPart) -> bool {
+        let index = (held.offset / self.part_size.bytes()) as usize;
+        is_valid_part(self.size, self.part_size, held.offset, held.len)
+            && held
+                .hash
+                .as_deref()
+                .is_none_or(|hash| hash.len() != 32 || self.md5s[index].eq_ignore_ascii_case(hash))
     }
 
     /// Whether the signature is missing, expired or about to be, by our clock.
