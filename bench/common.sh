@@ -36,7 +36,7 @@ secret_id = "$SECRET_ID"
 secret_key = "$SECRET_KEY"
 ledger = "$WORK/ledger.db"
 part_size = ${PART_SIZE:-1048576}
-parts_in_flight = ${PARTS_IN_FLIGHT:-8}
+parts_in_flight = ${PARTS_IN_FLIGHT:-"\"auto\""}
 $1
 TOML
 }

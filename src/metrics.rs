@@ -49,6 +49,7 @@ struct Inner {
     instant_uploads: Counter,
     upload_seconds: Histogram,
     parts_in_flight: Gauge,
+    parts_window: Gauge,
     queue_length: Gauge,
     last_error_time: Gauge<f64, AtomicU64>,
     hooks: Family<HookLabels, Counter>,
@@ -71,6 +72,7 @@ impl Metrics {
             instant_uploads: Counter::default(),
             upload_seconds: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             parts_in_flight: Gauge::default(),
+            parts_window: Gauge::default(),
             queue_length: Gauge::default(),
             last_error_time: Gauge::default(),
             hooks: Family::default(),
@@ -103,6 +105,11 @@ impl Metrics {
             "parts_in_flight",
             "Parts being sent now",
             inner.parts_in_flight.clone(),
+        );
+        r.register(
+            "parts_in_flight_limit",
+            "Parts allowed in flight now (parts_in_flight, or the window \"auto\" found)",
+            inner.parts_window.clone(),
         );
         r.register(
             "queue_length",
@@ -180,6 +187,10 @@ impl Metrics {
     pub fn part_started(&self) -> InFlight {
         self.inner.parts_in_flight.inc();
         InFlight(self.inner.parts_in_flight.clone())
+    }
+
+    pub fn set_parts_window(&self, n: usize) {
+        self.inner.parts_window.set(n as i64);
     }
 
     pub fn set_queue_length(&self, n: usize) {

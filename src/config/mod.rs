@@ -38,7 +38,11 @@ pub struct Config {
     pub uid: String,
     pub ledger: PathBuf,
     pub part_size: u64,
-    pub parts_in_flight: usize,
+    /// Parts in flight across all files: `"auto"` (found from measured goodput, between 2 and
+    /// `max_parts_in_flight`) or a fixed number.
+    pub parts_in_flight: PartsInFlight,
+    /// The most parts in flight `"auto"` may reach.
+    pub max_parts_in_flight: usize,
     /// Files uploaded at the same time; their parts share `parts_in_flight`.
     pub files_in_flight: usize,
     /// A file that has waited this long behind running uploads starts anyway (up to twice
@@ -98,7 +102,8 @@ impl Default for Config {
             uid: "vodup".into(),
             ledger: PathBuf::from("/var/lib/vodup/ledger.db"),
             part_size: PartSize::OneMiB.bytes(),
-            parts_in_flight: 8,
+            parts_in_flight: PartsInFlight::Auto,
+            max_parts_in_flight: 64,
             files_in_flight: 2,
             interleave_after: Duration::from_secs(30),
             signature_validity: Duration::from_secs(24 * 3600),
@@ -212,8 +217,16 @@ impl Config {
                 format!("{} is not 524288 or 1048576", self.part_size),
             ));
         }
-        if self.parts_in_flight == 0 || self.parts_in_flight > 256 {
-            return Err(invalid("parts_in_flight", "must be between 1 and 256"));
+        if let PartsInFlight::Fixed(n) = self.parts_in_flight {
+            if n == 0 || n > 256 {
+                return Err(invalid(
+                    "parts_in_flight",
+                    "must be \"auto\" or between 1 and 256",
+                ));
+            }
+        }
+        if !(crate::upload::window::MIN..=256).contains(&self.max_parts_in_flight) {
+            return Err(invalid("max_parts_in_flight", "must be between 2 and 256"));
         }
         if self.files_in_flight == 0 {
             return Err(invalid("files_in_flight", "must be at least 1"));
@@ -291,6 +304,31 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     }
     let table = before[..start].lines().rev().find_map(header);
     Some(table.map_or_else(|| key.to_owned(), |table| format!("{table}.{key}")))
+}
+
+/// `parts_in_flight`: `"auto"` or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartsInFlight {
+    Auto,
+    Fixed(usize),
+}
+
+impl<'de> Deserialize<'de> for PartsInFlight {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(PartsInFlight::Fixed(n)),
+            Raw::Word(w) if w == "auto" => Ok(PartsInFlight::Auto),
+            Raw::Word(_) => Err(serde::de::Error::custom(
+                "must be \"auto\" or a number of parts",
+            )),
+        }
+    }
 }
 
 #[cfg(test)]

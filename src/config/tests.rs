@@ -21,9 +21,24 @@ fn the_example_config_parses_and_validates() {
 }
 
 #[test]
+fn parts_in_flight_is_auto_or_a_number_and_nothing_else() {
+    let fixed = check(&format!("{}parts_in_flight = 12\n", minimal())).unwrap();
+    assert_eq!(fixed.parts_in_flight, PartsInFlight::Fixed(12));
+    let auto = check(&format!("{}parts_in_flight = \"auto\"\n", minimal())).unwrap();
+    assert_eq!(auto.parts_in_flight, PartsInFlight::Auto);
+    for bad in ["\"many\"", "0", "1000"] {
+        let error = check(&format!("{}parts_in_flight = {bad}\n", minimal())).unwrap_err();
+        assert!(error.contains("parts_in_flight"), "{bad}: {error}");
+    }
+    let error = check(&format!("{}max_parts_in_flight = 1\n", minimal())).unwrap_err();
+    assert!(error.contains("max_parts_in_flight"), "{error}");
+}
+
+#[test]
 fn defaults_fill_everything_but_the_credentials() {
     let config = check(&minimal()).unwrap();
-    assert_eq!(config.parts_in_flight, 8);
+    assert_eq!(config.parts_in_flight, PartsInFlight::Auto);
+    assert_eq!(config.max_parts_in_flight, 64);
     assert_eq!(config.uid, "vodup");
     assert_eq!(config.signature_validity, Duration::from_secs(86_400));
 }

@@ -60,9 +60,18 @@ where
         let Some(delay) = inner.retry.next_delay(&mut attempts, pace, &mut rng) else {
             return Err(final_failure(inner, what, &error));
         };
+        if what.offset.is_some() && congestion(&error, pace) {
+            inner.window.congested();
+        }
         note_retry(inner, what, &error, attempts.failures()).await?;
         sleep_unless(delay, cancel).await?;
     }
+}
+
+/// Whether a part's failure says the path is congested: a timeout or a reset connection, or the
+/// service's quota answer.
+fn congestion(error: &CallError, pace: Pace) -> bool {
+    pace == Pace::Slow || matches!(error, CallError::Transport { .. })
 }
 
 fn final_failure(inner: &Inner, what: Retried, error: &CallError) -> Interrupt {

@@ -12,10 +12,11 @@ mod file;
 mod job;
 mod parts;
 mod signer;
+pub mod window;
 
 pub use signer::Signer;
 
-use crate::config::{AccountName, Config};
+use crate::config::{AccountName, Config, PartsInFlight};
 use crate::ledger::{FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
 use crate::metrics::Metrics;
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
@@ -23,7 +24,6 @@ use crate::ratelimit::Throttle;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How a file's upload ended.
@@ -136,7 +136,7 @@ struct Inner {
     ledger: Ledger,
     part_size: PartSize,
     retry: RetryPolicy,
-    permits: Arc<Semaphore>,
+    window: Arc<window::Window>,
     progress: Arc<dyn Progress>,
     contents: ContentLocks,
     throttle: Throttle,
@@ -261,7 +261,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("part_size", &self.inner.part_size)
-            .field("permits", &self.inner.permits.available_permits())
+            .field("parts_in_flight", &self.inner.window.limit())
             .finish_non_exhaustive()
     }
 }
@@ -279,7 +279,10 @@ impl Engine {
                 ledger,
                 part_size: config.part_size().unwrap_or(PartSize::OneMiB),
                 retry: config.retry.clone(),
-                permits: Arc::new(Semaphore::new(config.parts_in_flight)),
+                window: match config.parts_in_flight {
+                    PartsInFlight::Fixed(n) => window::Window::fixed(n),
+                    PartsInFlight::Auto => window::Window::auto(config.max_parts_in_flight),
+                },
                 progress,
                 contents: ContentLocks::default(),
                 throttle: Throttle::new(

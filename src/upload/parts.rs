@@ -9,12 +9,12 @@
 
 use super::call::{with_retry, Retried};
 use super::job::{Interrupt, Job};
+use super::window::Slot;
 use super::{Event, Inner};
 use crate::protocol::{Part, PartBody, PartRequest};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument as _};
@@ -40,10 +40,9 @@ pub(super) async fn round(
                 end = worse(end, settle(joined.expect("part task does not panic"), cancel));
                 stop_if_needed(&end, &round, &mut tasks);
             }
-            permit = inner.permits.clone().acquire_owned() => {
-                let permit = permit.expect("the semaphore is never closed");
+            slot = inner.window.slot() => {
                 let part = queue.next().expect("peeked");
-                let task = send(inner.clone(), job.clone(), part, permit, round.clone());
+                let task = send(inner.clone(), job.clone(), part, slot, round.clone());
                 tasks.spawn(task.in_current_span());
             }
         }
@@ -106,7 +105,7 @@ async fn send(
     inner: Arc<Inner>,
     job: Arc<Job>,
     part: Part,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     round: CancellationToken,
 ) -> PartEnd {
     const CHANGED: &str = "the file changed after it was hashed";
@@ -167,6 +166,8 @@ async fn send(
         .await?;
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
+    inner.window.confirmed(part.len);
+    inner.metrics.set_parts_window(inner.window.limit());
     let event = Event::PartConfirmed { len: part.len };
     inner.progress.event(job.key, &job.path, event);
     Ok(())

@@ -343,7 +343,7 @@ async fn a_small_file_is_not_held_back_by_a_huge_one() {
     let env = Env::with_faults(slow_parts(80)).await;
     let mut config = env.config();
     config.files_in_flight = 1;
-    config.parts_in_flight = 2;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(2);
     config.interleave_after = Duration::from_millis(500);
     let daemon = Daemon::start(config).await;
     let huge = env.write(&env.drop, "huge.mp4", &test_bytes(100 * PART as usize, 36));

@@ -115,7 +115,7 @@ async fn a_file_rewritten_during_the_upload_is_superseded_not_finished_as_a_mix(
     let first = test_bytes(12 * PART as usize, 5);
     let path = env.write(&env.src, "changing.mp4", &first);
     let mut config = env.config();
-    config.parts_in_flight = 2;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(2);
     let task = tokio::spawn({
         let (config, path) = (config.clone(), path.clone());
         async move {
@@ -355,7 +355,7 @@ async fn inject_one_reinit(env: &Env) {
 async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
     let env = Env::with_faults(slow_parts(100)).await;
     let mut config = env.config();
-    config.parts_in_flight = 1;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(1);
     config.retry.max_elapsed = Duration::from_secs(1);
     let path = env.write(&env.src, "long.mp4", &test_bytes(40 * PART as usize, 90));
     let ledger = Ledger::open(&config.ledger).unwrap();
@@ -402,7 +402,7 @@ async fn a_part_the_service_found_damaged_is_re_hashed_and_sent_again() {
 async fn a_part_rewritten_in_place_behind_an_unchanged_mtime_is_caught_by_the_service() {
     let env = Env::with_faults(slow_parts(300)).await;
     let mut config = env.config();
-    config.parts_in_flight = 1;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(1);
     let data = test_bytes(4 * PART as usize, 92);
     let path = env.write(&env.src, "sly.mp4", &data);
     let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
@@ -437,4 +437,20 @@ async fn a_part_rewritten_in_place_behind_an_unchanged_mtime_is_caught_by_the_se
         "{outcome:?}"
     );
     assert_eq!(env.emu.stats().await.finishes, 0, "never finished as a mix");
+}
+
+#[tokio::test]
+async fn with_parts_in_flight_auto_every_byte_still_arrives_once() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.parts_in_flight = vodup::config::PartsInFlight::Auto;
+    config.max_parts_in_flight = 16;
+    let data = test_bytes(24 * PART as usize + 7, 94);
+    let path = env.write(&env.src, "auto.mp4", &data);
+    let Outcome::Done(done) = upload(&env, &config, &path).await else {
+        panic!("{:?}", env.record(&path))
+    };
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.parts_accepted - stats.duplicate_parts, 25);
 }

@@ -67,7 +67,7 @@ impl Env {
             secret_key: Some(SecretKey::new(SECRET_KEY)),
             ledger: self.ledger_path(),
             part_size: PART,
-            parts_in_flight: 4,
+            parts_in_flight: vodup::config::PartsInFlight::Fixed(4),
             files_in_flight: 2,
             shutdown_deadline: Duration::from_secs(5),
             rescan_interval: Duration::from_secs(2),

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# P3 of the speed issue: vodup's goodput over an emulated WAN link with default settings, against
+# `iperf3 -P 8` on the same link in the same run. The link comes from
+# ../shared/tools/wanlink/wanlink.sh (two network namespaces; this kernel has no netem): the
+# emulator listens in wanA (10.99.0.1), vodup uploads from wanB. Goodput = file size / (upload
+# wall time - hashing pass), so TCP ramp-up and the finish count as they do for a user.
+# Usage (root): bench/wan.sh [DELAY_MS_EACH_WAY RATE_MBIT SIZE_MIB]...   (default: 25 200 256)
+source "$(dirname "$0")/common.sh"
+WANLINK="$ROOT/../shared/tools/wanlink/wanlink.sh"
+[ "$(id -u)" = 0 ] || { echo "bench/wan.sh needs root (network namespaces)" >&2; exit 2; }
+command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)" >&2; exit 2; }
+[ $# -ge 3 ] || set -- 25 200 256
+build
+trap 'cleanup; "$WANLINK" down >/dev/null 2>&1 || true' EXIT
+
+while [ $# -ge 3 ]; do
+    delay=$1 rate=$2 size=$3; shift 3
+    "$WANLINK" up "$delay" "$rate" >/dev/null
+    head -c "$((size * 1048576))" /dev/urandom >"$WORK/wan.mp4"
+    rm -rf "$WORK/emulator" "$WORK/ledger.db"*
+    port=18080
+    ip netns exec wanA "$BIN/vod-emulator" --listen "10.99.0.1:$port" --data "$WORK/emulator" \
+        --secret-id "$SECRET_ID" --secret-key "$SECRET_KEY" >"$WORK/emulator.log" 2>&1 &
+    EMU_PID=$!
+    ENDPOINT="http://10.99.0.1:$port/v2/index.php"
+    for _ in $(seq 100); do
+        ip netns exec wanB curl -sf "http://10.99.0.1:$port/_admin/stats" >/dev/null && break
+        sleep 0.1
+    done
+    # Default settings: no parts_in_flight in the config.
+    CONFIG="$WORK/vodup.toml"
+    printf 'endpoint = "%s"\nsecret_id = "%s"\nsecret_key = "%s"\nledger = "%s"\n' \
+        "$ENDPOINT" "$SECRET_ID" "$SECRET_KEY" "$WORK/ledger.db" >"$CONFIG"
+    start=$(date +%s.%N)
+    ip netns exec wanB "$BIN/vodup" --config "$CONFIG" --log-format json upload --json "$WORK/wan.mp4" \
+        >"$WORK/out.json" 2>"$WORK/log.json"
+    end=$(date +%s.%N)
+    kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+    hash_secs=$(grep -o '"secs":[0-9.e-]*' "$WORK/log.json" | head -1 | cut -d: -f2)
+    grep -q '"fileId"' "$WORK/out.json" || { echo "upload failed:" >&2; cat "$WORK/out.json" >&2; exit 1; }
+    vodup_mbit=$(echo "$size * 1048576 * 8 / ($end - $start - $hash_secs) / 1000000" | bc -l)
+
+    ip netns exec wanA iperf3 -s -1 >/dev/null 2>&1 &
+    sleep 0.5
+    iperf_mbit=$(ip netns exec wanB iperf3 -c 10.99.0.1 -P 8 -t 10 -J |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6)')
+    wait || true
+    "$WANLINK" down >/dev/null
+    printf '%-58s %7.1f Mbit/s\n' "link ${delay} ms each way, ${rate} Mbit/s: iperf3 -P 8 (baseline)" "$iperf_mbit"
+    printf '%-58s %7.1f Mbit/s\n' "vodup upload of ${size} MiB, default settings, goodput" "$vodup_mbit"
+    printf '%-58s %7.2fx  (goal >= 0.95)\n' "P3 vodup / iperf3" "$(echo "$vodup_mbit / $iperf_mbit" | bc -l)"
+done
