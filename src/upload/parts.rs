@@ -174,7 +174,7 @@ async fn send(
 }
 
 /// How much of a part is read from the file at a time as it is sent.
-const CHUNK: u64 = 256 * 1024;
+const CHUNK: u64 = 128 * 1024;
 
 /// The part's bytes, read from the open file chunk by chunk as the body is sent.
 fn chunks(
