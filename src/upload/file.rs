@@ -124,12 +124,14 @@ impl Journey {
             sha,
             part_size,
             md5s,
-            signature: signature.map(|(encoded, expires_at)| Signature {
-                encoded,
-                expires_at,
-            }),
+            signature: None,
         };
         let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
+        let stored = signature.map(|(encoded, expires_at)| Signature {
+            encoded,
+            expires_at,
+        });
+        job.signature = stored.filter(|s| job.account.signer.made(s, &job.sha, &processing));
         self.rounds(&mut job, &processing).await
     }
 

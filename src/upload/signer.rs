@@ -1,8 +1,10 @@
 //! Signing a file's upload (PROTOCOL.md §5) with the configured credentials. The signature is kept
-//! in the ledger and reused for every call of the file until it nears expiry.
+//! in the ledger and reused for every call of the file until it nears expiry, and only while these
+//! credentials would have made it (an account whose key, id or uid changed under the same name
+//! signs anew).
 
 use crate::clock::unix_now;
-use crate::protocol::signature::{file_name_for, file_type_for};
+use crate::protocol::signature::{authentic, file_name_for, file_type_for};
 use crate::protocol::{Claims, Processing, SecretKey, Signature};
 use std::path::Path;
 use std::time::Duration;
@@ -35,5 +37,45 @@ impl Signer {
             processing: processing.clone(),
         }
         .sign(&self.secret_key)
+    }
+
+    /// Whether a stored signature is one these credentials made for `sha` with `processing`:
+    /// otherwise it is not used (a new one is made). Its times are the ledger's and the
+    /// service's to judge.
+    pub fn made(&self, signature: &Signature, sha: &str, processing: &Processing) -> bool {
+        let ours = |id: &str| (id == self.secret_id).then(|| self.secret_key.clone());
+        authentic(&signature.encoded, ours).is_ok_and(|claims| {
+            claims.file_sha == sha && claims.uid == self.uid && claims.processing == *processing
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(key: &str, uid: &str) -> Signer {
+        Signer {
+            secret_id: "AKID1".into(),
+            secret_key: SecretKey::new(key),
+            uid: uid.into(),
+            validity: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn a_stored_signature_is_reused_only_by_the_credentials_that_made_it() {
+        let (sha, processing) = ("a".repeat(40), Processing::default());
+        let made = signer("k1", "7").sign(Path::new("/d/a.mp4"), &sha, &processing);
+        assert!(signer("k1", "7").made(&made, &sha, &processing));
+        assert!(
+            !signer("k2", "7").made(&made, &sha, &processing),
+            "another key"
+        );
+        assert!(
+            !signer("k1", "8").made(&made, &sha, &processing),
+            "another uid"
+        );
+        assert!(!signer("k1", "7").made(&made, &"b".repeat(40), &processing));
     }
 }
