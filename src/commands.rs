@@ -212,9 +212,11 @@ pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
         .files()?
         .into_iter()
         .filter(|r| r.state == FileState::Failed && wanted.as_ref().is_none_or(|w| &r.path == w));
-    let (mut count, mut moved) = (0, Vec::new());
+    let (mut count, mut moved, mut busy) = (0, Vec::new(), Vec::new());
     for record in failed {
-        if record.path.is_file() {
+        if record.intent.is_some() && !record.disposed {
+            busy.push(record.path);
+        } else if record.path.is_file() {
             count += ledger.requeue_failed(Some(&record.path))?;
         } else {
             moved.push(record.path);
@@ -223,6 +225,12 @@ pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
     println!("{count} failed file(s) re-queued");
     for path in &moved {
         println!("{}: not at its path (moved to the failed folder?): move it back into its drop folder to retry it", shown(path));
+    }
+    for path in &busy {
+        println!(
+            "{}: its after-upload action is under way: retry it in a moment",
+            shown(path)
+        );
     }
     Ok(if count == 0 && file.is_some() {
         ExitCode::FAILURE

@@ -232,9 +232,10 @@ async fn retry_requeues_failed_files_for_the_running_daemon() {
     config.watch[0].failed_dir = None;
     let daemon = Daemon::start(config.clone()).await;
     let path = env.write(&env.drop, "later.mp4", &test_bytes(2 * PART as usize, 31));
+    // Failed, and its after-upload action (keep: no failed folder) done, as `status` shows it.
     wait_until("the failure", Duration::from_secs(30), || async {
         env.record(&path)
-            .is_some_and(|r| r.state == FileState::Failed)
+            .is_some_and(|r| r.state == FileState::Failed && r.disposed)
     })
     .await;
     env.emu.set_faults(&Faults::default()).await;
