@@ -19,7 +19,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, CWD};
 use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
@@ -213,18 +213,31 @@ fn move_to(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    match rename_to_free_name(dir, name, target) {
+        Ok(target) => Ok(Disposal::Moved(target)),
+        Err(Errno::XDEV) => copy_across(dir, name, target),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Rename `from` (in `dir`) to `target`, never over another file: a name taken meanwhile gets
+/// the next free one ([`free_name`]). The name it got.
+fn rename_to_free_name<P: rustix::path::Arg + Copy>(
+    dir: impl AsFd + Copy,
+    from: P,
+    target: &Path,
+) -> rustix::io::Result<PathBuf> {
     let mut target = target.to_owned();
     loop {
-        match rustix::fs::renameat_with(dir, name, CWD, &target, RenameFlags::NOREPLACE) {
-            Ok(()) => return Ok(Disposal::Moved(target)),
+        match rustix::fs::renameat_with(dir, from, CWD, &target, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(target),
             Err(Errno::EXIST) => target = free_name(&target),
             // A file system without RENAME_NOREPLACE: the name was checked free just before.
             Err(Errno::INVAL) if !target.exists() => {
-                rustix::fs::renameat(dir, name, CWD, &target)?;
-                return Ok(Disposal::Moved(target));
+                rustix::fs::renameat(dir, from, CWD, &target)?;
+                return Ok(target);
             }
-            Err(Errno::XDEV) => return copy_across(dir, name, &target),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -244,19 +257,7 @@ fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposa
         .open(&partial)?;
     io::copy(&mut from, &mut to)?;
     to.sync_all()?;
-    // Never over another file: a name taken meanwhile gets the next free one.
-    let mut target = target.to_owned();
-    loop {
-        match rustix::fs::renameat_with(CWD, &partial, CWD, &target, RenameFlags::NOREPLACE) {
-            Ok(()) => break,
-            Err(Errno::EXIST) => target = free_name(&target),
-            Err(Errno::INVAL) if !target.exists() => {
-                std::fs::rename(&partial, &target)?;
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let target = rename_to_free_name(CWD, partial.as_path(), target)?;
     // The copy's name is durable before the source goes.
     if let Some(folder) = target.parent() {
         std::fs::File::open(folder)?.sync_all()?;
