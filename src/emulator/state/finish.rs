@@ -4,7 +4,7 @@
 use super::{EntryState, Store};
 use crate::emulator::disk::{DiskError, FinishedRecord, UploadRecord};
 use crate::emulator::params::FinishParams;
-use crate::protocol::plan::{self, Part, PartSize};
+use crate::protocol::plan::{self, PartSize};
 use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,39 +66,25 @@ impl Store {
                 total: all.len(),
             });
         }
+        // Every planned part is held, so the running SHA-1 now covers the whole file.
         self.advance_prefix(&p.file_sha, &mut state, None).await?;
-        let actual = state
-            .prefix
-            .as_ref()
-            .filter(|prefix| prefix.next == upload.file_size)
-            .map(|prefix| hex::encode(sha1::Digest::finalize(prefix.hasher.clone())));
-        let outcome = self
-            .check_and_publish(p, file_name, upload, &all, actual)
-            .await?;
+        let prefix = state.prefix.as_ref().expect("advancing leaves a prefix");
+        debug_assert_eq!(prefix.next, upload.file_size);
+        let actual = hex::encode(sha1::Digest::finalize(prefix.hasher.clone()));
+        let outcome = self.check_and_publish(p, file_name, upload, actual).await?;
         self.close_upload(&p.file_sha, &mut state, &outcome).await?;
         Ok(outcome)
     }
 
-    /// Every part is held: hash them in order (or take the running SHA-1 of the prefix, `hashed`)
-    /// and, if they are the file, make them the file.
+    /// Every part is held and `actual` is their SHA-1 in order: if they are the file, make them
+    /// the file.
     async fn check_and_publish(
         &self,
         p: &FinishParams,
         file_name: &str,
         upload: UploadRecord,
-        all: &[Part],
-        hashed: Option<String>,
+        actual: String,
     ) -> Result<FinishOutcome, DiskError> {
-        let actual = match hashed {
-            Some(actual) => actual,
-            None => {
-                let layout: Vec<(u64, u64)> =
-                    all.iter().map(|part| (part.offset, part.len)).collect();
-                let sha = p.file_sha.clone();
-                self.on_disk(move |d| d.sha1_of_parts(&sha, &layout))
-                    .await?
-            }
-        };
         if actual != p.file_sha {
             return Ok(FinishOutcome::ShaMismatch { actual });
         }
