@@ -130,17 +130,8 @@ fn is_regular(stat: &rustix::fs::Stat) -> bool {
 }
 
 fn identity_of(stat: &rustix::fs::Stat) -> FileIdentity {
-    use crate::ledger::{FileVersion, Inode};
-    FileIdentity {
-        inode: Inode {
-            dev: stat.st_dev,
-            ino: stat.st_ino,
-        },
-        version: FileVersion {
-            size: stat.st_size as u64,
-            mtime_ns: stat.st_mtime * 1_000_000_000 + stat.st_mtime_nsec as i64,
-        },
-    }
+    let mtime = (stat.st_mtime, stat.st_mtime_nsec as i64);
+    FileIdentity::new(stat.st_dev, stat.st_ino, stat.st_size as u64, mtime)
 }
 
 fn classify(path: &Path, errno: Errno) -> SourceError {

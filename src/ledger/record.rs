@@ -32,14 +32,17 @@ pub struct FileIdentity {
 impl FileIdentity {
     pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
         use std::os::unix::fs::MetadataExt as _;
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        FileIdentity::new(meta.dev(), meta.ino(), meta.size(), mtime)
+    }
+
+    /// From a `stat`'s fields: device, inode, size, and mtime as (seconds, nanoseconds).
+    pub fn new(dev: u64, ino: u64, size: u64, (secs, nanos): (i64, i64)) -> FileIdentity {
         FileIdentity {
-            inode: Inode {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            },
+            inode: Inode { dev, ino },
             version: FileVersion {
-                size: meta.size(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                size,
+                mtime_ns: secs * 1_000_000_000 + nanos,
             },
         }
     }
