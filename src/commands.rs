@@ -5,7 +5,7 @@ use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
 use crate::progress::{Bars, Counted, Lines, Summary};
 use crate::shown::{line, shown};
-use crate::upload::{Engine, Outcome, Progress};
+use crate::upload::{Engine, EngineError, Outcome, Progress};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ const INTERRUPTED: u8 = 130;
 
 /// Record a file named on the command line: the path as given, made absolute (a symlink the
 /// caller names is their choice), then opened without following one.
-pub fn enqueue_named(
+pub async fn enqueue_named(
     ledger: &Ledger,
     path: &Path,
     part_size: u64,
@@ -30,9 +30,8 @@ pub fn enqueue_named(
         path: path.to_owned(),
         source,
     })?;
-    Ok(crate::source::enqueue(
-        ledger, &path, None, part_size, processing, account,
-    )?)
+    let (processing, account) = (processing.to_owned(), account.cloned());
+    Ok(crate::source::enqueue(ledger, &path, None, part_size, processing, account).await?)
 }
 
 /// `vodup upload FILE...`: upload in the foreground, print each result and a summary. On a
@@ -48,6 +47,9 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     let counted = Arc::new(Counted::new(shown));
     let engine = Engine::new(&config, ledger.clone(), counted.clone())?;
     let cancel = CancellationToken::new();
+    // This command's claims stay alive as long as it runs.
+    let renewing = CancellationToken::new();
+    let renewer = tokio::spawn(engine.holder().clone().renew(renewing.clone()));
     tokio::spawn({
         let cancel = cancel.clone();
         async move {
@@ -71,11 +73,12 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
             config.part_size,
             &processing,
             Some(&account),
-        );
+        )
+        .await;
         let record = match found {
             Ok(record) if record.state == FileState::Failed => {
                 // The user asks again for a file that failed: try it again.
-                ledger.requeue(record.key)?;
+                ledger.requeue(record.key).await?;
                 record
             }
             Ok(record) => record,
@@ -96,7 +99,19 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let (index, path, record, outcome) = joined.expect("an upload task does not panic");
-        let outcome = outcome?;
+        let outcome = match outcome {
+            Err(e @ EngineError::HeldElsewhere(_)) => {
+                ok = false;
+                summary.refused();
+                let why = e.to_string();
+                match &bars {
+                    Some(bars) => bars.ended(record.key, || print_error(json, &path, None, &why)),
+                    None => print_error(json, &path, None, &why),
+                }
+                continue;
+            }
+            other => other?,
+        };
         summary.add(&outcome, record.size);
         match &bars {
             // As each file ends, its result line takes its bar's place.
@@ -108,6 +123,8 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     for (_, path, outcome) in results {
         ok &= report(json, &path, outcome);
     }
+    renewing.cancel();
+    renewer.await.expect("the claims renewer does not panic")?;
     if !json {
         // On stdout after the results: stderr stays the log's (JSON lines under --log-format json).
         println!("{}", summary.line(counted.sent()));
@@ -156,6 +173,11 @@ fn report(json: bool, path: &Path, outcome: Outcome) -> bool {
             print_error(json, path, Some(0), "interrupted");
             false
         }
+        Outcome::TakenOver => {
+            let why = "another node took it over (this command's claim lapsed)";
+            print_error(json, path, Some(0), why);
+            false
+        }
         Outcome::SetAside(state, why) => {
             print_error(
                 json,
@@ -185,12 +207,12 @@ fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_j
 }
 
 /// `vodup status`: every file in the ledger.
-pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
+pub async fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
-    let mut hooks = ledger.undelivered_hooks()?;
+    let mut hooks = ledger.undelivered_hooks().await?;
     let mut rows = Vec::new();
-    for record in ledger.files()? {
-        let speed = crate::status::speed(&ledger, &record)?;
+    for record in ledger.files().await? {
+        let speed = crate::status::speed(&ledger, &record).await?;
         let (mine, rest) = hooks.into_iter().partition(|h| h.file_key == record.key);
         hooks = rest;
         rows.push((record, speed, mine));
@@ -205,19 +227,19 @@ pub fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
 
 /// `vodup retry FILE|--failed`: re-queue failed files still at their path. A file moved to the
 /// failed folder is retried by moving it back into its drop folder.
-pub fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
+pub async fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
     let ledger = Ledger::open(&config.ledger)?;
     let wanted = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()));
-    let failed = ledger
-        .files()?
-        .into_iter()
-        .filter(|r| r.state == FileState::Failed && wanted.as_ref().is_none_or(|w| &r.path == w));
+    let failed =
+        ledger.files().await?.into_iter().filter(|r| {
+            r.state == FileState::Failed && wanted.as_ref().is_none_or(|w| &r.path == w)
+        });
     let (mut count, mut moved, mut busy) = (0, Vec::new(), Vec::new());
     for record in failed {
         if record.intent.is_some() && !record.disposed {
             busy.push(record.path);
         } else if record.path.is_file() {
-            count += ledger.requeue_failed(Some(&record.path))?;
+            count += ledger.requeue_failed(Some(&record.path)).await?;
         } else {
             moved.push(record.path);
         }

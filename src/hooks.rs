@@ -125,7 +125,7 @@ impl HookRunner {
             .expect("an http client with a timeout builds");
         loop {
             let now = unix_now_i64();
-            let due = self.ledger.run(move |l| l.due_hooks(now, BATCH)).await?;
+            let due = self.ledger.due_hooks(now, BATCH).await?;
             for delivery in due {
                 if cancel.is_cancelled() {
                     return Ok(());
@@ -136,7 +136,7 @@ impl HookRunner {
                 };
                 self.record(delivery, result).await?;
             }
-            let next = self.ledger.run(|l| l.next_hook_at()).await?;
+            let next = self.ledger.next_hook_at().await?;
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 () = idle(next, unix_now_i64(), &self.poke) => {}
@@ -154,15 +154,13 @@ impl HookRunner {
         match result {
             Ok(()) => {
                 info!(kind = ?delivery.kind, event = %delivery.event, "hook delivered");
-                self.ledger.run(move |l| l.hook_delivered(id)).await
+                self.ledger.hook_delivered(id).await
             }
             Err(error) => {
                 let wait = retry_in(delivery.attempts, &mut rand::thread_rng());
                 warn!(kind = ?delivery.kind, attempts = delivery.attempts + 1, retry_in = wait, %error, "hook delivery failed");
                 let next = unix_now_i64() + wait;
-                self.ledger
-                    .run(move |l| l.hook_failed(id, &error, next))
-                    .await
+                self.ledger.hook_failed(id, &error, next).await
             }
         }
     }

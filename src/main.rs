@@ -63,8 +63,11 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
             logging::init_upload(cli.log_format, cli.verbose, Some(config.log_format), bars);
             Ok(runtime.block_on(commands::upload(config, files, json))?)
         }
-        Command::Status { json } => Ok(commands::status(&load()?, json)?),
-        Command::Retry { file, failed: _ } => Ok(commands::retry(&load()?, file.as_deref())?),
+        Command::Status { json } => Ok(runtime.block_on(commands::status(&load()?, json))?),
+        Command::Retry { file, failed: _ } => {
+            let config = load()?;
+            Ok(runtime.block_on(commands::retry(&config, file.as_deref()))?)
+        }
         Command::Completions { shell } => {
             vodup::manual::write_completion(shell, &mut std::io::stdout().lock())
                 .context("cannot write the completion script")?;

@@ -206,14 +206,16 @@ impl Metrics {
     }
 
     /// The exposition text, with the ledger-derived gauges refreshed.
-    pub fn render(&self, ledger: &Ledger) -> Result<String, crate::ledger::LedgerError> {
-        for (state, count) in ledger.count_by_state()? {
+    pub async fn render(&self, ledger: &Ledger) -> Result<String, crate::ledger::LedgerError> {
+        for (state, count) in ledger.count_by_state().await? {
             let labels = StateLabels {
                 state: state.as_str(),
             };
             self.inner.files.get_or_create(&labels).set(count as i64);
         }
-        self.inner.hooks_pending.set(ledger.pending_hooks()? as i64);
+        self.inner
+            .hooks_pending
+            .set(ledger.pending_hooks().await? as i64);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
             .expect("writing to a String does not fail");

@@ -12,7 +12,7 @@
 //! it afterwards ([`crate::daemon`]'s disposal, which uses [`open_parent`] and [`look`]).
 
 use crate::config::AccountName;
-use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, NewFile};
+use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, NewFile, WatchRoot};
 use crate::shown::shown;
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use rustix::io::Errno;
@@ -151,31 +151,36 @@ fn classify(path: &Path, errno: Errno) -> SourceError {
 /// Record the file at `path` in the ledger as it is now (idempotent per path and version): opened
 /// as [`Source::open`] does, its identity taken from the descriptor. An empty file is recorded as
 /// `waiting`, going to `account` (`None`: the watch's or the top-level one, decided when it
-/// uploads). Blocking.
-pub fn enqueue(
+/// uploads).
+pub async fn enqueue(
     ledger: &Ledger,
     path: &Path,
-    root: Option<&Path>,
+    watch: Option<WatchRoot>,
     part_size: u64,
-    processing: &str,
-    account: Option<&AccountName>,
+    processing: String,
+    account: Option<AccountName>,
 ) -> Result<FileRecord, EnqueueError> {
-    let source = Source::open(path, root)?;
+    let (opened, root) = (path.to_owned(), watch.as_ref().map(|w| w.path.clone()));
+    let source = tokio::task::spawn_blocking(move || Source::open(&opened, root.as_deref()))
+        .await
+        .expect("open does not panic")?;
     let identity = source.identity();
     let state = if identity.version.size == 0 {
         FileState::Waiting
     } else {
         FileState::Queued
     };
-    Ok(ledger.enqueue(&NewFile {
-        path,
-        identity,
-        part_size,
-        origin: root,
-        processing,
-        state,
-        account,
-    })?)
+    Ok(ledger
+        .enqueue(NewFile {
+            path: path.to_owned(),
+            identity,
+            part_size,
+            watch,
+            processing,
+            state,
+            account,
+        })
+        .await?)
 }
 
 /// Why a file could not be recorded.

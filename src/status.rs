@@ -3,7 +3,7 @@
 //! and `movedTo`. Also what the status page shows of a file ([`speed`], [`moved_to`]).
 //! `--json` always shows each file's `account`.
 
-use crate::ledger::{Delivery, FileRecord, FileState, Ledger, LedgerError};
+use crate::ledger::{Delivery, Disposed, FileRecord, FileState, Ledger, LedgerError};
 use crate::shown::{line, shown};
 use serde::Serialize;
 
@@ -27,11 +27,12 @@ const SPEED_WINDOW: i64 = 10;
 
 /// A file's upload speed over the last seconds, bytes/s: the parts the service confirmed in that
 /// time (0 unless it is uploading).
-pub fn speed(ledger: &Ledger, record: &FileRecord) -> Result<u64, LedgerError> {
+pub async fn speed(ledger: &Ledger, record: &FileRecord) -> Result<u64, LedgerError> {
     Ok(match (&record.account, &record.file_sha, record.state) {
         (Some(account), Some(sha), FileState::Uploading) => {
             let since = crate::clock::unix_now_i64() - SPEED_WINDOW;
-            ledger.confirmed_since(account.as_str(), sha, since)? / SPEED_WINDOW as u64
+            let bytes = ledger.confirmed_since(account.as_str(), sha, since).await?;
+            bytes / SPEED_WINDOW as u64
         }
         _ => 0,
     })
@@ -93,11 +94,7 @@ pub fn to_table(records: &[Row]) -> String {
         if let Some(account) = r.account.as_ref().filter(|_| accounts.len() > 1) {
             out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
         }
-        if let Some(skipped) = r
-            .disposal
-            .as_deref()
-            .and_then(|d| d.strip_prefix("skipped: "))
-        {
+        if let Some(Disposed::Skipped(skipped)) = &r.disposal {
             out.push_str(&format!("{:>71} {}\n", "left alone", line(skipped)));
         }
         if r.state == FileState::Waiting {
@@ -139,7 +136,7 @@ pub fn to_table(records: &[Row]) -> String {
 
 /// Where the after-upload action moved (or copied) the file, once it did.
 pub fn moved_to(r: &FileRecord) -> Option<&std::path::Path> {
-    let moved = r.disposed && matches!(r.disposal.as_deref(), Some("moved" | "copied"));
+    let moved = r.disposed && matches!(r.disposal, Some(Disposed::Moved | Disposed::Copied));
     r.intent_target.as_deref().filter(|_| moved)
 }
 
@@ -169,7 +166,7 @@ mod tests {
 
     fn moved_record() -> FileRecord {
         FileRecord {
-            key: 7,
+            key: crate::ledger::FileKey(7),
             path: PathBuf::from("/srv/drop/show/ep1.mp4"),
             size: 2048,
             mtime_ns: 1,
@@ -189,10 +186,12 @@ mod tests {
             updated_at: 2,
             finished_at: Some(2),
             confirmed_bytes: 2048,
-            disposal: Some("moved".into()),
+            disposal: Some(Disposed::Moved),
             intent_target: Some(PathBuf::from("/srv/done/show/ep1.mp4")),
             intent: Some(crate::config::AfterUpload::Move),
             account: None,
+            node: None,
+            lease_until: None,
         }
     }
 
@@ -214,7 +213,7 @@ mod tests {
     #[test]
     fn a_file_not_moved_is_shown_at_its_path_even_with_an_intent() {
         let mut record = moved_record();
-        record.disposal = Some("skipped: the file is gone from its path".into());
+        record.disposal = Some(Disposed::Skipped("the file is gone from its path".into()));
         assert_eq!(moved_to(&record), None);
         let table = to_table(&[(record, 0, Vec::new())]);
         assert!(table

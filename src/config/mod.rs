@@ -37,6 +37,12 @@ pub struct Config {
     pub secret_key_file: Option<PathBuf>,
     pub uid: String,
     pub ledger: PathBuf,
+    /// This host's name in the ledger (default: the host name): the node that holds a file.
+    pub node: Option<String>,
+    /// A node that has not renewed its claim on a file for this long is presumed dead, and
+    /// another node may take the file over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     pub part_size: u64,
     /// Parts in flight across all files: `"auto"` (found from measured goodput, between 2 and
     /// `max_parts_in_flight`) or a fixed number.
@@ -101,6 +107,8 @@ impl Default for Config {
             secret_key_file: None,
             uid: "vodup".into(),
             ledger: PathBuf::from("/var/lib/vodup/ledger.db"),
+            node: None,
+            lease: Duration::from_secs(30),
             part_size: PartSize::OneMiB.bytes(),
             parts_in_flight: PartsInFlight::Auto,
             max_parts_in_flight: 64,
@@ -250,6 +258,13 @@ impl Config {
                 return Err(invalid(key, "must be more than zero"));
             }
         }
+        if self.lease < Duration::from_secs(3) {
+            // Renewed every third of it, by the second.
+            return Err(invalid("lease", "must be at least 3s"));
+        }
+        if self.node.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(invalid("node", "must not be empty"));
+        }
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
@@ -270,6 +285,20 @@ impl Config {
     /// name `[metrics] listen`; `None` = off.
     pub fn http_listen(&self) -> Option<std::net::SocketAddr> {
         self.http.listen.or(self.metrics.listen)
+    }
+
+    /// This node's name and lease length: `node`, or the host name.
+    pub fn lease(&self) -> crate::ledger::Lease {
+        let node = self.node.clone().unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        });
+        crate::ledger::Lease {
+            node,
+            length: self.lease,
+        }
     }
 
     pub fn part_size(&self) -> Option<PartSize> {

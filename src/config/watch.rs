@@ -50,6 +50,10 @@ impl AfterUpload {
 #[serde(deny_unknown_fields)]
 pub struct Watch {
     pub path: PathBuf,
+    /// The folder's name in the ledger (default: its path). Hosts of a fleet that mount one
+    /// shared folder at different paths give it the same name: rows key on the name and the
+    /// path relative to the folder.
+    pub name: Option<String>,
     #[serde(default = "Watch::default_include")]
     pub include: Vec<String>,
     #[serde(default = "Watch::default_exclude")]
@@ -95,6 +99,13 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// The folder's name in the ledger: `name`, or the path as written.
+    pub fn ledger_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.path.to_string_lossy().into_owned())
+    }
+
     pub fn default_include() -> Vec<String> {
         [
             "mp4", "mov", "m4v", "mkv", "avi", "wmv", "flv", "webm", "mpg", "mpeg", "ts", "mts",
@@ -127,6 +138,7 @@ impl Watch {
     pub fn new(path: PathBuf) -> Watch {
         Watch {
             path,
+            name: None,
             include: Watch::default_include(),
             exclude: Watch::default_exclude(),
             recursive: true,

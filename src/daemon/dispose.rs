@@ -12,7 +12,7 @@
 //! [`apply`]s it; after a crash or a power cut, [`recover`] finishes or recognises an intent.
 
 use crate::config::{AfterUpload, Watch};
-use crate::ledger::{FileRecord, FileState};
+use crate::ledger::{Disposed, FileRecord, FileState};
 use crate::shown::shown;
 use crate::source::{look, open_parent, SourceError};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, CWD};
@@ -36,14 +36,14 @@ pub enum Disposal {
 }
 
 impl Disposal {
-    /// What the ledger records: `kept`, `deleted`, `moved`, `copied`, or `skipped: WHY`.
-    pub fn describe(&self) -> String {
+    /// What the ledger records.
+    pub fn recorded(&self) -> Disposed {
         match self {
-            Disposal::Kept => "kept".into(),
-            Disposal::Deleted => "deleted".into(),
-            Disposal::Moved(_) => "moved".into(),
-            Disposal::Copied(_) => "copied".into(),
-            Disposal::Skipped(why) => format!("skipped: {why}"),
+            Disposal::Kept => Disposed::Kept,
+            Disposal::Deleted => Disposed::Deleted,
+            Disposal::Moved(_) => Disposed::Moved,
+            Disposal::Copied(_) => Disposed::Copied,
+            Disposal::Skipped(why) => Disposed::Skipped((*why).into()),
         }
     }
 
@@ -292,32 +292,41 @@ fn free_name(target: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{FileIdentity, Ledger, NewFile};
+    use crate::ledger::{FileIdentity, Lease, NewFile, Sqlite, WatchRoot};
 
-    fn done_record(ledger: &Ledger, path: &Path, root: &Path) -> FileRecord {
+    fn done_record(ledger: &Sqlite, path: &Path, root: &Path) -> FileRecord {
         let identity = FileIdentity::of(&std::fs::metadata(path).unwrap());
+        let watch = WatchRoot {
+            name: "drop".into(),
+            path: root.to_owned(),
+        };
         let r = ledger
             .enqueue(&NewFile {
-                path,
+                path: path.to_owned(),
                 identity,
                 part_size: 524_288,
-                origin: Some(root),
-                processing: "{}",
+                watch: Some(watch),
+                processing: "{}".into(),
                 state: FileState::Queued,
                 account: None,
             })
             .unwrap();
-        ledger.finish(r.key, "id", None, false).unwrap();
+        let lease = Lease {
+            node: "here".into(),
+            length: std::time::Duration::from_secs(30),
+        };
+        let claim = ledger.claim(r.key, &lease).unwrap().unwrap();
+        ledger.finish(claim, "id", None, false).unwrap();
         ledger.file(r.key).unwrap().unwrap()
     }
 
-    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, Ledger) {
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, Sqlite) {
         let dir = tempfile::tempdir().unwrap();
         let base = std::fs::canonicalize(dir.path()).unwrap();
         let (root, done) = (base.join("drop"), base.join("done"));
         std::fs::create_dir_all(root.join("sub")).unwrap();
         std::fs::create_dir_all(done.join("sub")).unwrap();
-        let ledger = Ledger::open(&base.join("ledger.db")).unwrap();
+        let ledger = Sqlite::open(&base.join("ledger.db")).unwrap();
         (dir, root, done, ledger)
     }
 

@@ -1,6 +1,6 @@
-//! The intake: first hands the scheduler the ledger's unfinished files (resume), then scans and
-//! watches the drop folders, waits for each file to be complete (by the evidence rules of
-//! [`crate::stability`]), records it in the ledger and hands it to the scheduler. A folder that
+//! The intake: scans and watches the drop folders, waits for each file to be complete (by the
+//! evidence rules of [`crate::stability`]), records it in the ledger and pokes the scheduler,
+//! which claims it from there (with other nodes, on a shared ledger). A folder that
 //! appears is scanned at once. Rescans on start, when events may have been lost, every
 //! `rescan_interval`, and when the watch list is reloaded. An empty file is recorded as
 //! `waiting`, so it shows; a path that stopped naming a regular file is said to.
@@ -13,7 +13,7 @@
 
 use crate::config::Watch;
 use crate::error::Error;
-use crate::ledger::{FileIdentity, FileKey, FileRecord, FileState, Ledger};
+use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger};
 use crate::shown::shown;
 use crate::source::{self, EnqueueError, SourceError};
 use crate::stability::{Evidence, Rule, Settler};
@@ -21,7 +21,7 @@ use crate::watcher::{self, Filter, Noticed, RescanFlag};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -39,7 +39,8 @@ pub struct Intake {
     pub watches: watch::Sender<Vec<Watch>>,
     pub part_size: u64,
     pub rescan_interval: Duration,
-    pub to_scheduler: mpsc::Sender<FileKey>,
+    /// Poked once a file is queued.
+    pub queued: Arc<Notify>,
 }
 
 /// The watches as the intake uses them: each with its filter.
@@ -61,7 +62,6 @@ impl Intake {
         cancel: CancellationToken,
         ready: oneshot::Sender<()>,
     ) -> Result<(), Error> {
-        self.resume().await?;
         let (events_tx, mut events) = mpsc::channel(EVENT_CHANNEL);
         let rescan = Arc::new(RescanFlag::default());
         let first = self.watches.borrow().clone();
@@ -125,34 +125,27 @@ impl Intake {
         }
     }
 
-    /// Queue every unfinished file, oldest first. The scheduler runs already, so they queue ahead
-    /// of new files without filling the channel.
-    async fn resume(&self) -> Result<(), Error> {
-        let resumed = self.ledger.run(|l| l.unfinished()).await?;
-        info!(files = resumed.len(), "resuming unfinished files");
-        for record in &resumed {
-            let _ = self.to_scheduler.send(record.key).await;
-        }
-        Ok(())
-    }
-
     /// Every matching file not already uploaded (or failed) in its current version starts settling.
     async fn scan(&self, active: &Active, settler: &mut Settler) -> Result<(), Error> {
         let filters = active.filters.clone();
-        let ledger = self.ledger.clone();
-        let found = tokio::task::spawn_blocking(move || -> Result<Vec<(PathBuf, Rule)>, Error> {
-            let mut found = Vec::new();
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut listed = Vec::new();
             for (filter, watch) in &filters {
                 for path in filter.scan() {
-                    if !is_settled_already(&ledger, &path)? {
-                        found.push((path, rule(watch)));
-                    }
+                    let identity = identity_at(&path);
+                    listed.push((path, identity, rule(watch)));
                 }
             }
-            Ok(found)
+            listed
         })
         .await
-        .expect("scan does not panic")?;
+        .expect("scan does not panic");
+        let mut found = Vec::new();
+        for (path, identity, rule) in listed {
+            if !is_settled_already(&self.ledger, &path, identity).await? {
+                found.push((path, rule));
+            }
+        }
         debug!(files = found.len(), "scan found files to consider");
         let now = Instant::now();
         for (path, rule) in found {
@@ -166,29 +159,26 @@ impl Intake {
         let Some((filter, watch)) = active.watch_for(&path) else {
             return Ok(());
         };
-        let root = filter.root().to_owned();
+        let root = crate::ledger::WatchRoot {
+            name: watch.ledger_name(),
+            path: filter.root().to_owned(),
+        };
         let processing = serde_json::to_string(&watch.processing).expect("processing serializes");
-        let (ledger, part_size) = (self.ledger.clone(), self.part_size);
-        let (opened, account) = (path.clone(), watch.account_name.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            let account = account.as_ref();
-            source::enqueue(
-                &ledger,
-                &opened,
-                Some(&root),
-                part_size,
-                &processing,
-                account,
-            )
-        })
-        .await
-        .expect("enqueue does not panic");
+        let account = watch.account_name.clone();
+        let found = source::enqueue(
+            &self.ledger,
+            &path,
+            Some(root),
+            self.part_size,
+            processing,
+            account,
+        )
+        .await;
         let found = match found {
             // A failed file moved to the failed folder and moved back in: the operator retries it.
             Ok(record) if moved_back(&record) => {
                 info!(path = %shown(&record.path), "failed file moved back in: retrying it");
-                let key = record.key;
-                let requeued = self.ledger.run(move |l| l.requeue(key)).await?;
+                let requeued = self.ledger.requeue(record.key).await?;
                 let state = if requeued {
                     FileState::Queued
                 } else {
@@ -201,7 +191,7 @@ impl Intake {
         match found {
             Ok(record) if record.state.is_active() => {
                 info!(path = %shown(&record.path), size = record.size, "file settled: queued");
-                let _ = self.to_scheduler.send(record.key).await;
+                self.queued.notify_one();
             }
             Ok(_) => {}
             Err(EnqueueError::Source(SourceError::Gone { .. })) => self.gone(path).await?,
@@ -216,14 +206,14 @@ impl Intake {
     /// A file that settled is no longer at its path: say what happened to it.
     async fn gone(&self, path: PathBuf) -> Result<(), Error> {
         let shown_path = shown(&path).to_string();
-        let last = self.ledger.run(move |l| l.latest_for_path(&path)).await?;
+        let last = self.ledger.latest_for_path(&path).await?;
         match last {
             Some(r) if r.disposed && r.intent_target.is_some() => {
                 let to = r.intent_target.as_deref().map(|t| shown(t).to_string());
                 debug!(path = %shown_path, to, "already uploaded and moved by us")
             }
             Some(r) if r.disposed => {
-                debug!(path = %shown_path, disposal = r.disposal, "already uploaded and disposed of")
+                debug!(path = %shown_path, disposal = ?r.disposal, "already uploaded and disposed of")
             }
             _ => info!(path = %shown_path, "the file went away before it settled"),
         }
@@ -328,16 +318,20 @@ fn version_at(path: &Path) -> Option<crate::ledger::FileVersion> {
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its
 /// path: the operator moved it back to retry it.
 fn moved_back(record: &FileRecord) -> bool {
-    record.state == FileState::Failed && record.disposal.as_deref() == Some("moved")
+    record.state == FileState::Failed && record.disposal == Some(crate::ledger::Disposed::Moved)
 }
 
-/// Whether this version of the file (same size and mtime) already ended in the ledger, or is
-/// shown as waiting (a failed file moved back in has not ended).
-fn is_settled_already(ledger: &Ledger, path: &Path) -> Result<bool, Error> {
-    let Some(now) = identity_at(path) else {
+/// Whether this version of the file at `path` (found as `identity`: same size and mtime) already
+/// ended in the ledger, or is shown as waiting (a failed file moved back in has not ended).
+async fn is_settled_already(
+    ledger: &Ledger,
+    path: &Path,
+    identity: Option<FileIdentity>,
+) -> Result<bool, Error> {
+    let Some(now) = identity else {
         return Ok(true);
     };
-    let ended_here = ledger.latest_for_path(path)?.is_some_and(|r| {
+    let ended_here = ledger.latest_for_path(path).await?.is_some_and(|r| {
         let ended = matches!(
             r.state,
             FileState::Done | FileState::Failed | FileState::Waiting
@@ -345,5 +339,5 @@ fn is_settled_already(ledger: &Ledger, path: &Path) -> Result<bool, Error> {
         ended && r.version() == now.version && !moved_back(&r)
     });
     // A file uploaded under another path and moved or renamed here since.
-    Ok(ended_here || ledger.uploaded(&now)?.is_some())
+    Ok(ended_here || ledger.uploaded(now).await?.is_some())
 }

@@ -2,9 +2,10 @@
 //! the drop folders, and uploads what settles there, until its shutdown future resolves.
 //!
 //! Tasks, in one set of named tasks (`tasks.rs`: the first error ends the daemon, named; the
-//! shutdown drain and its deadline): the scheduler (queue, upload, after-upload action) and the
-//! intake (resume, then watch, settle, record), which feeds it through a bounded channel; the hook
-//! runner, poked by the scheduler after each recorded disposal; the HTTP listener (status page and
+//! shutdown drain and its deadline): the scheduler (claim from the ledger, upload, after-upload
+//! action, release; it keeps its claims alive until its drain ends) and the intake (watch,
+//! settle, record), which pokes it; the hook runner, poked by the scheduler after each
+//! recorded disposal; the HTTP listener (status page and
 //! metrics, [`crate::http`]; its failure is logged, not fatal); the systemd watchdog; the SIGHUP
 //! reloader.
 //!
@@ -32,7 +33,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tasks::Tasks;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -42,6 +43,14 @@ fn for_origin(watches: &[Watch], origin: &Path) -> Option<Watch> {
         .iter()
         .find(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone()) == origin)
         .cloned()
+}
+
+/// A watch as the ledger knows it: its name and its folder's canonical path on this host.
+fn root_of(watch: &Watch) -> crate::ledger::WatchRoot {
+    crate::ledger::WatchRoot {
+        name: watch.ledger_name(),
+        path: std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone()),
+    }
 }
 
 /// Extra wiring for callers that need it: a config file to reload on SIGHUP, a signal when the
@@ -67,9 +76,12 @@ pub async fn run_with(
     let metrics = Metrics::new();
     let engine =
         Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
+    // Claims a previous run of this node left are its own: nothing of that run goes on.
+    ledger.start_node(engine.holder().lease()).await?;
+    info!(node = %engine.holder().lease().node, "node started");
     let cancel = CancellationToken::new();
     let mut tasks = Tasks::new(cancel.clone());
-    let (to_scheduler, intake_rx) = mpsc::channel(1024);
+    let queued = Arc::new(Notify::new());
     let (wanted_tx, wanted) = watch::channel(config.watch.clone());
     let (watches, watches_rx) = watch::channel(config.watch.clone());
     let poke_hooks = Arc::new(Notify::new());
@@ -79,12 +91,10 @@ pub async fn run_with(
         watches: watches_rx,
         files_in_flight: config.files_in_flight,
         interleave_after: config.interleave_after,
-        intake: intake_rx,
+        queued: queued.clone(),
         metrics: metrics.clone(),
         hooks: poke_hooks.clone(),
     };
-    // The scheduler runs first, so the files the intake resumes queue ahead of new ones without
-    // filling the channel.
     tasks.spawn("scheduler", scheduler.run(cancel.child_token()));
     let intake = intake::Intake {
         ledger: ledger.clone(),
@@ -92,7 +102,7 @@ pub async fn run_with(
         watches,
         part_size: config.part_size,
         rescan_interval: config.rescan_interval,
-        to_scheduler,
+        queued,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     tasks.spawn("intake", intake.run(cancel.child_token(), ready_tx));

@@ -1,30 +1,33 @@
-//! The queue: files in arrival order, `files_in_flight` at a time (their parts share the engine's
-//! global limit, so a huge file and small ones interleave), and the after-upload action once a
-//! file ends. On shutdown it starts nothing new and lets running files drain (the daemon bounds
-//! the drain by `shutdown_deadline`). After it records a disposal it pokes the hook runner.
+//! The queue, which lives in the ledger: the scheduler claims files owed work, oldest first,
+//! `files_in_flight` at a time (their parts share the engine's global limit, so a huge file and
+//! small ones interleave), uploads each, runs its after-upload action, and lets it go. Several
+//! nodes on one PostgreSQL ledger share the queue this way; on SQLite the one host has it alone.
+//!
+//! It looks for work when the intake pokes it, when a file ends, and every second (files queued
+//! from outside: `vodup retry`, other nodes, claims of a dead node that lapsed). A claim it could
+//! not end cleanly (ledger trouble) is not released: it lapses after the lease and the file is
+//! taken again then, by this node or another. On shutdown it takes nothing new and lets running
+//! files drain (the daemon bounds the drain by `shutdown_deadline`). After it records a disposal
+//! it pokes the hook runner.
 
 use super::dispose::{apply, plan, recover, Disposal, Plan};
 use super::sidecar;
 use crate::config::Watch;
 use crate::hooks;
-use crate::ledger::{FileKey, FileRecord, FileState, Ledger};
+use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted};
 use crate::metrics::Metrics;
 use crate::shown::shown;
-use crate::upload::{Engine, EngineError, Outcome};
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::upload::{Engine, EngineError, Held, Outcome};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-/// How often the ledger is checked for files queued from outside (`vodup retry`), and the queue
-/// for files waiting too long.
+/// How often the ledger is looked at for work nobody poked this node about.
 const LEDGER_POLL: Duration = Duration::from_secs(1);
-/// How long a file whose upload ended on a ledger error waits before it is picked up again.
-const COOL_DOWN: Duration = Duration::from_secs(60);
 
 pub struct Scheduler {
     pub engine: Engine,
@@ -33,71 +36,110 @@ pub struct Scheduler {
     pub watches: watch::Receiver<Vec<Watch>>,
     pub files_in_flight: usize,
     pub interleave_after: Duration,
-    pub intake: mpsc::Receiver<FileKey>,
+    /// Poked by the intake after it queued a file.
+    pub queued: Arc<Notify>,
     pub metrics: Metrics,
     /// Poked after a disposal is recorded: its hook deliveries may be due.
     pub hooks: Arc<Notify>,
 }
 
-type Ended = (FileKey, Result<Outcome, EngineError>);
+/// A file's work ended: its claim, its record as claimed, and how its upload went (none for a
+/// file that had ended already and was claimed for its after-upload action).
+type Ended = (Held, FileRecord, Option<Result<Outcome, EngineError>>);
 
 impl Scheduler {
-    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), EngineError> {
-        let mut waiting: VecDeque<(FileKey, Instant)> = VecDeque::new();
-        let mut known: HashSet<FileKey> = HashSet::new();
-        // Files whose upload ended on a ledger error are not picked up again for a while.
-        let mut cooling: HashMap<FileKey, Instant> = HashMap::new();
+    /// Work until cancelled, then drain; this node's claims are renewed all along, the drain
+    /// included.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), EngineError> {
+        let renewing = CancellationToken::new();
+        let renew = self.engine.holder().clone().renew(renewing.clone());
+        let work = async {
+            let worked = self.work(&cancel).await;
+            renewing.cancel();
+            worked
+        };
+        let (worked, renewed) = tokio::join!(work, renew);
+        worked.and(renewed.map_err(EngineError::from))
+    }
+
+    async fn work(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
         let mut running: JoinSet<Ended> = JoinSet::new();
         let mut poll = tokio::time::interval(LEDGER_POLL);
-        self.dispose_pending().await?;
         loop {
-            while running.len() < self.slots(waiting.front()) {
-                let Some((key, _)) = waiting.pop_front() else {
-                    break;
-                };
-                let (engine, cancel) = (self.engine.clone(), cancel.clone());
-                running.spawn(async move { (key, engine.upload(key, &cancel).await) });
-            }
-            self.metrics.set_queue_length(waiting.len());
+            self.take_more(&mut running, cancel).await?;
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(ended) = running.join_next(), if !running.is_empty() => {
-                    let (key, outcome) = ended.expect("upload task does not panic");
-                    known.remove(&key);
-                    if !self.ended(key, outcome).await {
-                        cooling.insert(key, Instant::now() + COOL_DOWN);
-                    }
+                    self.ended(ended.expect("file task does not panic")).await;
                 }
-                Some(key) = self.intake.recv() => {
-                    if known.insert(key) {
-                        waiting.push_back((key, Instant::now()));
-                    }
-                }
-                _ = poll.tick() => {
-                    cooling.retain(|_, until| *until > Instant::now());
-                    for record in self.ledger.run(|l| l.unfinished()).await? {
-                        let cool = cooling.contains_key(&record.key);
-                        if record.origin.is_some() && !cool && known.insert(record.key) {
-                            waiting.push_back((record.key, Instant::now()));
-                        }
-                    }
-                }
+                () = self.queued.notified() => {}
+                _ = poll.tick() => self.count_queue().await?,
             }
         }
         self.drain(running).await
     }
 
-    /// How many files may run now: `files_in_flight`, or twice that when the next file has waited
-    /// `interleave_after` behind long uploads. Parts still share one limit, so the extra file
-    /// takes turns with the running ones instead of waiting for them to end.
-    fn slots(&self, next: Option<&(FileKey, Instant)>) -> usize {
-        let starved = next.is_some_and(|(_, since)| since.elapsed() >= self.interleave_after);
-        if starved {
-            self.files_in_flight * 2
-        } else {
-            self.files_in_flight
+    /// Claim what there is room for: up to `files_in_flight` files, or up to twice that for files
+    /// that have waited `interleave_after` behind long uploads (parts still share one limit, so
+    /// the extra file takes turns with the running ones instead of waiting for them to end).
+    async fn take_more(
+        &self,
+        running: &mut JoinSet<Ended>,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let (now, busy) = (crate::clock::unix_now_i64(), running.len());
+        let (limit, queued_before) = match self.files_in_flight.checked_sub(busy) {
+            Some(free) if free > 0 => (free, None),
+            _ => {
+                let waited = i64::try_from(self.interleave_after.as_secs()).unwrap_or(i64::MAX);
+                let extra = (self.files_in_flight * 2).saturating_sub(busy);
+                (extra, Some(now.saturating_sub(waited)))
+            }
+        };
+        if limit == 0 {
+            return Ok(());
         }
+        let watches = self
+            .watches
+            .borrow()
+            .iter()
+            .map(super::root_of)
+            .collect::<Vec<_>>();
+        let holder = self.engine.holder();
+        let wanted = Wanted {
+            limit,
+            watches: &watches,
+            queued_before,
+        };
+        for (claim, record) in self.ledger.claim_next(holder.lease(), wanted).await? {
+            let held = holder.hold(claim);
+            let (engine, cancel) = (self.engine.clone(), cancel.clone());
+            running.spawn(async move {
+                if record.state.is_final() {
+                    return (held, record, None);
+                }
+                // Lost to another node: the upload is dropped where it stands.
+                let lost = held.lost().clone();
+                let upload = engine.upload_claimed(claim, &cancel);
+                let outcome = lost.run_until_cancelled(upload).await;
+                (
+                    held,
+                    record,
+                    Some(outcome.unwrap_or(Ok(Outcome::TakenOver))),
+                )
+            });
+        }
+        Ok(())
+    }
+
+    /// Queued files, for the metrics.
+    async fn count_queue(&self) -> Result<(), EngineError> {
+        let counts = self.ledger.count_by_state().await?;
+        let queued = counts.iter().find(|(s, _)| *s == FileState::Queued);
+        self.metrics
+            .set_queue_length(queued.map_or(0, |(_, n)| *n as usize));
+        Ok(())
     }
 
     /// Let running files finish their parts in flight (the engine starts no new part once
@@ -109,45 +151,44 @@ impl Scheduler {
             info!(files = running.len(), "draining parts in flight");
         }
         while let Some(ended) = running.join_next().await {
-            let (key, outcome) = ended.expect("upload task does not panic");
-            self.ended(key, outcome).await;
+            self.ended(ended.expect("file task does not panic")).await;
         }
         Ok(())
     }
 
-    /// A file's upload ended: run its after-upload action. Trouble here is this file's only: it
-    /// is logged, the file's action runs again on the next start, and `false` is returned.
-    async fn ended(&self, key: FileKey, outcome: Result<Outcome, EngineError>) -> bool {
+    /// A file's upload ended: run its after-upload action and let the file go. Trouble here is
+    /// this file's only: it is logged, and the file's claim lapses so it is taken again later.
+    async fn ended(&self, (held, record, outcome): Ended) {
+        let claim = held.claim;
         let result = match outcome {
-            Ok(Outcome::Stopped | Outcome::SetAside(..)) => Ok(()),
-            Ok(_) => match self.ledger.run(move |l| l.file(key)).await {
-                Ok(Some(record)) => self.dispose_one(record).await,
+            Some(Ok(Outcome::TakenOver)) => return,
+            Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(()),
+            None => self.dispose_one(claim, record).await,
+            Some(Ok(_)) => match self.ledger.file(claim.key).await {
+                Ok(Some(record)) => self.dispose_one(claim, record).await,
                 Ok(None) => Ok(()),
                 Err(e) => Err(e.into()),
             },
+            Some(Err(e)) => Err(e),
+        };
+        let result = match result {
+            Ok(()) if held.lost().is_cancelled() => return,
+            Ok(()) => self.ledger.release(claim).await.map_err(EngineError::from),
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => true,
+            Ok(()) => {}
+            Err(EngineError::Ledger(LedgerError::Fenced { .. })) => {
+                warn!(file = %claim.key, "another node took this file over: left to it");
+            }
             Err(e) => {
-                error!(file = key, error = %e, "file left unfinished; it is tried again later");
-                false
+                error!(file = %claim.key, error = %e, "file left unfinished; it is taken again once its claim lapses");
             }
         }
     }
 
-    /// Finish the after-upload actions a crash interrupted.
-    async fn dispose_pending(&self) -> Result<(), EngineError> {
-        for record in self.ledger.run(|l| l.undisposed()).await? {
-            self.dispose_one(record).await?;
-        }
-        Ok(())
-    }
-
-    /// The after-upload action of a done or failed file: plan it, record the intent and its held
-    /// hooks durably, run it, record the outcome and release the hooks. A file changed since its
-    /// upload is superseded instead (nothing touched, no hook).
-    async fn dispose_one(&self, record: FileRecord) -> Result<(), EngineError> {
+    /// The after-upload action of a done or failed file (see [`dispose_now`]).
+    async fn dispose_one(&self, claim: Claim, record: FileRecord) -> Result<(), EngineError> {
         let Some(root) = record.origin.clone() else {
             return Ok(());
         };
@@ -156,13 +197,8 @@ impl Scheduler {
             warn!(path = %shown(&record.path), "no watch for this file any more: left in place");
             return Ok(());
         };
-        let (key, shown_path) = (record.key, shown(&record.path).to_string());
-        let ledger = self.ledger.clone();
-        let done =
-            tokio::task::spawn_blocking(move || dispose_now(&ledger, &record, &watch, &root))
-                .await
-                .expect("dispose does not panic");
-        match done {
+        let shown_path = shown(&record.path).to_string();
+        match dispose_now(&self.ledger, claim, &record, &watch, &root).await {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
                 self.hooks.notify_one();
@@ -170,35 +206,54 @@ impl Scheduler {
             Ok(None) => {}
             Err(DisposeError::Ledger(e)) => return Err(e.into()),
             Err(DisposeError::Io(e)) => {
-                error!(path = %shown_path, file = key, error = %e, "after-upload action failed; will retry on restart")
+                return Err(EngineError::Disposal {
+                    path: shown_path,
+                    message: e.to_string(),
+                })
             }
         }
         Ok(())
     }
 }
 
-/// The disposal of one done or failed file, on the blocking pool: plan it (or recover a recorded
+/// Run blocking file-system work (plans, renames, copies, sidecars) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("file-system work does not panic")
+}
+
+/// The disposal of one done or failed file under `claim`: plan it (or recover a recorded
 /// intent), record the intent and its held hooks durably, run it, record the outcome and release
 /// the hooks. A file changed since its upload is superseded instead (nothing touched, no hook).
+/// Each ledger write is under the claim, so a node that lost the file touches nothing of it.
 /// `None` when nothing was disposed of.
-fn dispose_now(
+async fn dispose_now(
     ledger: &Ledger,
+    claim: Claim,
     record: &FileRecord,
     watch: &Watch,
     root: &Path,
 ) -> Result<Option<Disposal>, DisposeError> {
     let hook = match record.state {
-        FileState::Done => watch.on_done.as_ref(),
-        FileState::Failed => watch.on_failed.as_ref(),
+        FileState::Done => watch.on_done.clone(),
+        FileState::Failed => watch.on_failed.clone(),
         // Re-queued since it ended (`vodup retry`): its disposal waits for its next end.
         _ => return Ok(None),
     };
-    let planned = match (record.intent, &record.intent_target) {
-        (Some(action), target) => match recover(record, watch, root, action, target.as_deref())? {
-            Ok(recovered) => Err(recovered),
-            Err(plan) => Ok(plan),
-        },
-        (None, _) => Ok(plan(record, watch, root)?),
+    let planned = {
+        let (record, watch, root) = (record.clone(), watch.clone(), root.to_owned());
+        blocking(move || match (record.intent, &record.intent_target) {
+            (Some(action), target) => {
+                let recovered = recover(&record, &watch, &root, action, target.as_deref())?;
+                Ok::<_, std::io::Error>(match recovered {
+                    Ok(recovered) => Err(recovered),
+                    Err(plan) => Ok(plan),
+                })
+            }
+            (None, _) => Ok(Ok(plan(&record, &watch, &root)?)),
+        })
+        .await?
     };
     // The target the held deliveries were written for, if any were.
     let mut held_for = record.intent.map(|_| record.intent_target.clone());
@@ -206,33 +261,42 @@ fn dispose_now(
         Err(recovered) => recovered,
         Ok(Plan::Supersede(why)) => {
             warn!(path = %shown(&record.path), why, "not disposed of");
-            ledger.set_aside(record.key, FileState::Superseded, why)?;
+            ledger.set_aside(claim, FileState::Superseded, why).await?;
             return Ok(None);
         }
         Ok(Plan::Skip(why)) => Disposal::Skipped(why),
         Ok(Plan::Act(action, target)) => {
-            let held = hooks::deliveries(hook, record, target.as_deref());
-            let (intent, to) = (action.as_str(), target.as_deref());
-            if !ledger.intend_disposal(record.key, intent, to, &held)? {
+            let held = hooks::deliveries(hook.as_ref(), record, target.as_deref());
+            if !ledger
+                .intend_disposal(claim, action, target.as_deref(), held)
+                .await?
+            {
                 return Ok(None);
             }
             held_for = Some(target.clone());
-            apply(record, root, action, target.as_deref())?
+            let (record, root) = (record.clone(), root.to_owned());
+            blocking(move || apply(&record, &root, action, target.as_deref())).await?
         }
     };
     // A note beside the file for people; the file itself is disposed of whatever becomes of it.
-    if let Err(e) = sidecar::write_for(record, watch, root, &disposal) {
+    let written = {
+        let (record, watch, root, disposal) = (
+            record.clone(),
+            watch.clone(),
+            root.to_owned(),
+            disposal.clone(),
+        );
+        blocking(move || sidecar::write_for(&record, &watch, &root, &disposal)).await
+    };
+    if let Err(e) = written {
         warn!(path = %shown(&record.path), error = %e, "sidecar not written");
     }
     let as_held = !matches!(disposal, Disposal::Skipped(_))
         && held_for.is_some_and(|t| t.as_deref() == disposal.target());
-    let replaced = (!as_held).then(|| hooks::deliveries(hook, record, disposal.target()));
-    ledger.mark_disposed(
-        record.key,
-        &disposal.describe(),
-        disposal.target(),
-        replaced.as_deref(),
-    )?;
+    let replaced = (!as_held).then(|| hooks::deliveries(hook.as_ref(), record, disposal.target()));
+    ledger
+        .mark_disposed(claim, disposal.recorded(), disposal.target(), replaced)
+        .await?;
     Ok(Some(disposal))
 }
 

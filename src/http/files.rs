@@ -3,7 +3,7 @@
 //! [`crate::shown`], the state and progress, the service's fileId and URL, the error or the reason
 //! a file was set aside. Never the processing options, the signature or anything of the config.
 
-use crate::ledger::{FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
+use crate::ledger::{Disposed, FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
 use crate::shown::{line, shown};
 use crate::status;
 use serde::{Deserialize, Serialize};
@@ -58,17 +58,17 @@ pub struct FileRow {
 }
 
 impl FilesPage {
-    /// Read one page from the ledger. Blocking.
-    pub fn read(ledger: &Ledger, query: &FilesQuery) -> Result<FilesPage, LedgerError> {
+    /// Read one page from the ledger.
+    pub async fn read(ledger: &Ledger, query: &FilesQuery) -> Result<FilesPage, LedgerError> {
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-        let records = ledger.recent(limit, query.before)?;
+        let records = ledger.recent(limit, query.before).await?;
         let next = (records.len() == limit)
             .then(|| records.last().map(|r| r.key))
             .flatten();
-        let files = records
-            .iter()
-            .map(|r| Ok(FileRow::of(r, status::speed(ledger, r)?)))
-            .collect::<Result<_, LedgerError>>()?;
+        let mut files = Vec::with_capacity(records.len());
+        for r in &records {
+            files.push(FileRow::of(r, status::speed(ledger, r).await?));
+        }
         Ok(FilesPage { files, next })
     }
 }
@@ -76,11 +76,10 @@ impl FilesPage {
 impl FileRow {
     pub fn of(r: &FileRecord, speed: u64) -> FileRow {
         let name = r.path.file_name().map(std::path::Path::new);
-        let skipped = r
-            .disposal
-            .as_deref()
-            .and_then(|d| d.strip_prefix("skipped: "))
-            .map(|why| format!("left alone: {}", line(why)));
+        let skipped = match &r.disposal {
+            Some(Disposed::Skipped(why)) => Some(format!("left alone: {}", line(why))),
+            _ => None,
+        };
         let reason = match r.state {
             FileState::Superseded | FileState::Gone => {
                 r.error.as_ref().map(|e| line(&e.message).to_string())

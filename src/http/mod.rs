@@ -79,7 +79,7 @@ fn text(content_type: &'static str, body: &'static str) -> Response {
 }
 
 async fn files_json(State(shared): State<Shared>, Query(query): Query<FilesQuery>) -> Response {
-    match shared.ledger.run(move |l| FilesPage::read(l, &query)).await {
+    match FilesPage::read(&shared.ledger, &query).await {
         Ok(page) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(page)).into_response(),
         Err(e) => failed(e),
     }
@@ -87,7 +87,7 @@ async fn files_json(State(shared): State<Shared>, Query(query): Query<FilesQuery
 
 async fn metrics_text(State(shared): State<Shared>) -> Response {
     let Shared { metrics, ledger } = shared;
-    match ledger.run(move |l| metrics.render(l)).await {
+    match metrics.render(&ledger).await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -1,9 +1,82 @@
-//! The domain types the ledger hands out: callers see these, never rows.
+//! The domain types of the ledger boundary: callers see these, never rows or SQL strings.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub type FileKey = i64;
+/// A file version's row in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileKey(pub i64);
+
+impl std::fmt::Display for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A node's hold on one file: the file and the claim epoch it was taken at. Every write for a
+/// file under way takes its claim, and the ledger refuses it ([`super::LedgerError::Fenced`])
+/// once another node took the file over (a newer epoch): a node frozen past its lease finds out
+/// at its next write, and stops there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub key: FileKey,
+    pub epoch: i64,
+}
+
+/// What the after-upload action did to the source, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposed {
+    Kept,
+    Deleted,
+    Moved,
+    /// Copied across file systems; the source could not be removed and is left in place.
+    Copied,
+    /// Left alone, for this reason (the path was gone, or named another file).
+    Skipped(String),
+}
+
+impl Disposed {
+    /// As stored and shown: `kept`, `deleted`, `moved`, `copied`, or `skipped: WHY`.
+    pub fn as_text(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Disposed::Kept => "kept".into(),
+            Disposed::Deleted => "deleted".into(),
+            Disposed::Moved => "moved".into(),
+            Disposed::Copied => "copied".into(),
+            Disposed::Skipped(why) => format!("skipped: {why}").into(),
+        }
+    }
+
+    /// The stored text back; text this version does not know reads as skipped for that reason.
+    pub fn parse(text: &str) -> Disposed {
+        match text {
+            "kept" => Disposed::Kept,
+            "deleted" => Disposed::Deleted,
+            "moved" => Disposed::Moved,
+            "copied" => Disposed::Copied,
+            other => Disposed::Skipped(other.strip_prefix("skipped: ").unwrap_or(other).into()),
+        }
+    }
+}
+
+impl Serialize for Disposed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_text())
+    }
+}
+
+/// A node of the fleet as the ledger last heard of it (`vodup nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// When it last renewed its claims (Unix seconds, by the ledger's clock).
+    pub seen_at: i64,
+    /// When it started (Unix seconds).
+    pub started_at: i64,
+    /// Files it holds a live claim on.
+    pub holds: u64,
+}
 
 /// A version of a file's content as the file system describes it: size and modification time.
 /// The ledger keys files by path + version; a file whose version moved is a new version.
@@ -158,8 +231,8 @@ pub struct FileRecord {
     pub finished_at: Option<i64>,
     /// Bytes the service confirmed (sum of confirmed parts of this content; all for a done file).
     pub confirmed_bytes: u64,
-    /// What the after-upload action did: `kept`, `deleted`, `moved`, `copied` or `skipped`.
-    pub disposal: Option<String>,
+    /// What the after-upload action did.
+    pub disposal: Option<Disposed>,
     /// Where the after-upload action moves (or moved) the file, once it was decided.
     #[serde(
         rename = "movedTo",
@@ -172,6 +245,11 @@ pub struct FileRecord {
     /// The account it goes to (none on rows queued before accounts were recorded, or re-queued:
     /// the engine takes the watch's account then).
     pub account: Option<crate::config::AccountName>,
+    /// The node that holds (or last held) its claim.
+    pub node: Option<String>,
+    /// When that claim lapses unless renewed (Unix seconds, by the ledger's clock); none once
+    /// released.
+    pub lease_until: Option<i64>,
 }
 
 impl FileRecord {
@@ -182,22 +260,34 @@ impl FileRecord {
         }
     }
 
-    /// Whether `found` is this very file: same content version and, where known, same inode.
+    /// Whether `found` is this very file: same content version and, where known, same inode
+    /// number. The device number is not compared: it is the host's name for the file system, and
+    /// the hosts of a shared folder (NFS) number the same mount differently, while the inode
+    /// number is the server's.
     pub fn is(&self, found: &FileIdentity) -> bool {
-        found.version == self.version() && self.inode.is_none_or(|i| i == found.inode)
+        found.version == self.version() && self.inode.is_none_or(|i| i.ino == found.inode.ino)
     }
 }
 
 /// A new file version to record.
 #[derive(Debug, Clone)]
-pub struct NewFile<'a> {
-    pub path: &'a std::path::Path,
+pub struct NewFile {
+    pub path: PathBuf,
     pub identity: FileIdentity,
     pub part_size: u64,
-    pub origin: Option<&'a std::path::Path>,
-    pub processing: &'a str,
+    /// The watch that found it: its name (the fleet's key) and its folder on this host.
+    pub watch: Option<WatchRoot>,
+    pub processing: String,
     /// The state a new row starts in: `Queued`, or `Waiting` for an empty file.
     pub state: FileState,
     /// The account it goes to; `None`: its watch's (or the top-level one), when it uploads.
-    pub account: Option<&'a crate::config::AccountName>,
+    pub account: Option<crate::config::AccountName>,
+}
+
+/// A watch folder as the ledger knows it: its name, shared by every host of a fleet, and its
+/// canonical path on this host (a mount point may differ between hosts).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchRoot {
+    pub name: String,
+    pub path: PathBuf,
 }

@@ -4,7 +4,7 @@
 
 use super::job::{recorded, Interrupt};
 use super::Inner;
-use crate::ledger::FileKey;
+use crate::ledger::Claim;
 use crate::protocol::{classify, Attempts, CallError, Pace, RetryPolicy, Verdict};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -15,15 +15,18 @@ use tracing::warn;
 /// Which call of which file is retried: for the log, the ledger and the metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct Retried {
-    pub key: FileKey,
+    pub claim: Claim,
     /// The part's offset; `None` for init and finish.
     pub offset: Option<u64>,
 }
 
 impl Retried {
     /// A file's init or finish.
-    pub fn file(key: FileKey) -> Retried {
-        Retried { key, offset: None }
+    pub fn file(claim: Claim) -> Retried {
+        Retried {
+            claim,
+            offset: None,
+        }
     }
 }
 
@@ -94,8 +97,10 @@ async fn note_retry(
         Some(_) => inner.metrics.part_retried(error.code()),
         None => inner.metrics.error_now(),
     }
-    let (key, error) = (what.key, recorded(error));
-    inner.ledger.run(move |l| l.note_error(key, &error)).await?;
+    inner
+        .ledger
+        .note_error(what.claim, &recorded(error))
+        .await?;
     Ok(())
 }
 

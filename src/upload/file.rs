@@ -11,10 +11,10 @@ use super::call::{back_off, with_retry, Retried};
 use super::job::{Interrupt, Job};
 use super::{parts, Account, EngineError, Event, Finished, Inner, Outcome};
 use crate::hash::{self, HashError};
-use crate::ledger::{FileKey, FileRecord, FileState, RecordedError};
+use crate::ledger::{Claim, FileRecord, FileState, LedgerError, RecordedError};
 use crate::protocol::plan::{missing, plan};
 use crate::protocol::{
-    Attempts, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize, Processing, Signature,
+    Attempts, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize, Processing,
 };
 use crate::shown::shown;
 use crate::source::{Source, SourceError};
@@ -29,14 +29,11 @@ const CHANGED: &str =
 
 pub(super) async fn upload(
     inner: &Arc<Inner>,
-    key: FileKey,
+    claim: Claim,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
-    let record = inner
-        .ledger
-        .run(move |l| l.file(key))
-        .await?
-        .ok_or(EngineError::UnknownFile(key))?;
+    let record =
+        (inner.ledger.file(claim.key).await?).ok_or(EngineError::UnknownFile(claim.key))?;
     if let Some(outcome) = Outcome::ended_already(&record) {
         return Ok(outcome);
     }
@@ -50,41 +47,49 @@ pub(super) async fn upload(
         inner: inner.clone(),
         cancel: cancel.clone(),
     };
-    let result = journey.run(record).instrument(span).await;
-    conclude(inner, key, result).await
+    let result = journey.run(claim, record).instrument(span).await;
+    conclude(inner, claim, result).await
 }
 
 /// The one place an interruption that ends the journey is turned into the file's outcome.
 async fn conclude(
     inner: &Inner,
-    key: FileKey,
+    claim: Claim,
     result: Result<Finished, Interrupt>,
 ) -> Result<Outcome, EngineError> {
     let (state, why) = match result {
         Ok(done) => return Ok(Outcome::Done(done)),
         Err(Interrupt::Stopped) => return Ok(Outcome::Stopped),
+        Err(Interrupt::Ledger(LedgerError::Fenced { .. })) => return Ok(taken_over()),
         Err(Interrupt::Ledger(e)) => return Err(e.into()),
-        Err(Interrupt::Failed(error)) => return fail(inner, key, error).await,
+        Err(Interrupt::Failed(error)) => return fail(inner, claim, error).await,
         // Rounds retry these; one that escapes ends like a final error of that call.
         Err(Interrupt::Reinit(e) | Interrupt::Resign(e)) => {
-            return fail(inner, key, super::job::recorded(&e)).await
+            return fail(inner, claim, super::job::recorded(&e)).await
         }
         Err(Interrupt::Changed(why)) => (FileState::Superseded, why),
         Err(Interrupt::Gone(why)) => (FileState::Gone, why),
     };
     info!(state = state.as_str(), why, "not uploaded");
-    inner
-        .ledger
-        .run(move |l| l.set_aside(key, state, why))
-        .await?;
-    Ok(Outcome::SetAside(state, why.to_owned()))
+    match inner.ledger.set_aside(claim, state, why).await {
+        Err(LedgerError::Fenced { .. }) => Ok(taken_over()),
+        other => Ok(other.map(|()| Outcome::SetAside(state, why.to_owned()))?),
+    }
 }
 
-async fn fail(inner: &Inner, key: FileKey, error: RecordedError) -> Result<Outcome, EngineError> {
+async fn fail(inner: &Inner, claim: Claim, error: RecordedError) -> Result<Outcome, EngineError> {
     warn!(code = error.code, message = %error.message, code_desc = %error.code_desc, "file failed");
-    let stored = error.clone();
-    inner.ledger.run(move |l| l.fail(key, &stored)).await?;
-    Ok(Outcome::Failed(error))
+    match inner.ledger.fail(claim, &error).await {
+        Err(LedgerError::Fenced { .. }) => Ok(taken_over()),
+        other => Ok(other.map(|()| Outcome::Failed(error))?),
+    }
+}
+
+/// Another node took the file over (this node's claim had lapsed: it was frozen, or cut off from
+/// the ledger, for longer than the lease): it stops here and touches nothing more of it.
+fn taken_over() -> Outcome {
+    warn!("another node took this file over (this node's claim lapsed): stopped here");
+    Outcome::TakenOver
 }
 
 struct Journey {
@@ -93,30 +98,29 @@ struct Journey {
 }
 
 impl Journey {
-    async fn run(&self, record: FileRecord) -> Result<Finished, Interrupt> {
+    async fn run(&self, claim: Claim, record: FileRecord) -> Result<Finished, Interrupt> {
         let key = record.key;
-        let account = self.account(&record).await?;
-        self.inner.ledger.run(move |l| l.begin_attempt(key)).await?;
+        let account = self.account(claim, &record).await?;
+        self.inner.ledger.begin_attempt(claim).await?;
         let source = Arc::new(self.open(&record).await?);
         let part_size = PartSize::from_bytes(record.part_size).unwrap_or(self.inner.part_size);
-        let (sha, md5s) = self.hashes(&record, &source, part_size).await?;
+        let (sha, md5s) = self.hashes(claim, &record, &source, part_size).await?;
         tracing::Span::current().record("fileSha", sha.as_str());
         let _one_upload_per_content = self.inner.contents.lock(&account.name, &sha).await;
         // Another task may have finished this very row while we waited (the same version queued
         // twice): then it is done, not an instant upload.
-        if let Some(done) = self.inner.ledger.run(move |l| l.file(key)).await? {
+        if let Some(done) = self.inner.ledger.file(key).await? {
             if done.state == FileState::Done {
                 return Ok(Finished::of(&done));
             }
         }
-        let (found, name) = (sha.clone(), account.name.clone());
-        let signature = self
+        let stored = self
             .inner
             .ledger
-            .run(move |l| l.signature(name.as_str(), &found))
+            .signature(account.name.as_str(), &sha)
             .await?;
         let mut job = Job {
-            key,
+            claim,
             account,
             path: record.path.clone(),
             source,
@@ -127,16 +131,12 @@ impl Journey {
             signature: None,
         };
         let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
-        let stored = signature.map(|(encoded, expires_at)| Signature {
-            encoded,
-            expires_at,
-        });
         job.signature = stored.filter(|s| job.account.signer.made(s, &job.sha, &processing));
         self.rounds(&mut job, &processing).await
     }
 
     /// The account the file goes to, recorded in its row if the row had none.
-    async fn account(&self, record: &FileRecord) -> Result<Arc<Account>, Interrupt> {
+    async fn account(&self, claim: Claim, record: &FileRecord) -> Result<Arc<Account>, Interrupt> {
         let account = self.inner.accounts.of(record).map_err(|name| {
             Interrupt::failed(format!(
                 "its account `{name}` is not in the config (any more): `vodup retry` sends it \
@@ -144,11 +144,7 @@ impl Journey {
             ))
         })?;
         if record.account.is_none() {
-            let (key, name) = (record.key, account.name.clone());
-            self.inner
-                .ledger
-                .run(move |l| l.set_account(key, &name))
-                .await?;
+            self.inner.ledger.set_account(claim, &account.name).await?;
         }
         tracing::Span::current().record("account", account.name.as_str());
         Ok(account)
@@ -183,6 +179,7 @@ impl Journey {
     /// open file now.
     async fn hashes(
         &self,
+        claim: Claim,
         record: &FileRecord,
         source: &Arc<Source>,
         part_size: PartSize,
@@ -190,19 +187,15 @@ impl Journey {
         let (inner, key) = (&self.inner, record.key);
         let parts = plan(record.size, part_size).len();
         if let Some(sha) = record.file_sha.clone() {
-            let ps = part_size.bytes();
             let stored = inner
                 .ledger
-                .run(move |l| l.part_md5s(&sha, ps, parts).map(|m| m.map(|m| (sha, m))))
+                .part_md5s(&sha, part_size.bytes(), parts)
                 .await?;
-            if let Some(stored) = stored {
-                return Ok(stored);
+            if let Some(md5s) = stored {
+                return Ok((sha, md5s));
             }
         }
-        inner
-            .ledger
-            .run(move |l| l.set_state(key, FileState::Hashing))
-            .await?;
+        inner.ledger.set_state(claim, FileState::Hashing).await?;
         let event = Event::Hashing { size: record.size };
         inner.progress.event(key, &record.path, event);
         let started = std::time::Instant::now();
@@ -221,12 +214,12 @@ impl Journey {
         })?;
         let secs = started.elapsed().as_secs_f64();
         info!(fileSha = %digest.sha1, size = digest.size, secs, "hashed");
-        let found = (digest.sha1.clone(), digest.part_md5s.clone());
-        inner
-            .ledger
-            .run(move |l| l.record_hash(key, &digest.sha1, part_size.bytes(), &digest.part_md5s))
+        let md5s = digest.part_md5s.clone();
+        let ledger = &inner.ledger;
+        ledger
+            .record_hash(claim, &digest.sha1, part_size.bytes(), md5s)
             .await?;
-        Ok(found)
+        Ok((digest.sha1, digest.part_md5s))
     }
 
     /// Rounds of init + parts + finish. A round that ends asking for another (a part's -10005, a
@@ -252,11 +245,11 @@ impl Journey {
                 }
                 Err(other) => return Err(other),
             };
-            let (account, sha) = job.upload();
+            let upload = job.upload();
             let confirmed = self
                 .inner
                 .ledger
-                .run(move |l| l.confirmed(&account, &sha))
+                .confirmed(&upload.account, &upload.sha)
                 .await?
                 .len();
             if confirmed > confirmed_before {
@@ -309,14 +302,9 @@ impl Journey {
             return Ok(());
         }
         let signature = job.account.signer.sign(&job.path, &job.sha, processing);
-        let ((account, sha), size, ps) = (job.upload(), job.size, job.part_size.bytes());
-        let stored = signature.clone();
-        self.inner
-            .ledger
-            .run(move |l| {
-                let (encoded, expires) = (&stored.encoded, stored.expires_at);
-                l.store_signature(&account, &sha, size, ps, encoded, expires)
-            })
+        let ledger = &self.inner.ledger;
+        ledger
+            .store_signature(job.claim, &job.upload(), &signature)
             .await?;
         job.signature = Some(signature);
         Ok(())
@@ -333,7 +321,7 @@ impl Journey {
             })
         };
         let stale = || job.signature_stale();
-        with_retry(inner, Retried::file(job.key), &self.cancel, stale, call).await
+        with_retry(inner, Retried::file(job.claim), &self.cancel, stale, call).await
     }
 
     /// The service fixed another part size on an earlier upload: use it (hashing again if needed).
@@ -346,10 +334,9 @@ impl Journey {
             part_size = bytes,
             "the service fixed another part size; using it"
         );
-        let key = job.key;
-        let record = self.inner.ledger.run(move |l| l.file(key)).await?;
+        let record = self.inner.ledger.file(job.claim.key).await?;
         let record = record.ok_or_else(|| Interrupt::failed("the file left the ledger"))?;
-        let (_, md5s) = self.hashes(&record, &job.source, size).await?;
+        let (_, md5s) = self.hashes(job.claim, &record, &job.source, size).await?;
         job.part_size = size;
         job.md5s = md5s;
         Ok(())
@@ -367,20 +354,19 @@ impl Journey {
             );
         }
         let valid: Vec<(u64, u64)> = ours.iter().map(|h| (h.offset, h.len)).collect();
-        let (account, sha) = job.upload();
         self.inner
             .ledger
-            .run(move |l| l.reconcile(&account, &sha, &valid))
+            .reconcile(job.claim, &job.upload(), valid)
             .await?;
         Ok(())
     }
 
     async fn send_parts(&self, job: &Job) -> Result<(), Interrupt> {
-        let (key, (account, sha)) = (job.key, job.upload());
+        let (key, upload) = (job.claim.key, job.upload());
         let confirmed = self
             .inner
             .ledger
-            .run(move |l| l.confirmed(&account, &sha))
+            .confirmed(&upload.account, &upload.sha)
             .await?;
         let todo = missing(job.size, job.part_size, &confirmed);
         let held = job.size - todo.iter().map(|p| p.len).sum::<u64>();
@@ -391,7 +377,7 @@ impl Journey {
         );
         self.inner
             .ledger
-            .run(move |l| l.set_state(key, FileState::Uploading))
+            .set_state(job.claim, FileState::Uploading)
             .await?;
         let event = Event::Uploading {
             total: job.size,
@@ -413,16 +399,16 @@ impl Journey {
             warn!("the file changed after it was hashed: not finishing this version");
             return Err(Interrupt::Changed(CHANGED));
         }
-        let key = job.key;
         self.inner
             .ledger
-            .run(move |l| l.set_state(key, FileState::Finishing))
+            .set_state(job.claim, FileState::Finishing)
             .await?;
+        let key = job.claim.key;
         self.inner.progress.event(key, &job.path, Event::Finishing);
         let inner = &self.inner;
         let call = || job.account.client.finish(&job.sha, job.signature_text());
         let stale = || job.signature_stale();
-        let answer = with_retry(inner, Retried::file(job.key), &self.cancel, stale, call).await?;
+        let answer = with_retry(inner, Retried::file(job.claim), &self.cancel, stale, call).await?;
         self.done(job, answer, false).await
     }
 
@@ -438,10 +424,10 @@ impl Journey {
             url: answer.url,
             instant,
         };
-        let (key, stored) = (job.key, finished.clone());
+        let (file_id, url) = (&finished.file_id, finished.url.as_deref());
         self.inner
             .ledger
-            .run(move |l| l.finish(key, &stored.file_id, stored.url.as_deref(), instant))
+            .finish(job.claim, file_id, url, instant)
             .await?;
         let url = finished.url.as_deref().unwrap_or("");
         info!(fileId = %finished.file_id, url, instant, "done");

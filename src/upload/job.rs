@@ -3,7 +3,7 @@
 //! cannot go on as planned. Each step is a `?`; one `match` in [`super::file`] decides what follows.
 
 use super::Account;
-use crate::ledger::{FileKey, LedgerError, RecordedError};
+use crate::ledger::{Claim, LedgerError, RecordedError, Upload};
 use crate::protocol::plan::is_valid_part;
 use crate::protocol::{CallError, HeldPart, PartSize, Signature};
 use crate::source::Source;
@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// The file being uploaded, as it was opened and hashed.
 #[derive(Debug, Clone)]
 pub(super) struct Job {
-    pub key: FileKey,
+    /// This node's hold on the file: every ledger write for it goes under this claim.
+    pub claim: Claim,
     /// The account it goes to: its client and signer.
     pub account: Arc<Account>,
     pub path: PathBuf,
@@ -28,9 +29,14 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// The upload's key in the ledger (account name, fileSha), owned for a blocking call.
-    pub fn upload(&self) -> (String, String) {
-        (self.account.name.as_str().to_owned(), self.sha.clone())
+    /// The upload as the ledger keys it: this content for this account.
+    pub fn upload(&self) -> Upload {
+        Upload {
+            account: self.account.name.as_str().to_owned(),
+            sha: self.sha.clone(),
+            size: self.size,
+            part_size: self.part_size.bytes(),
+        }
     }
 
     /// Whether the open file is still exactly what was hashed (a writer still at work shows as a

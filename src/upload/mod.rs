@@ -9,6 +9,7 @@
 
 mod call;
 mod file;
+mod hold;
 mod job;
 mod parts;
 mod signer;
@@ -16,8 +17,10 @@ pub mod window;
 
 pub use signer::Signer;
 
+pub use hold::{Held, Holder};
+
 use crate::config::{AccountName, Config, PartsInFlight};
-use crate::ledger::{FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
+use crate::ledger::{Claim, FileKey, FileRecord, FileState, Ledger, LedgerError, RecordedError};
 use crate::metrics::Metrics;
 use crate::protocol::{Client, ClientError, PartSize, RetryPolicy};
 use crate::ratelimit::Throttle;
@@ -38,6 +41,9 @@ pub enum Outcome {
     /// Not uploaded, and not a failure: the file is empty (`Waiting`), changed after it settled
     /// (`Superseded`), or its path no longer names it (`Gone`); with the reason.
     SetAside(FileState, String),
+    /// Another node took the file over (this node's claim had lapsed); this node touches it no
+    /// more.
+    TakenOver,
 }
 
 impl Outcome {
@@ -123,6 +129,10 @@ pub enum EngineError {
     Client(#[from] ClientError),
     #[error("file {0} is not in the ledger")]
     UnknownFile(FileKey),
+    #[error("another node is uploading this file now")]
+    HeldElsewhere(FileKey),
+    #[error("{path}: after-upload action failed: {message}")]
+    Disposal { path: String, message: String },
 }
 
 /// The engine; cheap to clone, shared by every file task.
@@ -134,6 +144,7 @@ pub struct Engine {
 struct Inner {
     accounts: Accounts,
     ledger: Ledger,
+    holder: Arc<Holder>,
     part_size: PartSize,
     retry: RetryPolicy,
     window: Arc<window::Window>,
@@ -276,6 +287,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 accounts: Accounts::new(config)?,
+                holder: Holder::new(ledger.clone(), config.lease()),
                 ledger,
                 part_size: config.part_size().unwrap_or(PartSize::OneMiB),
                 retry: config.retry.clone(),
@@ -307,16 +319,47 @@ impl Engine {
         &self.inner.ledger
     }
 
-    /// Upload the file `key` of the ledger. `cancel` stops it taking new parts; parts already in
-    /// flight finish (the caller bounds that with its deadline). Only ledger trouble is an `Err`:
-    /// everything that happens to the file is in the [`Outcome`] and the ledger.
+    /// This node's claims, kept alive by [`Holder::renew`] (which the caller runs).
+    pub fn holder(&self) -> &Arc<Holder> {
+        &self.inner.holder
+    }
+
+    /// Take the file `key` of the ledger for this node, upload it, and let it go: `vodup upload`.
+    /// A file another node holds a live claim on is not touched ([`EngineError::HeldElsewhere`]).
+    /// `cancel` stops it taking new parts; parts already in flight finish (the caller bounds that
+    /// with its deadline). Only ledger trouble is an `Err`: everything that happens to the file is
+    /// in the [`Outcome`] and the ledger.
     pub async fn upload(
         &self,
         key: FileKey,
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
+        let (ledger, holder) = (&self.inner.ledger, &self.inner.holder);
+        let claim = ledger.claim(key, holder.lease()).await?;
+        let held = holder.hold(claim.ok_or(EngineError::HeldElsewhere(key))?);
+        // Lost to another node: the journey is dropped where it stands.
+        let lost = held.lost().clone();
+        let outcome = lost
+            .run_until_cancelled(self.upload_claimed(held.claim, cancel))
+            .await;
+        let outcome = match outcome {
+            Some(outcome) if !lost.is_cancelled() => outcome?,
+            _ => Outcome::TakenOver,
+        };
+        if outcome != Outcome::TakenOver {
+            ledger.release(held.claim).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Upload a file this node holds `claim` on (the caller keeps it alive and releases it).
+    pub async fn upload_claimed(
+        &self,
+        claim: Claim,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, EngineError> {
         let started = std::time::Instant::now();
-        let outcome = file::upload(&self.inner, key, cancel).await?;
+        let outcome = file::upload(&self.inner, claim, cancel).await?;
         if let Outcome::Done(done) = &outcome {
             let metrics = &self.inner.metrics;
             metrics.file_done(done.instant, started.elapsed().as_secs_f64());

@@ -116,7 +116,7 @@ async fn send(
     let md5 = &job.md5s[part.index as usize];
     debug!(offset = part.offset, len = part.len, "sending part");
     let what = Retried {
-        key: job.key,
+        claim: job.claim,
         offset: Some(part.offset),
     };
     let (changed, this_part) = (AtomicBool::new(false), round.child_token());
@@ -159,17 +159,17 @@ async fn send(
         return Err(Interrupt::Changed(CHANGED));
     }
     sent?;
-    let (account, sha) = job.upload();
+    let parts = vec![(part.offset, part.len)];
     inner
         .ledger
-        .run(move |l| l.confirm_part(&account, &sha, part.offset, part.len))
+        .confirm_parts(job.claim, &job.upload(), parts)
         .await?;
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
     inner.window.confirmed(part.len);
     inner.metrics.set_parts_window(inner.window.limit());
     let event = Event::PartConfirmed { len: part.len };
-    inner.progress.event(job.key, &job.path, event);
+    inner.progress.event(job.claim.key, &job.path, event);
     Ok(())
 }
 

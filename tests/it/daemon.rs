@@ -239,7 +239,7 @@ async fn retry_requeues_failed_files_for_the_running_daemon() {
     })
     .await;
     env.emu.set_faults(&Faults::default()).await;
-    vodup::commands::retry(&config, None).unwrap();
+    vodup::commands::retry(&config, None).await.unwrap();
     wait_done(&env, &["later.mp4"], Duration::from_secs(30)).await;
     assert_eq!(
         env.emu.stats().await.parts_accepted,
@@ -252,14 +252,13 @@ async fn retry_requeues_failed_files_for_the_running_daemon() {
 #[tokio::test]
 async fn a_queued_file_that_changed_does_not_stop_the_daemon() {
     let env = Env::new().await;
-    let ledger = env.ledger();
+    let ledger = vodup::ledger::Ledger::open(&env.ledger_path()).unwrap();
     let path = env.write(&env.drop, "grew.mp4", &test_bytes(PART as usize + 10, 32));
-    let origin = Some(env.drop.as_path());
-    let old = vodup::source::enqueue(&ledger, &path, origin, PART, "{}", None).unwrap();
+    let old = env.enqueue(&ledger, &path).await;
     std::thread::sleep(Duration::from_millis(20));
     let grown = test_bytes(2 * PART as usize + 10, 33);
     std::fs::write(&path, &grown).unwrap();
-    let new = vodup::source::enqueue(&ledger, &path, origin, PART, "{}", None).unwrap();
+    let new = env.enqueue(&ledger, &path).await;
     assert_ne!(old.key, new.key);
     let daemon = Daemon::start(env.config()).await;
     wait_done(&env, &["grew.mp4"], Duration::from_secs(30)).await;
@@ -274,7 +273,7 @@ async fn starts_and_stops_with_more_unfinished_files_than_the_queue_holds() {
     for i in 0..1100 {
         let path = env.drop.join(format!("gone-{i}.mp4"));
         let new = vodup::ledger::NewFile {
-            path: &path,
+            path,
             identity: vodup::ledger::FileIdentity {
                 inode: vodup::ledger::Inode { dev: 1, ino: i },
                 version: vodup::ledger::FileVersion {
@@ -283,8 +282,8 @@ async fn starts_and_stops_with_more_unfinished_files_than_the_queue_holds() {
                 },
             },
             part_size: PART,
-            origin: Some(&env.drop),
-            processing: "{}",
+            watch: Some(env.drop_root()),
+            processing: "{}".into(),
             state: vodup::ledger::FileState::Queued,
             account: None,
         };

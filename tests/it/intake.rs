@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vodup::config::Hook;
 use vodup::emulator::Faults;
-use vodup::ledger::{FileState, Ledger};
+use vodup::ledger::{FileKey, FileState, Ledger};
 use vodup::upload::{Engine, NoProgress, Outcome};
 
 /// A hook that appends its event and fileSha to `marker`.
@@ -139,7 +139,7 @@ async fn a_queued_file_swapped_for_a_symlink_leaks_no_byte_of_the_outside_file()
     let config = env.config();
     let ledger = Ledger::open(&config.ledger).unwrap();
     let path = env.write(&env.drop, "swap.mp4", &test_bytes(PART as usize, 44));
-    let record = vodup::source::enqueue(&ledger, &path, Some(&env.drop), PART, "{}", None).unwrap();
+    let record = env.enqueue(&ledger, &path).await;
     let secret = env.write(&env.src, "secret.mp4", &test_bytes(PART as usize, 45));
     let link = env.drop.join(".swap");
     std::os::unix::fs::symlink(&secret, &link).unwrap();
@@ -165,7 +165,13 @@ async fn a_queued_file_swapped_for_a_symlink_leaks_no_byte_of_the_outside_file()
         test_bytes(PART as usize, 45)
     );
     assert!(
-        ledger.file(record.key).unwrap().unwrap().file_sha.is_none(),
+        ledger
+            .file(record.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .file_sha
+            .is_none(),
         "never hashed"
     );
 }
@@ -227,13 +233,13 @@ async fn an_empty_file_is_shown_as_waiting_and_taken_once_it_has_content() {
 }
 
 /// Start uploading `path` (at `root`) with the engine alone, in the background.
-fn upload_in_background(
+async fn upload_in_background(
     env: &Env,
     config: &vodup::config::Config,
     path: &Path,
-) -> (i64, tokio::task::JoinHandle<Outcome>) {
+) -> (FileKey, tokio::task::JoinHandle<Outcome>) {
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = vodup::source::enqueue(&ledger, path, Some(&env.drop), PART, "{}", None).unwrap();
+    let record = env.enqueue(&ledger, path).await;
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let key = record.key;
     let task =
@@ -250,7 +256,7 @@ async fn a_file_changed_after_its_last_part_was_read_but_before_finish_is_never_
         "late-change.mp4",
         &test_bytes(2 * PART as usize, 48),
     );
-    let (key, task) = upload_in_background(&env, &config, &path);
+    let (key, task) = upload_in_background(&env, &config, &path).await;
     wait_until("parts are in flight", Duration::from_secs(10), || async {
         env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
     })
@@ -373,7 +379,7 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
     config.watch[0].on_failed = marker_hook(&marker);
     let bytes = test_bytes(PART as usize + 1, 50);
     let path = env.write(&env.drop, "cut.mp4", &bytes);
-    let (key, task) = upload_in_background(&env, &config, &path);
+    let (key, task) = upload_in_background(&env, &config, &path).await;
     assert!(matches!(task.await.unwrap(), Outcome::Done(_)));
     // The after-upload action as the daemon runs it, with the ledger copied after the intent
     // was committed and before the outcome was.
@@ -388,13 +394,14 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
             panic!("the file is the uploaded one")
         };
         let hooks = vodup::hooks::deliveries(watch.on_done.as_ref(), &record, target.as_deref());
+        let claim = env.claim(key);
         ledger
-            .intend_disposal(key, action.as_str(), target.as_deref(), &hooks)
+            .intend_disposal(claim, action, target.as_deref(), &hooks)
             .unwrap();
         let copy = snapshot(&db);
         let disposal = vodup::daemon::apply(&record, &env.drop, action, target.as_deref()).unwrap();
         ledger
-            .mark_disposed(key, &disposal.describe(), disposal.target(), None)
+            .mark_disposed(claim, &disposal.recorded(), disposal.target(), None)
             .unwrap();
         copy
     };
@@ -412,7 +419,7 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
     .await;
     let after = env.ledger().file(key).unwrap().unwrap();
     assert_eq!((after.state, after.disposed), (FileState::Done, true));
-    assert_eq!(after.disposal.as_deref(), Some("moved"));
+    assert_eq!(after.disposal, Some(vodup::ledger::Disposed::Moved));
     let log = std::fs::read_to_string(&marker).unwrap();
     assert!(log.starts_with("done "), "{log}");
     assert!(

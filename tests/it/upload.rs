@@ -12,7 +12,9 @@ use vodup::upload::{Engine, NoProgress, Outcome};
 
 async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Path) -> Outcome {
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = enqueue_named(&ledger, path, config.part_size, "{}", None).unwrap();
+    let record = enqueue_named(&ledger, path, config.part_size, "{}", None)
+        .await
+        .unwrap();
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let _ = env;
     engine
@@ -120,7 +122,9 @@ async fn a_file_rewritten_during_the_upload_is_superseded_not_finished_as_a_mix(
         let (config, path) = (config.clone(), path.clone());
         async move {
             let ledger = Ledger::open(&config.ledger).unwrap();
-            let record = enqueue_named(&ledger, &path, config.part_size, "{}", None).unwrap();
+            let record = enqueue_named(&ledger, &path, config.part_size, "{}", None)
+                .await
+                .unwrap();
             let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
             engine
                 .upload(record.key, &CancellationToken::new())
@@ -157,8 +161,10 @@ async fn a_file_rewritten_during_the_upload_is_superseded_not_finished_as_a_mix(
 async fn a_file_that_vanishes_before_its_upload_is_gone_not_failed() {
     let env = Env::new().await;
     let path = env.write(&env.src, "gone.mp4", &test_bytes(PART as usize, 7));
-    let ledger = env.ledger();
-    let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
+    let ledger = Ledger::from(env.ledger());
+    let record = enqueue_named(&ledger, &path, PART, "{}", None)
+        .await
+        .unwrap();
     std::fs::remove_file(&path).unwrap();
     let engine = Engine::new(&env.config(), ledger, Arc::new(NoProgress)).unwrap();
     let outcome = engine
@@ -181,14 +187,23 @@ async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again
     let data = test_bytes(4 * PART as usize, 8);
     let path = env.write(&env.src, "lost.mp4", &data);
     let sha = vodup::hash::sha1_hex(&data);
-    let ledger = env.ledger();
+    let ledger = Ledger::from(env.ledger());
     let account = env.config().default_account().name;
-    // A ledger that claims two parts the service never received.
-    ledger
-        .confirm_part(account.as_str(), &sha, 0, PART)
+    // A ledger that claims two parts the service never received (under a claim of the file).
+    let record = enqueue_named(&ledger, &path, PART, "{}", None)
+        .await
         .unwrap();
+    let upload_key = vodup::ledger::Upload {
+        account: account.as_str().into(),
+        sha: sha.clone(),
+        size: data.len() as u64,
+        part_size: PART,
+    };
+    let held = vec![(0, PART), (PART, PART)];
+    let claim = env.claim(record.key);
     ledger
-        .confirm_part(account.as_str(), &sha, PART, PART)
+        .confirm_parts(claim, &upload_key, held)
+        .await
         .unwrap();
     let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {
         panic!()
@@ -221,23 +236,30 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
         processing: Processing::default(),
     }
     .sign(&SecretKey::new(crate::helpers::env::SECRET_KEY));
-    let ledger = env.ledger();
-    let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
+    let ledger = Ledger::from(env.ledger());
+    let record = enqueue_named(&ledger, &path, PART, "{}", None)
+        .await
+        .unwrap();
     let md5s: Vec<String> = data
         .chunks(PART as usize)
         .map(vodup::hash::md5_hex)
         .collect();
-    ledger.record_hash(record.key, &sha, PART, &md5s).unwrap();
+    let claim = env.claim(record.key);
+    ledger.record_hash(claim, &sha, PART, md5s).await.unwrap();
     // The ledger believes it valid for a day: only the service's -10002 can reveal it.
+    let upload = vodup::ledger::Upload {
+        account: env.config().default_account().name.as_str().into(),
+        sha: sha.clone(),
+        size: data.len() as u64,
+        part_size: PART,
+    };
+    let believed = vodup::protocol::Signature {
+        encoded: expired.encoded.clone(),
+        expires_at: now + 86_400,
+    };
     ledger
-        .store_signature(
-            env.config().default_account().name.as_str(),
-            &sha,
-            data.len() as u64,
-            PART,
-            &expired.encoded,
-            now + 86_400,
-        )
+        .store_signature(claim, &upload, &believed)
+        .await
         .unwrap();
     let engine = Engine::new(&env.config(), ledger.clone(), Arc::new(NoProgress)).unwrap();
     let Outcome::Done(done) = engine
@@ -266,11 +288,15 @@ async fn a_queued_file_that_changed_is_superseded_and_its_own_new_row_uploads() 
     let config = env.config();
     let ledger = Ledger::open(&config.ledger).unwrap();
     let path = env.write(&env.drop, "a.mp4", &test_bytes(PART as usize + 10, 1));
-    let old = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
+    let old = enqueue_named(&ledger, &path, PART, "{}", None)
+        .await
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let grown = test_bytes(2 * PART as usize + 10, 2);
     std::fs::write(&path, &grown).unwrap();
-    let new = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
+    let new = enqueue_named(&ledger, &path, PART, "{}", None)
+        .await
+        .unwrap();
     assert_ne!(old.key, new.key);
     let engine = Engine::new(&config, ledger.clone(), Arc::new(NoProgress)).unwrap();
     let cancel = CancellationToken::new();
@@ -359,7 +385,9 @@ async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
     config.retry.max_elapsed = Duration::from_secs(1);
     let path = env.write(&env.src, "long.mp4", &test_bytes(40 * PART as usize, 90));
     let ledger = Ledger::open(&config.ledger).unwrap();
-    let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
+    let record = enqueue_named(&ledger, &path, PART, "{}", None)
+        .await
+        .unwrap();
     let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
     let task =
         tokio::spawn(async move { engine.upload(record.key, &CancellationToken::new()).await });
@@ -410,7 +438,9 @@ async fn a_part_rewritten_in_place_behind_an_unchanged_mtime_is_caught_by_the_se
         let (config, path) = (config.clone(), path.clone());
         async move {
             let ledger = Ledger::open(&config.ledger).unwrap();
-            let record = enqueue_named(&ledger, &path, PART, "{}", None).unwrap();
+            let record = enqueue_named(&ledger, &path, PART, "{}", None)
+                .await
+                .unwrap();
             let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
             engine
                 .upload(record.key, &CancellationToken::new())

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vodup::config::{AfterUpload, Config, Watch};
 use vodup::emulator::Faults;
-use vodup::ledger::{FileRecord, Ledger};
+use vodup::ledger::{Claim, FileKey, FileRecord, Ledger, Sqlite, WatchRoot};
 use vodup::protocol::{RetryPolicy, SecretKey, Timeouts};
 
 pub use super::{test_bytes, wait_until, SECRET_ID, SECRET_KEY};
@@ -49,8 +49,31 @@ impl Env {
         self.dir.path().join("ledger.db")
     }
 
-    pub fn ledger(&self) -> Ledger {
-        Ledger::open(&self.ledger_path()).unwrap()
+    /// The ledger, blocking, for reading what the code under test recorded.
+    pub fn ledger(&self) -> Sqlite {
+        Sqlite::open(&self.ledger_path()).unwrap()
+    }
+
+    /// `drop` as the ledger knows the config's watch of it.
+    pub fn drop_root(&self) -> WatchRoot {
+        WatchRoot {
+            name: self.drop.to_string_lossy().into_owned(),
+            path: self.drop.clone(),
+        }
+    }
+
+    /// Record `path` as the intake of the config's watch does.
+    pub async fn enqueue(&self, ledger: &Ledger, path: &Path) -> FileRecord {
+        let root = Some(self.drop_root());
+        vodup::source::enqueue(ledger, path, root, PART, "{}".into(), None)
+            .await
+            .unwrap()
+    }
+
+    /// A claim on `key` for this host's node, as the code under test would hold it.
+    pub fn claim(&self, key: FileKey) -> Claim {
+        let lease = self.config().lease();
+        self.ledger().claim(key, &lease).unwrap().unwrap()
     }
 
     /// A config for in-process runs: small parts, fast retries, one watch of `drop`.

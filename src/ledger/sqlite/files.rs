@@ -1,15 +1,16 @@
 //! The `files` table: one row per file version vodup has seen, its state, last error, the
-//! service's file id and URL, and the after-upload intent. Enqueueing, the queries callers see as
-//! [`FileRecord`]s, and every change of a row's state. Not the content's parts, hashes and
-//! signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
+//! service's file id and URL, the after-upload intent, and its claim. Enqueueing, the queries
+//! callers see as [`FileRecord`]s, every change of a row's state, and claims. Not the content's
+//! parts, hashes and signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
 
-use super::{
-    exec, path_bytes, path_from, FileIdentity, FileKey, FileRecord, FileState, Inode, Ledger,
-    NewFile, RecordedError, Result,
-};
+use super::{claimed, exec, path_bytes, path_from, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
-use rusqlite::{params, OptionalExtension, Row};
+use crate::ledger::{
+    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, Lease, NewFile, NodeInfo,
+    RecordedError, Result,
+};
+use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 
 const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
@@ -17,59 +18,75 @@ const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.sta
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
      CASE WHEN f.state = 'done' THEN f.size \
      ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c \
-           WHERE c.file_sha = f.file_sha AND c.account = f.account) END, \
-     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account";
+           WHERE c.file_sha = f.file_sha AND c.account = f.account) END AS confirmed_bytes, \
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until";
 
-/// The states of rows an upload is owed for, as SQL.
-const ACTIVE: &str = "('queued', 'hashing', 'uploading', 'finishing')";
+/// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
+/// Only rows of a watch (`vodup upload` runs its own files).
+const OWED: &str =
+    "f.origin IS NOT NULL AND (f.state IN ('queued', 'hashing', 'uploading', 'finishing') \
+     OR (f.state IN ('done', 'failed') AND f.disposed = 0))";
 
 fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
-    let state: String = row.get(5)?;
-    let code: Option<i64> = row.get(10)?;
+    let state: String = row.get("state")?;
+    let code: Option<i64> = row.get("error_code")?;
+    let inode = match (
+        row.get::<_, Option<i64>>("dev")?,
+        row.get::<_, Option<i64>>("ino")?,
+    ) {
+        (Some(dev), Some(ino)) => Some(Inode {
+            dev: dev as u64,
+            ino: ino as u64,
+        }),
+        _ => None,
+    };
     Ok(FileRecord {
-        key: row.get(0)?,
-        path: path_from(row.get(1)?),
-        size: row.get(2)?,
-        mtime_ns: row.get(3)?,
-        part_size: row.get(4)?,
+        key: row.get("id")?,
+        path: path_from(row.get("path")?),
+        size: row.get("size")?,
+        mtime_ns: row.get("mtime_ns")?,
+        part_size: row.get("part_size")?,
         state: FileState::parse(&state).unwrap_or(FileState::Failed),
-        file_sha: row.get(6)?,
-        origin: row.get::<_, Option<Vec<u8>>>(7)?.map(path_from),
-        processing: row.get(8)?,
-        attempts: row.get(9)?,
+        file_sha: row.get("file_sha")?,
+        origin: row.get::<_, Option<Vec<u8>>>("origin")?.map(path_from),
+        processing: row.get("processing")?,
+        attempts: row.get("attempts")?,
         error: code
             .map(|code| -> rusqlite::Result<RecordedError> {
                 Ok(RecordedError {
                     code,
-                    message: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
-                    code_desc: row.get::<_, Option<String>>(12)?.unwrap_or_default(),
+                    message: row
+                        .get::<_, Option<String>>("error_message")?
+                        .unwrap_or_default(),
+                    code_desc: row
+                        .get::<_, Option<String>>("error_desc")?
+                        .unwrap_or_default(),
                 })
             })
             .transpose()?,
-        file_id: row.get(13)?,
-        url: row.get(14)?,
-        instant: row.get(15)?,
-        disposed: row.get(16)?,
-        created_at: row.get(17)?,
-        updated_at: row.get(18)?,
-        finished_at: row.get(19)?,
-        confirmed_bytes: row.get(20)?,
-        disposal: row.get(21)?,
-        inode: match (
-            row.get::<_, Option<i64>>(22)?,
-            row.get::<_, Option<i64>>(23)?,
-        ) {
-            (Some(dev), Some(ino)) => Some(Inode {
-                dev: dev as u64,
-                ino: ino as u64,
-            }),
-            _ => None,
-        },
-        intent_target: row.get::<_, Option<Vec<u8>>>(24)?.map(path_from),
+        file_id: row.get("file_id")?,
+        url: row.get("url")?,
+        instant: row.get("instant")?,
+        disposed: row.get("disposed")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+        finished_at: row.get("finished_at")?,
+        confirmed_bytes: row.get("confirmed_bytes")?,
+        disposal: row
+            .get::<_, Option<String>>("disposal")?
+            .map(|d| Disposed::parse(&d)),
+        inode,
+        intent_target: row
+            .get::<_, Option<Vec<u8>>>("intent_target")?
+            .map(path_from),
         intent: row
-            .get::<_, Option<String>>(25)?
+            .get::<_, Option<String>>("intent")?
             .and_then(|i| AfterUpload::parse(&i)),
-        account: row.get::<_, Option<String>>(26)?.map(AccountName::new),
+        account: row
+            .get::<_, Option<String>>("account")?
+            .map(AccountName::new),
+        node: row.get("node")?,
+        lease_until: row.get("lease_until")?,
     })
 }
 
@@ -99,19 +116,19 @@ fn uploaded_as(
         .optional()
 }
 
-impl Ledger {
+impl Sqlite {
     /// Record a file version (idempotent on path + size + mtime) and return it as it stands. A
     /// row of this version that had become `waiting`, `superseded` or `gone` is taken again: the
     /// file settled anew at this very version (its stored hash kept only if it is the same inode).
     /// A new version drops the path's `waiting` rows. A file already uploaded under another path
     /// (moved or renamed within the drop folder after a `keep`, or a hard link) is that upload:
     /// its row is returned and nothing is recorded, so it is neither uploaded nor announced twice.
-    pub fn enqueue(&self, new: &NewFile<'_>) -> Result<FileRecord> {
+    pub fn enqueue(&self, new: &NewFile) -> Result<FileRecord> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let t = unix_now_i64();
         let FileIdentity { inode, version } = new.identity;
-        let path = path_bytes(new.path);
+        let path = path_bytes(&new.path);
         if let Some(uploaded) = uploaded_as(&tx, &new.identity, Some(path))? {
             return Ok(uploaded);
         }
@@ -138,10 +155,10 @@ impl Ledger {
             inode.ino as i64,
             new.part_size,
             new.state.as_str(),
-            new.origin.map(path_bytes),
+            new.watch.as_ref().map(|w| path_bytes(&w.path)),
             new.processing,
             t,
-            new.account.map(AccountName::as_str),
+            new.account.as_ref().map(AccountName::as_str),
         ])?;
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM files f WHERE f.path = ?1 AND f.size = ?2 AND f.mtime_ns = ?3"
@@ -177,13 +194,8 @@ impl Ledger {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.select(
             "f.id < ?1 ORDER BY f.id DESC LIMIT ?2",
-            params![before.unwrap_or(i64::MAX), limit],
+            params![before.unwrap_or(FileKey(i64::MAX)), limit],
         )
-    }
-
-    /// Files not done or failed, oldest first: what a start must resume.
-    pub fn unfinished(&self) -> Result<Vec<FileRecord>> {
-        self.select(&format!("f.state IN {ACTIVE} ORDER BY f.id"), [])
     }
 
     /// The most recent version of a path, whatever its state.
@@ -194,14 +206,6 @@ impl Ledger {
             .next())
     }
 
-    /// Done files whose after-upload action has not run yet.
-    pub fn undisposed(&self) -> Result<Vec<FileRecord>> {
-        self.select(
-            "f.state IN ('done', 'failed') AND f.disposed = 0 AND f.origin IS NOT NULL ORDER BY f.id",
-            [],
-        )
-    }
-
     fn select<P: rusqlite::Params>(&self, filter: &str, params: P) -> Result<Vec<FileRecord>> {
         let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE {filter}");
         let conn = self.conn();
@@ -210,12 +214,25 @@ impl Ledger {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn set_state(&self, key: FileKey, state: FileState) -> Result<()> {
-        exec(
-            &self.conn(),
+    pub fn set_state(&self, claim: Claim, state: FileState) -> Result<()> {
+        self.claimed_update(
+            claim,
             "UPDATE files SET state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![key, state.as_str(), unix_now_i64()],
-        )?;
+            params![claim.key, state.as_str(), unix_now_i64()],
+        )
+    }
+
+    /// One statement under `claim`.
+    fn claimed_update<P: rusqlite::Params>(
+        &self,
+        claim: Claim,
+        sql: &str,
+        params: P,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = claimed(&mut conn, claim)?;
+        exec(&tx, sql, params)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -223,14 +240,14 @@ impl Ledger {
     /// content's parts.
     pub fn finish(
         &self,
-        key: FileKey,
+        claim: Claim,
         file_id: &str,
         url: Option<&str>,
         instant: bool,
     ) -> Result<()> {
-        let t = unix_now_i64();
+        let (key, t) = (claim.key, unix_now_i64());
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = claimed(&mut conn, claim)?;
         exec(&tx,
             "UPDATE files SET state = 'done', file_id = ?2, url = ?3, instant = ?4, error_code = NULL, \
              error_message = NULL, error_desc = NULL, updated_at = ?5, finished_at = ?5 WHERE id = ?1",
@@ -258,64 +275,57 @@ impl Ledger {
         Ok(())
     }
 
-    /// Record an error without changing the state (a retry is coming).
-    pub fn note_error(&self, key: FileKey, error: &RecordedError) -> Result<()> {
-        self.write_error(key, error, None)
-    }
-
-    /// The file failed for good with `error`.
-    pub fn fail(&self, key: FileKey, error: &RecordedError) -> Result<()> {
-        self.write_error(key, error, Some(FileState::Failed))
-    }
-
-    fn write_error(&self, key: FileKey, e: &RecordedError, state: Option<FileState>) -> Result<()> {
-        exec(
-            &self.conn(),
+    /// Record an error, and the state `Failed` when the file failed for good (else a retry is
+    /// coming). A done file keeps its state.
+    pub fn write_error(
+        &self,
+        claim: Claim,
+        e: &RecordedError,
+        state: Option<FileState>,
+    ) -> Result<()> {
+        self.claimed_update(
+            claim,
             "UPDATE files SET error_code = ?2, error_message = ?3, error_desc = ?4, \
              state = COALESCE(?5, state), updated_at = ?6 WHERE id = ?1 AND state != 'done'",
             params![
-                key,
+                claim.key,
                 e.code,
                 e.message,
                 e.code_desc,
                 state.map(FileState::as_str),
                 unix_now_i64()
             ],
-        )?;
-        Ok(())
+        )
     }
 
     /// Record the account a file goes to (a row queued before accounts were recorded).
-    pub fn set_account(&self, key: FileKey, account: &AccountName) -> Result<()> {
-        exec(
-            &self.conn(),
+    pub fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
+        self.claimed_update(
+            claim,
             "UPDATE files SET account = ?2, updated_at = ?3 WHERE id = ?1",
-            params![key, account.as_str(), unix_now_i64()],
-        )?;
-        Ok(())
+            params![claim.key, account.as_str(), unix_now_i64()],
+        )
     }
 
     /// One more attempt at the file begins.
-    pub fn begin_attempt(&self, key: FileKey) -> Result<()> {
-        exec(
-            &self.conn(),
+    pub fn begin_attempt(&self, claim: Claim) -> Result<()> {
+        self.claimed_update(
+            claim,
             "UPDATE files SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-            params![key, unix_now_i64()],
-        )?;
-        Ok(())
+            params![claim.key, unix_now_i64()],
+        )
     }
 
     /// This row no longer describes a file to upload (`Superseded` or `Gone`), for `why`. Not a
     /// failure: no failed hook, no failed folder. A row already done keeps its file id and URL.
-    pub fn set_aside(&self, key: FileKey, state: FileState, why: &str) -> Result<()> {
+    pub fn set_aside(&self, claim: Claim, state: FileState, why: &str) -> Result<()> {
         debug_assert!(matches!(state, FileState::Superseded | FileState::Gone));
-        exec(
-            &self.conn(),
+        self.claimed_update(
+            claim,
             "UPDATE files SET state = ?2, error_code = 0, error_message = ?3, error_desc = NULL, \
              updated_at = ?4 WHERE id = ?1",
-            params![key, state.as_str(), why, unix_now_i64()],
-        )?;
-        Ok(())
+            params![claim.key, state.as_str(), why, unix_now_i64()],
+        )
     }
 
     /// Put this failed file back in the queue; whether it was failed. Its account is forgotten:
@@ -354,4 +364,157 @@ impl Ledger {
         }
         Ok(counts)
     }
+
+    // ---- claims: SQLite serves one host, but keeps the fleet's rules so both ledgers behave
+    // alike. Leases are judged by this host's clock. ----
+
+    /// See [`crate::ledger::Ledger::start_node`].
+    pub fn start_node(&self, node: &str) -> Result<()> {
+        let t = unix_now_i64();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        exec(
+            &tx,
+            "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
+             ON CONFLICT (name) DO UPDATE SET started_at = ?2, seen_at = ?2",
+            params![node, t],
+        )?;
+        exec(
+            &tx,
+            "UPDATE files SET lease_until = NULL WHERE node = ?1 AND lease_until IS NOT NULL",
+            [node],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Ledger::claim_next`]. SQLite serves one host, which has every watch
+    /// its rows name (a watch removed from the config still has its files finished).
+    pub fn claim_next(
+        &self,
+        lease: &Lease,
+        limit: usize,
+        _watches: &[crate::ledger::WatchRoot],
+        queued_before: Option<i64>,
+    ) -> Result<Vec<(Claim, FileRecord)>> {
+        let t = unix_now_i64();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let keys: Vec<FileKey> = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT f.id FROM files f WHERE {OWED} \
+                 AND (f.lease_until IS NULL OR f.lease_until < ?1) \
+                 AND (?2 IS NULL OR f.created_at <= ?2) ORDER BY f.id LIMIT ?3"
+            ))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![t, queued_before, limit], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut taken = Vec::with_capacity(keys.len());
+        for key in keys {
+            let epoch = take(&tx, key, lease, t)?;
+            let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
+            let record = query_one(&tx, &sql, [key], file_from_row)?;
+            taken.push((Claim { key, epoch }, record));
+        }
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    /// See [`crate::ledger::Ledger::claim`]: a claim of this node's is taken over too (a
+    /// `vodup upload` of a file its daemon holds; a rerun after a crash).
+    pub fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
+        let t = unix_now_i64();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let free: bool = query_one(
+            &tx,
+            "SELECT COUNT(*) FROM files WHERE id = ?1 \
+             AND (lease_until IS NULL OR lease_until < ?2 OR node = ?3)",
+            params![key, t, lease.node],
+            |r| r.get::<_, i64>(0),
+        )? == 1;
+        let claim = match free {
+            true => Some(Claim {
+                key,
+                epoch: take(&tx, key, lease, t)?,
+            }),
+            false => None,
+        };
+        tx.commit()?;
+        Ok(claim)
+    }
+
+    /// See [`crate::ledger::Ledger::renew`].
+    pub fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>> {
+        let t = unix_now_i64();
+        let until = t + lease_secs(lease);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        exec(
+            &tx,
+            "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
+             ON CONFLICT (name) DO UPDATE SET seen_at = ?2",
+            params![lease.node, t],
+        )?;
+        let mut held = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let renewed = exec(
+                &tx,
+                "UPDATE files SET lease_until = ?4 WHERE id = ?1 AND epoch = ?2 AND node = ?3",
+                params![claim.key, claim.epoch, lease.node, until],
+            )?;
+            if renewed == 1 {
+                held.push(*claim);
+            }
+        }
+        tx.commit()?;
+        Ok(held)
+    }
+
+    /// See [`crate::ledger::Ledger::release`].
+    pub fn release(&self, claim: Claim) -> Result<()> {
+        exec(
+            &self.conn(),
+            "UPDATE files SET lease_until = NULL WHERE id = ?1 AND epoch = ?2",
+            params![claim.key, claim.epoch],
+        )?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Ledger::nodes`].
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT n.name, n.started_at, n.seen_at, \
+             (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= ?1) AS holds \
+             FROM nodes n ORDER BY n.name",
+        )?;
+        let rows = stmt.query_map([unix_now_i64()], |r| {
+            Ok(NodeInfo {
+                name: r.get("name")?,
+                started_at: r.get("started_at")?,
+                seen_at: r.get("seen_at")?,
+                holds: r.get("holds")?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+/// A lease's length in whole seconds (at least one).
+fn lease_secs(lease: &Lease) -> i64 {
+    i64::try_from(lease.length.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
+}
+
+/// Give `key` to the lease's node at a new epoch; the epoch.
+fn take(tx: &rusqlite::Transaction<'_>, key: FileKey, lease: &Lease, t: i64) -> Result<i64> {
+    Ok(query_one(
+        tx,
+        "UPDATE files SET node = ?2, lease_until = ?3, epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",
+        params![key, lease.node, t + lease_secs(lease)],
+        |r| r.get(0),
+    )?)
 }

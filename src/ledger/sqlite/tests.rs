@@ -1,27 +1,96 @@
 use super::*;
 use crate::config::AccountName;
+use crate::config::AfterUpload;
+use crate::ledger::{
+    Disposed, FileIdentity, FileRecord, FileState, FileVersion, Inode, Lease, NewFile,
+    RecordedError, WatchRoot,
+};
 use std::sync::LazyLock;
+use std::time::Duration;
 
 /// The account the test rows go to.
 static APP: LazyLock<AccountName> = LazyLock::new(|| AccountName::new("AKIDa@vod.example"));
 const A: &str = "AKIDa@vod.example";
 
-fn ledger() -> (tempfile::TempDir, Ledger) {
+fn ledger() -> (tempfile::TempDir, Sqlite) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("state/ledger.db")).unwrap();
+    let ledger = Sqlite::open(&dir.path().join("state/ledger.db")).unwrap();
     (dir, ledger)
 }
 
-fn new_file(path: &Path) -> NewFile<'_> {
+fn new_file(path: &Path) -> NewFile {
     NewFile {
-        path,
+        path: path.to_owned(),
         identity: identity(3_000_000, 42),
         part_size: 1_048_576,
-        origin: None,
-        processing: "{}",
+        watch: None,
+        processing: "{}".into(),
         state: FileState::Queued,
-        account: Some(&APP),
+        account: Some(APP.clone()),
     }
+}
+
+/// A file of a watch, which the scheduler may claim.
+fn watched(path: &Path) -> NewFile {
+    NewFile {
+        watch: Some(WatchRoot {
+            name: "drop".into(),
+            path: PathBuf::from("/drop"),
+        }),
+        ..new_file(path)
+    }
+}
+
+fn lease(node: &str) -> Lease {
+    Lease {
+        node: node.into(),
+        length: Duration::from_secs(30),
+    }
+}
+
+/// A claim on `key` for this test's node.
+fn claim(l: &Sqlite, key: FileKey) -> Claim {
+    l.claim(key, &lease("here")).unwrap().expect("claimable")
+}
+
+/// A claim on some file, for writes about a content rather than one file.
+fn any_claim(l: &Sqlite) -> Claim {
+    let f = l.enqueue(&new_file(Path::new("/any.mp4"))).unwrap();
+    claim(l, f.key)
+}
+
+fn upload(account: &str, sha: &str) -> Upload {
+    Upload {
+        account: account.into(),
+        sha: sha.into(),
+        size: 3_000_000,
+        part_size: 1_048_576,
+    }
+}
+
+fn confirm_part(l: &Sqlite, account: &str, sha: &str, offset: u64, len: u64) {
+    let claim = any_claim(l);
+    l.confirm_parts(claim, &upload(account, sha), &[(offset, len)])
+        .unwrap();
+}
+
+fn store_signature(l: &Sqlite, account: &str, sha: &str, encoded: &str, expires_at: u64) {
+    let signature = Signature {
+        encoded: encoded.into(),
+        expires_at,
+    };
+    l.store_signature(any_claim(l), &upload(account, sha), &signature)
+        .unwrap();
+}
+
+fn signature(l: &Sqlite, account: &str, sha: &str) -> Option<(String, u64)> {
+    let found = l.signature(account, sha).unwrap();
+    found.map(|s| (s.encoded, s.expires_at))
+}
+
+fn unfinished(l: &Sqlite) -> Vec<FileRecord> {
+    let rows = l.files().unwrap().into_iter();
+    rows.filter(|r| r.state.is_active()).rev().collect()
 }
 
 fn identity(size: u64, mtime_ns: i64) -> FileIdentity {
@@ -41,7 +110,7 @@ fn enqueue_is_idempotent_per_file_version() {
     let mut changed = new_file(Path::new("/drop/a.mp4"));
     changed.identity = identity(3_000_000, 43);
     assert_ne!(l.enqueue(&changed).unwrap().key, a.key);
-    assert_eq!(l.unfinished().unwrap().len(), 2);
+    assert_eq!(unfinished(&l).len(), 2);
 }
 
 #[test]
@@ -49,24 +118,24 @@ fn confirmed_parts_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger.db");
     {
-        let l = Ledger::open(&db).unwrap();
+        let l = Sqlite::open(&db).unwrap();
         let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
         l.record_hash(
-            f.key,
+            claim(&l, f.key),
             "sha",
             1_048_576,
             &["m0".into(), "m1".into(), "m2".into()],
         )
         .unwrap();
-        l.confirm_part(A, "sha", 0, 1_048_576).unwrap();
-        l.confirm_part(A, "sha", 2_097_152, 902_848).unwrap();
+        confirm_part(&l, A, "sha", 0, 1_048_576);
+        confirm_part(&l, A, "sha", 2_097_152, 902_848);
     }
-    let l = Ledger::open(&db).unwrap();
+    let l = Sqlite::open(&db).unwrap();
     assert_eq!(
         l.confirmed(A, "sha").unwrap(),
         BTreeSet::from([0, 2_097_152])
     );
-    let f = &l.unfinished().unwrap()[0];
+    let f = &unfinished(&l)[0];
     assert_eq!(f.confirmed_bytes, 1_048_576 + 902_848);
     assert_eq!(f.file_sha.as_deref(), Some("sha"));
     assert_eq!(
@@ -79,11 +148,12 @@ fn confirmed_parts_survive_a_reopen() {
 #[test]
 fn reconcile_makes_the_service_list_the_truth() {
     let (_d, l) = ledger();
-    l.confirm_part(A, "sha", 0, 10).unwrap();
-    l.confirm_part(A, "sha", 10, 10).unwrap();
-    l.reconcile(A, "sha", &[(10, 10), (20, 5)]).unwrap();
+    confirm_part(&l, A, "sha", 0, 10);
+    confirm_part(&l, A, "sha", 10, 10);
+    l.reconcile(any_claim(&l), &upload(A, "sha"), &[(10, 10), (20, 5)])
+        .unwrap();
     assert_eq!(l.confirmed(A, "sha").unwrap(), BTreeSet::from([10, 20]));
-    l.reconcile(A, "sha", &[]).unwrap();
+    l.reconcile(any_claim(&l), &upload(A, "sha"), &[]).unwrap();
     assert!(l.confirmed(A, "sha").unwrap().is_empty());
 }
 
@@ -96,13 +166,15 @@ fn failure_keeps_code_message_and_description_until_done() {
         message: "bad".into(),
         code_desc: "offset".into(),
     };
-    l.fail(f.key, &err).unwrap();
+    l.write_error(claim(&l, f.key), &err, Some(FileState::Failed))
+        .unwrap();
     let got = l.file(f.key).unwrap().unwrap();
     assert_eq!(got.state, FileState::Failed);
     assert_eq!(got.error, Some(err));
-    assert!(l.unfinished().unwrap().is_empty());
+    assert!(unfinished(&l).is_empty());
     assert_eq!(l.requeue_failed(Some(Path::new("/a.mp4"))).unwrap(), 1);
-    l.finish(f.key, "123", Some("http://u"), false).unwrap();
+    l.finish(claim(&l, f.key), "123", Some("http://u"), false)
+        .unwrap();
     let got = l.file(f.key).unwrap().unwrap();
     assert_eq!((got.state, got.error), (FileState::Done, None));
     assert_eq!(
@@ -115,16 +187,13 @@ fn failure_keeps_code_message_and_description_until_done() {
 #[test]
 fn signatures_are_kept_per_account_and_content() {
     let (_d, l) = ledger();
-    assert_eq!(l.signature(A, "sha").unwrap(), None);
-    l.store_signature(A, "sha", 10, 524_288, "sig1", 100)
-        .unwrap();
-    l.store_signature(A, "sha", 10, 524_288, "sig2", 200)
-        .unwrap();
-    assert_eq!(l.signature(A, "sha").unwrap(), Some(("sig2".into(), 200)));
-    assert_eq!(l.signature("AKIDb@vod.example", "sha").unwrap(), None);
-    l.store_signature("AKIDb@vod.example", "sha", 10, 524_288, "sigb", 300)
-        .unwrap();
-    assert_eq!(l.signature(A, "sha").unwrap(), Some(("sig2".into(), 200)));
+    assert_eq!(signature(&l, A, "sha"), None);
+    store_signature(&l, A, "sha", "sig1", 100);
+    store_signature(&l, A, "sha", "sig2", 200);
+    assert_eq!(signature(&l, A, "sha"), Some(("sig2".into(), 200)));
+    assert_eq!(signature(&l, "AKIDb@vod.example", "sha"), None);
+    store_signature(&l, "AKIDb@vod.example", "sha", "sigb", 300);
+    assert_eq!(signature(&l, A, "sha"), Some(("sig2".into(), 200)));
 }
 
 #[test]
@@ -132,24 +201,23 @@ fn finishing_for_one_account_keeps_another_accounts_upload_of_the_same_content()
     let (_d, l) = ledger();
     let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
     let other = "AKIDb@vod.example";
-    l.record_hash(f.key, "sha", 1_048_576, &["a".into()])
+    l.record_hash(claim(&l, f.key), "sha", 1_048_576, &["a".into()])
         .unwrap();
-    l.confirm_part(A, "sha", 0, 1_048_576).unwrap();
-    l.confirm_part(other, "sha", 1_048_576, 1_048_576).unwrap();
-    l.store_signature(other, "sha", 3_000_000, 1_048_576, "sigb", 9)
-        .unwrap();
+    confirm_part(&l, A, "sha", 0, 1_048_576);
+    confirm_part(&l, other, "sha", 1_048_576, 1_048_576);
+    store_signature(&l, other, "sha", "sigb", 9);
     assert_eq!(
         l.file(f.key).unwrap().unwrap().confirmed_bytes,
         1_048_576,
         "only its own account's parts count"
     );
-    l.finish(f.key, "1", None, false).unwrap();
+    l.finish(claim(&l, f.key), "1", None, false).unwrap();
     assert!(l.confirmed(A, "sha").unwrap().is_empty());
     assert_eq!(
         l.confirmed(other, "sha").unwrap(),
         BTreeSet::from([1_048_576])
     );
-    assert_eq!(l.signature(other, "sha").unwrap(), Some(("sigb".into(), 9)));
+    assert_eq!(signature(&l, other, "sha"), Some(("sigb".into(), 9)));
 }
 
 #[test]
@@ -162,22 +230,22 @@ fn a_requeued_file_forgets_its_account() {
         message: "x".into(),
         code_desc: String::new(),
     };
-    l.fail(f.key, &error).unwrap();
+    l.write_error(claim(&l, f.key), &error, Some(FileState::Failed))
+        .unwrap();
     assert!(l.requeue(f.key).unwrap());
     assert_eq!(l.file(f.key).unwrap().unwrap().account, None);
     let b = AccountName::new("b");
-    l.set_account(f.key, &b).unwrap();
+    l.set_account(claim(&l, f.key), &b).unwrap();
     assert_eq!(l.file(f.key).unwrap().unwrap().account, Some(b));
 }
 
 #[tokio::test]
-async fn run_moves_work_off_the_runtime() {
-    let (_d, l) = ledger();
-    let f = l
-        .run(|l| l.enqueue(&new_file(Path::new("/b.mp4"))))
-        .await
-        .unwrap();
+async fn the_async_ledger_runs_sqlite_calls_off_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = crate::ledger::Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    let f = l.enqueue(new_file(Path::new("/b.mp4"))).await.unwrap();
     assert_eq!(f.path, PathBuf::from("/b.mp4"));
+    assert_eq!(l.file(f.key).await.unwrap(), Some(f));
 }
 
 #[test]
@@ -185,11 +253,11 @@ fn a_set_aside_version_is_taken_again_when_it_settles_anew() {
     let (_d, l) = ledger();
     let path = Path::new("/drop/grow.mp4");
     let old = l.enqueue(&new_file(path)).unwrap();
-    l.set_aside(old.key, FileState::Superseded, "changed")
+    l.set_aside(claim(&l, old.key), FileState::Superseded, "changed")
         .unwrap();
     let set_aside = l.file(old.key).unwrap().unwrap();
     assert_eq!(set_aside.state, FileState::Superseded);
-    assert!(set_aside.state.is_final() && l.unfinished().unwrap().is_empty());
+    assert!(set_aside.state.is_final() && unfinished(&l).is_empty());
     let again = l.enqueue(&new_file(path)).unwrap();
     assert_eq!((again.key, again.state), (old.key, FileState::Queued));
     assert_eq!(again.error, None);
@@ -207,7 +275,7 @@ fn a_waiting_empty_file_gives_way_to_its_version_with_content() {
         })
         .unwrap();
     assert_eq!(empty.state, FileState::Waiting);
-    assert!(l.unfinished().unwrap().is_empty(), "nothing to upload yet");
+    assert!(unfinished(&l).is_empty(), "nothing to upload yet");
     let full = l.enqueue(&new_file(path)).unwrap();
     assert_eq!(full.state, FileState::Queued);
     let rows = l.files().unwrap();
@@ -239,7 +307,7 @@ fn a_path_that_is_not_utf8_is_stored_and_found_exactly() {
 fn a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded() {
     let (_d, l) = ledger();
     let f = l.enqueue(&new_file(Path::new("/drop/a.mp4"))).unwrap();
-    l.finish(f.key, "id", None, false).unwrap();
+    l.finish(claim(&l, f.key), "id", None, false).unwrap();
     let hook = NewDelivery {
         event: "done",
         kind: HookKind::Command,
@@ -248,8 +316,8 @@ fn a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded() {
     };
     let recorded = l
         .intend_disposal(
-            f.key,
-            "move",
+            claim(&l, f.key),
+            AfterUpload::Move,
             Some(Path::new("/done/a.mp4")),
             std::slice::from_ref(&hook),
         )
@@ -263,9 +331,11 @@ fn a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded() {
         Some(Path::new("/done/a.mp4"))
     );
     assert!(!intended.disposed);
-    l.mark_disposed(f.key, "moved", None, None).unwrap();
+    l.mark_disposed(claim(&l, f.key), &Disposed::Moved, None, None)
+        .unwrap();
     assert_eq!(l.due_hooks(i64::MAX, 10).unwrap().len(), 1, "released");
-    l.mark_disposed(f.key, "moved", None, None).unwrap();
+    l.mark_disposed(claim(&l, f.key), &Disposed::Moved, None, None)
+        .unwrap();
     assert_eq!(l.due_hooks(i64::MAX, 10).unwrap().len(), 1, "once");
 }
 
@@ -279,11 +349,13 @@ fn requeue_takes_only_the_latest_version_of_a_path() {
         code_desc: String::new(),
     };
     let first = l.enqueue(&new_file(path)).unwrap();
-    l.fail(first.key, &err).unwrap();
+    l.write_error(claim(&l, first.key), &err, Some(FileState::Failed))
+        .unwrap();
     let mut second = new_file(path);
     second.identity = identity(3_000_000, 7);
     let second = l.enqueue(&second).unwrap();
-    l.fail(second.key, &err).unwrap();
+    l.write_error(claim(&l, second.key), &err, Some(FileState::Failed))
+        .unwrap();
     assert_eq!(l.requeue_failed(None).unwrap(), 1);
     assert_eq!(l.file(first.key).unwrap().unwrap().state, FileState::Failed);
     assert_eq!(
@@ -297,19 +369,18 @@ fn finishing_forgets_the_content_parts_hashes_and_signature() {
     let (_d, l) = ledger();
     let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
     l.record_hash(
-        f.key,
+        claim(&l, f.key),
         "sha",
         1_048_576,
         &["a".into(), "b".into(), "c".into()],
     )
     .unwrap();
-    l.confirm_part(A, "sha", 0, 1_048_576).unwrap();
-    l.store_signature(A, "sha", 3_000_000, 1_048_576, "sig", 9)
-        .unwrap();
-    l.finish(f.key, "1", None, false).unwrap();
+    confirm_part(&l, A, "sha", 0, 1_048_576);
+    store_signature(&l, A, "sha", "sig", 9);
+    l.finish(claim(&l, f.key), "1", None, false).unwrap();
     assert!(l.confirmed(A, "sha").unwrap().is_empty());
     assert_eq!(l.part_md5s("sha", 1_048_576, 3).unwrap(), None);
-    assert_eq!(l.signature(A, "sha").unwrap(), None);
+    assert_eq!(signature(&l, A, "sha"), None);
 }
 
 #[test]
@@ -318,13 +389,13 @@ fn a_revived_row_keeps_its_hash_only_for_the_same_inode() {
     let path = Path::new("/drop/again.mp4");
     let first = l.enqueue(&new_file(path)).unwrap();
     l.record_hash(
-        first.key,
+        claim(&l, first.key),
         "sha-of-old",
         1_048_576,
         &vec!["m".to_string(); 3],
     )
     .unwrap();
-    l.set_aside(first.key, FileState::Gone, "moved away")
+    l.set_aside(claim(&l, first.key), FileState::Gone, "moved away")
         .unwrap();
     let mut other_inode = new_file(path);
     other_inode.identity.inode.ino = 99;
@@ -340,7 +411,7 @@ fn a_revived_row_keeps_its_hash_only_for_the_same_inode() {
 fn a_file_already_uploaded_under_another_path_is_that_upload() {
     let (_d, l) = ledger();
     let done = l.enqueue(&new_file(Path::new("/drop/a.mp4"))).unwrap();
-    l.finish(done.key, "id-1", None, false).unwrap();
+    l.finish(claim(&l, done.key), "id-1", None, false).unwrap();
     let renamed = l
         .enqueue(&new_file(Path::new("/drop/renamed.mp4")))
         .unwrap();
@@ -360,13 +431,113 @@ fn a_failed_file_whose_disposal_is_under_way_is_not_requeued() {
         message: "x".into(),
         code_desc: String::new(),
     };
-    l.fail(f.key, &err).unwrap();
-    assert!(l.intend_disposal(f.key, "move", None, &[]).unwrap());
+    l.write_error(claim(&l, f.key), &err, Some(FileState::Failed))
+        .unwrap();
+    assert!(l
+        .intend_disposal(claim(&l, f.key), AfterUpload::Move, None, &[])
+        .unwrap());
     assert!(!l.requeue(f.key).unwrap());
     assert_eq!(l.requeue_failed(Some(path)).unwrap(), 0);
-    l.mark_disposed(f.key, "moved", None, None).unwrap();
+    l.mark_disposed(claim(&l, f.key), &Disposed::Moved, None, None)
+        .unwrap();
     assert!(
         l.requeue(f.key).unwrap(),
         "once it is disposed of, it can be retried"
+    );
+}
+
+#[test]
+fn claims_take_owed_files_oldest_first_once_each() {
+    let (_d, l) = ledger();
+    let a = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
+    let b = l.enqueue(&watched(Path::new("/drop/b.mp4"))).unwrap();
+    l.enqueue(&new_file(Path::new("/cli.mp4"))).unwrap();
+    let first = l.claim_next(&lease("n1"), 1, &[], None).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1.key, a.key, "oldest first");
+    assert_eq!(first[0].1.node.as_deref(), Some("n1"));
+    let rest = l.claim_next(&lease("n2"), 10, &[], None).unwrap();
+    let keys: Vec<FileKey> = rest.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(
+        keys,
+        [b.key],
+        "a live claim is skipped; a `vodup upload` file is not the queue's"
+    );
+    assert!(l
+        .claim_next(&lease("n3"), 10, &[], None)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_claim_taken_over_fences_every_write_of_the_old_holder() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
+    let short = Lease {
+        node: "frozen".into(),
+        length: Duration::from_secs(1),
+    };
+    let (old, _) = l.claim_next(&short, 1, &[], None).unwrap().remove(0);
+    l.set_state(old, FileState::Uploading).unwrap();
+    assert!(
+        l.claim_next(&lease("b"), 1, &[], None).unwrap().is_empty(),
+        "still live"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let (new, record) = l.claim_next(&lease("b"), 1, &[], None).unwrap().remove(0);
+    assert_eq!((new.key, record.node.as_deref()), (f.key, Some("b")));
+    assert!(new.epoch > old.epoch);
+    let fenced = |r: crate::ledger::Result<()>| matches!(r, Err(LedgerError::Fenced { key }) if key == f.key);
+    assert!(fenced(l.set_state(old, FileState::Finishing)));
+    assert!(fenced(l.finish(old, "zombie", None, false)));
+    assert!(fenced(l.confirm_parts(old, &upload(A, "sha"), &[(0, 1)])));
+    assert!(fenced(l.mark_disposed(old, &Disposed::Deleted, None, None)));
+    assert!(matches!(
+        l.intend_disposal(old, AfterUpload::Delete, None, &[]),
+        Err(LedgerError::Fenced { .. })
+    ));
+    assert_eq!(
+        l.renew(&short, &[old]).unwrap(),
+        [],
+        "the old holder learns it lost the file"
+    );
+    assert_eq!(l.renew(&lease("b"), &[new]).unwrap(), [new]);
+    let row = l.file(f.key).unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.file_id),
+        (FileState::Uploading, None),
+        "no write of the old holder landed"
+    );
+    l.finish(new, "id", None, false).unwrap();
+}
+
+#[test]
+fn a_restarted_node_releases_what_its_previous_run_held() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
+    assert_eq!(l.claim_next(&lease("n1"), 1, &[], None).unwrap().len(), 1);
+    assert!(l.claim_next(&lease("n1"), 1, &[], None).unwrap().is_empty());
+    l.start_node("n1").unwrap();
+    let again = l.claim_next(&lease("n1"), 1, &[], None).unwrap();
+    assert_eq!(again[0].0.key, f.key);
+    let nodes = l.nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!((nodes[0].name.as_str(), nodes[0].holds), ("n1", 1));
+}
+
+#[test]
+fn a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
+    let c = claim(&l, f.key);
+    l.finish(c, "id", None, false).unwrap();
+    l.release(c).unwrap();
+    let (again, record) = l.claim_next(&lease("n2"), 1, &[], None).unwrap().remove(0);
+    assert_eq!((record.state, record.disposed), (FileState::Done, false));
+    l.mark_disposed(again, &Disposed::Kept, None, None).unwrap();
+    l.release(again).unwrap();
+    assert!(
+        l.claim_next(&lease("n3"), 1, &[], None).unwrap().is_empty(),
+        "nothing owed"
     );
 }

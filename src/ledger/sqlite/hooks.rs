@@ -1,9 +1,11 @@
 //! The ledger's side of completion hooks: deliveries written with the file's disposal, the due
 //! list, and each delivery's outcome. At-least-once: a delivery leaves the due list only once
-//! [`Ledger::hook_delivered`] ran after the receiver accepted it.
+//! [`Sqlite::hook_delivered`] ran after the receiver accepted it.
 
-use super::{exec, path_bytes, query_one, FileKey, Ledger, Result};
+use super::{claimed, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
+use crate::config::AfterUpload;
+use crate::ledger::{Claim, Disposed, FileKey, Result};
 use rusqlite::{params, Row, Transaction};
 use serde::Serialize;
 use std::path::Path;
@@ -16,7 +18,7 @@ pub enum HookKind {
 }
 
 impl HookKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             HookKind::Command => "command",
             HookKind::Webhook => "webhook",
@@ -53,26 +55,26 @@ const COLUMNS: &str =
     "id, file_key, event, kind, target, payload, attempts, next_at, last_error, delivered_at";
 
 fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let kind: String = row.get(3)?;
+    let kind: String = row.get("kind")?;
     Ok(Delivery {
-        id: row.get(0)?,
-        file_key: row.get(1)?,
-        event: row.get(2)?,
+        id: row.get("id")?,
+        file_key: row.get("file_key")?,
+        event: row.get("event")?,
         kind: if kind == "command" {
             HookKind::Command
         } else {
             HookKind::Webhook
         },
-        target: row.get(4)?,
-        payload: row.get(5)?,
-        attempts: row.get(6)?,
-        next_at: row.get(7)?,
-        last_error: row.get(8)?,
-        delivered: row.get::<_, Option<i64>>(9)?.is_some(),
+        target: row.get("target")?,
+        payload: row.get("payload")?,
+        attempts: row.get("attempts")?,
+        next_at: row.get("next_at")?,
+        last_error: row.get("last_error")?,
+        delivered: row.get::<_, Option<i64>>("delivered_at")?.is_some(),
     })
 }
 
-impl Ledger {
+impl Sqlite {
     /// The after-upload action about to run on a file: `intent` (`keep`, `delete` or `move`), its
     /// target, and the hook deliveries its outcome will release, held until then. Committed with
     /// `synchronous=FULL`, so after a power cut recovery knows what was being done and can tell
@@ -80,20 +82,21 @@ impl Ledger {
     /// of, nor for one that is no longer done or failed (re-queued meanwhile).
     pub fn intend_disposal(
         &self,
-        key: FileKey,
-        intent: &str,
+        claim: Claim,
+        intent: AfterUpload,
         target: Option<&Path>,
         hooks: &[NewDelivery],
     ) -> Result<bool> {
+        let key = claim.key;
         let mut conn = self.conn();
         conn.pragma_update(None, "synchronous", "FULL")?;
         let result = (|| {
-            let tx = conn.transaction()?;
+            let tx = claimed(&mut conn, claim)?;
             let changed = exec(
                 &tx,
                 "UPDATE files SET intent = ?2, intent_target = ?3, updated_at = ?4 \
                  WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
-                params![key, intent, target.map(path_bytes), unix_now_i64()],
+                params![key, intent.as_str(), target.map(path_bytes), unix_now_i64()],
             )?;
             if changed == 1 {
                 exec(
@@ -103,10 +106,11 @@ impl Ledger {
                 )?;
                 insert_deliveries(&tx, key, hooks, true)?;
             }
-            tx.commit().map(|()| changed == 1)
+            tx.commit()?;
+            Ok(changed == 1)
         })();
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(result?)
+        result
     }
 
     /// The after-upload action ran and did `disposal`, moving the file to `moved_to` (where it
@@ -115,20 +119,20 @@ impl Ledger {
     /// One transaction, so a crash can neither lose the hooks nor run the action twice.
     pub fn mark_disposed(
         &self,
-        key: FileKey,
-        disposal: &str,
+        claim: Claim,
+        disposed: &Disposed,
         moved_to: Option<&Path>,
         hooks: Option<&[NewDelivery]>,
     ) -> Result<()> {
-        let t = unix_now_i64();
+        let (key, t) = (claim.key, unix_now_i64());
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = claimed(&mut conn, claim)?;
         let changed = exec(
             &tx,
             "UPDATE files SET disposed = 1, disposal = ?3, \
              intent_target = COALESCE(?4, intent_target), updated_at = ?2 \
              WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
-            params![key, t, disposal, moved_to.map(path_bytes)],
+            params![key, t, disposed.as_text(), moved_to.map(path_bytes)],
         )?;
         if changed == 1 {
             match hooks {
@@ -162,11 +166,6 @@ impl Ledger {
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![at, limit as i64], delivery)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Every delivery not yet delivered (for `vodup status`).
-    pub fn undelivered_hooks(&self) -> Result<Vec<Delivery>> {
-        self.due_hooks(i64::MAX, 10_000)
     }
 
     pub fn pending_hooks(&self) -> Result<u64> {

@@ -5,11 +5,12 @@ use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior};
 
 /// Every migration, in order. Append only.
 const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_initial.sql"),
-    include_str!("../../migrations/0002_hooks.sql"),
-    include_str!("../../migrations/0003_disposal.sql"),
-    include_str!("../../migrations/0004_identity.sql"),
-    include_str!("../../migrations/0005_account.sql"),
+    include_str!("../../../migrations/0001_initial.sql"),
+    include_str!("../../../migrations/0002_hooks.sql"),
+    include_str!("../../../migrations/0003_disposal.sql"),
+    include_str!("../../../migrations/0004_identity.sql"),
+    include_str!("../../../migrations/0005_account.sql"),
+    include_str!("../../../migrations/0006_claims.sql"),
 ];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup

@@ -1,0 +1,273 @@
+//! The SQLite ledger: one host, embedded, the default. Its methods are blocking; async callers
+//! reach them through [`super::Ledger`], which runs each call on the blocking pool. Each method is
+//! one transaction.
+//!
+//! This file opens the ledger, checks claims, and owns each content's part hashes, signature and
+//! confirmed parts; the `files` table (file versions, their states and claims) is `files.rs`, hook
+//! deliveries `hooks.rs`, the schema `migrate.rs`.
+
+mod files;
+mod hooks;
+mod migrate;
+
+pub use hooks::{Delivery, HookKind, NewDelivery};
+
+use super::{Claim, FileKey, LedgerError, Result, Upload};
+use crate::clock::unix_now_i64;
+use crate::protocol::Signature;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A handle on the SQLite ledger; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl rusqlite::ToSql for FileKey {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for FileKey {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(FileKey)
+    }
+}
+
+/// Begin a write under `claim`: an immediate transaction (SQLite has one writer, so nothing can
+/// take the file over until it ends) in which the file still carries the claim's epoch. Refused
+/// with [`LedgerError::Fenced`] otherwise.
+fn claimed(conn: &mut Connection, claim: Claim) -> Result<Transaction<'_>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let epoch: Option<i64> = query_one(
+        &tx,
+        "SELECT epoch FROM files WHERE id = ?1",
+        [claim.key],
+        |r| r.get(0),
+    )
+    .optional()?;
+    if epoch != Some(claim.epoch) {
+        return Err(LedgerError::Fenced { key: claim.key });
+    }
+    Ok(tx)
+}
+
+/// A path as the ledger stores it: the bytes of the name, lossless (UTF-8 or not).
+fn path_bytes(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt as _;
+    path.as_os_str().as_bytes()
+}
+
+/// `execute` through the connection's statement cache: each statement is parsed once.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the connection's statement cache.
+fn query_one<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, row)
+}
+
+fn path_from(bytes: Vec<u8>) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+impl Sqlite {
+    /// Open (creating if needed) and migrate. WAL, `synchronous=NORMAL`, foreign keys, a busy
+    /// timeout so a `vodup status` beside the daemon waits instead of failing.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let open_err = |source| LedgerError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        // Every statement the ledger runs stays parsed (there are a few dozen).
+        conn.set_prepared_statement_cache_capacity(128);
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        migrate::migrate(&mut conn)
+            .map_err(open_err)?
+            .map_err(|message| LedgerError::Schema {
+                path: path.to_owned(),
+                message,
+            })?;
+        Ok(Sqlite {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
+    pub fn record_hash(
+        &self,
+        claim: Claim,
+        sha: &str,
+        part_size: u64,
+        md5s: &[String],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = claimed(&mut conn, claim)?;
+        exec(
+            &tx,
+            "UPDATE files SET file_sha = ?2, part_size = ?3, updated_at = ?4 WHERE id = ?1",
+            params![claim.key, sha, part_size, unix_now_i64()],
+        )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO part_hashes (file_sha, part_size, offset, md5) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, md5) in md5s.iter().enumerate() {
+                insert.execute(params![sha, part_size, i as u64 * part_size, md5])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored part MD5s of a content at a part size, in offset order, if a pass stored them.
+    pub fn part_md5s(
+        &self,
+        sha: &str,
+        part_size: u64,
+        parts: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT md5 FROM part_hashes WHERE file_sha = ?1 AND part_size = ?2 ORDER BY offset",
+        )?;
+        let md5s: Vec<String> = stmt
+            .query_map(params![sha, part_size], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((md5s.len() == parts).then_some(md5s))
+    }
+
+    /// The signature of a content's upload to an account, if one was stored.
+    pub fn signature(&self, account: &str, sha: &str) -> Result<Option<Signature>> {
+        Ok(query_one(
+            &self.conn(),
+            "SELECT signature, signature_expires FROM uploads WHERE account = ?1 AND file_sha = ?2 \
+             AND signature IS NOT NULL",
+            [account, sha],
+            |r| {
+                Ok(Signature {
+                    encoded: r.get("signature")?,
+                    expires_at: r.get("signature_expires")?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    pub fn store_signature(
+        &self,
+        claim: Claim,
+        upload: &Upload,
+        signature: &Signature,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = claimed(&mut conn, claim)?;
+        exec(
+            &tx,
+            "INSERT INTO uploads (account, file_sha, size, part_size, signature, signature_expires) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (account, file_sha) DO UPDATE SET signature = ?5, signature_expires = ?6",
+            params![
+                upload.account,
+                upload.sha,
+                upload.size,
+                upload.part_size,
+                signature.encoded,
+                signature.expires_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Offsets the account's service confirmed for a content.
+    pub fn confirmed(&self, account: &str, sha: &str) -> Result<BTreeSet<u64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT offset FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2",
+        )?;
+        let offsets = stmt
+            .query_map([account, sha], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(offsets)
+    }
+
+    /// Bytes of a content confirmed at or after `since` (Unix seconds): the recent upload speed.
+    pub fn confirmed_since(&self, account: &str, sha: &str, since: i64) -> Result<u64> {
+        Ok(query_one(
+            &self.conn(),
+            "SELECT COALESCE(SUM(len), 0) FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2 \
+             AND confirmed_at >= ?3",
+            params![account, sha, since],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Record parts the account's service answered code 0 for. Call it only then.
+    pub fn confirm_parts(&self, claim: Claim, upload: &Upload, parts: &[(u64, u64)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = claimed(&mut conn, claim)?;
+        insert_confirmed(&tx, upload, parts)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Make the confirmed parts of a content exactly the ones the service listed: the service is
+    /// the truth. Parts it lacks are forgotten (and will be re-sent); parts it holds are recorded.
+    pub fn reconcile(&self, claim: Claim, upload: &Upload, held: &[(u64, u64)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = claimed(&mut conn, claim)?;
+        exec(
+            &tx,
+            "DELETE FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2",
+            [&upload.account, &upload.sha],
+        )?;
+        insert_confirmed(&tx, upload, held)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn insert_confirmed(tx: &Transaction<'_>, upload: &Upload, parts: &[(u64, u64)]) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO confirmed_parts (account, file_sha, offset, len, confirmed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let t = unix_now_i64();
+    for (offset, len) in parts {
+        insert.execute(params![upload.account, upload.sha, offset, len, t])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
