@@ -8,6 +8,7 @@ mod completions;
 mod crash;
 mod daemon;
 mod emulator;
+mod fleet;
 mod helpers;
 mod intake;
 mod operations;

@@ -1,10 +1,12 @@
 //! Shared fixtures: an emulator on `127.0.0.1:0` in a temporary directory ([`start_emulator`]),
 //! signatures for it, deterministic test bytes, and [`wait_until`]; [`env`] adds vodup's side
-//! (folders, configs, the ledger) around one emulator.
+//! (folders, configs, the ledger) around one emulator; [`postgres`] a throwaway PostgreSQL for the
+//! fleet tests.
 
 #![allow(dead_code)]
 
 pub mod env;
+pub mod postgres;
 pub mod raw;
 
 use std::future::Future;
