@@ -1,17 +1,19 @@
 //! The configuration file: the top-level keys as serde structs, every default in one place,
 //! `Config::load` (read, parse, resolve the secret, validate) and errors that name the bad key and
 //! line. The `[[watch]]` table is `watch.rs`; the secret key's ways in and keeping it unquoted are
-//! `secrets.rs`; accounts (the top-level one and a watch's own) `account.rs`; the error type is `error.rs`, the tests `tests.rs`. Values with a domain of their own are parsed into that domain's types as the file
+//! `secrets.rs`; the ledger's location and PostgreSQL password `ledger.rs`; accounts (the top-level one and a watch's own) `account.rs`; the error type is `error.rs`, the tests `tests.rs`. Values with a domain of their own are parsed into that domain's types as the file
 //! is read (rates and time-of-day windows: [`crate::ratelimit`]; retry and timeouts:
 //! [`crate::protocol`]); nothing here is re-parsed later.
 
 mod account;
 mod error;
+mod ledger;
 mod secrets;
 mod watch;
 
 pub use account::{Account, AccountName};
 pub use error::ConfigError;
+pub use ledger::{LedgerLocation, LedgerPassword, PostgresUrl};
 pub use secrets::{secret_from_env, take_secrets_from_env, LEDGER_PASSWORD_ENV, SECRET_KEY_ENV};
 pub use watch::{AfterUpload, Hook, Watch};
 

@@ -4,8 +4,9 @@
 //! and the hook deliveries, and which node holds each file.
 //!
 //! Two backends: SQLite ([`Sqlite`], embedded, one host; its blocking calls run on the blocking
-//! pool) and PostgreSQL (`postgres`, a fleet of hosts on one shared folder). [`Ledger`] is the
-//! one handle callers hold; it picks the backend from the config's `ledger` value.
+//! pool) and PostgreSQL ([`Postgres`], a fleet of hosts on one shared folder; async, a pool of
+//! connections). [`Ledger`] is the one handle callers hold; every method of the facade
+//! dispatches to both, with the same contract.
 //!
 //! Invariants every backend keeps:
 //! - An offset is written to the confirmed parts only after the service confirmed that part
@@ -15,9 +16,11 @@
 //!   claim and is refused ([`LedgerError::Fenced`]) once the epoch moved on, so a node frozen past
 //!   its lease never records, moves or deletes a file another node took over.
 
+mod postgres;
 mod record;
 mod sqlite;
 
+pub use postgres::{Postgres, SchemaState};
 pub use record::{
     Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion, Inode, NewFile,
     NodeInfo, RecordedError, WatchRoot,
@@ -46,6 +49,36 @@ pub enum LedgerError {
     /// A write under a claim that another node has taken over since (its lease had lapsed).
     #[error("file {key}: another node took it over (its claim lapsed); this node stops it")]
     Fenced { key: FileKey },
+    /// The PostgreSQL URL (shown without its password) does not parse.
+    #[error("ledger {url}: not a PostgreSQL URL: {source}")]
+    PostgresUrl {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    /// No connection to the PostgreSQL ledger could be had when it was opened.
+    #[error("cannot connect to the ledger {url}: {source}")]
+    Unreachable {
+        url: String,
+        source: deadpool_postgres::PoolError,
+    },
+    #[error("ledger {url}: {message}")]
+    PostgresSchema { url: String, message: String },
+    #[error("ledger: the PostgreSQL connection pool: {0}")]
+    PostgresPool(String),
+    /// A statement failed, or the connection under it (PostgreSQL restarting, say): the caller
+    /// retries.
+    #[error("ledger: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection from the pool (the server is down, or every connection busy too long).
+    #[error("ledger: no PostgreSQL connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A watch's file whose path is not in the watch's folder (a caller's mistake).
+    #[error("file {}: not in the folder of watch {watch}", crate::shown::shown(.path))]
+    OutsideWatch { path: PathBuf, watch: String },
+    /// The row of a file being recorded was removed meanwhile (another node recorded a newer
+    /// version of the path); recording it again settles it.
+    #[error("file {}: its row changed while it was recorded; try again", crate::shown::shown(.path))]
+    Vanished { path: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, LedgerError>;
@@ -78,6 +111,7 @@ pub struct Ledger {
 #[derive(Debug, Clone)]
 enum Store {
     Sqlite(Sqlite),
+    Postgres(Postgres),
 }
 
 /// Run one call of the SQLite backend on the blocking pool.
@@ -90,6 +124,16 @@ macro_rules! sqlite {
     }};
 }
 
+/// One call of either backend: SQLite's on the blocking pool, PostgreSQL's awaited.
+macro_rules! dispatch {
+    ($ledger:expr, |$s:ident| $sqlite:expr, |$p:ident| $postgres:expr) => {
+        match &$ledger.store {
+            Store::Sqlite(s) => sqlite!(s, |$s| $sqlite),
+            Store::Postgres($p) => $postgres.await,
+        }
+    };
+}
+
 impl Ledger {
     /// Open (creating if needed) and migrate the SQLite ledger at `path`.
     pub fn open(path: &Path) -> Result<Ledger> {
@@ -100,44 +144,48 @@ impl Ledger {
     pub fn sqlite(&self) -> Option<&Sqlite> {
         match &self.store {
             Store::Sqlite(s) => Some(s),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// This host's watch folders (name, canonical path), replacing the ones known before: the
+    /// PostgreSQL ledger keys a watch's files on its name and their path in its folder, and
+    /// shows them under this host's folder. Call it at start and after a reload. SQLite stores
+    /// whole paths and needs none.
+    pub fn know_watches(&self, roots: &[WatchRoot]) {
+        match &self.store {
+            Store::Sqlite(_) => {}
+            Store::Postgres(p) => p.know_watches(roots),
         }
     }
 
     // ---- reads ----
 
     pub async fn file(&self, key: FileKey) -> Result<Option<FileRecord>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.file(key)),
-        }
+        dispatch!(self, |s| s.file(key), |p| p.file(key))
     }
 
     /// Every file, newest first.
     pub async fn files(&self) -> Result<Vec<FileRecord>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.files()),
-        }
+        dispatch!(self, |s| s.files(), |p| p.files())
     }
 
     /// A page of files, newest first: at most `limit` of those with a key below `before`.
     pub async fn recent(&self, limit: usize, before: Option<FileKey>) -> Result<Vec<FileRecord>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.recent(limit, before)),
-        }
+        dispatch!(self, |s| s.recent(limit, before), |p| p
+            .recent(limit, before))
     }
 
     /// The most recent version of a path, whatever its state.
     pub async fn latest_for_path(&self, path: &Path) -> Result<Option<FileRecord>> {
-        let path = path.to_owned();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.latest_for_path(&path)),
-        }
+        let owned = path.to_owned();
+        dispatch!(self, |s| s.latest_for_path(&owned), |p| p
+            .latest_for_path(path))
     }
 
     /// The done row of this very file (inode and version), under any path.
     pub async fn uploaded(&self, identity: FileIdentity) -> Result<Option<FileRecord>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.uploaded(&identity)),
-        }
+        dispatch!(self, |s| s.uploaded(&identity), |p| p.uploaded(&identity))
     }
 
     /// The stored part MD5s of a content at a part size, in offset order, if a pass stored them.
@@ -147,48 +195,38 @@ impl Ledger {
         part_size: u64,
         parts: usize,
     ) -> Result<Option<Vec<String>>> {
-        let sha = sha.to_owned();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.part_md5s(&sha, part_size, parts)),
-        }
+        let owned = sha.to_owned();
+        dispatch!(self, |s| s.part_md5s(&owned, part_size, parts), |p| p
+            .part_md5s(sha, part_size, parts))
     }
 
     /// The signature of a content's upload to an account, if one was stored.
     pub async fn signature(&self, account: &str, sha: &str) -> Result<Option<Signature>> {
-        let (account, sha) = (account.to_owned(), sha.to_owned());
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.signature(&account, &sha)),
-        }
+        let (a, h) = (account.to_owned(), sha.to_owned());
+        dispatch!(self, |s| s.signature(&a, &h), |p| p.signature(account, sha))
     }
 
     /// Offsets the account's service confirmed for a content.
     pub async fn confirmed(&self, account: &str, sha: &str) -> Result<BTreeSet<u64>> {
-        let (account, sha) = (account.to_owned(), sha.to_owned());
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.confirmed(&account, &sha)),
-        }
+        let (a, h) = (account.to_owned(), sha.to_owned());
+        dispatch!(self, |s| s.confirmed(&a, &h), |p| p.confirmed(account, sha))
     }
 
     /// Bytes of a content confirmed at or after `since` (Unix seconds): the recent upload speed.
     pub async fn confirmed_since(&self, account: &str, sha: &str, since: i64) -> Result<u64> {
-        let (account, sha) = (account.to_owned(), sha.to_owned());
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.confirmed_since(&account, &sha, since)),
-        }
+        let (a, h) = (account.to_owned(), sha.to_owned());
+        dispatch!(self, |s| s.confirmed_since(&a, &h, since), |p| p
+            .confirmed_since(account, sha, since))
     }
 
     /// How many files are in each state.
     pub async fn count_by_state(&self) -> Result<Vec<(FileState, u64)>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.count_by_state()),
-        }
+        dispatch!(self, |s| s.count_by_state(), |p| p.count_by_state())
     }
 
     /// Deliveries due at `at` (Unix seconds), oldest first.
     pub async fn due_hooks(&self, at: i64, limit: usize) -> Result<Vec<Delivery>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.due_hooks(at, limit)),
-        }
+        dispatch!(self, |s| s.due_hooks(at, limit), |p| p.due_hooks(at, limit))
     }
 
     /// Every delivery not yet delivered.
@@ -197,23 +235,17 @@ impl Ledger {
     }
 
     pub async fn pending_hooks(&self) -> Result<u64> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.pending_hooks()),
-        }
+        dispatch!(self, |s| s.pending_hooks(), |p| p.pending_hooks())
     }
 
     /// The earliest `next_at` of an undelivered delivery.
     pub async fn next_hook_at(&self) -> Result<Option<i64>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.next_hook_at()),
-        }
+        dispatch!(self, |s| s.next_hook_at(), |p| p.next_hook_at())
     }
 
     /// The nodes that ever took a file, with their last renewal and how many files each holds.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.nodes()),
-        }
+        dispatch!(self, |s| s.nodes(), |p| p.nodes())
     }
 
     // ---- writes that need no claim ----
@@ -223,35 +255,30 @@ impl Ledger {
     pub async fn enqueue(&self, new: NewFile) -> Result<FileRecord> {
         match &self.store {
             Store::Sqlite(s) => sqlite!(s, |s| s.enqueue(&new)),
+            Store::Postgres(p) => p.enqueue(&new).await,
         }
     }
 
     /// Put this failed file back in the queue; whether it was failed.
     pub async fn requeue(&self, key: FileKey) -> Result<bool> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.requeue(key)),
-        }
+        dispatch!(self, |s| s.requeue(key), |p| p.requeue(key))
     }
 
     /// Put failed files back in the queue (all, or the one at `path`). Returns how many.
     pub async fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
-        let path = path.map(Path::to_owned);
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.requeue_failed(path.as_deref())),
-        }
+        let owned = path.map(Path::to_owned);
+        dispatch!(self, |s| s.requeue_failed(owned.as_deref()), |p| p
+            .requeue_failed(path))
     }
 
     pub async fn hook_delivered(&self, id: i64) -> Result<()> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.hook_delivered(id)),
-        }
+        dispatch!(self, |s| s.hook_delivered(id), |p| p.hook_delivered(id))
     }
 
     pub async fn hook_failed(&self, id: i64, error: &str, next_at: i64) -> Result<()> {
-        let error = error.to_owned();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.hook_failed(id, &error, next_at)),
-        }
+        let owned = error.to_owned();
+        dispatch!(self, |s| s.hook_failed(id, &owned, next_at), |p| p
+            .hook_failed(id, error, next_at))
     }
 
     // ---- claims ----
@@ -260,63 +287,60 @@ impl Ledger {
     /// left are released, since nothing of it runs any more.
     pub async fn start_node(&self, lease: &Lease) -> Result<()> {
         let node = lease.node.clone();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.start_node(&node)),
-        }
+        dispatch!(self, |s| s.start_node(&node), |p| p.start_node(&lease.node))
     }
 
     /// Take up to `wanted.limit` files that are owed work (an upload, or the after-upload action
     /// of a file that ended) and that no live claim holds, oldest first: each gets this node, a
-    /// lease and a new epoch, in one statement that skips rows another node is taking.
+    /// lease and a new epoch, in one statement that skips rows another node is taking. Only files
+    /// of `wanted.watches` (PostgreSQL; SQLite serves one host, which has every watch its rows
+    /// name).
     pub async fn claim_next(
         &self,
         lease: &Lease,
         wanted: Wanted<'_>,
     ) -> Result<Vec<(Claim, FileRecord)>> {
-        let (lease, watches) = (lease.clone(), wanted.watches.to_vec());
-        let (limit, before) = (wanted.limit, wanted.queued_before);
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.claim_next(&lease, limit, &watches, before)),
-        }
+        let Wanted {
+            limit,
+            watches,
+            queued_before,
+        } = wanted;
+        let (owned, roots) = (lease.clone(), watches.to_vec());
+        dispatch!(
+            self,
+            |s| s.claim_next(&owned, limit, &roots, queued_before),
+            |p| p.claim_next(lease, limit, watches, queued_before)
+        )
     }
 
     /// Take the file `key` (`vodup upload`), unless a live claim of another node holds it.
     pub async fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
-        let lease = lease.clone();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.claim(key, &lease)),
-        }
+        let owned = lease.clone();
+        dispatch!(self, |s| s.claim(key, &owned), |p| p.claim(key, lease))
     }
 
     /// Extend this node's leases on `claims`, and note the node as alive. Returns the claims it
     /// still holds: one missing was taken over by another node.
     pub async fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>> {
-        let (lease, claims) = (lease.clone(), claims.to_vec());
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.renew(&lease, &claims)),
-        }
+        let (owned, held) = (lease.clone(), claims.to_vec());
+        dispatch!(self, |s| s.renew(&owned, &held), |p| p.renew(lease, claims))
     }
 
     /// Let go of a file: its lease ends now (the node stays recorded as the last to hold it).
     pub async fn release(&self, claim: Claim) -> Result<()> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.release(claim)),
-        }
+        dispatch!(self, |s| s.release(claim), |p| p.release(claim))
     }
 
     // ---- writes under a claim (refused once fenced) ----
 
     pub async fn set_state(&self, claim: Claim, state: FileState) -> Result<()> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.set_state(claim, state)),
-        }
+        dispatch!(self, |s| s.set_state(claim, state), |p| p
+            .set_state(claim, state))
     }
 
     /// One more attempt at the file begins.
     pub async fn begin_attempt(&self, claim: Claim) -> Result<()> {
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.begin_attempt(claim)),
-        }
+        dispatch!(self, |s| s.begin_attempt(claim), |p| p.begin_attempt(claim))
     }
 
     /// Record the account a file goes to (a row queued before accounts were recorded).
@@ -325,10 +349,9 @@ impl Ledger {
         claim: Claim,
         account: &crate::config::AccountName,
     ) -> Result<()> {
-        let account = account.clone();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.set_account(claim, &account)),
-        }
+        let owned = account.clone();
+        dispatch!(self, |s| s.set_account(claim, &owned), |p| p
+            .set_account(claim, account))
     }
 
     /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
@@ -339,9 +362,10 @@ impl Ledger {
         part_size: u64,
         md5s: Vec<String>,
     ) -> Result<()> {
-        let sha = sha.to_owned();
+        let owned = sha.to_owned();
         match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.record_hash(claim, &sha, part_size, &md5s)),
+            Store::Sqlite(s) => sqlite!(s, |s| s.record_hash(claim, &owned, part_size, &md5s)),
+            Store::Postgres(p) => p.record_hash(claim, sha, part_size, &md5s).await,
         }
     }
 
@@ -351,10 +375,9 @@ impl Ledger {
         upload: &Upload,
         signature: &Signature,
     ) -> Result<()> {
-        let (upload, signature) = (upload.clone(), signature.clone());
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.store_signature(claim, &upload, &signature)),
-        }
+        let (u, sig) = (upload.clone(), signature.clone());
+        dispatch!(self, |s| s.store_signature(claim, &u, &sig), |p| p
+            .store_signature(claim, upload, signature))
     }
 
     /// Record parts the account's service answered code 0 for, as (offset, length). Call it
@@ -365,9 +388,10 @@ impl Ledger {
         upload: &Upload,
         parts: Vec<(u64, u64)>,
     ) -> Result<()> {
-        let upload = upload.clone();
+        let u = upload.clone();
         match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.confirm_parts(claim, &upload, &parts)),
+            Store::Sqlite(s) => sqlite!(s, |s| s.confirm_parts(claim, &u, &parts)),
+            Store::Postgres(p) => p.confirm_parts(claim, upload, &parts).await,
         }
     }
 
@@ -378,9 +402,10 @@ impl Ledger {
         upload: &Upload,
         held: Vec<(u64, u64)>,
     ) -> Result<()> {
-        let upload = upload.clone();
+        let u = upload.clone();
         match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.reconcile(claim, &upload, &held)),
+            Store::Sqlite(s) => sqlite!(s, |s| s.reconcile(claim, &u, &held)),
+            Store::Postgres(p) => p.reconcile(claim, upload, &held).await,
         }
     }
 
@@ -392,38 +417,30 @@ impl Ledger {
         url: Option<&str>,
         instant: bool,
     ) -> Result<()> {
-        let (file_id, url) = (file_id.to_owned(), url.map(str::to_owned));
-        match &self.store {
-            Store::Sqlite(s) => {
-                sqlite!(s, |s| s.finish(claim, &file_id, url.as_deref(), instant))
-            }
-        }
+        let (id, u) = (file_id.to_owned(), url.map(str::to_owned));
+        dispatch!(self, |s| s.finish(claim, &id, u.as_deref(), instant), |p| p
+            .finish(claim, file_id, url, instant))
     }
 
     /// Record an error without changing the state (a retry is coming).
     pub async fn note_error(&self, claim: Claim, error: &RecordedError) -> Result<()> {
-        let error = error.clone();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.write_error(claim, &error, None)),
-        }
+        let owned = error.clone();
+        dispatch!(self, |s| s.write_error(claim, &owned, None), |p| p
+            .write_error(claim, error, None))
     }
 
     /// The file failed for good with `error`.
     pub async fn fail(&self, claim: Claim, error: &RecordedError) -> Result<()> {
-        let error = error.clone();
-        match &self.store {
-            Store::Sqlite(s) => {
-                sqlite!(s, |s| s.write_error(claim, &error, Some(FileState::Failed)))
-            }
-        }
+        let (owned, failed) = (error.clone(), Some(FileState::Failed));
+        dispatch!(self, |s| s.write_error(claim, &owned, failed), |p| p
+            .write_error(claim, error, failed))
     }
 
     /// This row no longer describes a file to upload (`Superseded` or `Gone`), for `why`.
     pub async fn set_aside(&self, claim: Claim, state: FileState, why: &str) -> Result<()> {
-        let why = why.to_owned();
-        match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.set_aside(claim, state, &why)),
-        }
+        let owned = why.to_owned();
+        dispatch!(self, |s| s.set_aside(claim, state, &owned), |p| p
+            .set_aside(claim, state, why))
     }
 
     /// The after-upload action about to run, and the hook deliveries its outcome will release,
@@ -436,16 +453,17 @@ impl Ledger {
         target: Option<&Path>,
         hooks: Vec<NewDelivery>,
     ) -> Result<bool> {
-        let target = target.map(Path::to_owned);
+        let owned = target.map(Path::to_owned);
         match &self.store {
             Store::Sqlite(s) => {
                 sqlite!(s, |s| s.intend_disposal(
                     claim,
                     intent,
-                    target.as_deref(),
+                    owned.as_deref(),
                     &hooks
                 ))
             }
+            Store::Postgres(p) => p.intend_disposal(claim, intent, target, &hooks).await,
         }
     }
 
@@ -458,14 +476,18 @@ impl Ledger {
         moved_to: Option<&Path>,
         hooks: Option<Vec<NewDelivery>>,
     ) -> Result<()> {
-        let moved_to = moved_to.map(Path::to_owned);
+        let owned = moved_to.map(Path::to_owned);
         match &self.store {
             Store::Sqlite(s) => sqlite!(s, |s| s.mark_disposed(
                 claim,
                 &disposed,
-                moved_to.as_deref(),
+                owned.as_deref(),
                 hooks.as_deref()
             )),
+            Store::Postgres(p) => {
+                p.mark_disposed(claim, &disposed, moved_to, hooks.as_deref())
+                    .await
+            }
         }
     }
 }
@@ -474,6 +496,14 @@ impl From<Sqlite> for Ledger {
     fn from(s: Sqlite) -> Ledger {
         Ledger {
             store: Store::Sqlite(s),
+        }
+    }
+}
+
+impl From<Postgres> for Ledger {
+    fn from(p: Postgres) -> Ledger {
+        Ledger {
+            store: Store::Postgres(p),
         }
     }
 }

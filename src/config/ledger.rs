@@ -1,0 +1,184 @@
+//! The `ledger` key: where the ledger is, a SQLite file (one host) or a PostgreSQL server (a
+//! fleet of hosts), and the PostgreSQL password's ways in: in the URL, else
+//! `VODUP_LEDGER_PASSWORD` (taken out of the environment at start-up like the secret key), else
+//! `ledger_password_file`. The password never prints: [`LedgerLocation`] shows the URL without it,
+//! and errors about these keys never quote a value. Connecting is the ledger's business
+//! ([`crate::ledger::Ledger::connect`]), not this module's.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the ledger is: `ledger = "/var/lib/vodup/ledger.db"` or
+/// `ledger = "postgres://vodup@db.example:5432/vodup"` (also `postgresql://`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum LedgerLocation {
+    /// The SQLite file at this path.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database at this URL.
+    Postgres(PostgresUrl),
+}
+
+/// A PostgreSQL URL, held without its password, and the password from wherever it came.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresUrl {
+    /// The URL as written, less the password: what is shown and connected to.
+    shown: String,
+    password: Option<LedgerPassword>,
+}
+
+/// The PostgreSQL password; its `Debug` is redacted and it has no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LedgerPassword(Vec<u8>);
+
+impl LedgerPassword {
+    /// The bytes to hand to the server, and nowhere else.
+    pub fn reveal(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LedgerPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LedgerPassword(<redacted>)")
+    }
+}
+
+const SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
+
+impl LedgerLocation {
+    /// A path, or a URL of one of the PostgreSQL schemes. The error never quotes `text`.
+    pub fn parse(text: &str) -> Result<LedgerLocation, String> {
+        if SCHEMES.iter().any(|s| text.starts_with(s)) {
+            PostgresUrl::parse(text).map(LedgerLocation::Postgres)
+        } else if text.is_empty() {
+            Err("must be a path or a postgres:// URL".into())
+        } else {
+            Ok(LedgerLocation::Sqlite(PathBuf::from(text)))
+        }
+    }
+
+    /// The SQLite file, if the ledger is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            LedgerLocation::Sqlite(path) => Some(path),
+            LedgerLocation::Postgres(_) => None,
+        }
+    }
+}
+
+impl PostgresUrl {
+    /// Parse a `postgres://` URL (as libpq and tokio-postgres read it: a password in it is the
+    /// part of `user:password@` before the first `@`, percent-encoded), keeping the password
+    /// apart. The error names what is wrong without quoting the URL.
+    pub fn parse(text: &str) -> Result<PostgresUrl, String> {
+        let parsed: tokio_postgres::Config = text
+            .parse()
+            .map_err(|e| format!("is not a PostgreSQL URL ({e}); its value is not shown"))?;
+        Ok(PostgresUrl {
+            shown: without_password(text),
+            password: parsed.get_password().map(|p| LedgerPassword(p.to_vec())),
+        })
+    }
+
+    /// The URL without its password (the password goes to the server separately).
+    pub fn as_str(&self) -> &str {
+        &self.shown
+    }
+
+    pub fn password(&self) -> Option<&LedgerPassword> {
+        self.password.as_ref()
+    }
+}
+
+/// `scheme://user:password@rest` as `scheme://user@rest`: the credentials are what comes before
+/// the first `@`, as tokio-postgres reads them.
+fn without_password(text: &str) -> String {
+    let Some(scheme) = SCHEMES.iter().find(|s| text.starts_with(*s)) else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme.len()..];
+    let Some(at) = rest.find('@') else {
+        return text.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}{user}{}", &rest[at..]),
+        None => text.to_owned(),
+    }
+}
+
+impl fmt::Display for LedgerLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerLocation::Sqlite(path) => write!(f, "{}", crate::shown::shown(path)),
+            LedgerLocation::Postgres(url) => f.write_str(url.as_str()),
+        }
+    }
+}
+
+impl fmt::Debug for LedgerLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerLocation::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            LedgerLocation::Postgres(url) => f.debug_tuple("Postgres").field(url).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresUrl")
+            .field("url", &self.shown)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl From<PathBuf> for LedgerLocation {
+    fn from(path: PathBuf) -> LedgerLocation {
+        LedgerLocation::Sqlite(path)
+    }
+}
+
+impl From<&Path> for LedgerLocation {
+    fn from(path: &Path) -> LedgerLocation {
+        LedgerLocation::Sqlite(path.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for LedgerLocation {
+    /// Errors never quote the value: a URL may hold the password.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "must be a path or a postgres:// URL string (its value is not shown)",
+            )
+        })?;
+        LedgerLocation::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_taken_out_of_the_url() {
+        let url = PostgresUrl::parse("postgres://vodup:s3cr%40t@db.example:5432/vodup").unwrap();
+        assert_eq!(url.as_str(), "postgres://vodup@db.example:5432/vodup");
+        assert_eq!(url.password().unwrap().reveal(), b"s3cr@t");
+        let plain = PostgresUrl::parse("postgresql://db.example/vodup?sslmode=disable").unwrap();
+        assert_eq!(
+            plain.as_str(),
+            "postgresql://db.example/vodup?sslmode=disable"
+        );
+        assert!(plain.password().is_none());
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_quoting_it() {
+        let err = LedgerLocation::parse("postgres://u:s3cr3t@db:notaport/x").unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Claims on the PostgreSQL ledger: which node holds each file, until when, at which epoch, and
+//! the nodes of the fleet. Leases are set and judged by the server's clock ([`super::NOW`]), so
+//! hosts whose clocks drift still agree on which claim lapsed. Taking files is one statement
+//! that locks the rows it takes and skips rows another node is taking (`FOR UPDATE SKIP
+//! LOCKED`): two nodes claiming at once never get the same file.
+
+use super::files::{file_from_row, FILE_COLUMNS};
+use super::{Postgres, NOW};
+use crate::ledger::{Claim, FileKey, FileRecord, Lease, NodeInfo, Result, WatchRoot};
+use tokio_postgres::types::ToSql;
+
+/// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
+/// Only rows of a watch (`vodup upload` runs its own files). As `files_owed` indexes them.
+const OWED: &str = "o.watch IS NOT NULL \
+     AND (o.state IN ('queued', 'hashing', 'uploading', 'finishing') \
+          OR (o.state IN ('done', 'failed') AND NOT o.disposed))";
+
+/// A lease's length in whole seconds (at least one).
+fn lease_secs(lease: &Lease) -> i64 {
+    i64::try_from(lease.length.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .max(1)
+}
+
+impl Postgres {
+    /// See [`crate::ledger::Ledger::start_node`]. The node's times are the server's.
+    pub async fn start_node(&self, node: &str) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let seen = tx
+            .prepare_cached(&format!(
+                "INSERT INTO nodes (name, started_at, seen_at) VALUES ($1, {NOW}, {NOW}) \
+                 ON CONFLICT (name) DO UPDATE SET started_at = excluded.started_at, \
+                 seen_at = excluded.seen_at"
+            ))
+            .await?;
+        tx.execute(&seen, &[&node]).await?;
+        let release = tx
+            .prepare_cached(
+                "UPDATE files SET lease_until = NULL WHERE node = $1 AND lease_until IS NOT NULL",
+            )
+            .await?;
+        tx.execute(&release, &[&node]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Ledger::claim_next`]: only files of `watches` (by name), since this
+    /// node can reach no other; they are shown under these folders.
+    pub async fn claim_next(
+        &self,
+        lease: &Lease,
+        limit: usize,
+        watches: &[WatchRoot],
+        queued_before: Option<i64>,
+    ) -> Result<Vec<(Claim, FileRecord)>> {
+        let sql = format!(
+            "UPDATE files f SET node = $1, lease_until = {NOW} + $2, epoch = f.epoch + 1 \
+             WHERE f.id IN (SELECT o.id FROM files o WHERE {OWED} AND o.watch = ANY($3) \
+                 AND (o.lease_until IS NULL OR o.lease_until < {NOW}) \
+                 AND ($4::bigint IS NULL OR o.created_at <= $4) \
+                 ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING f.epoch, {FILE_COLUMNS}"
+        );
+        let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &lease.node,
+            &lease_secs(lease),
+            &names,
+            &queued_before,
+            &limit,
+        ];
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, &params).await?;
+        let roots = self.roots(watches);
+        let mut taken = rows
+            .iter()
+            .map(|row| {
+                let record = file_from_row(row, &roots)?;
+                let claim = Claim {
+                    key: record.key,
+                    epoch: row.try_get("epoch")?,
+                };
+                Ok((claim, record))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        taken.sort_by_key(|(claim, _)| claim.key);
+        Ok(taken)
+    }
+
+    /// See [`crate::ledger::Sqlite::claim`]: one statement, taken unless a live claim of another
+    /// node holds the file.
+    pub async fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "UPDATE files SET node = $2, lease_until = {NOW} + $3, epoch = epoch + 1 \
+                 WHERE id = $1 AND (lease_until IS NULL OR lease_until < {NOW} OR node = $2) \
+                 RETURNING epoch"
+            ))
+            .await?;
+        let row = client
+            .query_opt(&stmt, &[&key.0, &lease.node, &lease_secs(lease)])
+            .await?;
+        Ok(match row {
+            Some(row) => Some(Claim {
+                key,
+                epoch: row.try_get("epoch")?,
+            }),
+            None => None,
+        })
+    }
+
+    /// See [`crate::ledger::Ledger::renew`]: the node is seen now, and every claim it still
+    /// holds (same epoch, same node) is extended, in one statement.
+    pub async fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let seen = tx
+            .prepare_cached(&format!(
+                "INSERT INTO nodes (name, started_at, seen_at) VALUES ($1, {NOW}, {NOW}) \
+                 ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at"
+            ))
+            .await?;
+        tx.execute(&seen, &[&lease.node]).await?;
+        let extend = tx
+            .prepare_cached(&format!(
+                "UPDATE files f SET lease_until = {NOW} + $4 \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS c(id, epoch) \
+                 WHERE f.id = c.id AND f.epoch = c.epoch AND f.node = $3 \
+                 RETURNING f.id, f.epoch"
+            ))
+            .await?;
+        let (keys, epochs): (Vec<i64>, Vec<i64>) =
+            claims.iter().map(|c| (c.key.0, c.epoch)).unzip();
+        let params: [&(dyn ToSql + Sync); 4] = [&keys, &epochs, &lease.node, &lease_secs(lease)];
+        let rows = tx.query(&extend, &params).await?;
+        tx.commit().await?;
+        let renewed = rows
+            .iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("epoch")?)))
+            .collect::<Result<std::collections::HashSet<(i64, i64)>>>()?;
+        Ok(claims
+            .iter()
+            .filter(|c| renewed.contains(&(c.key.0, c.epoch)))
+            .copied()
+            .collect())
+    }
+
+    /// See [`crate::ledger::Ledger::release`].
+    pub async fn release(&self, claim: Claim) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("UPDATE files SET lease_until = NULL WHERE id = $1 AND epoch = $2")
+            .await?;
+        client.execute(&stmt, &[&claim.key.0, &claim.epoch]).await?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Ledger::nodes`]: a live claim is one whose lease has not lapsed by
+    /// the server's clock.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT n.name, n.started_at, n.seen_at, \
+                 (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= {NOW}) \
+                 AS holds FROM nodes n ORDER BY n.name"
+            ))
+            .await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NodeInfo {
+                    name: r.try_get("name")?,
+                    started_at: r.try_get("started_at")?,
+                    seen_at: r.try_get("seen_at")?,
+                    holds: super::unsigned(r.try_get("holds")?),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,423 @@
+//! The `files` table of the PostgreSQL ledger: enqueueing (one row however many nodes record the
+//! same file at once), the queries callers see as [`FileRecord`]s, and every change of a row's
+//! state. A row is keyed by its watch's name and its path relative to the watch folder, and shown
+//! under this host's folder of that watch. Claims are `claims.rs`; the content's parts, hashes and
+//! signature `mod.rs`; hook deliveries `hooks.rs`.
+
+use super::{claimed, int, path_bytes, path_from, unsigned, Postgres};
+use crate::clock::unix_now_i64;
+use crate::config::{AccountName, AfterUpload};
+use crate::ledger::{
+    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, LedgerError, NewFile,
+    RecordedError, Result,
+};
+use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// Parameters of a statement.
+pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+pub(super) const FILE_COLUMNS: &str = "f.id, f.watch, f.rel, f.size, f.mtime_ns, f.part_size, \
+     f.state, f.file_sha, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, \
+     f.file_id, f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
+     CASE WHEN f.state = 'done' THEN f.size \
+     ELSE (SELECT COALESCE(SUM(c.len), 0)::bigint FROM confirmed_parts c \
+           WHERE c.file_sha = f.file_sha AND c.account = f.account) END AS confirmed_bytes, \
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until";
+
+/// A row as a [`FileRecord`], its path under this host's folder of its watch (`roots`).
+pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Result<FileRecord> {
+    let state: String = row.try_get("state")?;
+    let inode = match (
+        row.try_get::<_, Option<i64>>("dev")?,
+        row.try_get::<_, Option<i64>>("ino")?,
+    ) {
+        (Some(dev), Some(ino)) => Some(Inode {
+            dev: dev as u64,
+            ino: ino as u64,
+        }),
+        _ => None,
+    };
+    let error = match row.try_get::<_, Option<i64>>("error_code")? {
+        Some(code) => Some(RecordedError {
+            code,
+            message: row
+                .try_get::<_, Option<String>>("error_message")?
+                .unwrap_or_default(),
+            code_desc: row
+                .try_get::<_, Option<String>>("error_desc")?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let (path, origin) = located(roots, row.try_get("watch")?, row.try_get("rel")?);
+    Ok(FileRecord {
+        key: FileKey(row.try_get("id")?),
+        path,
+        size: unsigned(row.try_get("size")?),
+        mtime_ns: row.try_get("mtime_ns")?,
+        inode,
+        part_size: unsigned(row.try_get("part_size")?),
+        state: FileState::parse(&state).unwrap_or(FileState::Failed),
+        file_sha: row.try_get("file_sha")?,
+        origin,
+        processing: row.try_get("processing")?,
+        attempts: u32::try_from(row.try_get::<_, i64>("attempts")?).unwrap_or(u32::MAX),
+        error,
+        file_id: row.try_get("file_id")?,
+        url: row.try_get("url")?,
+        instant: row.try_get("instant")?,
+        disposed: row.try_get("disposed")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        confirmed_bytes: unsigned(row.try_get("confirmed_bytes")?),
+        disposal: row
+            .try_get::<_, Option<String>>("disposal")?
+            .map(|d| Disposed::parse(&d)),
+        intent_target: row
+            .try_get::<_, Option<Vec<u8>>>("intent_target")?
+            .map(path_from),
+        intent: row
+            .try_get::<_, Option<String>>("intent")?
+            .and_then(|i| AfterUpload::parse(&i)),
+        account: row
+            .try_get::<_, Option<String>>("account")?
+            .map(AccountName::new),
+        node: row.try_get("node")?,
+        lease_until: row.try_get("lease_until")?,
+    })
+}
+
+/// The path and origin of a row: under this host's folder of its watch; `<watch>/<rel>` (and no
+/// origin) for a watch this host does not have; the absolute path of a `vodup upload` row.
+fn located(
+    roots: &HashMap<String, PathBuf>,
+    watch: Option<String>,
+    rel: Vec<u8>,
+) -> (PathBuf, Option<PathBuf>) {
+    let rel = path_from(rel);
+    match watch {
+        None => (rel, None),
+        Some(name) => match roots.get(&name) {
+            Some(root) => (root.join(rel), Some(root.clone())),
+            None => (PathBuf::from(name).join(rel), None),
+        },
+    }
+}
+
+/// Where a new file is stored: its watch's name and its path in the watch folder, or (no watch)
+/// its absolute path.
+fn key_of(new: &NewFile) -> Result<(Option<&str>, &[u8])> {
+    let Some(watch) = &new.watch else {
+        return Ok((None, path_bytes(&new.path)));
+    };
+    match new.path.strip_prefix(&watch.path) {
+        Ok(rel) if !rel.as_os_str().is_empty() => Ok((Some(&watch.name), path_bytes(rel))),
+        _ => Err(LedgerError::OutsideWatch {
+            path: new.path.clone(),
+            watch: watch.name.clone(),
+        }),
+    }
+}
+
+/// Rows of a statement, as records.
+pub(super) async fn records(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+    roots: &HashMap<String, PathBuf>,
+) -> Result<Vec<FileRecord>> {
+    let stmt = client.prepare_cached(sql).await?;
+    let rows = client.query(&stmt, params).await?;
+    rows.iter().map(|row| file_from_row(row, roots)).collect()
+}
+
+/// The done row of `identity` (under a key other than `except`, if given).
+async fn uploaded_as(
+    client: &impl GenericClient,
+    identity: &FileIdentity,
+    except: Option<(Option<&str>, &[u8])>,
+    roots: &HashMap<String, PathBuf>,
+) -> Result<Option<FileRecord>> {
+    let sql = format!(
+        "SELECT {FILE_COLUMNS} FROM files f WHERE f.dev = $1 AND f.ino = $2 AND f.size = $3 \
+         AND f.mtime_ns = $4 AND f.state = 'done' \
+         AND NOT ($5 AND f.watch IS NOT DISTINCT FROM $6 AND f.rel = $7) \
+         ORDER BY f.id DESC LIMIT 1"
+    );
+    let FileIdentity { inode, version } = identity;
+    let (dev, ino, size) = (inode.dev as i64, inode.ino as i64, int(version.size));
+    let (watch, rel) = except.unwrap_or((None, &[]));
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &dev,
+        &ino,
+        &size,
+        &version.mtime_ns,
+        &except.is_some(),
+        &watch,
+        &rel,
+    ];
+    Ok(records(client, &sql, &params, roots).await?.pop())
+}
+
+impl Postgres {
+    /// See [`crate::ledger::Sqlite::enqueue`]; the key is the watch's name and the path in its
+    /// folder. Nodes recording the same file at once make one row: the insert is an upsert on
+    /// the key, and the row is read back after it.
+    pub async fn enqueue(&self, new: &NewFile) -> Result<FileRecord> {
+        let roots = self.roots(new.watch.as_slice());
+        let (watch, rel) = key_of(new)?;
+        let t = unix_now_i64();
+        let FileIdentity { inode, version } = new.identity;
+        let (size, mtime) = (int(version.size), version.mtime_ns);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(uploaded) = uploaded_as(&tx, &new.identity, Some((watch, rel)), &roots).await? {
+            return Ok(uploaded);
+        }
+        let drop_waiting = tx
+            .prepare_cached(
+                "DELETE FROM files WHERE watch IS NOT DISTINCT FROM $1 AND rel = $2 \
+                 AND state = 'waiting' AND (size != $3 OR mtime_ns != $4)",
+            )
+            .await?;
+        tx.execute(&drop_waiting, &[&watch, &rel, &size, &mtime])
+            .await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO files (watch, rel, size, mtime_ns, dev, ino, part_size, state, \
+                 processing, created_at, updated_at, account) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                 ON CONFLICT (watch, rel, size, mtime_ns) DO UPDATE SET state = excluded.state, \
+                 file_sha = CASE WHEN files.dev IS NOT DISTINCT FROM excluded.dev \
+                            AND files.ino IS NOT DISTINCT FROM excluded.ino \
+                            THEN files.file_sha END, \
+                 dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
+                 error_code = NULL, error_message = NULL, error_desc = NULL, attempts = 0, \
+                 updated_at = excluded.updated_at \
+                 WHERE files.state IN ('waiting', 'superseded', 'gone') \
+                 AND files.state != excluded.state",
+            )
+            .await?;
+        let (dev, ino) = (inode.dev as i64, inode.ino as i64);
+        let account = new.account.as_ref().map(AccountName::as_str);
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &watch,
+            &rel,
+            &size,
+            &mtime,
+            &dev,
+            &ino,
+            &int(new.part_size),
+            &new.state.as_str(),
+            &new.processing,
+            &t,
+            &account,
+        ];
+        tx.execute(&insert, &params).await?;
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files f WHERE f.watch IS NOT DISTINCT FROM $1 \
+             AND f.rel = $2 AND f.size = $3 AND f.mtime_ns = $4"
+        );
+        let params: [&(dyn ToSql + Sync); 4] = [&watch, &rel, &size, &mtime];
+        let record = records(&tx, &sql, &params, &roots).await?.pop();
+        tx.commit().await?;
+        record.ok_or_else(|| LedgerError::Vanished {
+            path: new.path.clone(),
+        })
+    }
+
+    /// The done row of this very file (inode and version), if it was uploaded (under any path).
+    pub async fn uploaded(&self, identity: &FileIdentity) -> Result<Option<FileRecord>> {
+        let client = self.client().await?;
+        uploaded_as(&client, identity, None, &self.roots(&[])).await
+    }
+
+    pub async fn file(&self, key: FileKey) -> Result<Option<FileRecord>> {
+        Ok(self.select("f.id = $1", &[&key.0]).await?.pop())
+    }
+
+    /// Every file, newest first.
+    pub async fn files(&self) -> Result<Vec<FileRecord>> {
+        self.select("TRUE ORDER BY f.id DESC", &[]).await
+    }
+
+    /// See [`crate::ledger::Sqlite::recent`].
+    pub async fn recent(&self, limit: usize, before: Option<FileKey>) -> Result<Vec<FileRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.unwrap_or(FileKey(i64::MAX)).0;
+        self.select("f.id < $1 ORDER BY f.id DESC LIMIT $2", &[&before, &limit])
+            .await
+    }
+
+    /// The most recent version of a path, whatever its state: under any watch of this host whose
+    /// folder holds it, or as a `vodup upload` of it.
+    pub async fn latest_for_path(&self, path: &Path) -> Result<Option<FileRecord>> {
+        let (names, rels) = self.keys_of(path);
+        let filter = "(f.watch IS NULL AND f.rel = $1) \
+             OR (f.watch, f.rel) IN (SELECT * FROM unnest($2::text[], $3::bytea[])) \
+             ORDER BY f.id DESC LIMIT 1";
+        Ok(self
+            .select(filter, &[&path_bytes(path), &names, &rels])
+            .await?
+            .pop())
+    }
+
+    async fn select(&self, filter: &str, params: &Params<'_>) -> Result<Vec<FileRecord>> {
+        let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE {filter}");
+        let client = self.client().await?;
+        records(&client, &sql, params, &self.roots(&[])).await
+    }
+
+    /// One statement under `claim` (its first parameter is the file's key).
+    async fn claimed_update(&self, claim: Claim, sql: &str, params: &Params<'_>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = claimed(&mut client, claim).await?;
+        let stmt = tx.prepare_cached(sql).await?;
+        tx.execute(&stmt, params).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_state(&self, claim: Claim, state: FileState) -> Result<()> {
+        let sql = "UPDATE files SET state = $2, updated_at = $3 WHERE id = $1";
+        let params: [&(dyn ToSql + Sync); 3] = [&claim.key.0, &state.as_str(), &unix_now_i64()];
+        self.claimed_update(claim, sql, &params).await
+    }
+
+    /// See [`crate::ledger::Sqlite::finish`].
+    pub async fn finish(
+        &self,
+        claim: Claim,
+        file_id: &str,
+        url: Option<&str>,
+        instant: bool,
+    ) -> Result<()> {
+        let (key, t) = (claim.key.0, unix_now_i64());
+        let mut client = self.client().await?;
+        let tx = claimed(&mut client, claim).await?;
+        let done = tx
+            .prepare_cached(
+                "UPDATE files SET state = 'done', file_id = $2, url = $3, instant = $4, \
+                 error_code = NULL, error_message = NULL, error_desc = NULL, updated_at = $5, \
+                 finished_at = $5 WHERE id = $1",
+            )
+            .await?;
+        tx.execute(&done, &[&key, &file_id, &url, &instant, &t])
+            .await?;
+        // The account's service holds the content now: its parts, hashes and signature are not
+        // needed again. Another account's upload of the same content keeps its own.
+        for sql in [
+            "DELETE FROM confirmed_parts WHERE (account, file_sha) = \
+             (SELECT account, file_sha FROM files WHERE id = $1)",
+            "DELETE FROM uploads WHERE (account, file_sha) = \
+             (SELECT account, file_sha FROM files WHERE id = $1)",
+            "DELETE FROM part_hashes WHERE file_sha = (SELECT file_sha FROM files WHERE id = $1)",
+        ] {
+            let stmt = tx.prepare_cached(sql).await?;
+            tx.execute(&stmt, &[&key]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Sqlite::write_error`].
+    pub async fn write_error(
+        &self,
+        claim: Claim,
+        e: &RecordedError,
+        state: Option<FileState>,
+    ) -> Result<()> {
+        let sql = "UPDATE files SET error_code = $2, error_message = $3, error_desc = $4, \
+             state = COALESCE($5::text, state), updated_at = $6 WHERE id = $1 AND state != 'done'";
+        let state = state.map(FileState::as_str);
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &claim.key.0,
+            &e.code,
+            &e.message,
+            &e.code_desc,
+            &state,
+            &unix_now_i64(),
+        ];
+        self.claimed_update(claim, sql, &params).await
+    }
+
+    /// Record the account a file goes to (a row queued before accounts were recorded).
+    pub async fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
+        let sql = "UPDATE files SET account = $2, updated_at = $3 WHERE id = $1";
+        let params: [&(dyn ToSql + Sync); 3] = [&claim.key.0, &account.as_str(), &unix_now_i64()];
+        self.claimed_update(claim, sql, &params).await
+    }
+
+    /// One more attempt at the file begins.
+    pub async fn begin_attempt(&self, claim: Claim) -> Result<()> {
+        let sql = "UPDATE files SET attempts = attempts + 1, updated_at = $2 WHERE id = $1";
+        self.claimed_update(claim, sql, &[&claim.key.0, &unix_now_i64()])
+            .await
+    }
+
+    /// See [`crate::ledger::Sqlite::set_aside`].
+    pub async fn set_aside(&self, claim: Claim, state: FileState, why: &str) -> Result<()> {
+        debug_assert!(matches!(state, FileState::Superseded | FileState::Gone));
+        let sql = "UPDATE files SET state = $2, error_code = 0, error_message = $3, \
+             error_desc = NULL, updated_at = $4 WHERE id = $1";
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&claim.key.0, &state.as_str(), &why, &unix_now_i64()];
+        self.claimed_update(claim, sql, &params).await
+    }
+
+    /// See [`crate::ledger::Sqlite::requeue`].
+    pub async fn requeue(&self, key: FileKey) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "{REQUEUE} WHERE id = $2 AND state = 'failed' AND (intent IS NULL OR disposed)"
+            ))
+            .await?;
+        Ok(client.execute(&stmt, &[&unix_now_i64(), &key.0]).await? == 1)
+    }
+
+    /// See [`crate::ledger::Sqlite::requeue_failed`]; `path` is found as in
+    /// [`Postgres::latest_for_path`].
+    pub async fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
+        let (names, rels) = path.map(|p| self.keys_of(p)).unwrap_or_default();
+        let abs = path.map(path_bytes).unwrap_or_default();
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "{REQUEUE} WHERE state = 'failed' AND (intent IS NULL OR disposed) \
+                 AND ($2 OR (watch IS NULL AND rel = $3) \
+                      OR (watch, rel) IN (SELECT * FROM unnest($4::text[], $5::bytea[]))) \
+                 AND id = (SELECT MAX(v.id) FROM files v \
+                           WHERE v.watch IS NOT DISTINCT FROM files.watch AND v.rel = files.rel)"
+            ))
+            .await?;
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&unix_now_i64(), &path.is_none(), &abs, &names, &rels];
+        let n = client.execute(&stmt, &params).await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// How many files are in each state.
+    pub async fn count_by_state(&self) -> Result<Vec<(FileState, u64)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT state, COUNT(*) AS n FROM files GROUP BY state")
+            .await?;
+        let mut counts = Vec::new();
+        for row in client.query(&stmt, &[]).await? {
+            if let Some(state) = FileState::parse(&row.try_get::<_, String>("state")?) {
+                counts.push((state, unsigned(row.try_get("n")?)));
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// A failed file back in the queue, its account forgotten; `$1` is the time.
+const REQUEUE: &str = "UPDATE files SET state = 'queued', attempts = 0, disposed = FALSE, \
+     disposal = NULL, intent = NULL, intent_target = NULL, account = NULL, updated_at = $1";
