@@ -1,6 +1,6 @@
 //! The one-shot commands: `upload`, `status`, `retry`, `check-config`, and `demo`.
 
-use crate::config::{AccountName, Config};
+use crate::config::{AccountName, Config, LedgerLocation};
 use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
 use crate::progress::{Bars, Counted, Lines, Summary};
@@ -38,7 +38,7 @@ pub async fn enqueue_named(
 /// terminal (without `--json`) each file has a bar until its result line replaces it; otherwise
 /// the results are printed at the end, in the order given.
 pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<ExitCode, Error> {
-    let ledger = Ledger::open(&config.ledger)?;
+    let ledger = Ledger::connect(&config).await?;
     let bars = crate::progress::use_bars(json).then(|| Arc::new(Bars::default()));
     let shown: Arc<dyn Progress> = match &bars {
         Some(bars) => bars.clone(),
@@ -208,7 +208,7 @@ fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_j
 
 /// `vodup status`: every file in the ledger.
 pub async fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
-    let ledger = Ledger::open(&config.ledger)?;
+    let ledger = Ledger::connect(config).await?;
     let mut hooks = ledger.undelivered_hooks().await?;
     let mut rows = Vec::new();
     for record in ledger.files().await? {
@@ -228,7 +228,7 @@ pub async fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
 /// `vodup retry FILE|--failed`: re-queue failed files still at their path. A file moved to the
 /// failed folder is retried by moving it back into its drop folder.
 pub async fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {
-    let ledger = Ledger::open(&config.ledger)?;
+    let ledger = Ledger::connect(config).await?;
     let wanted = file.map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.to_owned()));
     let failed =
         ledger.files().await?.into_iter().filter(|r| {
@@ -262,8 +262,10 @@ pub async fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Err
 }
 
 /// `vodup check-config`: beyond what loading validated, check the folders exist and are
-/// writable, and warn when a file holding the secret key is readable by others.
-pub fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Error> {
+/// writable, and warn when a file holding the secret key is readable by others. A SQLite
+/// ledger's folder must be writable; a PostgreSQL ledger must answer, and its server version and
+/// schema state are printed (never its password; nothing is migrated).
+pub async fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Error> {
     let mut problems = Vec::new();
     for (i, watch) in config.watch.iter().enumerate() {
         let dirs = [
@@ -279,15 +281,26 @@ pub fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Error> {
             }
         }
     }
-    let ledger_dir = config
-        .ledger
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Err(why) = writable_dir(ledger_dir) {
-        problems.push(format!("ledger: {}: {why}", ledger_dir.display()));
+    match &config.ledger {
+        LedgerLocation::Sqlite(db) => {
+            let ledger_dir = db
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if let Err(why) = writable_dir(ledger_dir) {
+                problems.push(format!("ledger: {}: {why}", ledger_dir.display()));
+            }
+        }
+        LedgerLocation::Postgres(url) => match check_postgres(url).await {
+            Ok(Ok(state)) => println!("ledger {}: {state}", url.as_str()),
+            Ok(Err(refused)) => problems.push(format!("ledger {}: {refused}", url.as_str())),
+            Err(e) => problems.push(e.to_string()),
+        },
     }
-    for warning in secret_exposure(path, config) {
+    let warnings = secret_exposure(path, config)
+        .into_iter()
+        .chain(password_exposure(path, config));
+    for warning in warnings {
         eprintln!("warning: {warning}");
     }
     if problems.is_empty() {
@@ -303,6 +316,57 @@ pub fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Error> {
         eprintln!("error: {problem}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// Connect to the PostgreSQL ledger: its server version and schema state as one line, or (the
+/// inner error) why this vodup would refuse it. Nothing is migrated.
+async fn check_postgres(
+    url: &crate::config::PostgresUrl,
+) -> Result<Result<String, String>, crate::ledger::LedgerError> {
+    let ledger = crate::ledger::Postgres::connect(url)?;
+    let version = ledger.server_version().await?;
+    let schema = ledger.schema().await?;
+    let line = format!("PostgreSQL {version}, {schema}");
+    Ok(if schema.is_newer() {
+        Err(line)
+    } else {
+        Ok(line)
+    })
+}
+
+/// The PostgreSQL ledger's password readable by others: in `ledger_password_file`, or in the
+/// config file's `ledger` URL.
+fn password_exposure(config_path: &Path, config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let readable = |file: &Path, others: u32| {
+        let mode = std::fs::metadata(file).ok()?.permissions().mode();
+        (mode & others != 0).then_some(mode & 0o777)
+    };
+    let mut warnings = Vec::new();
+    if let Some(file) = config.ledger_password_file.as_deref() {
+        if let Some(mode) = readable(file, 0o044) {
+            warnings.push(format!(
+                "ledger_password_file {} is readable by others (mode {mode:o}); make it 0600",
+                file.display()
+            ));
+        }
+    }
+    let in_url = std::fs::read_to_string(config_path).is_ok_and(|text| {
+        let table: Option<toml::Table> = toml::from_str(&text).ok();
+        let url = table.as_ref().and_then(|t| t.get("ledger")?.as_str());
+        let url = url.and_then(|url| crate::config::PostgresUrl::parse(url).ok());
+        url.is_some_and(|url| url.password().is_some())
+    });
+    if let Some(mode) = in_url.then(|| readable(config_path, 0o004)).flatten() {
+        warnings.push(format!(
+            "the config file {} holds the ledger password in its URL and is readable by others \
+             (mode {mode:o}); make it 0600, or move the password to ledger_password_file or \
+             ${}",
+            config_path.display(),
+            crate::config::LEDGER_PASSWORD_ENV
+        ));
+    }
+    warnings
 }
 
 /// Whether `dir` is a folder this process can create files in (tried with a hidden file, which

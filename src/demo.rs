@@ -51,7 +51,7 @@ pub async fn demo(
         endpoint: endpoint.clone(),
         secret_id: DEMO_SECRET_ID.into(),
         secret_key: Some(SecretKey::new(key.clone())),
-        ledger: base.join("ledger.db"),
+        ledger: base.join("ledger.db").into(),
         watch: vec![watch],
         ..Config::default()
     };
@@ -87,7 +87,7 @@ fn write_config(
         config.endpoint,
         config.secret_id,
         key,
-        config.ledger.display().to_string(),
+        config.ledger.to_string(),
         drop.display().to_string(),
         done.display().to_string(),
     );

@@ -37,7 +37,7 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
     match cli.command {
         Command::CheckConfig => {
             let config = load()?;
-            Ok(commands::check_config(&cli.config, &config)?)
+            Ok(runtime.block_on(commands::check_config(&cli.config, &config))?)
         }
         Command::Demo { drop } => {
             logging::init(cli.log_format, cli.verbose, None);

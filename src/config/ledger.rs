@@ -5,6 +5,7 @@
 //! and errors about these keys never quote a value. Connecting is the ledger's business
 //! ([`crate::ledger::Ledger::connect`]), not this module's.
 
+use super::error::{invalid, ConfigError};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -156,6 +157,47 @@ impl<'de> Deserialize<'de> for LedgerLocation {
         })?;
         LedgerLocation::parse(&text).map_err(serde::de::Error::custom)
     }
+}
+
+/// Give a PostgreSQL ledger without a password in its URL the one from the environment, else
+/// from `password_file` (its content, less a final line ending). `ledger_password_file` is
+/// refused for a SQLite ledger, which has no password.
+pub(super) fn resolve_password(
+    location: &mut LedgerLocation,
+    from_env: Option<String>,
+    password_file: Option<&Path>,
+) -> Result<(), ConfigError> {
+    let url = match location {
+        LedgerLocation::Postgres(url) => url,
+        LedgerLocation::Sqlite(_) if password_file.is_some() => {
+            return Err(invalid(
+                "ledger_password_file",
+                "is only for a PostgreSQL ledger (ledger = \"postgres://...\")",
+            ))
+        }
+        LedgerLocation::Sqlite(_) => return Ok(()),
+    };
+    if url.password.is_some() {
+        return Ok(());
+    }
+    if let Some(password) = from_env {
+        url.password = Some(LedgerPassword(password.into_bytes()));
+    } else if let Some(file) = password_file {
+        // Neither the path nor the content is quoted: either may be the password.
+        let mut bytes = std::fs::read(file).map_err(|e| {
+            invalid(
+                "ledger_password_file",
+                format!("cannot read the file it names: {e}"),
+            )
+        })?;
+        for ending in [b'\n', b'\r'] {
+            if bytes.last() == Some(&ending) {
+                bytes.pop();
+            }
+        }
+        url.password = Some(LedgerPassword(bytes));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

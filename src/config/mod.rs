@@ -38,7 +38,12 @@ pub struct Config {
     #[serde(deserialize_with = "secrets::unquoted_path")]
     pub secret_key_file: Option<PathBuf>,
     pub uid: String,
-    pub ledger: PathBuf,
+    /// The SQLite file, or the PostgreSQL URL of a fleet's shared ledger.
+    pub ledger: LedgerLocation,
+    /// A file holding the PostgreSQL ledger's password, when neither the URL nor
+    /// `VODUP_LEDGER_PASSWORD` gives it.
+    #[serde(deserialize_with = "secrets::unquoted_path")]
+    pub ledger_password_file: Option<PathBuf>,
     /// This host's name in the ledger (default: the host name): the node that holds a file.
     pub node: Option<String>,
     /// A node that has not renewed its claim on a file for this long is presumed dead, and
@@ -108,7 +113,8 @@ impl Default for Config {
             secret_key: None,
             secret_key_file: None,
             uid: "vodup".into(),
-            ledger: PathBuf::from("/var/lib/vodup/ledger.db"),
+            ledger: LedgerLocation::Sqlite(PathBuf::from("/var/lib/vodup/ledger.db")),
+            ledger_password_file: None,
             node: None,
             lease: Duration::from_secs(30),
             part_size: PartSize::OneMiB.bytes(),
@@ -152,6 +158,7 @@ impl Config {
             message,
         })?;
         config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
+        config.resolve_ledger_password(secret_from_env(LEDGER_PASSWORD_ENV))?;
         config.validate()?;
         config.resolve_accounts();
         Ok(config)
@@ -198,6 +205,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A PostgreSQL ledger's password comes from its URL, else the environment (`from_env`),
+    /// else `ledger_password_file`.
+    pub fn resolve_ledger_password(&mut self, from_env: Option<String>) -> Result<(), ConfigError> {
+        let file = self.ledger_password_file.as_deref();
+        ledger::resolve_password(&mut self.ledger, from_env, file)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

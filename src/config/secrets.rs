@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub const SECRET_KEY_ENV: &str = "VODUP_SECRET_KEY";
-/// Reserved for the ledger's encryption password; taken out of the environment like the key.
+/// The PostgreSQL ledger's password (when its URL has none); taken out of the environment like
+/// the key.
 pub const LEDGER_PASSWORD_ENV: &str = "VODUP_LEDGER_PASSWORD";
 /// The variables that may hold secrets: read once at start-up, then removed from the environment
 /// so that no child process (a hook command) inherits them.
@@ -56,8 +57,8 @@ pub(super) fn unquoted_path<'de, D: serde::Deserializer<'de>>(
         .map_err(|_| serde::de::Error::custom("must be a path string (its value is not shown)"))
 }
 
-/// Whether a dotted key is `secret_key` or `secret_key_file` (top-level or a watch's), or inside
-/// one of them.
+/// Whether a dotted key is `secret_key` or `secret_key_file` (top-level or a watch's),
+/// `ledger_password_file`, or inside one of them.
 pub(super) fn names_a_secret(key: &str) -> bool {
     let mut parts = key.split('.');
     let top = parts.next().unwrap_or(key);
@@ -65,7 +66,7 @@ pub(super) fn names_a_secret(key: &str) -> bool {
     [Some(top), second]
         .into_iter()
         .flatten()
-        .any(|k| matches!(k, "secret_key" | "secret_key_file"))
+        .any(|k| matches!(k, "secret_key" | "secret_key_file" | "ledger_password_file"))
 }
 
 /// The key from the file `key_file` names (trimmed), else `from_env`; none if neither is given.

@@ -354,3 +354,124 @@ fn two_different_accounts_under_one_name_are_refused_without_quoting_a_key() {
     config.validate().unwrap();
     assert_eq!(config.accounts().len(), 2);
 }
+
+#[test]
+fn a_ledger_path_is_the_sqlite_ledger_as_before_and_the_default_too() {
+    let config = check(&format!("{}ledger = \"/srv/vodup/ledger.db\"\n", minimal())).unwrap();
+    let path = PathBuf::from("/srv/vodup/ledger.db");
+    assert_eq!(config.ledger, LedgerLocation::Sqlite(path.clone()));
+    assert_eq!(config.ledger.sqlite_path(), Some(path.as_path()));
+    let default = check(&minimal()).unwrap().ledger;
+    assert_eq!(
+        default,
+        LedgerLocation::Sqlite("/var/lib/vodup/ledger.db".into())
+    );
+}
+
+/// A config of a PostgreSQL ledger at `url`, its password resolved as `load` does.
+fn postgres(url: &str, extra: &str, env: Option<&str>) -> Result<Config, ConfigError> {
+    let text = format!("{}ledger = {url:?}\n{extra}", minimal());
+    let mut config = Config::parse(&text).unwrap();
+    config.resolve_ledger_password(env.map(str::to_owned))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn password(config: &Config) -> Option<Vec<u8>> {
+    match &config.ledger {
+        LedgerLocation::Postgres(url) => url.password().map(|p| p.reveal().to_vec()),
+        LedgerLocation::Sqlite(_) => panic!("not PostgreSQL"),
+    }
+}
+
+#[test]
+fn a_postgres_url_is_the_postgres_ledger_and_never_shows_its_password() {
+    for scheme in ["postgres", "postgresql"] {
+        let url = format!("{scheme}://vodup:s3cr3t-url@db.example:5432/vodup");
+        let config = postgres(&url, "", None).unwrap();
+        let LedgerLocation::Postgres(parsed) = &config.ledger else {
+            panic!("{url} is not PostgreSQL");
+        };
+        assert_eq!(
+            parsed.as_str(),
+            format!("{scheme}://vodup@db.example:5432/vodup")
+        );
+        assert_eq!(password(&config).as_deref(), Some(&b"s3cr3t-url"[..]));
+        assert_eq!(config.ledger.sqlite_path(), None);
+        let shown = format!("{} {:?} {config:?}", config.ledger, config.ledger);
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("db.example:5432/vodup"), "{shown}");
+    }
+}
+
+#[test]
+fn the_ledger_password_comes_from_the_url_else_the_environment_else_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ledger.pw");
+    std::fs::write(&file, "from-file\n").unwrap();
+    let with_file = format!("ledger_password_file = {:?}\n", file.display().to_string());
+    let in_url = "postgres://vodup:from-url@db/vodup";
+    let bare = "postgres://vodup@db/vodup";
+    let cases = [
+        (
+            in_url,
+            with_file.as_str(),
+            Some("from-env"),
+            Some("from-url"),
+        ),
+        (bare, with_file.as_str(), Some("from-env"), Some("from-env")),
+        (bare, with_file.as_str(), None, Some("from-file")),
+        (bare, "", None, None),
+    ];
+    for (url, extra, env, want) in cases {
+        let config = postgres(url, extra, env).unwrap();
+        let got = password(&config);
+        assert_eq!(
+            got.as_deref(),
+            want.map(str::as_bytes),
+            "{url} {extra} {env:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_ledger_password_file_is_named_by_its_key_only() {
+    let extra = "ledger_password_file = \"/nonexistent/s3cr3t-pw\"\n";
+    let err = postgres("postgres://vodup@db/vodup", extra, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ledger_password_file"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let err = Config::parse(&format!("{}ledger_password_file = 4242\n", minimal())).unwrap_err();
+    assert!(
+        err.contains("ledger_password_file") && !err.contains("4242"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_ledger_password_file_for_a_sqlite_ledger_is_refused() {
+    let mut config = Config::parse(&format!(
+        "{}ledger_password_file = \"/etc/pw\"\n",
+        minimal()
+    ))
+    .unwrap();
+    let err = config
+        .resolve_ledger_password(None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ledger_password_file"), "{err}");
+}
+
+#[test]
+fn a_ledger_url_that_is_not_one_is_refused_naming_the_key_without_quoting_it() {
+    let text = format!(
+        "{}ledger = \"postgres://vodup:s3cr3t-bad@db:port/x\"\n",
+        minimal()
+    );
+    let err = Config::parse(&text).unwrap_err();
+    assert!(err.contains("ledger") && err.contains("line 3"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    let err = Config::parse(&format!("{}ledger = 5\n", minimal())).unwrap_err();
+    assert!(err.contains("ledger"), "{err}");
+}

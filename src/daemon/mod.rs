@@ -72,7 +72,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     config.resolve_accounts();
-    let ledger = Ledger::open(&config.ledger)?;
+    let ledger = Ledger::connect(&config).await?;
     let metrics = Metrics::new();
     let engine =
         Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());

@@ -5,8 +5,9 @@
 //!
 //! Two backends: SQLite ([`Sqlite`], embedded, one host; its blocking calls run on the blocking
 //! pool) and PostgreSQL ([`Postgres`], a fleet of hosts on one shared folder; async, a pool of
-//! connections). [`Ledger`] is the one handle callers hold; every method of the facade
-//! dispatches to both, with the same contract.
+//! connections). [`Ledger`] is the one handle callers hold; [`Ledger::connect`] picks the backend
+//! from the config's `ledger` value. Every method of the facade dispatches to both, with the same
+//! contract.
 //!
 //! Invariants every backend keeps:
 //! - An offset is written to the confirmed parts only after the service confirmed that part
@@ -27,7 +28,7 @@ pub use record::{
 };
 pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
 
-use crate::config::AfterUpload;
+use crate::config::{AfterUpload, Config, LedgerLocation};
 use crate::protocol::Signature;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -138,6 +139,21 @@ impl Ledger {
     /// Open (creating if needed) and migrate the SQLite ledger at `path`.
     pub fn open(path: &Path) -> Result<Ledger> {
         Ok(Ledger::from(Sqlite::open(path)?))
+    }
+
+    /// Open the ledger the config names: the SQLite file (created if needed), or the PostgreSQL
+    /// database (its schema migrated, once however many nodes start together), which is told
+    /// this host's watch folders.
+    pub async fn connect(config: &Config) -> Result<Ledger> {
+        match &config.ledger {
+            LedgerLocation::Sqlite(path) => Ledger::open(path),
+            LedgerLocation::Postgres(url) => {
+                let ledger = Ledger::from(Postgres::open(url).await?);
+                let roots: Vec<WatchRoot> = config.watch.iter().map(watch_root).collect();
+                ledger.know_watches(&roots);
+                Ok(ledger)
+            }
+        }
     }
 
     /// The SQLite backend, for blocking callers that hold one (tests, `vodup status`).
@@ -505,6 +521,14 @@ impl From<Postgres> for Ledger {
         Ledger {
             store: Store::Postgres(p),
         }
+    }
+}
+
+/// A watch as the ledger knows it: its name and its folder's canonical path on this host.
+fn watch_root(watch: &crate::config::Watch) -> WatchRoot {
+    WatchRoot {
+        name: watch.ledger_name(),
+        path: std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone()),
     }
 }
 

@@ -137,7 +137,7 @@ async fn a_folder_renamed_from_a_hidden_name_within_the_drop_folder_is_taken_at_
 async fn a_queued_file_swapped_for_a_symlink_leaks_no_byte_of_the_outside_file() {
     let env = Env::new().await;
     let config = env.config();
-    let ledger = Ledger::open(&config.ledger).unwrap();
+    let ledger = Ledger::connect(&config).await.unwrap();
     let path = env.write(&env.drop, "swap.mp4", &test_bytes(PART as usize, 44));
     let record = env.enqueue(&ledger, &path).await;
     let secret = env.write(&env.src, "secret.mp4", &test_bytes(PART as usize, 45));
@@ -238,7 +238,7 @@ async fn upload_in_background(
     config: &vodup::config::Config,
     path: &Path,
 ) -> (FileKey, tokio::task::JoinHandle<Outcome>) {
-    let ledger = Ledger::open(&config.ledger).unwrap();
+    let ledger = Ledger::connect(config).await.unwrap();
     let record = env.enqueue(&ledger, path).await;
     let engine = Engine::new(config, ledger, Arc::new(NoProgress)).unwrap();
     let key = record.key;

@@ -11,7 +11,7 @@ use vodup::ledger::{FileState, Ledger};
 use vodup::upload::{Engine, NoProgress, Outcome};
 
 async fn upload(env: &Env, config: &vodup::config::Config, path: &std::path::Path) -> Outcome {
-    let ledger = Ledger::open(&config.ledger).unwrap();
+    let ledger = Ledger::connect(config).await.unwrap();
     let record = enqueue_named(&ledger, path, config.part_size, "{}", None)
         .await
         .unwrap();
@@ -121,7 +121,7 @@ async fn a_file_rewritten_during_the_upload_is_superseded_not_finished_as_a_mix(
     let task = tokio::spawn({
         let (config, path) = (config.clone(), path.clone());
         async move {
-            let ledger = Ledger::open(&config.ledger).unwrap();
+            let ledger = Ledger::connect(&config).await.unwrap();
             let record = enqueue_named(&ledger, &path, config.part_size, "{}", None)
                 .await
                 .unwrap();
@@ -286,7 +286,7 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
 async fn a_queued_file_that_changed_is_superseded_and_its_own_new_row_uploads() {
     let env = Env::new().await;
     let config = env.config();
-    let ledger = Ledger::open(&config.ledger).unwrap();
+    let ledger = Ledger::connect(&config).await.unwrap();
     let path = env.write(&env.drop, "a.mp4", &test_bytes(PART as usize + 10, 1));
     let old = enqueue_named(&ledger, &path, PART, "{}", None)
         .await
@@ -384,7 +384,7 @@ async fn reinits_far_apart_with_progress_between_do_not_fail_a_long_upload() {
     config.parts_in_flight = vodup::config::PartsInFlight::Fixed(1);
     config.retry.max_elapsed = Duration::from_secs(1);
     let path = env.write(&env.src, "long.mp4", &test_bytes(40 * PART as usize, 90));
-    let ledger = Ledger::open(&config.ledger).unwrap();
+    let ledger = Ledger::connect(&config).await.unwrap();
     let record = enqueue_named(&ledger, &path, PART, "{}", None)
         .await
         .unwrap();
@@ -437,7 +437,7 @@ async fn a_part_rewritten_in_place_behind_an_unchanged_mtime_is_caught_by_the_se
     let task = tokio::spawn({
         let (config, path) = (config.clone(), path.clone());
         async move {
-            let ledger = Ledger::open(&config.ledger).unwrap();
+            let ledger = Ledger::connect(&config).await.unwrap();
             let record = enqueue_named(&ledger, &path, PART, "{}", None)
                 .await
                 .unwrap();

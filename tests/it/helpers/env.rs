@@ -88,7 +88,7 @@ impl Env {
             endpoint: self.emu.endpoint.clone(),
             secret_id: SECRET_ID.into(),
             secret_key: Some(SecretKey::new(SECRET_KEY)),
-            ledger: self.ledger_path(),
+            ledger: self.ledger_path().into(),
             part_size: PART,
             parts_in_flight: vodup::config::PartsInFlight::Fixed(4),
             files_in_flight: 2,
