@@ -13,6 +13,7 @@ mod helpers;
 mod intake;
 mod operations;
 mod page;
+mod postgres_ledger;
 mod sidecar;
 mod terminal;
 mod upload;
