@@ -234,7 +234,7 @@ async fn uploading_on(observer: &Node, node: &str) -> BTreeSet<String> {
     rows.iter()
         .filter(|r| r["node"] == node && r["state"] == "uploading" && !r["lease_until"].is_null())
         .filter(|r| r["confirmed_bytes"].as_u64().unwrap_or(0) > 0)
-        .map(|r| file_name(r))
+        .map(file_name)
         .collect()
 }
 
