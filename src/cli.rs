@@ -52,6 +52,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the nodes that share the ledger: when each last renewed its claims, and how many
+    /// files it holds. A node silent for longer than `lease` is presumed dead; its files are
+    /// taken over.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Put failed files back in the queue.
     Retry {
         /// The file to retry.

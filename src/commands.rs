@@ -225,6 +225,19 @@ pub async fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vodup nodes`: the nodes that share the ledger, their last renewal and what each holds.
+pub async fn nodes(config: &Config, json: bool) -> Result<ExitCode, Error> {
+    let ledger = Ledger::connect(config).await?;
+    let nodes = ledger.nodes().await?;
+    if json {
+        let text = serde_json::to_string_pretty(&nodes).expect("nodes serialize");
+        println!("{text}");
+    } else {
+        print!("{}", crate::status::nodes_table(&nodes, config.lease));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `vodup retry FILE|--failed`: re-queue failed files still at their path. A file moved to the
 /// failed folder is retried by moving it back into its drop folder.
 pub async fn retry(config: &Config, file: Option<&Path>) -> Result<ExitCode, Error> {

@@ -26,6 +26,8 @@ use tracing::{info, warn};
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Deliveries fetched from the ledger at a time.
 const BATCH: usize = 16;
+/// How long the runner waits before asking a ledger that could not be read again.
+const LEDGER_RETRY: Duration = Duration::from_secs(2);
 /// The longest sleep, however far the next delivery: a wall clock set back is noticed by then.
 const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 /// The only variables of the daemon's own environment a hook command gets (when they are set).
@@ -118,30 +120,52 @@ pub struct HookRunner {
 }
 
 impl HookRunner {
+    /// Deliver until cancelled. A ledger that cannot be reached (a PostgreSQL restart) is asked
+    /// again a little later; nothing is lost, the deliveries wait in it.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), LedgerError> {
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .build()
             .expect("an http client with a timeout builds");
         loop {
-            let now = unix_now_i64();
-            let due = self.ledger.due_hooks(now, BATCH).await?;
-            for delivery in due {
-                if cancel.is_cancelled() {
-                    return Ok(());
+            match self.deliver_due(&http, &cancel).await {
+                Ok(()) if cancel.is_cancelled() => return Ok(()),
+                Ok(()) => {}
+                Err(e) => {
+                    warn!(error = %e, "hook deliveries wait: the ledger cannot be read");
+                    let pause = tokio::time::sleep(LEDGER_RETRY);
+                    if cancel.run_until_cancelled(pause).await.is_none() {
+                        return Ok(());
+                    }
                 }
-                let result = tokio::select! {
-                    result = deliver(&http, &delivery) => result,
-                    () = cancel.cancelled() => return Ok(()),
-                };
-                self.record(delivery, result).await?;
-            }
-            let next = self.ledger.next_hook_at().await?;
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                () = idle(next, unix_now_i64(), &self.poke) => {}
             }
         }
+    }
+
+    /// Deliver what is due, then wait until the next delivery is due or a poke.
+    async fn deliver_due(
+        &self,
+        http: &reqwest::Client,
+        cancel: &CancellationToken,
+    ) -> Result<(), LedgerError> {
+        let now = unix_now_i64();
+        let due = self.ledger.due_hooks(now, BATCH).await?;
+        for delivery in due {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let result = tokio::select! {
+                result = deliver(http, &delivery) => result,
+                () = cancel.cancelled() => return Ok(()),
+            };
+            self.record(delivery, result).await?;
+        }
+        let next = self.ledger.next_hook_at().await?;
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = idle(next, unix_now_i64(), &self.poke) => {}
+        }
+        Ok(())
     }
 
     async fn record(

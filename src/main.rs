@@ -64,6 +64,7 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
             Ok(runtime.block_on(commands::upload(config, files, json))?)
         }
         Command::Status { json } => Ok(runtime.block_on(commands::status(&load()?, json))?),
+        Command::Nodes { json } => Ok(runtime.block_on(commands::nodes(&load()?, json))?),
         Command::Retry { file, failed: _ } => {
             let config = load()?;
             Ok(runtime.block_on(commands::retry(&config, file.as_deref()))?)

@@ -114,6 +114,7 @@ mod tests {
             "run",
             "upload",
             "status",
+            "nodes",
             "retry",
             "check-config",
             "completions",

@@ -3,7 +3,9 @@
 //!
 //! Exposition is `prometheus-client`'s; this module only names the metrics and says when they
 //! move. Files by state and pending hooks come from the ledger at scrape time, so they are right
-//! even for work done before this process started.
+//! even for work done before this process started. The daemon's metrics all carry its `node`
+//! label, so a fleet's series stay apart (files by state are the shared ledger's, seen from each
+//! node).
 
 use crate::ledger::Ledger;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -64,7 +67,19 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("vodup");
+        Metrics::with_registry(Registry::with_prefix("vodup"))
+    }
+
+    /// Metrics whose every series carries `node="NAME"`.
+    pub fn for_node(node: &str) -> Metrics {
+        let label = (Cow::Borrowed("node"), Cow::Owned(node.to_owned()));
+        Metrics::with_registry(Registry::with_prefix_and_labels(
+            "vodup",
+            std::iter::once(label),
+        ))
+    }
+
+    fn with_registry(mut registry: Registry) -> Metrics {
         let inner = Inner {
             files: Family::default(),
             bytes_confirmed: Counter::default(),
@@ -207,6 +222,8 @@ impl Metrics {
 
     /// The exposition text, with the ledger-derived gauges refreshed.
     pub async fn render(&self, ledger: &Ledger) -> Result<String, crate::ledger::LedgerError> {
+        // A state no row is in any more is dropped, not left at its last count.
+        self.inner.files.clear();
         for (state, count) in ledger.count_by_state().await? {
             let labels = StateLabels {
                 state: state.as_str(),

@@ -3,7 +3,7 @@
 //! and `movedTo`. Also what the status page shows of a file ([`speed`], [`moved_to`]).
 //! `--json` always shows each file's `account`.
 
-use crate::ledger::{Delivery, Disposed, FileRecord, FileState, Ledger, LedgerError};
+use crate::ledger::{Delivery, Disposed, FileRecord, FileState, Ledger, LedgerError, NodeInfo};
 use crate::shown::{line, shown};
 use serde::Serialize;
 
@@ -59,12 +59,19 @@ pub fn to_json(records: &[Row]) -> String {
     serde_json::to_string_pretty(&rows).expect("status serializes")
 }
 
-/// A table for people. Each file's account is shown when the files went to more than one.
+/// A table for people. Each file's account is shown when the files went to more than one; the
+/// node that holds a file under way is shown, and the node that handled each file when more than
+/// one node did (a fleet).
 pub fn to_table(records: &[Row]) -> String {
     let accounts: std::collections::BTreeSet<_> = records
         .iter()
         .filter_map(|(r, ..)| r.account.as_ref())
         .collect();
+    let nodes: std::collections::BTreeSet<_> = records
+        .iter()
+        .filter_map(|(r, ..)| r.node.as_ref())
+        .collect();
+    let now = crate::clock::unix_now_i64();
     let mut out = format!(
         "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
         "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
@@ -93,6 +100,25 @@ pub fn to_table(records: &[Row]) -> String {
         }
         if let Some(account) = r.account.as_ref().filter(|_| accounts.len() > 1) {
             out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
+        }
+        if let Some(node) = &r.node {
+            match r.lease_until {
+                Some(until) if until >= now => out.push_str(&format!(
+                    "{:>71} {} (lease {}s left)\n",
+                    "node",
+                    line(node),
+                    until - now
+                )),
+                Some(_) => out.push_str(&format!(
+                    "{:>71} {} (lease lapsed: another node may take it over)\n",
+                    "node",
+                    line(node)
+                )),
+                None if nodes.len() > 1 => {
+                    out.push_str(&format!("{:>71} {}\n", "node", line(node)))
+                }
+                None => {}
+            }
         }
         if let Some(Disposed::Skipped(skipped)) = &r.disposal {
             out.push_str(&format!("{:>71} {}\n", "left alone", line(skipped)));
@@ -130,6 +156,34 @@ pub fn to_table(records: &[Row]) -> String {
                 error.unwrap_or_default()
             ));
         }
+    }
+    out
+}
+
+/// The nodes of the ledger for people: when each started and last renewed its claims, how many
+/// files it holds, and whether it is presumed dead (not seen for longer than `lease`).
+pub fn nodes_table(nodes: &[NodeInfo], lease: std::time::Duration) -> String {
+    let now = crate::clock::unix_now_i64();
+    let lease = i64::try_from(lease.as_secs()).unwrap_or(i64::MAX);
+    let mut out = format!(
+        "{:<24} {:<10} {:>14} {:>14} {:>6}\n",
+        "NODE", "STATE", "STARTED", "LAST SEEN", "HOLDS"
+    );
+    for n in nodes {
+        let ago = |t: i64| format!("{}s ago", (now - t).max(0));
+        let state = if now - n.seen_at > lease {
+            "silent"
+        } else {
+            "alive"
+        };
+        out.push_str(&format!(
+            "{:<24} {:<10} {:>14} {:>14} {:>6}\n",
+            line(&n.name),
+            state,
+            ago(n.started_at),
+            ago(n.seen_at),
+            n.holds
+        ));
     }
     out
 }

@@ -26,6 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// How often a scan the ledger could not answer is tried again.
+const LEDGER_RETRY: Duration = Duration::from_secs(2);
 /// How often settling files are looked at.
 const SETTLE_POLL: Duration = Duration::from_millis(250);
 /// Events buffered between the notify thread and this task; past that, a rescan.
@@ -67,9 +69,13 @@ impl Intake {
         let first = self.watches.borrow().clone();
         let mut active = activate(first, events_tx.clone(), rescan.clone()).await?;
         let mut settler = Settler::default();
-        self.scan(&active, &mut settler).await?;
+        // A scan the ledger could not answer (a PostgreSQL ledger restarting) is owed, and run
+        // again every LEDGER_RETRY until it gets through; so is one after a file could not be
+        // recorded.
+        let mut scan_owed = self.scan(&active, &mut settler).await.is_err();
         let _ = ready.send(());
         let mut poll = tokio::time::interval(SETTLE_POLL);
+        let mut owed = tokio::time::interval(LEDGER_RETRY);
         let period = if self.rescan_interval.is_zero() {
             Duration::from_secs(86_400 * 365)
         } else {
@@ -94,10 +100,13 @@ impl Intake {
                     if rescan.take() {
                         warn!("file events may have been lost: rescanning");
                         settler.evidence_lost();
-                        self.scan(&active, &mut settler).await?;
+                        scan_owed = self.scan(&active, &mut settler).await.is_err();
                     }
                 }
-                _ = periodic.tick() => self.scan(&active, &mut settler).await?,
+                _ = periodic.tick() => scan_owed = self.scan(&active, &mut settler).await.is_err(),
+                _ = owed.tick(), if scan_owed => {
+                    scan_owed = self.scan(&active, &mut settler).await.is_err();
+                }
                 Ok(()) = self.wanted.changed() => {
                     let watches = self.wanted.borrow_and_update().clone();
                     match activate(watches.clone(), events_tx.clone(), rescan.clone()).await {
@@ -105,7 +114,7 @@ impl Intake {
                             info!(watches = watches.len(), "watch list reloaded");
                             active = reloaded;
                             self.watches.send_replace(watches);
-                            self.scan(&active, &mut settler).await?;
+                            scan_owed = self.scan(&active, &mut settler).await.is_err();
                         }
                         Err(e) => warn!(error = %e, "watch list not reloaded; keeping the old one"),
                     }
@@ -115,10 +124,10 @@ impl Intake {
                     settler = back;
                     for path in polled.empty {
                         info!(path = %shown(&path), "empty file: shown as waiting until it has content");
-                        self.take(&active, path).await?;
+                        scan_owed |= self.take(&active, path).await.is_err();
                     }
                     for path in polled.ready {
-                        self.take(&active, path).await?;
+                        scan_owed |= self.take(&active, path).await.is_err();
                     }
                 }
             }
@@ -127,6 +136,14 @@ impl Intake {
 
     /// Every matching file not already uploaded (or failed) in its current version starts settling.
     async fn scan(&self, active: &Active, settler: &mut Settler) -> Result<(), Error> {
+        let scanned = self.scan_now(active, settler).await;
+        if let Err(e) = &scanned {
+            warn!(error = %e, "scan not finished; trying again shortly");
+        }
+        scanned
+    }
+
+    async fn scan_now(&self, active: &Active, settler: &mut Settler) -> Result<(), Error> {
         let filters = active.filters.clone();
         let listed = tokio::task::spawn_blocking(move || {
             let mut listed = Vec::new();
@@ -156,6 +173,15 @@ impl Intake {
 
     /// A settled file: record it and queue it, unless this very version is already done or failed.
     async fn take(&self, active: &Active, path: PathBuf) -> Result<(), Error> {
+        let shown_path = shown(&path).to_string();
+        let taken = self.take_now(active, path).await;
+        if let Err(e) = &taken {
+            warn!(path = %shown_path, error = %e, "settled file not recorded; a scan finds it again shortly");
+        }
+        taken
+    }
+
+    async fn take_now(&self, active: &Active, path: PathBuf) -> Result<(), Error> {
         let Some((filter, watch)) = active.watch_for(&path) else {
             return Ok(());
         };
@@ -198,6 +224,7 @@ impl Intake {
             Err(e @ EnqueueError::Source(SourceError::NotRegular { .. })) => {
                 warn!(error = %e, "not taken")
             }
+            Err(EnqueueError::Ledger(e)) => return Err(e.into()),
             Err(e) => warn!(path = %shown(&path), error = %e, "cannot take a settled file"),
         }
         Ok(())

@@ -66,7 +66,11 @@ impl Scheduler {
         let mut running: JoinSet<Ended> = JoinSet::new();
         let mut poll = tokio::time::interval(LEDGER_POLL);
         loop {
-            self.take_more(&mut running, cancel).await?;
+            // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the
+            // next poll; files under way go on meanwhile.
+            if let Err(e) = self.take_more(&mut running, cancel).await {
+                warn!(error = %e, "no file taken from the ledger; trying again shortly");
+            }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
@@ -74,7 +78,11 @@ impl Scheduler {
                     self.ended(ended.expect("file task does not panic")).await;
                 }
                 () = self.queued.notified() => {}
-                _ = poll.tick() => self.count_queue().await?,
+                _ = poll.tick() => {
+                    if let Err(e) = self.count_queue().await {
+                        debug!(error = %e, "queue not counted");
+                    }
+                }
             }
         }
         self.drain(running).await

@@ -2,6 +2,11 @@
 //! identity is checked first), is sent with retries, and is recorded as confirmed only after the
 //! service answered code 0. A -10006 answer re-hashes that part (see [`send`]).
 //!
+//! Confirmations are written to the ledger in batches, at most one write per file per
+//! [`CONFIRM_EVERY`] and one at the end of the round, so a fleet's shared ledger carries one write
+//! per file per second, not one per part. A batch lost to a crash costs nothing but a re-check:
+//! the next init lists the parts the service holds, and that list is the truth.
+//!
 //! A permit of the engine-wide semaphore is taken *before* a part is read, and held until its
 //! answer is recorded, so parts in flight never exceed `parts_in_flight` across all files; each
 //! holds a chunk or two in memory, not a whole part. Tokio's semaphore is fair, so files interleave instead of queueing. The
@@ -21,6 +26,25 @@ use tracing::{debug, Instrument as _};
 
 type PartEnd = Result<(), Interrupt>;
 
+/// How often a file's confirmed parts are written to the ledger while its parts go up.
+const CONFIRM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Parts the service confirmed that the ledger does not record yet.
+type Confirmed = Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
+/// Write the confirmed parts gathered so far, in one write under the file's claim.
+async fn record_confirmed(inner: &Inner, job: &Job, confirmed: &Confirmed) -> PartEnd {
+    let batch = std::mem::take(&mut *confirmed.lock().unwrap_or_else(|p| p.into_inner()));
+    if !batch.is_empty() {
+        debug!(parts = batch.len(), "recording confirmed parts");
+        inner
+            .ledger
+            .confirm_parts(job.claim, &job.upload(), batch)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Send `todo` concurrently. Returns when every spawned part has ended.
 pub(super) async fn round(
     inner: &Arc<Inner>,
@@ -32,6 +56,10 @@ pub(super) async fn round(
     let mut tasks: JoinSet<PartEnd> = JoinSet::new();
     let mut end = Ok(());
     let mut queue = todo.into_iter().peekable();
+    let confirmed = Confirmed::default();
+    let mut record =
+        tokio::time::interval_at(tokio::time::Instant::now() + CONFIRM_EVERY, CONFIRM_EVERY);
+    record.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while queue.peek().is_some() && !round.is_cancelled() {
         tokio::select! {
             biased;
@@ -40,9 +68,14 @@ pub(super) async fn round(
                 end = worse(end, settle(joined.expect("part task does not panic"), cancel));
                 stop_if_needed(&end, &round, &mut tasks);
             }
+            _ = record.tick() => {
+                end = worse(end, record_confirmed(inner, &job, &confirmed).await);
+                stop_if_needed(&end, &round, &mut tasks);
+            }
             slot = inner.window.slot() => {
                 let part = queue.next().expect("peeked");
-                let task = send(inner.clone(), job.clone(), part, slot, round.clone());
+                let sent = confirmed.clone();
+                let task = send(inner.clone(), job.clone(), part, slot, round.clone(), sent);
                 tasks.spawn(task.in_current_span());
             }
         }
@@ -60,7 +93,7 @@ pub(super) async fn round(
             Err(e) => panic!("part task panicked: {e}"),
         }
     }
-    end
+    worse(end, record_confirmed(inner, &job, &confirmed).await)
 }
 
 /// Keep the worse of two ends.
@@ -107,6 +140,7 @@ async fn send(
     part: Part,
     _slot: Slot,
     round: CancellationToken,
+    confirmed: Confirmed,
 ) -> PartEnd {
     const CHANGED: &str = "the file changed after it was hashed";
     let _in_flight = inner.metrics.part_started();
@@ -159,11 +193,10 @@ async fn send(
         return Err(Interrupt::Changed(CHANGED));
     }
     sent?;
-    let parts = vec![(part.offset, part.len)];
-    inner
-        .ledger
-        .confirm_parts(job.claim, &job.upload(), parts)
-        .await?;
+    confirmed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((part.offset, part.len));
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
     inner.window.confirmed(part.len);

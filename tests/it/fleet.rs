@@ -75,3 +75,335 @@ async fn postgres_shared_server_creates_databases() {
         .get(0);
     assert!(url.ends_with(&format!("/{name}")), "{url} is not {name}");
 }
+
+// ---- several `vodup run` processes on one shared drop folder and one PostgreSQL ledger ----
+
+use crate::helpers::env::{slow_parts, test_bytes, wait_until, Env, PART, SECRET_ID, SECRET_KEY};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Each node's lease: short, so takeovers happen within a test's patience.
+const LEASE_SECS: u64 = 3;
+/// Parts in flight per node.
+const IN_FLIGHT: u64 = 4;
+
+/// One node: a `vodup run` process with its own config (`node = NAME`) and log file.
+struct Node {
+    name: &'static str,
+    config: PathBuf,
+    log: PathBuf,
+    child: tokio::process::Child,
+}
+
+impl Node {
+    fn start(env: &Env, ledger: &str, name: &'static str) -> Node {
+        let config = env.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "endpoint = {endpoint:?}\nsecret_id = {SECRET_ID:?}\nsecret_key = {SECRET_KEY:?}\n\
+             ledger = {ledger:?}\nnode = {name:?}\nlease = \"{LEASE_SECS}s\"\n\
+             part_size = {PART}\nparts_in_flight = {IN_FLIGHT}\nfiles_in_flight = 2\n\
+             shutdown_deadline = \"2s\"\nrescan_interval = \"2s\"\n\
+             [retry]\nbase = \"5ms\"\ncap = \"100ms\"\nmax_attempts = 200\nmax_elapsed = \"120s\"\nslow_base = \"20ms\"\n\
+             [timeouts]\nconnect = \"2s\"\nrequest = \"5s\"\n\
+             [[watch]]\nname = \"shared\"\npath = {drop:?}\nafter_upload = \"move\"\ndone_dir = {done:?}\n\
+             failed_dir = {failed:?}\nsettle = \"300ms\"\nsettle_unseen = \"1s\"\n",
+            endpoint = env.emu.endpoint,
+            drop = env.drop.display().to_string(),
+            done = env.done.display().to_string(),
+            failed = env.failed.display().to_string(),
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = env.dir.path().join(format!("{name}.log"));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-format", "json", "run"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("vodup run starts");
+        Node {
+            name,
+            config,
+            log,
+            child,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Still running: it did not exit on its own (a ledger outage is not fatal).
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// `vodup status --json` through this node's config: every file the shared ledger knows.
+    async fn status(&self) -> Vec<Value> {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["status", "--json"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// `count` files of `parts` parts each, in the shared drop folder; their contents by name.
+fn drop_files(env: &Env, count: usize, parts: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let name = format!("f{seed}-{i}.mp4");
+            let data = test_bytes(parts * PART as usize - i, seed * 100 + i as u64);
+            env.write(&env.drop, &name, &data);
+            (name, data)
+        })
+        .collect()
+}
+
+/// Every file is in the done folder exactly once with its exact bytes, the drop folder is
+/// empty, and the ledger has one done, disposed-of row per file.
+async fn all_moved_once(env: &Env, node: &Node, files: &[(String, Vec<u8>)], patience: Duration) {
+    for (name, data) in files {
+        let moved = env.done.join(name);
+        wait_until(&format!("{name} moved"), patience, || async {
+            moved.exists()
+        })
+        .await;
+        assert_eq!(
+            &std::fs::read(&moved).unwrap(),
+            data,
+            "{name}: bytes differ"
+        );
+    }
+    let done: Vec<PathBuf> = list(&env.done);
+    assert_eq!(
+        done.len(),
+        files.len(),
+        "each file moved exactly once: {done:?}"
+    );
+    assert!(
+        list(&env.drop).is_empty(),
+        "left in the drop folder: {:?}",
+        list(&env.drop)
+    );
+    let rows = node.status().await;
+    assert_eq!(rows.len(), files.len(), "one row per file: {rows:#?}");
+    wait_until("every row disposed of", Duration::from_secs(10), || async {
+        node.status()
+            .await
+            .iter()
+            .all(|r| r["state"] == "done" && r["disposed"] == true)
+    })
+    .await;
+}
+
+fn list(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// The names of the files `node` holds a live claim on and is uploading.
+async fn uploading_on(observer: &Node, node: &str) -> BTreeSet<String> {
+    let rows = observer.status().await;
+    rows.iter()
+        .filter(|r| r["node"] == node && r["state"] == "uploading" && !r["lease_until"].is_null())
+        .filter(|r| r["confirmed_bytes"].as_u64().unwrap_or(0) > 0)
+        .map(file_name)
+        .collect()
+}
+
+fn file_name(row: &Value) -> String {
+    let path = row["path"].as_str().unwrap();
+    path.rsplit('/').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_one_folder_upload_and_move_every_file_exactly_once() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let ledger = cluster.create_database();
+    let env = Env::with_faults(slow_parts(50)).await;
+    let files = drop_files(&env, 8, 6, 1);
+    let nodes = ["a", "b", "c"].map(|n| Node::start(&env, &ledger, n));
+    all_moved_once(&env, &nodes[0], &files, Duration::from_secs(90)).await;
+    let stats = env.emu.stats().await;
+    let parts: u64 = files
+        .iter()
+        .map(|(_, d)| d.len().div_ceil(PART as usize) as u64)
+        .sum();
+    assert_eq!(stats.duplicate_parts, 0, "{stats:?}");
+    assert_eq!(stats.parts_accepted, parts, "{stats:?}");
+    assert_eq!(
+        stats.finishes,
+        files.len() as u64,
+        "each file finished once: {stats:?}"
+    );
+    let rows = nodes[1].status().await;
+    for row in &rows {
+        let node = row["node"].as_str().unwrap_or("");
+        assert!(["a", "b", "c"].contains(&node), "{row:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_upload_has_its_files_finished_by_the_others_within_its_lease() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let ledger = cluster.create_database();
+    let env = Env::with_faults(slow_parts(300)).await;
+    let files = drop_files(&env, 2, 24, 2);
+    let a = Node::start(&env, &ledger, "a");
+    wait_until("a uploads both files", Duration::from_secs(30), || async {
+        uploading_on(&a, "a").await.len() == 2
+    })
+    .await;
+    let held = uploading_on(&a, "a").await;
+    assert_eq!(held.len(), 2);
+    let (b, c) = (
+        Node::start(&env, &ledger, "b"),
+        Node::start(&env, &ledger, "c"),
+    );
+    let before = env.emu.stats().await;
+    a.signal(rustix::process::Signal::KILL);
+    let killed = Instant::now();
+    wait_until(
+        "b or c took a's files over",
+        Duration::from_secs(LEASE_SECS + 10),
+        || async {
+            let rows = b.status().await;
+            held.iter().all(|name| {
+                rows.iter()
+                    .any(|r| &file_name(r) == name && (r["node"] == "b" || r["node"] == "c"))
+            })
+        },
+    )
+    .await;
+    let taken_after = killed.elapsed();
+    assert!(
+        taken_after <= Duration::from_secs(LEASE_SECS + 5),
+        "taken over after {taken_after:?}, lease {LEASE_SECS}s"
+    );
+    all_moved_once(&env, &c, &files, Duration::from_secs(60)).await;
+    let after = env.emu.stats().await;
+    assert!(
+        after.duplicate_parts - before.duplicate_parts <= 2 * IN_FLIGHT,
+        "re-sent more than a's parts in flight: {after:?}"
+    );
+    assert_eq!(after.finishes, files.len() as u64, "{after:?}");
+    for row in b.status().await {
+        assert_ne!(row["node"], "a", "a never came back: {row:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_past_its_lease_lands_no_write_and_moves_nothing_after_the_takeover() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let ledger = cluster.create_database();
+    let env = Env::with_faults(slow_parts(300)).await;
+    let files = drop_files(&env, 2, 24, 3);
+    let b = Node::start(&env, &ledger, "b");
+    wait_until("b uploads both files", Duration::from_secs(30), || async {
+        uploading_on(&b, "b").await.len() == 2
+    })
+    .await;
+    let held = uploading_on(&b, "b").await;
+    assert_eq!(held.len(), 2);
+    b.signal(rustix::process::Signal::STOP);
+    let c = Node::start(&env, &ledger, "c");
+    wait_until(
+        "c took b's files over",
+        Duration::from_secs(LEASE_SECS + 10),
+        || async {
+            let rows = c.status().await;
+            held.iter().all(|name| {
+                rows.iter()
+                    .any(|r| &file_name(r) == name && r["node"] == "c")
+            })
+        },
+    )
+    .await;
+    b.signal(rustix::process::Signal::CONT);
+    all_moved_once(&env, &c, &files, Duration::from_secs(60)).await;
+    // b, thawed, learns it lost the files (its renewal or its next write says so) and stops.
+    wait_until(
+        "b notices it lost its files",
+        Duration::from_secs(10),
+        || async {
+            let log = b.log();
+            log.contains("took this file over") || log.contains("claim lost")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for row in c.status().await {
+        assert_eq!(
+            row["node"], "c",
+            "a write of b landed after the takeover: {row:#}"
+        );
+        assert_eq!(row["state"], "done");
+    }
+    assert_eq!(list(&env.done).len(), files.len(), "no double move");
+    let log = b.log();
+    assert!(
+        !log.contains("\"disposed\""),
+        "b disposed of a file it lost: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_wait_for_a_restarted_postgresql_and_go_on() {
+    let Some(cluster) = postgres::Cluster::start() else {
+        return;
+    };
+    let ledger = cluster.create_database();
+    let env = Env::with_faults(slow_parts(250)).await;
+    let files = drop_files(&env, 4, 16, 4);
+    let mut nodes = [
+        Node::start(&env, &ledger, "a"),
+        Node::start(&env, &ledger, "b"),
+    ];
+    wait_until("uploads under way", Duration::from_secs(30), || async {
+        !uploading_on(&nodes[0], "a").await.is_empty()
+            || !uploading_on(&nodes[0], "b").await.is_empty()
+    })
+    .await;
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(LEASE_SECS + 1)).await;
+    cluster.start_again();
+    all_moved_once(&env, &nodes[1], &files, Duration::from_secs(90)).await;
+    for node in &mut nodes {
+        assert!(node.is_running(), "{} exited: {}", node.name, node.log());
+    }
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.finishes, files.len() as u64, "{stats:?}");
+}

@@ -22,12 +22,24 @@ fn free_port() -> u16 {
 }
 
 /// The value of one sample line of a Prometheus exposition (`name{labels} value`).
+/// The value of `series` in an exposition, as if it had no `node` label: the daemon labels
+/// every series with its node (`NODE` in these tests), which is checked once, here.
 fn sample(text: &str, series: &str) -> Option<f64> {
+    let node = format!("node=\"{NODE}\"");
     text.lines()
+        .filter(|l| l.starts_with("vodup_"))
+        .map(|l| {
+            assert!(l.contains(&node), "a series without the node label: {l}");
+            l.replace(&format!(",{node}"), "")
+                .replace(&format!("{{{node}}}"), "")
+                .replace(&format!("{node},"), "")
+        })
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+        .and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
 }
+
+/// The node name the metrics tests give their daemon.
+const NODE: &str = "ingest-test";
 
 #[tokio::test]
 async fn metrics_move_during_and_after_an_upload() {
@@ -35,6 +47,7 @@ async fn metrics_move_during_and_after_an_upload() {
     let port = free_port();
     let mut config = env.config();
     config.metrics.listen = Some(([127, 0, 0, 1], port).into());
+    config.node = Some(NODE.into());
     let daemon = Daemon::start(config).await;
     let url = format!("http://127.0.0.1:{port}/metrics");
     let data = test_bytes(16 * PART as usize, 50);
@@ -82,7 +95,10 @@ async fn metrics_move_during_and_after_an_upload() {
     );
     assert_eq!(sample(&after, "vodup_parts_in_flight"), Some(0.0));
     assert_eq!(sample(&after, "vodup_instant_uploads_total"), Some(0.0));
-    assert!(after.contains("vodup_build_info{version="), "{after}");
+    assert!(
+        after.contains(&format!("vodup_build_info{{node=\"{NODE}\",version=")),
+        "{after}"
+    );
     daemon.stop().await;
 }
 
@@ -98,6 +114,7 @@ async fn retried_parts_are_counted_by_code() {
     let port = free_port();
     let mut config = env.config();
     config.metrics.listen = Some(([127, 0, 0, 1], port).into());
+    config.node = Some(NODE.into());
     let daemon = Daemon::start(config).await;
     env.write(&env.drop, "retried.mp4", &test_bytes(8 * PART as usize, 51));
     wait_until("done", Duration::from_secs(30), || async {
