@@ -213,7 +213,7 @@ impl Scheduler {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
                 self.hooks.notify_one();
-                return Ok(false);
+                Ok(false)
             }
             Ok(None) => Ok(true),
             Err(DisposeError::Ledger(e)) => Err(e.into()),
