@@ -17,3 +17,9 @@ CREATE TABLE nodes (
     started_at INTEGER NOT NULL,
     seen_at    INTEGER NOT NULL
 );
+
+-- The rows a node may claim, oldest first, without walking the done ones (the same predicate as
+-- the claim's query, so SQLite uses this index for it).
+CREATE INDEX files_owed ON files (id) WHERE origin IS NOT NULL
+    AND (state IN ('queued', 'hashing', 'uploading', 'finishing')
+         OR (state IN ('done', 'failed') AND disposed = 0));

@@ -129,7 +129,7 @@ impl Scheduler {
                 }
                 // Lost to another node: the upload is dropped where it stands.
                 let lost = held.lost().clone();
-                let upload = engine.upload_claimed(claim, &cancel);
+                let upload = engine.upload_claimed(claim, record.clone(), &cancel);
                 let outcome = lost.run_until_cancelled(upload).await;
                 (
                     held,
@@ -168,20 +168,22 @@ impl Scheduler {
     /// this file's only: it is logged, and the file's claim lapses so it is taken again later.
     async fn ended(&self, (held, record, outcome): Ended) {
         let claim = held.claim;
+        // Whether the claim is still to be released (recording a disposal releases it).
         let result = match outcome {
             Some(Ok(Outcome::TakenOver)) => return,
-            Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(()),
+            Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(true),
             None => self.dispose_one(claim, record).await,
             Some(Ok(_)) => match self.ledger.file(claim.key).await {
                 Ok(Some(record)) => self.dispose_one(claim, record).await,
-                Ok(None) => Ok(()),
+                Ok(None) => Ok(true),
                 Err(e) => Err(e.into()),
             },
             Some(Err(e)) => Err(e),
         };
         let result = match result {
-            Ok(()) if held.lost().is_cancelled() => return,
-            Ok(()) => self.ledger.release(claim).await.map_err(EngineError::from),
+            Ok(_) if held.lost().is_cancelled() => return,
+            Ok(true) => self.ledger.release(claim).await.map_err(EngineError::from),
+            Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
         match result {
@@ -195,32 +197,31 @@ impl Scheduler {
         }
     }
 
-    /// The after-upload action of a done or failed file (see [`dispose_now`]).
-    async fn dispose_one(&self, claim: Claim, record: FileRecord) -> Result<(), EngineError> {
+    /// The after-upload action of a done or failed file (see [`dispose_now`]); whether the claim
+    /// is still to be released (recording the disposal released it).
+    async fn dispose_one(&self, claim: Claim, record: FileRecord) -> Result<bool, EngineError> {
         let Some(root) = record.origin.clone() else {
-            return Ok(());
+            return Ok(true);
         };
         let watches = self.watches.borrow().clone();
         let Some(watch) = super::for_origin(&watches, &root) else {
             warn!(path = %shown(&record.path), "no watch for this file any more: left in place");
-            return Ok(());
+            return Ok(true);
         };
         let shown_path = shown(&record.path).to_string();
         match dispose_now(&self.ledger, claim, &record, &watch, &root).await {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
                 self.hooks.notify_one();
+                Ok(false)
             }
-            Ok(None) => {}
-            Err(DisposeError::Ledger(e)) => return Err(e.into()),
-            Err(DisposeError::Io(e)) => {
-                return Err(EngineError::Disposal {
-                    path: shown_path,
-                    message: e.to_string(),
-                })
-            }
+            Ok(None) => Ok(true),
+            Err(DisposeError::Ledger(e)) => Err(e.into()),
+            Err(DisposeError::Io(e)) => Err(EngineError::Disposal {
+                path: shown_path,
+                message: e.to_string(),
+            }),
         }
-        Ok(())
     }
 }
 

@@ -354,20 +354,21 @@ impl Ledger {
             .set_state(claim, state))
     }
 
-    /// One more attempt at the file begins.
-    pub async fn begin_attempt(&self, claim: Claim) -> Result<()> {
-        dispatch!(self, |s| s.begin_attempt(claim), |p| p.begin_attempt(claim))
-    }
-
-    /// Record the account a file goes to (a row queued before accounts were recorded).
-    pub async fn set_account(
+    /// One more attempt at the file begins: count it, record the account it goes to if the row
+    /// had none (queued before accounts were recorded, or re-queued), and mark it `hashing` if it
+    /// is about to be hashed.
+    pub async fn begin_attempt(
         &self,
         claim: Claim,
-        account: &crate::config::AccountName,
+        account: Option<&crate::config::AccountName>,
+        hashing: bool,
     ) -> Result<()> {
-        let owned = account.clone();
-        dispatch!(self, |s| s.set_account(claim, &owned), |p| p
-            .set_account(claim, account))
+        let owned = account.cloned();
+        dispatch!(
+            self,
+            |s| s.begin_attempt(claim, owned.as_ref(), hashing),
+            |p| p.begin_attempt(claim, account, hashing)
+        )
     }
 
     /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
@@ -411,13 +412,14 @@ impl Ledger {
         }
     }
 
-    /// Make the confirmed parts of a content exactly the ones the service listed.
+    /// Make the confirmed parts of a content exactly the ones the service listed, and mark the
+    /// file `uploading`; the confirmed offsets.
     pub async fn reconcile(
         &self,
         claim: Claim,
         upload: &Upload,
         held: Vec<(u64, u64)>,
-    ) -> Result<()> {
+    ) -> Result<BTreeSet<u64>> {
         let u = upload.clone();
         match &self.store {
             Store::Sqlite(s) => sqlite!(s, |s| s.reconcile(claim, &u, &held)),
@@ -484,7 +486,8 @@ impl Ledger {
     }
 
     /// The after-upload action ran and did `disposed` (to `moved_to`): mark the file disposed of
-    /// and release its held deliveries, or replace them by `hooks`.
+    /// and release its held deliveries, or replace them by `hooks`. This ends the file's work:
+    /// its claim is released in the same transaction.
     pub async fn mark_disposed(
         &self,
         claim: Claim,

@@ -20,6 +20,7 @@ use crate::shown::shown;
 use crate::source::{Source, SourceError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
@@ -30,10 +31,9 @@ const CHANGED: &str =
 pub(super) async fn upload(
     inner: &Arc<Inner>,
     claim: Claim,
+    record: FileRecord,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
-    let record =
-        (inner.ledger.file(claim.key).await?).ok_or(EngineError::UnknownFile(claim.key))?;
     if let Some(outcome) = Outcome::ended_already(&record) {
         return Ok(outcome);
     }
@@ -100,8 +100,13 @@ struct Journey {
 impl Journey {
     async fn run(&self, claim: Claim, record: FileRecord) -> Result<Finished, Interrupt> {
         let key = record.key;
-        let account = self.account(claim, &record).await?;
-        self.inner.ledger.begin_attempt(claim).await?;
+        let account = self.account(&record)?;
+        // One write starts the attempt: the count, the account of a row that had none, and the
+        // hashing state when the file was never hashed.
+        let new_account = record.account.is_none().then_some(&account.name);
+        let hashing = record.file_sha.is_none();
+        let ledger = &self.inner.ledger;
+        ledger.begin_attempt(claim, new_account, hashing).await?;
         let source = Arc::new(self.open(&record).await?);
         let part_size = PartSize::from_bytes(record.part_size).unwrap_or(self.inner.part_size);
         let (sha, md5s) = self.hashes(claim, &record, &source, part_size).await?;
@@ -135,17 +140,14 @@ impl Journey {
         self.rounds(&mut job, &processing).await
     }
 
-    /// The account the file goes to, recorded in its row if the row had none.
-    async fn account(&self, claim: Claim, record: &FileRecord) -> Result<Arc<Account>, Interrupt> {
+    /// The account the file goes to.
+    fn account(&self, record: &FileRecord) -> Result<Arc<Account>, Interrupt> {
         let account = self.inner.accounts.of(record).map_err(|name| {
             Interrupt::failed(format!(
                 "its account `{name}` is not in the config (any more): `vodup retry` sends it \
                  with its watch's account as configured now"
             ))
         })?;
-        if record.account.is_none() {
-            self.inner.ledger.set_account(claim, &account.name).await?;
-        }
         tracing::Span::current().record("account", account.name.as_str());
         Ok(account)
     }
@@ -195,7 +197,10 @@ impl Journey {
                 return Ok((sha, md5s));
             }
         }
-        inner.ledger.set_state(claim, FileState::Hashing).await?;
+        if record.file_sha.is_some() {
+            // A file never hashed was marked hashing as its attempt began.
+            inner.ledger.set_state(claim, FileState::Hashing).await?;
+        }
         let event = Event::Hashing { size: record.size };
         inner.progress.event(key, &record.path, event);
         let started = std::time::Instant::now();
@@ -287,8 +292,8 @@ impl Journey {
                 held
             }
         };
-        self.reconcile(job, &held).await?;
-        self.send_parts(job).await?;
+        let confirmed = self.reconcile(job, &held).await?;
+        self.send_parts(job, &confirmed).await?;
         self.finish(job).await
     }
 
@@ -342,9 +347,10 @@ impl Journey {
         Ok(())
     }
 
-    /// The service is the truth: its held parts become the confirmed ones. A listed part that is
-    /// not a part of our plan, or whose MD5 is not ours, is not counted (it will be re-sent).
-    async fn reconcile(&self, job: &Job, held: &[HeldPart]) -> Result<(), Interrupt> {
+    /// The service is the truth: its held parts become the confirmed ones, and the file is
+    /// uploading. A listed part that is not a part of our plan, or whose MD5 is not ours, is not
+    /// counted (it will be re-sent). The confirmed offsets.
+    async fn reconcile(&self, job: &Job, held: &[HeldPart]) -> Result<BTreeSet<u64>, Interrupt> {
         let (ours, foreign): (Vec<&HeldPart>, _) = held.iter().partition(|h| job.is_ours(h));
         for h in foreign {
             warn!(
@@ -354,31 +360,19 @@ impl Journey {
             );
         }
         let valid: Vec<(u64, u64)> = ours.iter().map(|h| (h.offset, h.len)).collect();
-        self.inner
-            .ledger
-            .reconcile(job.claim, &job.upload(), valid)
-            .await?;
-        Ok(())
+        let ledger = &self.inner.ledger;
+        Ok(ledger.reconcile(job.claim, &job.upload(), valid).await?)
     }
 
-    async fn send_parts(&self, job: &Job) -> Result<(), Interrupt> {
-        let (key, upload) = (job.claim.key, job.upload());
-        let confirmed = self
-            .inner
-            .ledger
-            .confirmed(&upload.account, &upload.sha)
-            .await?;
-        let todo = missing(job.size, job.part_size, &confirmed);
+    async fn send_parts(&self, job: &Job, confirmed: &BTreeSet<u64>) -> Result<(), Interrupt> {
+        let key = job.claim.key;
+        let todo = missing(job.size, job.part_size, confirmed);
         let held = job.size - todo.iter().map(|p| p.len).sum::<u64>();
         info!(
             parts = todo.len(),
             held_bytes = held,
             "uploading missing parts"
         );
-        self.inner
-            .ledger
-            .set_state(job.claim, FileState::Uploading)
-            .await?;
         let event = Event::Uploading {
             total: job.size,
             confirmed: held,

@@ -337,10 +337,14 @@ impl Engine {
         let (ledger, holder) = (&self.inner.ledger, &self.inner.holder);
         let claim = ledger.claim(key, holder.lease()).await?;
         let held = holder.hold(claim.ok_or(EngineError::HeldElsewhere(key))?);
+        let record = ledger
+            .file(key)
+            .await?
+            .ok_or(EngineError::UnknownFile(key))?;
         // Lost to another node: the journey is dropped where it stands.
         let lost = held.lost().clone();
         let outcome = lost
-            .run_until_cancelled(self.upload_claimed(held.claim, cancel))
+            .run_until_cancelled(self.upload_claimed(held.claim, record, cancel))
             .await;
         let outcome = match outcome {
             Some(outcome) if !lost.is_cancelled() => outcome?,
@@ -352,14 +356,16 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Upload a file this node holds `claim` on (the caller keeps it alive and releases it).
+    /// Upload a file this node holds `claim` on, `record` as read when it was claimed (the
+    /// caller keeps the claim alive and releases it).
     pub async fn upload_claimed(
         &self,
         claim: Claim,
+        record: FileRecord,
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
         let started = std::time::Instant::now();
-        let outcome = file::upload(&self.inner, claim, cancel).await?;
+        let outcome = file::upload(&self.inner, claim, record, cancel).await?;
         if let Outcome::Done(done) = &outcome {
             let metrics = &self.inner.metrics;
             metrics.file_done(done.instant, started.elapsed().as_secs_f64());

@@ -228,11 +228,8 @@ async fn postgres_a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder
     };
     let l = &frozen;
     assert!(fenced(l.set_state(old, FileState::Finishing).await, key));
-    assert!(fenced(l.begin_attempt(old).await, key));
-    assert!(fenced(
-        l.set_account(old, &AccountName::new("z")).await,
-        key
-    ));
+    let z = AccountName::new("z");
+    assert!(fenced(l.begin_attempt(old, Some(&z), true).await, key));
     assert!(fenced(
         l.record_hash(old, "sha", PART, vec!["m".into()]).await,
         key
@@ -391,6 +388,22 @@ async fn postgres_an_upload_is_recorded_confirmed_finished_and_disposed_of_as_on
     let f = l.enqueue(watched(&root[0], "a.mp4")).await.unwrap();
     let n = lease("n", 30);
     let claim = l.claim(f.key, &n).await.unwrap().unwrap();
+    let a = AccountName::new(A);
+    l.begin_attempt(claim, Some(&a), true).await.unwrap();
+    let begun = l.file(f.key).await.unwrap().unwrap();
+    let (state, attempts) = (begun.state, begun.attempts);
+    assert_eq!(
+        (begun.account, state, attempts),
+        (Some(a), FileState::Hashing, 1)
+    );
+    l.begin_attempt(claim, None, false).await.unwrap();
+    let again = l.file(f.key).await.unwrap().unwrap();
+    let account = AccountName::new(A);
+    assert_eq!(
+        (again.account, again.attempts),
+        (Some(account), 2),
+        "an account stays"
+    );
     let md5s: Vec<String> = ["m0", "m1", "m2"].map(String::from).to_vec();
     l.record_hash(claim, "sha", PART, md5s.clone())
         .await
@@ -422,12 +435,11 @@ async fn postgres_an_upload_is_recorded_confirmed_finished_and_disposed_of_as_on
         2 * PART
     );
     let held = vec![(PART, PART), (2 * PART, 902_848)];
-    l.reconcile(claim, &upload("sha"), held).await.unwrap();
-    assert_eq!(
-        l.confirmed(A, "sha").await.unwrap(),
-        BTreeSet::from([PART, 2 * PART])
-    );
-    l.begin_attempt(claim).await.unwrap();
+    let confirmed = l.reconcile(claim, &upload("sha"), held).await.unwrap();
+    assert_eq!(confirmed, BTreeSet::from([PART, 2 * PART]));
+    assert_eq!(l.confirmed(A, "sha").await.unwrap(), confirmed);
+    let uploading = l.file(f.key).await.unwrap().unwrap();
+    assert_eq!(uploading.state, FileState::Uploading);
     l.set_state(claim, FileState::Finishing).await.unwrap();
     l.finish(claim, "file-1", Some("http://u"), false)
         .await
@@ -440,7 +452,7 @@ async fn postgres_an_upload_is_recorded_confirmed_finished_and_disposed_of_as_on
         (done.state, done.file_id.as_deref()),
         (FileState::Done, Some("file-1"))
     );
-    assert_eq!((done.confirmed_bytes, done.attempts), (done.size, 1));
+    assert_eq!((done.confirmed_bytes, done.attempts), (done.size, 2));
     let identity = watched(&root[0], "a.mp4").identity;
     assert_eq!(
         l.uploaded(identity).await.unwrap().map(|r| r.key),
@@ -497,6 +509,10 @@ async fn disposal_holds_its_hooks_until_recorded(l: &Ledger, claim: Claim) {
     assert_eq!(
         (disposed.disposed, disposed.disposal),
         (true, Some(Disposed::Moved))
+    );
+    assert_eq!(
+        disposed.lease_until, None,
+        "recording the outcome released the claim"
     );
 }
 

@@ -346,18 +346,19 @@ impl Postgres {
         self.claimed_update(claim, sql, &params).await
     }
 
-    /// Record the account a file goes to (a row queued before accounts were recorded).
-    pub async fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
-        let sql = "UPDATE files SET account = $2, updated_at = $3 WHERE id = $1";
-        let params: [&(dyn ToSql + Sync); 3] = [&claim.key.0, &account.as_str(), &unix_now_i64()];
+    /// See [`crate::ledger::Ledger::begin_attempt`].
+    pub async fn begin_attempt(
+        &self,
+        claim: Claim,
+        account: Option<&AccountName>,
+        hashing: bool,
+    ) -> Result<()> {
+        let sql = "UPDATE files SET attempts = attempts + 1, account = COALESCE($2, account), \
+             state = COALESCE($3, state), updated_at = $4 WHERE id = $1";
+        let account = account.map(AccountName::as_str);
+        let hashing = hashing.then_some(FileState::Hashing.as_str());
+        let params: [&(dyn ToSql + Sync); 4] = [&claim.key.0, &account, &hashing, &unix_now_i64()];
         self.claimed_update(claim, sql, &params).await
-    }
-
-    /// One more attempt at the file begins.
-    pub async fn begin_attempt(&self, claim: Claim) -> Result<()> {
-        let sql = "UPDATE files SET attempts = attempts + 1, updated_at = $2 WHERE id = $1";
-        self.claimed_update(claim, sql, &[&claim.key.0, &unix_now_i64()])
-            .await
     }
 
     /// See [`crate::ledger::Sqlite::set_aside`].

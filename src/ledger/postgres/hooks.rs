@@ -66,7 +66,7 @@ impl Postgres {
     }
 
     /// See [`crate::ledger::Sqlite::mark_disposed`]: one transaction, so a crash can neither lose
-    /// the hooks nor run the action twice.
+    /// the hooks nor run the action twice; it ends the file's work, so its claim is released.
     pub async fn mark_disposed(
         &self,
         claim: Claim,
@@ -79,7 +79,7 @@ impl Postgres {
         let tx = claimed(&mut client, claim).await?;
         let mark = tx
             .prepare_cached(
-                "UPDATE files SET disposed = TRUE, disposal = $3, \
+                "UPDATE files SET disposed = TRUE, disposal = $3, lease_until = NULL, \
                  intent_target = COALESCE($4, intent_target), updated_at = $2 \
                  WHERE id = $1 AND NOT disposed AND state IN ('done', 'failed')",
             )

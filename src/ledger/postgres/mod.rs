@@ -325,12 +325,13 @@ impl Postgres {
 
     /// Make the confirmed parts of a content exactly the ones the service listed: the service is
     /// the truth. Parts it lacks are forgotten (and will be re-sent); parts it holds are recorded.
+    /// The file is `uploading` from here; the confirmed offsets.
     pub async fn reconcile(
         &self,
         claim: Claim,
         upload: &Upload,
         held: &[(u64, u64)],
-    ) -> Result<()> {
+    ) -> Result<BTreeSet<u64>> {
         let mut client = self.client().await?;
         let tx = claimed(&mut client, claim).await?;
         let delete = tx
@@ -338,8 +339,13 @@ impl Postgres {
             .await?;
         tx.execute(&delete, &[&upload.account, &upload.sha]).await?;
         insert_confirmed(&tx, upload, held).await?;
+        let uploading = tx
+            .prepare_cached("UPDATE files SET state = 'uploading', updated_at = $2 WHERE id = $1")
+            .await?;
+        tx.execute(&uploading, &[&claim.key.0, &unix_now_i64()])
+            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(held.iter().map(|&(offset, _)| offset).collect())
     }
 }
 

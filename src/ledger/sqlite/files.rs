@@ -22,10 +22,12 @@ const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.sta
      f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until";
 
 /// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
-/// Only rows of a watch (`vodup upload` runs its own files).
+/// Only rows of a watch (`vodup upload` runs its own files). Written as the partial index
+/// `files_owed` (migration 0006) is: the claim walks that index in id order (`INDEXED BY`: left
+/// to itself the planner sorts every queued row for each claim), never the done rows.
 const OWED: &str =
-    "f.origin IS NOT NULL AND (f.state IN ('queued', 'hashing', 'uploading', 'finishing') \
-     OR (f.state IN ('done', 'failed') AND f.disposed = 0))";
+    "origin IS NOT NULL AND (state IN ('queued', 'hashing', 'uploading', 'finishing') \
+     OR (state IN ('done', 'failed') AND disposed = 0))";
 
 fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     let state: String = row.get("state")?;
@@ -299,20 +301,24 @@ impl Sqlite {
     }
 
     /// Record the account a file goes to (a row queued before accounts were recorded).
-    pub fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
+    /// See [`crate::ledger::Ledger::begin_attempt`].
+    pub fn begin_attempt(
+        &self,
+        claim: Claim,
+        account: Option<&AccountName>,
+        hashing: bool,
+    ) -> Result<()> {
+        let hashing = hashing.then_some(FileState::Hashing.as_str());
         self.claimed_update(
             claim,
-            "UPDATE files SET account = ?2, updated_at = ?3 WHERE id = ?1",
-            params![claim.key, account.as_str(), unix_now_i64()],
-        )
-    }
-
-    /// One more attempt at the file begins.
-    pub fn begin_attempt(&self, claim: Claim) -> Result<()> {
-        self.claimed_update(
-            claim,
-            "UPDATE files SET attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-            params![claim.key, unix_now_i64()],
+            "UPDATE files SET attempts = attempts + 1, account = COALESCE(?2, account), \
+             state = COALESCE(?3, state), updated_at = ?4 WHERE id = ?1",
+            params![
+                claim.key,
+                account.map(AccountName::as_str),
+                hashing,
+                unix_now_i64()
+            ],
         )
     }
 
@@ -402,9 +408,9 @@ impl Sqlite {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let keys: Vec<FileKey> = {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT f.id FROM files f WHERE {OWED} \
-                 AND (f.lease_until IS NULL OR f.lease_until < ?1) \
-                 AND (?2 IS NULL OR f.created_at <= ?2) ORDER BY f.id LIMIT ?3"
+                "SELECT id FROM files INDEXED BY files_owed WHERE {OWED} \
+                 AND (lease_until IS NULL OR lease_until < ?1) \
+                 AND (?2 IS NULL OR created_at <= ?2) ORDER BY id LIMIT ?3"
             ))?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let rows = stmt.query_map(params![t, queued_before, limit], |r| r.get(0))?;

@@ -129,7 +129,7 @@ impl Sqlite {
         let tx = claimed(&mut conn, claim)?;
         let changed = exec(
             &tx,
-            "UPDATE files SET disposed = 1, disposal = ?3, \
+            "UPDATE files SET disposed = 1, disposal = ?3, lease_until = NULL, \
              intent_target = COALESCE(?4, intent_target), updated_at = ?2 \
              WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
             params![key, t, disposed.as_text(), moved_to.map(path_bytes)],

@@ -243,7 +243,12 @@ impl Sqlite {
 
     /// Make the confirmed parts of a content exactly the ones the service listed: the service is
     /// the truth. Parts it lacks are forgotten (and will be re-sent); parts it holds are recorded.
-    pub fn reconcile(&self, claim: Claim, upload: &Upload, held: &[(u64, u64)]) -> Result<()> {
+    pub fn reconcile(
+        &self,
+        claim: Claim,
+        upload: &Upload,
+        held: &[(u64, u64)],
+    ) -> Result<BTreeSet<u64>> {
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
         exec(
@@ -252,8 +257,13 @@ impl Sqlite {
             [&upload.account, &upload.sha],
         )?;
         insert_confirmed(&tx, upload, held)?;
+        exec(
+            &tx,
+            "UPDATE files SET state = 'uploading', updated_at = ?2 WHERE id = ?1",
+            params![claim.key, unix_now_i64()],
+        )?;
         tx.commit()?;
-        Ok(())
+        Ok(held.iter().map(|(offset, _)| *offset).collect())
     }
 }
 

@@ -235,8 +235,19 @@ fn a_requeued_file_forgets_its_account() {
     assert!(l.requeue(f.key).unwrap());
     assert_eq!(l.file(f.key).unwrap().unwrap().account, None);
     let b = AccountName::new("b");
-    l.set_account(claim(&l, f.key), &b).unwrap();
-    assert_eq!(l.file(f.key).unwrap().unwrap().account, Some(b));
+    l.begin_attempt(claim(&l, f.key), Some(&b), true).unwrap();
+    let begun = l.file(f.key).unwrap().unwrap();
+    assert_eq!(
+        (begun.account, begun.state),
+        (Some(b.clone()), FileState::Hashing)
+    );
+    l.begin_attempt(claim(&l, f.key), None, false).unwrap();
+    let again = l.file(f.key).unwrap().unwrap();
+    assert_eq!(
+        (again.account, again.attempts),
+        (Some(b), 2),
+        "an account once recorded stays"
+    );
 }
 
 #[tokio::test]
