@@ -149,7 +149,9 @@ impl HookRunner {
         cancel: &CancellationToken,
     ) -> Result<(), LedgerError> {
         let now = unix_now_i64();
-        let due = self.ledger.due_hooks(now, BATCH).await?;
+        // Taken for as long as a delivery may take, so no other node delivers them meanwhile.
+        let hold = DELIVERY_TIMEOUT.as_secs() as i64 * 2;
+        let due = self.ledger.take_due_hooks(now, BATCH, hold).await?;
         for delivery in due {
             if cancel.is_cancelled() {
                 return Ok(());

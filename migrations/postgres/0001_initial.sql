@@ -48,7 +48,7 @@ CREATE TABLE files (
 );
 CREATE INDEX files_state ON files (state);
 CREATE INDEX files_sha ON files (file_sha);
-CREATE INDEX files_inode ON files (dev, ino);
+CREATE INDEX files_inode ON files (ino, size, mtime_ns);
 CREATE INDEX files_node ON files (node, lease_until);
 -- The rows a node may claim (see OWED in src/ledger/postgres/files.rs).
 CREATE INDEX files_owed ON files (id) WHERE watch IS NOT NULL

@@ -112,6 +112,8 @@ impl Intake {
                     match activate(watches.clone(), events_tx.clone(), rescan.clone()).await {
                         Ok(reloaded) => {
                             info!(watches = watches.len(), "watch list reloaded");
+                            let roots: Vec<_> = watches.iter().map(super::root_of).collect();
+                            self.ledger.know_watches(&roots);
                             active = reloaded;
                             self.watches.send_replace(watches);
                             scan_owed = self.scan(&active, &mut settler).await.is_err();

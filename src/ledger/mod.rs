@@ -245,6 +245,14 @@ impl Ledger {
         dispatch!(self, |s| s.due_hooks(at, limit), |p| p.due_hooks(at, limit))
     }
 
+    /// Take up to `limit` deliveries due at `at` (Unix seconds), oldest first, for delivery now:
+    /// each is put off by `hold` seconds in the same transaction, so another node's hook runner
+    /// does not deliver it meanwhile; if this node dies delivering, it is due again after that.
+    pub async fn take_due_hooks(&self, at: i64, limit: usize, hold: i64) -> Result<Vec<Delivery>> {
+        dispatch!(self, |s| s.take_due_hooks(at, limit, hold), |p| p
+            .take_due_hooks(at, limit, hold))
+    }
+
     /// Every delivery not yet delivered.
     pub async fn undelivered_hooks(&self) -> Result<Vec<Delivery>> {
         self.due_hooks(i64::MAX, 10_000).await

@@ -136,7 +136,9 @@ pub(super) async fn records(
     rows.iter().map(|row| file_from_row(row, roots)).collect()
 }
 
-/// The done row of `identity` (under a key other than `except`, if given).
+/// The done row of `identity` (under a key other than `except`, if given). Matched on the inode
+/// number and version, not the device: the hosts of a shared folder number its mount each their
+/// own way, while the inode number is the file server's (see `FileRecord::is`).
 async fn uploaded_as(
     client: &impl GenericClient,
     identity: &FileIdentity,
@@ -144,16 +146,15 @@ async fn uploaded_as(
     roots: &HashMap<String, PathBuf>,
 ) -> Result<Option<FileRecord>> {
     let sql = format!(
-        "SELECT {FILE_COLUMNS} FROM files f WHERE f.dev = $1 AND f.ino = $2 AND f.size = $3 \
-         AND f.mtime_ns = $4 AND f.state = 'done' \
-         AND NOT ($5 AND f.watch IS NOT DISTINCT FROM $6 AND f.rel = $7) \
+        "SELECT {FILE_COLUMNS} FROM files f WHERE f.ino = $1 AND f.size = $2 \
+         AND f.mtime_ns = $3 AND f.state = 'done' \
+         AND NOT ($4 AND f.watch IS NOT DISTINCT FROM $5 AND f.rel = $6) \
          ORDER BY f.id DESC LIMIT 1"
     );
     let FileIdentity { inode, version } = identity;
-    let (dev, ino, size) = (inode.dev as i64, inode.ino as i64, int(version.size));
+    let (ino, size) = (inode.ino as i64, int(version.size));
     let (watch, rel) = except.unwrap_or((None, &[]));
-    let params: [&(dyn ToSql + Sync); 7] = [
-        &dev,
+    let params: [&(dyn ToSql + Sync); 6] = [
         &ino,
         &size,
         &version.mtime_ns,
@@ -193,8 +194,7 @@ impl Postgres {
                  processing, created_at, updated_at, account) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
                  ON CONFLICT (watch, rel, size, mtime_ns) DO UPDATE SET state = excluded.state, \
-                 file_sha = CASE WHEN files.dev IS NOT DISTINCT FROM excluded.dev \
-                            AND files.ino IS NOT DISTINCT FROM excluded.ino \
+                 file_sha = CASE WHEN files.ino IS NOT DISTINCT FROM excluded.ino \
                             THEN files.file_sha END, \
                  dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
                  error_code = NULL, error_message = NULL, error_desc = NULL, attempts = 0, \

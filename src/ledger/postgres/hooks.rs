@@ -122,6 +122,26 @@ impl Postgres {
         rows.iter().map(delivery).collect()
     }
 
+    /// See [`crate::ledger::Ledger::take_due_hooks`]: one statement, skipping deliveries another
+    /// node is taking at the same moment.
+    pub async fn take_due_hooks(&self, at: i64, limit: usize, hold: i64) -> Result<Vec<Delivery>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "UPDATE hook_deliveries SET next_at = $3 WHERE id IN (SELECT id FROM hook_deliveries \
+                 WHERE delivered_at IS NULL AND NOT held AND next_at <= $1 \
+                 ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
+            ))
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&at, &limit, &at.saturating_add(hold)])
+            .await?;
+        let mut due: Vec<Delivery> = rows.iter().map(delivery).collect::<Result<_>>()?;
+        due.sort_by_key(|d| d.id);
+        Ok(due)
+    }
+
     pub async fn pending_hooks(&self) -> Result<u64> {
         let client = self.client().await?;
         let stmt = client

@@ -168,6 +168,30 @@ impl Sqlite {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// See [`crate::ledger::Ledger::take_due_hooks`].
+    pub fn take_due_hooks(&self, at: i64, limit: usize, hold: i64) -> Result<Vec<Delivery>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let due = {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 \
+                 AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![at, limit as i64], delivery)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        for d in &due {
+            exec(
+                &tx,
+                "UPDATE hook_deliveries SET next_at = ?2 WHERE id = ?1",
+                params![d.id, at.saturating_add(hold)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(due)
+    }
+
     pub fn pending_hooks(&self) -> Result<u64> {
         Ok(query_one(
             &self.conn(),

@@ -552,3 +552,36 @@ fn a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it() {
         "nothing owed"
     );
 }
+
+#[test]
+fn a_taken_delivery_is_not_taken_again_until_its_hold_passes() {
+    let (_d, l) = ledger();
+    let f = l.enqueue(&watched(Path::new("/drop/h.mp4"))).unwrap();
+    let c = claim(&l, f.key);
+    l.finish(c, "id", None, false).unwrap();
+    let hook = NewDelivery {
+        event: "done",
+        kind: HookKind::Webhook,
+        target: "http://hooks.example/".into(),
+        payload: "{}".into(),
+    };
+    assert!(l
+        .intend_disposal(c, AfterUpload::Keep, None, &[hook])
+        .unwrap());
+    l.mark_disposed(c, &Disposed::Kept, None, None).unwrap();
+    let now = crate::clock::unix_now_i64();
+    assert_eq!(
+        l.take_due_hooks(now, 10, 120).unwrap().len(),
+        1,
+        "one node takes it"
+    );
+    assert!(
+        l.take_due_hooks(now, 10, 120).unwrap().is_empty(),
+        "another finds it taken"
+    );
+    assert_eq!(
+        l.take_due_hooks(now + 121, 10, 120).unwrap().len(),
+        1,
+        "due again once the taker is presumed gone"
+    );
+}
