@@ -6,7 +6,7 @@
 #               unbatched ledger makes); the ratio is the share of that a fleet's ledger carries
 #   claims/s    with 3 and 12 nodes (examples/fleet_ledger.rs): each claim a whole claim → done →
 #               disposed cycle, against the same server's one-row UPDATE rate with as many clients
-# Usage: bench/fleet_ledger.sh [SIZE_MIB] [SECONDS]   (root: PostgreSQL runs as its own user)
+# Usage: bench/fleet_ledger.sh [SIZE_MIB] [SECONDS]   (each claims run stops early once it drains its 20,000 files)   (root: PostgreSQL runs as its own user)
 source "$(dirname "$0")/common.sh"
 SIZE_MIB="${1:-1024}"
 SECONDS_EACH="${2:-10}"
