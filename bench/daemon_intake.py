@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--settle", default="1s")
     ap.add_argument("--file-kib", type=int, default=64)
     ap.add_argument("--latency-samples", type=int, default=7)
+    ap.add_argument("--vodup", help="run this vodup binary instead of the release build (a baseline "
+                    "build of another commit); the emulator stays this tree's")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "--bins"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,7 +65,8 @@ def main():
                     f'secret_key = "{key}"\nledger = "{work}/ledger.db"\nfiles_in_flight = 8\n'
                     f'[[watch]]\npath = "{drop}"\nafter_upload = "move"\ndone_dir = "{done}"\n'
                     f'settle = "{args.settle}"\n')
-        procs.append(subprocess.Popen([os.path.join(BIN, "vodup"), "--config", config, "run"],
+        vodup = args.vodup or os.path.join(BIN, "vodup")
+        procs.append(subprocess.Popen([vodup, "--config", config, "run"],
                                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "daemon.log"), "w")))
         time.sleep(1.0)
 

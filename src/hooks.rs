@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 /// How long a command or a webhook may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Deliveries fetched from the ledger at a time.
-const BATCH: usize = 16;
+/// Deliveries taken from the ledger at a time (and delivered one after another).
+const BATCH: usize = 4;
 /// How long the runner waits before asking a ledger that could not be read again.
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
 /// The longest sleep, however far the next delivery: a wall clock set back is noticed by then.
@@ -149,8 +149,9 @@ impl HookRunner {
         cancel: &CancellationToken,
     ) -> Result<(), LedgerError> {
         let now = unix_now_i64();
-        // Taken for as long as a delivery may take, so no other node delivers them meanwhile.
-        let hold = DELIVERY_TIMEOUT.as_secs() as i64 * 2;
+        // Taken for as long as the batch may take, so no other node delivers them meanwhile; if
+        // this node dies, they are due again after that.
+        let hold = DELIVERY_TIMEOUT.as_secs() as i64 * (BATCH as i64 + 1);
         let due = self.ledger.take_due_hooks(now, BATCH, hold).await?;
         for delivery in due {
             if cancel.is_cancelled() {

@@ -92,19 +92,33 @@ impl PostgresUrl {
     }
 }
 
-/// `scheme://user:password@rest` as `scheme://user@rest`: the credentials are what comes before
-/// the first `@`, as tokio-postgres reads them.
+/// `scheme://user:password@rest?password=…` as `scheme://user@rest`: the credentials are what
+/// comes before the first `@`, as tokio-postgres reads them, and a `password` parameter of the
+/// query string (libpq's other way to give one) is dropped too.
 fn without_password(text: &str) -> String {
     let Some(scheme) = SCHEMES.iter().find(|s| text.starts_with(*s)) else {
         return text.to_owned();
     };
     let rest = &text[scheme.len()..];
-    let Some(at) = rest.find('@') else {
-        return text.to_owned();
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
     };
-    match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}{user}{}", &rest[at..]),
-        None => text.to_owned(),
+    let address = match address.find('@') {
+        Some(at) => match address[..at].split_once(':') {
+            Some((user, _password)) => format!("{user}{}", &address[at..]),
+            None => address.to_owned(),
+        },
+        None => address.to_owned(),
+    };
+    let query: Vec<&str> = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("password="))
+        .collect();
+    match query.is_empty() {
+        true => format!("{scheme}{address}"),
+        false => format!("{scheme}{address}?{}", query.join("&")),
     }
 }
 

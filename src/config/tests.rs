@@ -405,6 +405,20 @@ fn a_postgres_url_is_the_postgres_ledger_and_never_shows_its_password() {
 }
 
 #[test]
+fn a_password_in_the_url_query_string_is_used_and_never_shown() {
+    let url =
+        "postgres://vodup@db.example/vodup?connect_timeout=5&password=qu3ry-s3cr3t&sslmode=disable";
+    let config = postgres(url, "", None).unwrap();
+    assert_eq!(password(&config).as_deref(), Some(&b"qu3ry-s3cr3t"[..]));
+    let shown = format!("{} {:?} {config:?}", config.ledger, config.ledger);
+    assert!(!shown.contains("qu3ry"), "{shown}");
+    assert!(
+        shown.contains("connect_timeout=5&sslmode=disable"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn the_ledger_password_comes_from_the_url_else_the_environment_else_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ledger.pw");

@@ -93,7 +93,7 @@ pub fn plan(record: &FileRecord, watch: &Watch, root: &Path) -> io::Result<Plan>
     match look(&dir, name)? {
         Some(now) if record.is(&now) => {}
         None => return Ok(Plan::Skip("the file is gone from its path")),
-        Some(now) if record.inode.is_none_or(|i| i == now.inode) => {
+        Some(now) if record.inode.is_none_or(|i| i.ino == now.inode.ino) => {
             return Ok(Plan::Supersede(
                 "the file changed after it was uploaded (still being written?): not disposed of; \
                  its new version is taken once it settles",
@@ -158,9 +158,12 @@ pub fn apply(
     Ok(disposal)
 }
 
-/// After a crash or a power cut between the recorded intent and the recorded outcome: run the
-/// action if it had not run, or recognise that it had (the source gone, the target holding the
-/// uploaded file). Blocking.
+/// After a crash, a power cut, or a node's death between the recorded intent and the recorded
+/// outcome: recognise an action that ran (the source gone, the target holding the uploaded
+/// file), or, while the path still names something, decide afresh (`Err`): the caller records
+/// that plan as the intent under its own claim before it acts, so a node that lost the file never
+/// acts on it, and a move goes to this host's folder (an intent planned on another host of a
+/// fleet names that host's mount point). Blocking.
 pub fn recover(
     record: &FileRecord,
     watch: &Watch,
@@ -172,19 +175,29 @@ pub fn recover(
         Ok((dir, name)) => look(&dir, name)?,
         Err(_) => None,
     };
-    if source.is_some_and(|now| record.is(&now)) {
-        return apply(record, root, action, target).map(Ok);
-    }
     if source.is_some() {
-        // Something else is at the path now: decide afresh (superseded, or left alone).
         return plan(record, watch, root).map(Err);
     }
-    Ok(Ok(match (action, target) {
-        (AfterUpload::Move, Some(to)) if holds(to, record) => Disposal::Moved(to.to_owned()),
+    let here = folder_for(record, watch).map(|dir| target_in(&record.path, root, dir));
+    let moved_to = [target, here.as_deref()]
+        .into_iter()
+        .flatten()
+        .find(|to| holds(to, record));
+    Ok(Ok(match (action, moved_to) {
+        (AfterUpload::Move, Some(to)) => Disposal::Moved(to.to_owned()),
         (AfterUpload::Delete, _) => Disposal::Deleted,
         (AfterUpload::Keep, _) => Disposal::Kept,
         _ => Disposal::Skipped("the file is gone from its path"),
     }))
+}
+
+/// The folder this host's config moves the file to: `done_dir` for a done file, `failed_dir` for
+/// a failed one.
+fn folder_for<'w>(record: &FileRecord, watch: &'w Watch) -> Option<&'w Path> {
+    match record.state {
+        FileState::Done => watch.done_dir.as_deref(),
+        _ => watch.failed_dir.as_deref(),
+    }
 }
 
 /// Whether `target` holds the uploaded file: the same inode (renamed), or a copy of its size

@@ -129,7 +129,7 @@ impl Postgres {
             .prepare_cached(&format!(
                 "UPDATE files f SET lease_until = {NOW} + $4 \
                  FROM unnest($1::bigint[], $2::bigint[]) AS c(id, epoch) \
-                 WHERE f.id = c.id AND f.epoch = c.epoch AND f.node = $3 \
+                 WHERE f.id = c.id AND f.epoch = c.epoch AND f.node = $3 AND f.lease_until IS NOT NULL \
                  RETURNING f.id, f.epoch"
             ))
             .await?;

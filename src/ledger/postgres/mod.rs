@@ -39,6 +39,8 @@ use std::time::Duration;
 const POOL_SIZE: usize = 12;
 /// How long opening one connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a transaction may sit idle, or wait for a row lock, before the server ends it.
+const STUCK: Duration = Duration::from_secs(2);
 /// How long a call may wait for a connection of the pool before it fails (and is retried).
 const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -99,6 +101,17 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("vodup");
         }
+        // A node frozen (or cut off) in the middle of a transaction would keep its rows locked,
+        // and `FOR UPDATE SKIP LOCKED` would skip its files for as long: the server ends such a
+        // transaction after STUCK, below the least lease (3 s), and a claim waits on a row lock
+        // no longer than that. Keepalives find a dead host's connection.
+        let stuck = STUCK.as_millis();
+        let mut options = config.get_options().unwrap_or_default().to_owned();
+        options.push_str(&format!(
+            " -c idle_in_transaction_session_timeout={stuck} -c lock_timeout={stuck}"
+        ));
+        config.options(options.trim_start());
+        config.keepalives(true).keepalives_idle(STUCK);
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,

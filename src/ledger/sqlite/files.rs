@@ -394,27 +394,39 @@ impl Sqlite {
         Ok(())
     }
 
-    /// See [`crate::ledger::Ledger::claim_next`]. SQLite serves one host, which has every watch
-    /// its rows name (a watch removed from the config still has its files finished).
+    /// See [`crate::ledger::Ledger::claim_next`]. SQLite serves one host: a file whose watch was
+    /// removed from the config is still uploaded (as before claims), but its after-upload action
+    /// waits for its watch to come back (the action needs the watch's folders), so such a row is
+    /// not taken again and again for nothing.
     pub fn claim_next(
         &self,
         lease: &Lease,
         limit: usize,
-        _watches: &[crate::ledger::WatchRoot],
+        watches: &[crate::ledger::WatchRoot],
         queued_before: Option<i64>,
     ) -> Result<Vec<(Claim, FileRecord)>> {
         let t = unix_now_i64();
+        let roots: Vec<&[u8]> = watches.iter().map(|w| path_bytes(&w.path)).collect();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let keys: Vec<FileKey> = {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT id FROM files INDEXED BY files_owed WHERE {OWED} \
+                "SELECT id, state, origin FROM files INDEXED BY files_owed WHERE {OWED} \
                  AND (lease_until IS NULL OR lease_until < ?1) \
-                 AND (?2 IS NULL OR created_at <= ?2) ORDER BY id LIMIT ?3"
+                 AND (?2 IS NULL OR created_at <= ?2) ORDER BY id"
             ))?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![t, queued_before, limit], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
+            let mut rows = stmt.query(params![t, queued_before])?;
+            let mut keys = Vec::new();
+            while keys.len() < limit {
+                let Some(row) = rows.next()? else { break };
+                let state: String = row.get("state")?;
+                let origin: Vec<u8> = row.get("origin")?;
+                let ended = matches!(state.as_str(), "done" | "failed");
+                if !ended || roots.contains(&origin.as_slice()) {
+                    keys.push(row.get("id")?);
+                }
+            }
+            keys
         };
         let mut taken = Vec::with_capacity(keys.len());
         for key in keys {
@@ -467,7 +479,8 @@ impl Sqlite {
         for claim in claims {
             let renewed = exec(
                 &tx,
-                "UPDATE files SET lease_until = ?4 WHERE id = ?1 AND epoch = ?2 AND node = ?3",
+                "UPDATE files SET lease_until = ?4 WHERE id = ?1 AND epoch = ?2 AND node = ?3 \
+                 AND lease_until IS NOT NULL",
                 params![claim.key, claim.epoch, lease.node, until],
             )?;
             if renewed == 1 {

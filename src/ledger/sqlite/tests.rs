@@ -30,13 +30,18 @@ fn new_file(path: &Path) -> NewFile {
     }
 }
 
-/// A file of a watch, which the scheduler may claim.
+/// The watch of the test files the scheduler may claim.
+fn drop_watch() -> WatchRoot {
+    WatchRoot {
+        name: "drop".into(),
+        path: PathBuf::from("/drop"),
+    }
+}
+
+/// A file of that watch.
 fn watched(path: &Path) -> NewFile {
     NewFile {
-        watch: Some(WatchRoot {
-            name: "drop".into(),
-            path: PathBuf::from("/drop"),
-        }),
+        watch: Some(drop_watch()),
         ..new_file(path)
     }
 }
@@ -463,11 +468,15 @@ fn claims_take_owed_files_oldest_first_once_each() {
     let a = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
     let b = l.enqueue(&watched(Path::new("/drop/b.mp4"))).unwrap();
     l.enqueue(&new_file(Path::new("/cli.mp4"))).unwrap();
-    let first = l.claim_next(&lease("n1"), 1, &[], None).unwrap();
+    let first = l
+        .claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].1.key, a.key, "oldest first");
     assert_eq!(first[0].1.node.as_deref(), Some("n1"));
-    let rest = l.claim_next(&lease("n2"), 10, &[], None).unwrap();
+    let rest = l
+        .claim_next(&lease("n2"), 10, &[drop_watch()], None)
+        .unwrap();
     let keys: Vec<FileKey> = rest.iter().map(|(c, _)| c.key).collect();
     assert_eq!(
         keys,
@@ -475,7 +484,7 @@ fn claims_take_owed_files_oldest_first_once_each() {
         "a live claim is skipped; a `vodup upload` file is not the queue's"
     );
     assert!(l
-        .claim_next(&lease("n3"), 10, &[], None)
+        .claim_next(&lease("n3"), 10, &[drop_watch()], None)
         .unwrap()
         .is_empty());
 }
@@ -488,14 +497,22 @@ fn a_claim_taken_over_fences_every_write_of_the_old_holder() {
         node: "frozen".into(),
         length: Duration::from_secs(1),
     };
-    let (old, _) = l.claim_next(&short, 1, &[], None).unwrap().remove(0);
+    let (old, _) = l
+        .claim_next(&short, 1, &[drop_watch()], None)
+        .unwrap()
+        .remove(0);
     l.set_state(old, FileState::Uploading).unwrap();
     assert!(
-        l.claim_next(&lease("b"), 1, &[], None).unwrap().is_empty(),
+        l.claim_next(&lease("b"), 1, &[drop_watch()], None)
+            .unwrap()
+            .is_empty(),
         "still live"
     );
     std::thread::sleep(Duration::from_millis(2100));
-    let (new, record) = l.claim_next(&lease("b"), 1, &[], None).unwrap().remove(0);
+    let (new, record) = l
+        .claim_next(&lease("b"), 1, &[drop_watch()], None)
+        .unwrap()
+        .remove(0);
     assert_eq!((new.key, record.node.as_deref()), (f.key, Some("b")));
     assert!(new.epoch > old.epoch);
     let fenced = |r: crate::ledger::Result<()>| matches!(r, Err(LedgerError::Fenced { key }) if key == f.key);
@@ -526,10 +543,20 @@ fn a_claim_taken_over_fences_every_write_of_the_old_holder() {
 fn a_restarted_node_releases_what_its_previous_run_held() {
     let (_d, l) = ledger();
     let f = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
-    assert_eq!(l.claim_next(&lease("n1"), 1, &[], None).unwrap().len(), 1);
-    assert!(l.claim_next(&lease("n1"), 1, &[], None).unwrap().is_empty());
+    assert_eq!(
+        l.claim_next(&lease("n1"), 1, &[drop_watch()], None)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(l
+        .claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        .unwrap()
+        .is_empty());
     l.start_node("n1").unwrap();
-    let again = l.claim_next(&lease("n1"), 1, &[], None).unwrap();
+    let again = l
+        .claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        .unwrap();
     assert_eq!(again[0].0.key, f.key);
     let nodes = l.nodes().unwrap();
     assert_eq!(nodes.len(), 1);
@@ -543,12 +570,17 @@ fn a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it() {
     let c = claim(&l, f.key);
     l.finish(c, "id", None, false).unwrap();
     l.release(c).unwrap();
-    let (again, record) = l.claim_next(&lease("n2"), 1, &[], None).unwrap().remove(0);
+    let (again, record) = l
+        .claim_next(&lease("n2"), 1, &[drop_watch()], None)
+        .unwrap()
+        .remove(0);
     assert_eq!((record.state, record.disposed), (FileState::Done, false));
     l.mark_disposed(again, &Disposed::Kept, None, None).unwrap();
     l.release(again).unwrap();
     assert!(
-        l.claim_next(&lease("n3"), 1, &[], None).unwrap().is_empty(),
+        l.claim_next(&lease("n3"), 1, &[drop_watch()], None)
+            .unwrap()
+            .is_empty(),
         "nothing owed"
     );
 }
@@ -584,4 +616,26 @@ fn a_taken_delivery_is_not_taken_again_until_its_hold_passes() {
         1,
         "due again once the taker is presumed gone"
     );
+}
+
+#[test]
+fn a_removed_watchs_file_is_still_uploaded_but_its_action_waits_for_the_watch() {
+    let (_d, l) = ledger();
+    let queued = l.enqueue(&watched(Path::new("/drop/q.mp4"))).unwrap();
+    let ended = l.enqueue(&watched(Path::new("/drop/e.mp4"))).unwrap();
+    let c = claim(&l, ended.key);
+    l.finish(c, "id", None, false).unwrap();
+    l.release(c).unwrap();
+    let taken = l.claim_next(&lease("n1"), 10, &[], None).unwrap();
+    let keys: Vec<FileKey> = taken.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(
+        keys,
+        [queued.key],
+        "the upload is owed; the action needs its watch"
+    );
+    let (_, record) = l
+        .claim_next(&lease("n1"), 10, &[drop_watch()], None)
+        .unwrap()
+        .remove(0);
+    assert_eq!(record.key, ended.key, "taken once its watch is back");
 }
