@@ -48,7 +48,7 @@ pub async fn protocol(
             body::drain(body).await;
             init(&app, &method, &query).await
         }
-        Action::Part => part::upload_part(&app, &method, &query, body).await,
+        Action::Part => part::upload_part(app, &method, &query, body).await,
         Action::Finish => {
             body::drain(body).await;
             finish(&app, &method, &query).await

@@ -14,6 +14,7 @@ use super::state::{PartCheck, PartReceived, PartTicket};
 use super::stats::Reject;
 use axum::body::Body;
 use axum::http::Method;
+use std::sync::Arc;
 
 /// An accepted part request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +23,28 @@ struct Accepted {
     duplicate: bool,
 }
 
-/// Handle one UploadPartEx request and count it.
-pub async fn upload_part(app: &App, method: &Method, query: &Query, body: Body) -> Answer {
+/// Handle one UploadPartEx request and count it. Once its body is in, the part is stored and
+/// counted in a task of its own, so a client that hangs up meanwhile (a killed uploader) cannot
+/// leave a part held but not counted.
+pub async fn upload_part(app: Arc<App>, method: &Method, query: &Query, body: Body) -> Answer {
+    let admitted = admit_and_read(&app, method, query, body).await;
+    let query = query.clone();
+    tokio::spawn(async move {
+        let outcome = match admitted {
+            Ok((p, ticket, chunks)) => store(&app, p, ticket, chunks).await,
+            Err(refused) => Err(refused),
+        };
+        count(&app, &query, outcome)
+    })
+    .await
+    .expect("storing a part does not panic")
+}
+
+/// Count an answered part request and give its answer.
+fn count(app: &App, query: &Query, outcome: Result<Accepted, (Reject, Answer)>) -> Answer {
     let sha = query.raw("fileSha").unwrap_or("");
     let offset = query.raw("offset").unwrap_or("");
-    match receive(app, method, query, body).await {
+    match outcome {
         Ok(Accepted { bytes, duplicate }) => {
             app.stats.part_accepted(sha, bytes, duplicate);
             tracing::debug!(fileSha = sha, offset, bytes, duplicate, "part accepted");
@@ -47,12 +65,13 @@ pub async fn upload_part(app: &App, method: &Method, query: &Query, body: Body) 
     }
 }
 
-async fn receive(
+/// The part's checks, then its body (a refused part's body is drained).
+async fn admit_and_read(
     app: &App,
     method: &Method,
     query: &Query,
     body: Body,
-) -> Result<Accepted, (Reject, Answer)> {
+) -> Result<(PartParams, PartTicket, Vec<bytes::Bytes>), (Reject, Answer)> {
     let (p, ticket) = match admit(app, method, query).await {
         Ok(admitted) => admitted,
         Err(refused) => {
@@ -61,6 +80,16 @@ async fn receive(
         }
     };
     let chunks = body::read_part(body, p.data_size).await?;
+    Ok((p, ticket, chunks))
+}
+
+/// Verify and hold a part whose body is in.
+async fn store(
+    app: &App,
+    p: PartParams,
+    ticket: PartTicket,
+    chunks: Vec<bytes::Bytes>,
+) -> Result<Accepted, (Reject, Answer)> {
     match app.store.receive_part(&p, ticket, chunks).await {
         Ok(PartReceived::Stored) => Ok(Accepted {
             bytes: p.data_size,
