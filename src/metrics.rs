@@ -128,7 +128,7 @@ impl Metrics {
         );
         r.register(
             "queue_length",
-            "Files waiting for an upload slot",
+            "Files queued in the ledger, waiting for a node to take them",
             inner.queue_length.clone(),
         );
         r.register(
@@ -208,10 +208,6 @@ impl Metrics {
         self.inner.parts_window.set(n as i64);
     }
 
-    pub fn set_queue_length(&self, n: usize) {
-        self.inner.queue_length.set(n as i64);
-    }
-
     pub fn hook_delivered(&self, ok: bool) {
         let outcome = if ok { "delivered" } else { "failed" };
         self.inner
@@ -224,11 +220,16 @@ impl Metrics {
     pub async fn render(&self, ledger: &Ledger) -> Result<String, crate::ledger::LedgerError> {
         // A state no row is in any more is dropped, not left at its last count.
         self.inner.files.clear();
+        self.inner.queue_length.set(0);
         for (state, count) in ledger.count_by_state().await? {
             let labels = StateLabels {
                 state: state.as_str(),
             };
             self.inner.files.get_or_create(&labels).set(count as i64);
+            if state == crate::ledger::FileState::Queued {
+                // The queue is the ledger's queued files (every node's, in a fleet).
+                self.inner.queue_length.set(count as i64);
+            }
         }
         self.inner
             .hooks_pending

@@ -92,7 +92,6 @@ pub async fn run_with(
         files_in_flight: config.files_in_flight,
         interleave_after: config.interleave_after,
         queued: queued.clone(),
-        metrics: metrics.clone(),
         hooks: poke_hooks.clone(),
     };
     tasks.spawn("scheduler", scheduler.run(cancel.child_token()));

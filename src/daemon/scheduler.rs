@@ -15,7 +15,6 @@ use super::sidecar;
 use crate::config::Watch;
 use crate::hooks;
 use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted};
-use crate::metrics::Metrics;
 use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Held, Outcome};
 use std::path::Path;
@@ -38,7 +37,6 @@ pub struct Scheduler {
     pub interleave_after: Duration,
     /// Poked by the intake after it queued a file.
     pub queued: Arc<Notify>,
-    pub metrics: Metrics,
     /// Poked after a disposal is recorded: its hook deliveries may be due.
     pub hooks: Arc<Notify>,
 }
@@ -78,11 +76,7 @@ impl Scheduler {
                     self.ended(ended.expect("file task does not panic")).await;
                 }
                 () = self.queued.notified() => {}
-                _ = poll.tick() => {
-                    if let Err(e) = self.count_queue().await {
-                        debug!(error = %e, "queue not counted");
-                    }
-                }
+                _ = poll.tick() => {}
             }
         }
         self.drain(running).await
@@ -138,15 +132,6 @@ impl Scheduler {
                 )
             });
         }
-        Ok(())
-    }
-
-    /// Queued files, for the metrics.
-    async fn count_queue(&self) -> Result<(), EngineError> {
-        let counts = self.ledger.count_by_state().await?;
-        let queued = counts.iter().find(|(s, _)| *s == FileState::Queued);
-        self.metrics
-            .set_queue_length(queued.map_or(0, |(_, n)| *n as usize));
         Ok(())
     }
 
