@@ -99,7 +99,6 @@ struct Journey {
 
 impl Journey {
     async fn run(&self, claim: Claim, record: FileRecord) -> Result<Finished, Interrupt> {
-        let key = record.key;
         let account = self.account(&record)?;
         // One write starts the attempt: the count, the account of a row that had none, and the
         // hashing state when the file was never hashed.
@@ -112,13 +111,8 @@ impl Journey {
         let (sha, md5s) = self.hashes(claim, &record, &source, part_size).await?;
         tracing::Span::current().record("fileSha", sha.as_str());
         let _one_upload_per_content = self.inner.contents.lock(&account.name, &sha).await;
-        // Another task may have finished this very row while we waited (the same version queued
-        // twice): then it is done, not an instant upload.
-        if let Some(done) = self.inner.ledger.file(key).await? {
-            if done.state == FileState::Done {
-                return Ok(Finished::of(&done));
-            }
-        }
+        // No other task works on this row meanwhile: it would hold the claim, and this one's next
+        // write would be refused.
         let stored = self
             .inner
             .ledger
