@@ -17,91 +17,23 @@
 //!   claim and is refused ([`LedgerError::Fenced`]) once the epoch moved on, so a node frozen past
 //!   its lease never records, moves or deletes a file another node took over.
 
+mod error;
 mod postgres;
 mod record;
 mod sqlite;
 
+pub use error::{LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
-    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion, Inode, NewFile,
-    NodeInfo, RecordedError, WatchRoot,
+    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion, Inode, Lease,
+    NewFile, NodeInfo, RecordedError, Upload, Wanted, WatchRoot,
 };
 pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
 
 use crate::config::{AfterUpload, Config, LedgerLocation};
 use crate::protocol::Signature;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error("cannot open ledger {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("ledger {path}: {message}")]
-    Schema { path: PathBuf, message: String },
-    #[error("ledger: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("ledger: the blocking task was lost: {0}")]
-    Task(String),
-    /// A write under a claim that another node has taken over since (its lease had lapsed).
-    #[error("file {key}: another node took it over (its claim lapsed); this node stops it")]
-    Fenced { key: FileKey },
-    /// The PostgreSQL URL (shown without its password) does not parse.
-    #[error("ledger {url}: not a PostgreSQL URL: {source}")]
-    PostgresUrl {
-        url: String,
-        source: tokio_postgres::Error,
-    },
-    /// No connection to the PostgreSQL ledger could be had when it was opened.
-    #[error("cannot connect to the ledger {url}: {source}")]
-    Unreachable {
-        url: String,
-        source: deadpool_postgres::PoolError,
-    },
-    #[error("ledger {url}: {message}")]
-    PostgresSchema { url: String, message: String },
-    #[error("ledger: the PostgreSQL connection pool: {0}")]
-    PostgresPool(String),
-    /// A statement failed, or the connection under it (PostgreSQL restarting, say): the caller
-    /// retries.
-    #[error("ledger: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
-    /// No connection from the pool (the server is down, or every connection busy too long).
-    #[error("ledger: no PostgreSQL connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    /// A watch's file whose path is not in the watch's folder (a caller's mistake).
-    #[error("file {}: not in the folder of watch {watch}", crate::shown::shown(.path))]
-    OutsideWatch { path: PathBuf, watch: String },
-    /// The row of a file being recorded was removed meanwhile (another node recorded a newer
-    /// version of the path); recording it again settles it.
-    #[error("file {}: its row changed while it was recorded; try again", crate::shown::shown(.path))]
-    Vanished { path: PathBuf },
-}
-
-pub type Result<T> = std::result::Result<T, LedgerError>;
-
-/// Who takes files: this node's name in the ledger, and how long a claim lasts unrenewed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub node: String,
-    pub length: Duration,
-}
-
-/// What [`Ledger::claim_next`] may take.
-#[derive(Debug, Clone)]
-pub struct Wanted<'a> {
-    /// At most this many files.
-    pub limit: usize,
-    /// Only files of these watches (the ones this node watches).
-    pub watches: &'a [WatchRoot],
-    /// Only files queued before this (Unix seconds): the ones that waited long enough to run
-    /// beside the files already running.
-    pub queued_before: Option<i64>,
-}
+use std::path::Path;
 
 /// The ledger; cheap to clone, shared by every task.
 #[derive(Debug, Clone)]
@@ -541,14 +473,4 @@ fn watch_root(watch: &crate::config::Watch) -> WatchRoot {
         name: watch.ledger_name(),
         path: std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone()),
     }
-}
-
-/// An upload as the ledger keys it: a content (fileSha) for an account, with its size and part
-/// size. The same content for two accounts is two uploads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upload {
-    pub account: String,
-    pub sha: String,
-    pub size: u64,
-    pub part_size: u64,
 }

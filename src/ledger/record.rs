@@ -291,3 +291,32 @@ pub struct WatchRoot {
     pub name: String,
     pub path: PathBuf,
 }
+
+/// Who takes files: this node's name in the ledger, and how long a claim lasts unrenewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub node: String,
+    pub length: std::time::Duration,
+}
+
+/// What [`super::Ledger::claim_next`] may take.
+#[derive(Debug, Clone)]
+pub struct Wanted<'a> {
+    /// At most this many files.
+    pub limit: usize,
+    /// Only files of these watches (the ones this node watches).
+    pub watches: &'a [WatchRoot],
+    /// Only files queued before this (Unix seconds): the ones that waited long enough to run
+    /// beside the files already running.
+    pub queued_before: Option<i64>,
+}
+
+/// An upload as the ledger keys it: a content (fileSha) for an account, with its size and part
+/// size. The same content for two accounts is two uploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub account: String,
+    pub sha: String,
+    pub size: u64,
+    pub part_size: u64,
+}

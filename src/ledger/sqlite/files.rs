@@ -1,19 +1,20 @@
 //! The `files` table: one row per file version vodup has seen, its state, last error, the
 //! service's file id and URL, the after-upload intent, and its claim. Enqueueing, the queries
-//! callers see as [`FileRecord`]s, every change of a row's state, and claims. Not the content's
-//! parts, hashes and signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
+//! callers see as [`FileRecord`]s, and every change of a row's state. Not claims (`claims.rs`),
+//! the content's parts, hashes and signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
 
-use super::{claimed, exec, path_bytes, path_from, query_one, Sqlite};
+use super::{claimed, exec, path_bytes, path_from, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
-    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, Lease, NewFile, NodeInfo,
-    RecordedError, Result,
+    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, NewFile, RecordedError,
+    Result,
 };
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row};
 use std::path::Path;
 
-const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
+pub(super) const FILE_COLUMNS: &str =
+    "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
      f.origin, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
      CASE WHEN f.state = 'done' THEN f.size \
@@ -25,11 +26,11 @@ const FILE_COLUMNS: &str = "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.sta
 /// Only rows of a watch (`vodup upload` runs its own files). Written as the partial index
 /// `files_owed` (migration 0006) is: the claim walks that index in id order (`INDEXED BY`: left
 /// to itself the planner sorts every queued row for each claim), never the done rows.
-const OWED: &str =
+pub(super) const OWED: &str =
     "origin IS NOT NULL AND (state IN ('queued', 'hashing', 'uploading', 'finishing') \
      OR (state IN ('done', 'failed') AND disposed = 0))";
 
-fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
+pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
     let state: String = row.get("state")?;
     let code: Option<i64> = row.get("error_code")?;
     let inode = match (
@@ -370,170 +371,4 @@ impl Sqlite {
         }
         Ok(counts)
     }
-
-    // ---- claims: SQLite serves one host, but keeps the fleet's rules so both ledgers behave
-    // alike. Leases are judged by this host's clock. ----
-
-    /// See [`crate::ledger::Ledger::start_node`].
-    pub fn start_node(&self, node: &str) -> Result<()> {
-        let t = unix_now_i64();
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        exec(
-            &tx,
-            "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (name) DO UPDATE SET started_at = ?2, seen_at = ?2",
-            params![node, t],
-        )?;
-        exec(
-            &tx,
-            "UPDATE files SET lease_until = NULL WHERE node = ?1 AND lease_until IS NOT NULL",
-            [node],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// See [`crate::ledger::Ledger::claim_next`]. SQLite serves one host: a file whose watch was
-    /// removed from the config is still uploaded (as before claims), but its after-upload action
-    /// waits for its watch to come back (the action needs the watch's folders), so such a row is
-    /// not taken again and again for nothing.
-    pub fn claim_next(
-        &self,
-        lease: &Lease,
-        limit: usize,
-        watches: &[crate::ledger::WatchRoot],
-        queued_before: Option<i64>,
-    ) -> Result<Vec<(Claim, FileRecord)>> {
-        let t = unix_now_i64();
-        let roots: Vec<&[u8]> = watches.iter().map(|w| path_bytes(&w.path)).collect();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let keys: Vec<FileKey> = {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT id, state, origin FROM files INDEXED BY files_owed WHERE {OWED} \
-                 AND (lease_until IS NULL OR lease_until < ?1) \
-                 AND (?2 IS NULL OR created_at <= ?2) ORDER BY id"
-            ))?;
-            let mut rows = stmt.query(params![t, queued_before])?;
-            let mut keys = Vec::new();
-            while keys.len() < limit {
-                let Some(row) = rows.next()? else { break };
-                let state: String = row.get("state")?;
-                let origin: Vec<u8> = row.get("origin")?;
-                let ended = matches!(state.as_str(), "done" | "failed");
-                if !ended || roots.contains(&origin.as_slice()) {
-                    keys.push(row.get("id")?);
-                }
-            }
-            keys
-        };
-        let mut taken = Vec::with_capacity(keys.len());
-        for key in keys {
-            let epoch = take(&tx, key, lease, t)?;
-            let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
-            let record = query_one(&tx, &sql, [key], file_from_row)?;
-            taken.push((Claim { key, epoch }, record));
-        }
-        tx.commit()?;
-        Ok(taken)
-    }
-
-    /// See [`crate::ledger::Ledger::claim`]: a claim of this node's is taken over too (a
-    /// `vodup upload` of a file its daemon holds; a rerun after a crash).
-    pub fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
-        let t = unix_now_i64();
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let free: bool = query_one(
-            &tx,
-            "SELECT COUNT(*) FROM files WHERE id = ?1 \
-             AND (lease_until IS NULL OR lease_until < ?2 OR node = ?3)",
-            params![key, t, lease.node],
-            |r| r.get::<_, i64>(0),
-        )? == 1;
-        let claim = match free {
-            true => Some(Claim {
-                key,
-                epoch: take(&tx, key, lease, t)?,
-            }),
-            false => None,
-        };
-        tx.commit()?;
-        Ok(claim)
-    }
-
-    /// See [`crate::ledger::Ledger::renew`].
-    pub fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>> {
-        let t = unix_now_i64();
-        let until = t + lease_secs(lease);
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        exec(
-            &tx,
-            "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (name) DO UPDATE SET seen_at = ?2",
-            params![lease.node, t],
-        )?;
-        let mut held = Vec::with_capacity(claims.len());
-        for claim in claims {
-            let renewed = exec(
-                &tx,
-                "UPDATE files SET lease_until = ?4 WHERE id = ?1 AND epoch = ?2 AND node = ?3 \
-                 AND lease_until IS NOT NULL",
-                params![claim.key, claim.epoch, lease.node, until],
-            )?;
-            if renewed == 1 {
-                held.push(*claim);
-            }
-        }
-        tx.commit()?;
-        Ok(held)
-    }
-
-    /// See [`crate::ledger::Ledger::release`].
-    pub fn release(&self, claim: Claim) -> Result<()> {
-        exec(
-            &self.conn(),
-            "UPDATE files SET lease_until = NULL WHERE id = ?1 AND epoch = ?2",
-            params![claim.key, claim.epoch],
-        )?;
-        Ok(())
-    }
-
-    /// See [`crate::ledger::Ledger::nodes`].
-    pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT n.name, n.started_at, n.seen_at, \
-             (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= ?1) AS holds \
-             FROM nodes n ORDER BY n.name",
-        )?;
-        let rows = stmt.query_map([unix_now_i64()], |r| {
-            Ok(NodeInfo {
-                name: r.get("name")?,
-                started_at: r.get("started_at")?,
-                seen_at: r.get("seen_at")?,
-                holds: r.get("holds")?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-}
-
-/// A lease's length in whole seconds (at least one).
-fn lease_secs(lease: &Lease) -> i64 {
-    i64::try_from(lease.length.as_secs())
-        .unwrap_or(i64::MAX / 2)
-        .max(1)
-}
-
-/// Give `key` to the lease's node at a new epoch; the epoch.
-fn take(tx: &rusqlite::Transaction<'_>, key: FileKey, lease: &Lease, t: i64) -> Result<i64> {
-    Ok(query_one(
-        tx,
-        "UPDATE files SET node = ?2, lease_until = ?3, epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",
-        params![key, lease.node, t + lease_secs(lease)],
-        |r| r.get(0),
-    )?)
 }

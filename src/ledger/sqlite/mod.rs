@@ -6,6 +6,7 @@
 //! confirmed parts; the `files` table (file versions, their states and claims) is `files.rs`, hook
 //! deliveries `hooks.rs`, the schema `migrate.rs`.
 
+mod claims;
 mod files;
 mod hooks;
 mod migrate;

@@ -1,0 +1,56 @@
+//! The ledger's one error type: what went wrong opening or reaching either backend, a statement
+//! that failed, and a write refused because another node took the file over. No variant ever
+//! holds a password: PostgreSQL URLs are kept and shown without theirs.
+
+use super::FileKey;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot open ledger {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("ledger {path}: {message}")]
+    Schema { path: PathBuf, message: String },
+    #[error("ledger: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("ledger: the blocking task was lost: {0}")]
+    Task(String),
+    /// A write under a claim that another node has taken over since (its lease had lapsed).
+    #[error("file {key}: another node took it over (its claim lapsed); this node stops it")]
+    Fenced { key: FileKey },
+    /// The PostgreSQL URL (shown without its password) does not parse.
+    #[error("ledger {url}: not a PostgreSQL URL: {source}")]
+    PostgresUrl {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    /// No connection to the PostgreSQL ledger could be had when it was opened.
+    #[error("cannot connect to the ledger {url}: {source}")]
+    Unreachable {
+        url: String,
+        source: deadpool_postgres::PoolError,
+    },
+    #[error("ledger {url}: {message}")]
+    PostgresSchema { url: String, message: String },
+    #[error("ledger: the PostgreSQL connection pool: {0}")]
+    PostgresPool(String),
+    /// A statement failed, or the connection under it (PostgreSQL restarting, say): the caller
+    /// retries.
+    #[error("ledger: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection from the pool (the server is down, or every connection busy too long).
+    #[error("ledger: no PostgreSQL connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A watch's file whose path is not in the watch's folder (a caller's mistake).
+    #[error("file {}: not in the folder of watch {watch}", crate::shown::shown(.path))]
+    OutsideWatch { path: PathBuf, watch: String },
+    /// The row of a file being recorded was removed meanwhile (another node recorded a newer
+    /// version of the path); recording it again settles it.
+    #[error("file {}: its row changed while it was recorded; try again", crate::shown::shown(.path))]
+    Vanished { path: PathBuf },
+}
+
+pub type Result<T> = std::result::Result<T, LedgerError>;
