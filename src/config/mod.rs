@@ -303,20 +303,6 @@ impl Config {
         self.http.listen.or(self.metrics.listen)
     }
 
-    /// This node's name and lease length: `node`, or the host name.
-    pub fn lease(&self) -> crate::ledger::Lease {
-        let node = self.node.clone().unwrap_or_else(|| {
-            rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned()
-        });
-        crate::ledger::Lease {
-            node,
-            length: self.lease,
-        }
-    }
-
     pub fn part_size(&self) -> Option<PartSize> {
         PartSize::from_bytes(self.part_size)
     }

@@ -73,7 +73,7 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     config.resolve_accounts();
     let ledger = Ledger::connect(&config).await?;
-    let metrics = Metrics::for_node(&config.lease().node);
+    let metrics = Metrics::for_node(&crate::ledger::Lease::of(&config).node);
     let engine =
         Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
     // Claims a previous run of this node left are its own: nothing of that run goes on.

@@ -299,6 +299,22 @@ pub struct Lease {
     pub length: std::time::Duration,
 }
 
+impl Lease {
+    /// This host's: the config's `node` (default: the host name) and `lease`.
+    pub fn of(config: &crate::config::Config) -> Lease {
+        let node = config.node.clone().unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        });
+        Lease {
+            node,
+            length: config.lease,
+        }
+    }
+}
+
 /// What [`super::Ledger::claim_next`] may take.
 #[derive(Debug, Clone)]
 pub struct Wanted<'a> {

@@ -287,7 +287,7 @@ impl Engine {
         Ok(Engine {
             inner: Arc::new(Inner {
                 accounts: Accounts::new(config)?,
-                holder: Holder::new(ledger.clone(), config.lease()),
+                holder: Holder::new(ledger.clone(), crate::ledger::Lease::of(config)),
                 ledger,
                 part_size: config.part_size().unwrap_or(PartSize::OneMiB),
                 retry: config.retry.clone(),

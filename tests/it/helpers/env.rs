@@ -72,7 +72,7 @@ impl Env {
 
     /// A claim on `key` for this host's node, as the code under test would hold it.
     pub fn claim(&self, key: FileKey) -> Claim {
-        let lease = self.config().lease();
+        let lease = vodup::ledger::Lease::of(&self.config());
         self.ledger().claim(key, &lease).unwrap().unwrap()
     }
 
