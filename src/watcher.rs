@@ -60,7 +60,7 @@ fn globset(globs: &[String]) -> Result<GlobSet, globset::Error> {
 
 impl Filter {
     pub fn new(watch: &Watch) -> Result<Filter, globset::Error> {
-        let root = std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone());
+        let root = watch.folder();
         let skip = [&watch.done_dir, &watch.failed_dir]
             .into_iter()
             .flatten()

@@ -106,6 +106,12 @@ impl Watch {
             .unwrap_or_else(|| self.path.to_string_lossy().into_owned())
     }
 
+    /// The folder's canonical path (the path as written, if it cannot be resolved): how the
+    /// ledger records a file's watch, and what the watcher compares events with.
+    pub fn folder(&self) -> PathBuf {
+        std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone())
+    }
+
     pub fn default_include() -> Vec<String> {
         [
             "mp4", "mov", "m4v", "mkv", "avi", "wmv", "flv", "webm", "mpg", "mpeg", "ts", "mts",

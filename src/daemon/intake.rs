@@ -13,7 +13,7 @@
 
 use crate::config::Watch;
 use crate::error::Error;
-use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger};
+use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, WatchRoot};
 use crate::shown::shown;
 use crate::source::{self, EnqueueError, SourceError};
 use crate::stability::{Evidence, Rule, Settler};
@@ -112,7 +112,7 @@ impl Intake {
                     match activate(watches.clone(), events_tx.clone(), rescan.clone()).await {
                         Ok(reloaded) => {
                             info!(watches = watches.len(), "watch list reloaded");
-                            let roots: Vec<_> = watches.iter().map(super::root_of).collect();
+                            let roots: Vec<_> = watches.iter().map(WatchRoot::of).collect();
                             self.ledger.know_watches(&roots);
                             active = reloaded;
                             self.watches.send_replace(watches);
@@ -187,7 +187,7 @@ impl Intake {
         let Some((filter, watch)) = active.watch_for(&path) else {
             return Ok(());
         };
-        let root = crate::ledger::WatchRoot {
+        let root = WatchRoot {
             name: watch.ledger_name(),
             path: filter.root().to_owned(),
         };

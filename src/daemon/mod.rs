@@ -30,28 +30,12 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::upload::{Engine, NoProgress};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tasks::Tasks;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// The watch whose folder is `origin` (as recorded in the ledger: canonical).
-fn for_origin(watches: &[Watch], origin: &Path) -> Option<Watch> {
-    watches
-        .iter()
-        .find(|w| std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone()) == origin)
-        .cloned()
-}
-
-/// A watch as the ledger knows it: its name and its folder's canonical path on this host.
-fn root_of(watch: &Watch) -> crate::ledger::WatchRoot {
-    crate::ledger::WatchRoot {
-        name: watch.ledger_name(),
-        path: std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone()),
-    }
-}
 
 /// Extra wiring for callers that need it: a config file to reload on SIGHUP, a signal when the
 /// daemon watches.

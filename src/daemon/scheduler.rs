@@ -14,7 +14,7 @@ use super::dispose::{apply, plan, recover, Disposal, Plan};
 use super::sidecar;
 use crate::config::Watch;
 use crate::hooks;
-use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted};
+use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted, WatchRoot};
 use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Held, Outcome};
 use std::path::Path;
@@ -41,6 +41,45 @@ pub struct Scheduler {
     pub hooks: Arc<Notify>,
 }
 
+/// The watch list the intake publishes, with each watch's root as the ledger records it
+/// (canonical), worked out once per list rather than at every claim and disposal.
+struct Watched {
+    published: watch::Receiver<Vec<Watch>>,
+    roots: Vec<WatchRoot>,
+    watches: Vec<Watch>,
+}
+
+impl Watched {
+    fn new(published: watch::Receiver<Vec<Watch>>) -> Watched {
+        let mut watched = Watched {
+            published,
+            roots: Vec::new(),
+            watches: Vec::new(),
+        };
+        watched.take_list();
+        watched
+    }
+
+    fn take_list(&mut self) {
+        self.watches = self.published.borrow_and_update().clone();
+        self.roots = self.watches.iter().map(WatchRoot::of).collect();
+    }
+
+    /// As published now.
+    fn current(&mut self) -> &Watched {
+        if self.published.has_changed().unwrap_or(false) {
+            self.take_list();
+        }
+        self
+    }
+
+    /// The watch whose folder is `origin` (as a row records it: canonical).
+    fn of_origin(&self, origin: &Path) -> Option<&Watch> {
+        let at = self.roots.iter().position(|r| r.path == origin)?;
+        self.watches.get(at)
+    }
+}
+
 /// A file's work ended: its claim, its record as claimed, and how its upload went (none for a
 /// file that had ended already and was claimed for its after-upload action).
 type Ended = (Held, FileRecord, Option<Result<Outcome, EngineError>>);
@@ -63,23 +102,28 @@ impl Scheduler {
     async fn work(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
         let mut running: JoinSet<Ended> = JoinSet::new();
         let mut poll = tokio::time::interval(LEDGER_POLL);
+        let mut watched = Watched::new(self.watches.clone());
         loop {
             // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the
             // next poll; files under way go on meanwhile.
-            if let Err(e) = self.take_more(&mut running, cancel).await {
+            let taken = self
+                .take_more(&mut running, cancel, watched.current())
+                .await;
+            if let Err(e) = taken {
                 warn!(error = %e, "no file taken from the ledger; trying again shortly");
             }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(ended) = running.join_next(), if !running.is_empty() => {
-                    self.ended(ended.expect("file task does not panic")).await;
+                    let ended = ended.expect("file task does not panic");
+                    self.ended(ended, watched.current()).await;
                 }
                 () = self.queued.notified() => {}
                 _ = poll.tick() => {}
             }
         }
-        self.drain(running).await
+        self.drain(running, &mut watched).await
     }
 
     /// Claim what there is room for: up to `files_in_flight` files, or up to twice that for files
@@ -89,6 +133,7 @@ impl Scheduler {
         &self,
         running: &mut JoinSet<Ended>,
         cancel: &CancellationToken,
+        watched: &Watched,
     ) -> Result<(), EngineError> {
         let (now, busy) = (crate::clock::unix_now_i64(), running.len());
         let (limit, queued_before) = match self.files_in_flight.checked_sub(busy) {
@@ -102,16 +147,10 @@ impl Scheduler {
         if limit == 0 {
             return Ok(());
         }
-        let watches = self
-            .watches
-            .borrow()
-            .iter()
-            .map(super::root_of)
-            .collect::<Vec<_>>();
         let holder = self.engine.holder();
         let wanted = Wanted {
             limit,
-            watches: &watches,
+            watches: &watched.roots,
             queued_before,
         };
         for (claim, record) in self.ledger.claim_next(holder.lease(), wanted).await? {
@@ -139,27 +178,32 @@ impl Scheduler {
     /// cancelled) and run their after-upload actions. The daemon's shutdown deadline bounds this:
     /// past it this task is aborted, and with it the uploads (what they had confirmed is in the
     /// ledger; the rest is re-sent on the next start).
-    async fn drain(&self, mut running: JoinSet<Ended>) -> Result<(), EngineError> {
+    async fn drain(
+        &self,
+        mut running: JoinSet<Ended>,
+        watched: &mut Watched,
+    ) -> Result<(), EngineError> {
         if !running.is_empty() {
             info!(files = running.len(), "draining parts in flight");
         }
         while let Some(ended) = running.join_next().await {
-            self.ended(ended.expect("file task does not panic")).await;
+            let ended = ended.expect("file task does not panic");
+            self.ended(ended, watched.current()).await;
         }
         Ok(())
     }
 
     /// A file's upload ended: run its after-upload action and let the file go. Trouble here is
     /// this file's only: it is logged, and the file's claim lapses so it is taken again later.
-    async fn ended(&self, (held, record, outcome): Ended) {
+    async fn ended(&self, (held, record, outcome): Ended, watched: &Watched) {
         let claim = held.claim;
         // Whether the claim is still to be released (recording a disposal releases it).
         let result = match outcome {
             Some(Ok(Outcome::TakenOver)) => return,
             Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(true),
-            None => self.dispose_one(claim, record).await,
+            None => self.dispose_one(claim, record, watched).await,
             Some(Ok(_)) => match self.ledger.file(claim.key).await {
-                Ok(Some(record)) => self.dispose_one(claim, record).await,
+                Ok(Some(record)) => self.dispose_one(claim, record, watched).await,
                 Ok(None) => Ok(true),
                 Err(e) => Err(e.into()),
             },
@@ -184,17 +228,21 @@ impl Scheduler {
 
     /// The after-upload action of a done or failed file (see [`dispose_now`]); whether the claim
     /// is still to be released (recording the disposal released it).
-    async fn dispose_one(&self, claim: Claim, record: FileRecord) -> Result<bool, EngineError> {
+    async fn dispose_one(
+        &self,
+        claim: Claim,
+        record: FileRecord,
+        watched: &Watched,
+    ) -> Result<bool, EngineError> {
         let Some(root) = record.origin.clone() else {
             return Ok(true);
         };
-        let watches = self.watches.borrow().clone();
-        let Some(watch) = super::for_origin(&watches, &root) else {
+        let Some(watch) = watched.of_origin(&root) else {
             warn!(path = %shown(&record.path), "no watch for this file any more: left in place");
             return Ok(true);
         };
         let shown_path = shown(&record.path).to_string();
-        match dispose_now(&self.ledger, claim, &record, &watch, &root).await {
+        match dispose_now(&self.ledger, claim, &record, watch, &root).await {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
                 self.hooks.notify_one();

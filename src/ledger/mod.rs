@@ -81,18 +81,10 @@ impl Ledger {
             LedgerLocation::Sqlite(path) => Ledger::open(path),
             LedgerLocation::Postgres(url) => {
                 let ledger = Ledger::from(Postgres::open(url).await?);
-                let roots: Vec<WatchRoot> = config.watch.iter().map(watch_root).collect();
+                let roots: Vec<WatchRoot> = config.watch.iter().map(WatchRoot::of).collect();
                 ledger.know_watches(&roots);
                 Ok(ledger)
             }
-        }
-    }
-
-    /// The SQLite backend, for blocking callers that hold one (tests, `vodup status`).
-    pub fn sqlite(&self) -> Option<&Sqlite> {
-        match &self.store {
-            Store::Sqlite(s) => Some(s),
-            Store::Postgres(_) => None,
         }
     }
 
@@ -464,13 +456,5 @@ impl From<Postgres> for Ledger {
         Ledger {
             store: Store::Postgres(p),
         }
-    }
-}
-
-/// A watch as the ledger knows it: its name and its folder's canonical path on this host.
-fn watch_root(watch: &crate::config::Watch) -> WatchRoot {
-    WatchRoot {
-        name: watch.ledger_name(),
-        path: std::fs::canonicalize(&watch.path).unwrap_or_else(|_| watch.path.clone()),
     }
 }

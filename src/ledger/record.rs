@@ -292,6 +292,15 @@ pub struct WatchRoot {
     pub path: PathBuf,
 }
 
+impl WatchRoot {
+    pub fn of(watch: &crate::config::Watch) -> WatchRoot {
+        WatchRoot {
+            name: watch.ledger_name(),
+            path: watch.folder(),
+        }
+    }
+}
+
 /// Who takes files: this node's name in the ledger, and how long a claim lasts unrenewed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

@@ -69,15 +69,6 @@ impl Holder {
         }
     }
 
-    /// How many claims are held now.
-    pub fn len(&self) -> usize {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Renew every held claim every third of the lease, until cancelled. A failed renewal is
     /// logged and tried again at the next tick: the lease leaves room for two misses.
     pub async fn renew(self: Arc<Holder>, cancel: CancellationToken) -> Result<(), LedgerError> {

@@ -195,10 +195,7 @@ impl Accounts {
             .watch
             .iter()
             // Keyed as rows record their origin: the watch folder's canonical path.
-            .map(|w| {
-                let root = std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone());
-                (root, config.account_of(w).name)
-            })
+            .map(|w| (w.folder(), config.account_of(w).name))
             .collect();
         Ok(Accounts {
             by_name,
