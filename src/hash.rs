@@ -64,7 +64,8 @@ pub fn md5_many(parts: &[&[u8]]) -> Vec<String> {
 /// a file still being written is never taken as final, and with [`HashError::Stopped`] as soon as
 /// `stop()` says so (checked between parts). `read(len)` is told of every part read, for progress.
 ///
-/// Three stages, each on its own thread, pass each part's buffer along: this thread reads it
+/// A file of one part is read and hashed on this thread. Otherwise three stages, each on its own
+/// thread, pass each part's buffer along: this thread reads it
 /// (`pread`), the SHA-1 thread feeds it to the one serial chain that sets the pace, and the MD5
 /// thread hashes a batch of parts at once with multi-buffer SIMD, then hands the buffers back to
 /// be read into again (reused, never zeroed per part).
@@ -79,6 +80,51 @@ pub fn hash_source(
         return Err(HashError::Changed);
     }
     let size = opened.version.size;
+    let parts = plan(size, part_size);
+    let (sha1, part_md5s) = if let [part] = parts.as_slice() {
+        hash_one_part(source, part, (&stop, &read))?
+    } else {
+        hash_in_stages(source, (size, part_size), (&stop, &read))?
+    };
+    let mut probe = [0u8; 1];
+    let grew = source.file().read_at(&mut probe, size)? != 0;
+    if grew || source.current()? != opened {
+        return Err(HashError::Changed);
+    }
+    Ok(FileDigest {
+        size,
+        sha1,
+        part_md5s,
+    })
+}
+
+/// A file of one part (most small files): read and hashed on this thread, since starting two
+/// threads and passing one buffer along costs more than hashing it.
+fn hash_one_part(
+    source: &Source,
+    part: &crate::protocol::plan::Part,
+    (stop, read): (&impl Fn() -> bool, &impl Fn(u64)),
+) -> Result<(String, Vec<String>), HashError> {
+    if stop() {
+        return Err(HashError::Stopped);
+    }
+    let mut buffer = vec![0; part.len as usize];
+    short_read_is_change(
+        source
+            .file()
+            .read_exact_at(&mut buffer, part.offset)
+            .map_err(HashError::from),
+    )?;
+    read(part.len);
+    Ok((sha1_hex(&buffer), vec![md5_many(&[&buffer]).remove(0)]))
+}
+
+/// The three stages of a file of several parts (see [`hash_source`]).
+fn hash_in_stages(
+    source: &Source,
+    (size, part_size): (u64, PartSize),
+    (stop, read): (&impl Fn() -> bool, &impl Fn(u64)),
+) -> Result<(String, Vec<String>), HashError> {
     let (to_sha, sha_in) = mpsc::sync_channel::<Vec<u8>>(2);
     let (to_md5, md5_in) = mpsc::sync_channel::<Vec<Vec<u8>>>(1);
     let (free, freed) = mpsc::channel::<Vec<u8>>();
@@ -109,27 +155,22 @@ pub fn hash_source(
         }
         md5s
     });
-    let result = read_parts(source, (size, part_size), (&stop, &read), &to_sha, &freed);
+    let result = read_parts(source, (size, part_size), (stop, read), &to_sha, &freed);
     drop(to_sha);
     let sha1 = sha_worker.join().expect("sha-1 worker does not panic");
     let part_md5s = md5_worker.join().expect("md5 worker does not panic");
+    short_read_is_change(result)?;
+    Ok((sha1, part_md5s))
+}
+
+/// A file truncated under us reads short: it changed.
+fn short_read_is_change(result: Result<(), HashError>) -> Result<(), HashError> {
     match result {
-        // A file truncated under us reads short: it changed.
         Err(HashError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(HashError::Changed)
+            Err(HashError::Changed)
         }
-        other => other?,
+        other => other,
     }
-    let mut probe = [0u8; 1];
-    let grew = source.file().read_at(&mut probe, size)? != 0;
-    if grew || source.current()? != opened {
-        return Err(HashError::Changed);
-    }
-    Ok(FileDigest {
-        size,
-        sha1,
-        part_md5s,
-    })
 }
 
 /// Read every part, in order, into a buffer handed back by the MD5 stage (or a new one while

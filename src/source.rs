@@ -6,7 +6,8 @@
 //! regular file. So a path swapped for a symlink (or a folder swapped for one) is refused instead
 //! of followed out of the drop folder. Hashing, part reads and identity checks go through the
 //! descriptor (`pread`, `fstat`), never by opening the path again. [`enqueue`] records a file in the
-//! ledger from such a descriptor; both the intake and `vodup upload` use it.
+//! ledger from such a descriptor (`vodup upload` uses it), [`enqueue_all`] a batch of them (the
+//! intake uses it).
 //!
 //! This module does not decide when a file is complete ([`crate::stability`]) nor what to do with
 //! it afterwards ([`crate::daemon`]'s disposal, which uses [`open_parent`] and [`look`]).
@@ -160,27 +161,83 @@ pub async fn enqueue(
     processing: String,
     account: Option<AccountName>,
 ) -> Result<FileRecord, EnqueueError> {
-    let (opened, root) = (path.to_owned(), watch.as_ref().map(|w| w.path.clone()));
-    let source = tokio::task::spawn_blocking(move || Source::open(&opened, root.as_deref()))
-        .await
-        .expect("open does not panic")?;
-    let identity = source.identity();
-    let state = if identity.version.size == 0 {
-        FileState::Waiting
-    } else {
-        FileState::Queued
+    let settled = Settled {
+        path: path.to_owned(),
+        watch,
+        processing,
+        account,
     };
-    Ok(ledger
-        .enqueue(NewFile {
-            path: path.to_owned(),
-            identity,
-            part_size,
-            watch,
-            processing,
-            state,
-            account,
+    let (_, recorded) = enqueue_all(ledger, vec![settled], part_size)
+        .await?
+        .pop()
+        .expect("one file in, one out");
+    Ok(recorded?)
+}
+
+/// A file to record: where it is, and what its watch says of it.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub path: PathBuf,
+    pub watch: Option<WatchRoot>,
+    /// The processing parameters, as JSON.
+    pub processing: String,
+    pub account: Option<AccountName>,
+}
+
+/// [`enqueue`] for several files: they are opened together off the async workers and recorded
+/// in one ledger call, so a burst of small files costs two hops, not two per file. Each comes
+/// back with its record, or why it could not be opened; the ledger's trouble is the whole
+/// batch's.
+pub async fn enqueue_all(
+    ledger: &Ledger,
+    settled: Vec<Settled>,
+    part_size: u64,
+) -> Result<Vec<(PathBuf, Result<FileRecord, SourceError>)>, crate::ledger::LedgerError> {
+    let opened = tokio::task::spawn_blocking(move || {
+        settled
+            .into_iter()
+            .map(|s| {
+                let root = s.watch.as_ref().map(|w| w.path.as_path());
+                let identity = Source::open(&s.path, root).map(|source| source.identity());
+                (s, identity)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("open does not panic");
+    let new: Vec<NewFile> = opened
+        .iter()
+        .filter_map(|(s, identity)| {
+            let identity = *identity.as_ref().ok()?;
+            let state = if identity.version.size == 0 {
+                FileState::Waiting
+            } else {
+                FileState::Queued
+            };
+            Some(NewFile {
+                path: s.path.clone(),
+                identity,
+                part_size,
+                watch: s.watch.clone(),
+                processing: s.processing.clone(),
+                state,
+                account: s.account.clone(),
+            })
         })
-        .await?)
+        .collect();
+    let mut records = if new.is_empty() {
+        Vec::new()
+    } else {
+        ledger.enqueue_all(new).await?
+    }
+    .into_iter();
+    Ok(opened
+        .into_iter()
+        .map(|(s, identity)| {
+            let recorded = identity.map(|_| records.next().expect("a record per opened file"));
+            (s.path, recorded)
+        })
+        .collect())
 }
 
 /// Why a file could not be recorded.

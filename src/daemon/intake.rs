@@ -15,7 +15,7 @@ use crate::config::Watch;
 use crate::error::Error;
 use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, WatchRoot};
 use crate::shown::shown;
-use crate::source::{self, EnqueueError, SourceError};
+use crate::source::{self, Settled, SourceError};
 use crate::stability::{Evidence, Rule, Settler};
 use crate::watcher::{self, Filter, Noticed, RescanFlag};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ use tracing::{debug, info, warn};
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
 /// How often settling files are looked at.
 const SETTLE_POLL: Duration = Duration::from_millis(250);
+/// Settled files recorded in one ledger call, at most.
+const TAKE_BATCH: usize = 256;
 /// Events buffered between the notify thread and this task; past that, a rescan.
 const EVENT_CHANNEL: usize = 4096;
 
@@ -124,12 +126,12 @@ impl Intake {
                 _ = poll.tick(), if !settler.is_empty() => {
                     let (back, polled) = poll_settler(std::mem::take(&mut settler)).await;
                     settler = back;
-                    for path in polled.empty {
-                        info!(path = %shown(&path), "empty file: shown as waiting until it has content");
-                        scan_owed |= self.take(&active, path).await.is_err();
+                    for path in &polled.empty {
+                        info!(path = %shown(path), "empty file: shown as waiting until it has content");
                     }
-                    for path in polled.ready {
-                        scan_owed |= self.take(&active, path).await.is_err();
+                    let settled: Vec<PathBuf> = polled.empty.into_iter().chain(polled.ready).collect();
+                    for batch in settled.chunks(TAKE_BATCH) {
+                        scan_owed |= self.take(&active, batch).await.is_err();
                     }
                 }
             }
@@ -173,61 +175,70 @@ impl Intake {
         Ok(())
     }
 
-    /// A settled file: record it and queue it, unless this very version is already done or failed.
-    async fn take(&self, active: &Active, path: PathBuf) -> Result<(), Error> {
-        let shown_path = shown(&path).to_string();
-        let taken = self.take_now(active, path).await;
+    /// Settled files: record them and queue them, unless a file's very version is already done
+    /// or failed. The ledger's trouble fails the batch, which a scan finds again.
+    async fn take(&self, active: &Active, paths: &[PathBuf]) -> Result<(), Error> {
+        let taken = self.take_now(active, paths).await;
         if let Err(e) = &taken {
-            warn!(path = %shown_path, error = %e, "settled file not recorded; a scan finds it again shortly");
+            match paths {
+                [path] => {
+                    warn!(path = %shown(path), error = %e, "settled file not recorded; a scan finds it again shortly")
+                }
+                _ => {
+                    warn!(files = paths.len(), error = %e, "settled files not recorded; a scan finds them again shortly")
+                }
+            }
         }
         taken
     }
 
-    async fn take_now(&self, active: &Active, path: PathBuf) -> Result<(), Error> {
-        let Some((filter, watch)) = active.watch_for(&path) else {
-            return Ok(());
-        };
-        let root = WatchRoot {
-            name: watch.ledger_name(),
-            path: filter.root().to_owned(),
-        };
-        let processing = serde_json::to_string(&watch.processing).expect("processing serializes");
-        let account = watch.account_name.clone();
-        let found = source::enqueue(
-            &self.ledger,
-            &path,
-            Some(root),
-            self.part_size,
-            processing,
-            account,
-        )
-        .await;
-        let found = match found {
-            // A failed file moved to the failed folder and moved back in: the operator retries it.
-            Ok(record) if moved_back(&record) => {
-                info!(path = %shown(&record.path), "failed file moved back in: retrying it");
-                let requeued = self.ledger.requeue(record.key).await?;
-                let state = if requeued {
-                    FileState::Queued
-                } else {
-                    record.state
-                };
-                Ok(FileRecord { state, ..record })
+    async fn take_now(&self, active: &Active, paths: &[PathBuf]) -> Result<(), Error> {
+        let settled: Vec<Settled> = paths
+            .iter()
+            .filter_map(|path| {
+                let (filter, watch) = active.watch_for(path)?;
+                Some(Settled {
+                    path: path.clone(),
+                    watch: Some(WatchRoot {
+                        name: watch.ledger_name(),
+                        path: filter.root().to_owned(),
+                    }),
+                    processing: serde_json::to_string(&watch.processing)
+                        .expect("processing serializes"),
+                    account: watch.account_name.clone(),
+                })
+            })
+            .collect();
+        let mut queued = false;
+        for (path, found) in source::enqueue_all(&self.ledger, settled, self.part_size).await? {
+            let found = match found {
+                // A failed file moved to the failed folder and moved back in: the operator
+                // retries it.
+                Ok(record) if moved_back(&record) => {
+                    info!(path = %shown(&record.path), "failed file moved back in: retrying it");
+                    let requeued = self.ledger.requeue(record.key).await?;
+                    let state = if requeued {
+                        FileState::Queued
+                    } else {
+                        record.state
+                    };
+                    Ok(FileRecord { state, ..record })
+                }
+                other => other,
+            };
+            match found {
+                Ok(record) if record.state.is_active() => {
+                    info!(path = %shown(&record.path), size = record.size, "file settled: queued");
+                    queued = true;
+                }
+                Ok(_) => {}
+                Err(SourceError::Gone { .. }) => self.gone(path).await?,
+                Err(e @ SourceError::NotRegular { .. }) => warn!(error = %e, "not taken"),
+                Err(e) => warn!(path = %shown(&path), error = %e, "cannot take a settled file"),
             }
-            other => other,
-        };
-        match found {
-            Ok(record) if record.state.is_active() => {
-                info!(path = %shown(&record.path), size = record.size, "file settled: queued");
-                self.queued.notify_one();
-            }
-            Ok(_) => {}
-            Err(EnqueueError::Source(SourceError::Gone { .. })) => self.gone(path).await?,
-            Err(e @ EnqueueError::Source(SourceError::NotRegular { .. })) => {
-                warn!(error = %e, "not taken")
-            }
-            Err(EnqueueError::Ledger(e)) => return Err(e.into()),
-            Err(e) => warn!(path = %shown(&path), error = %e, "cannot take a settled file"),
+        }
+        if queued {
+            self.queued.notify_one();
         }
         Ok(())
     }

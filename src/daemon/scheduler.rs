@@ -8,7 +8,7 @@
 //! not end cleanly (ledger trouble) is not released: it lapses after the lease and the file is
 //! taken again then, by this node or another. On shutdown it takes nothing new and lets running
 //! files drain (the daemon bounds the drain by `shutdown_deadline`). After it records a disposal
-//! it pokes the hook runner.
+//! it pokes the hook runner, if the watch has a hook for it.
 
 use super::dispose::{apply, plan, recover, Disposal, Plan};
 use super::sidecar;
@@ -18,7 +18,7 @@ use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted, W
 use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Held, Outcome};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -42,35 +42,44 @@ pub struct Scheduler {
 }
 
 /// The watch list the intake publishes, with each watch's root as the ledger records it
-/// (canonical), worked out once per list rather than at every claim and disposal.
+/// (canonical), worked out once per list rather than at every claim and disposal. Shared by the
+/// scheduler and every file's task.
 struct Watched {
-    published: watch::Receiver<Vec<Watch>>,
+    published: Mutex<(watch::Receiver<Vec<Watch>>, Arc<WatchList>)>,
+}
+
+/// One published watch list and its roots.
+#[derive(Default)]
+struct WatchList {
     roots: Vec<WatchRoot>,
     watches: Vec<Watch>,
 }
 
 impl Watched {
-    fn new(published: watch::Receiver<Vec<Watch>>) -> Watched {
-        let mut watched = Watched {
-            published,
-            roots: Vec::new(),
-            watches: Vec::new(),
-        };
-        watched.take_list();
-        watched
-    }
-
-    fn take_list(&mut self) {
-        self.watches = self.published.borrow_and_update().clone();
-        self.roots = self.watches.iter().map(WatchRoot::of).collect();
-    }
-
-    /// As published now.
-    fn current(&mut self) -> &Watched {
-        if self.published.has_changed().unwrap_or(false) {
-            self.take_list();
+    fn new(mut published: watch::Receiver<Vec<Watch>>) -> Watched {
+        let list = WatchList::of(published.borrow_and_update().clone());
+        Watched {
+            published: Mutex::new((published, Arc::new(list))),
         }
-        self
+    }
+
+    /// The list as published now.
+    fn current(&self) -> Arc<WatchList> {
+        let mut published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        let (receiver, list) = &mut *published;
+        if receiver.has_changed().unwrap_or(false) {
+            *list = Arc::new(WatchList::of(receiver.borrow_and_update().clone()));
+        }
+        list.clone()
+    }
+}
+
+impl WatchList {
+    fn of(watches: Vec<Watch>) -> WatchList {
+        WatchList {
+            roots: watches.iter().map(WatchRoot::of).collect(),
+            watches,
+        }
     }
 
     /// The watch whose folder is `origin` (as a row records it: canonical).
@@ -79,10 +88,6 @@ impl Watched {
         self.watches.get(at)
     }
 }
-
-/// A file's work ended: its claim, its record as claimed, and how its upload went (none for a
-/// file that had ended already and was claimed for its after-upload action).
-type Ended = (Held, FileRecord, Option<Result<Outcome, EngineError>>);
 
 impl Scheduler {
     /// Work until cancelled, then drain; this node's claims are renewed all along, the drain
@@ -100,40 +105,56 @@ impl Scheduler {
     }
 
     async fn work(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
-        let mut running: JoinSet<Ended> = JoinSet::new();
+        let mut running: JoinSet<()> = JoinSet::new();
         let mut poll = tokio::time::interval(LEDGER_POLL);
-        let mut watched = Watched::new(self.watches.clone());
+        let ending = Ending {
+            ledger: self.ledger.clone(),
+            hooks: self.hooks.clone(),
+            watched: Arc::new(Watched::new(self.watches.clone())),
+        };
         loop {
             // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the
             // next poll; files under way go on meanwhile.
-            let taken = self
-                .take_more(&mut running, cancel, watched.current())
-                .await;
-            if let Err(e) = taken {
+            if let Err(e) = self.take_more(&mut running, cancel, &ending).await {
                 warn!(error = %e, "no file taken from the ledger; trying again shortly");
             }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(ended) = running.join_next(), if !running.is_empty() => {
-                    let ended = ended.expect("file task does not panic");
-                    self.ended(ended, watched.current()).await;
+                    ended.expect("file task does not panic");
+                    // Every file that ended in the meantime makes room at once.
+                    while let Some(ended) = running.try_join_next() {
+                        ended.expect("file task does not panic");
+                    }
                 }
                 () = self.queued.notified() => {}
                 _ = poll.tick() => {}
             }
         }
-        self.drain(running, &mut watched).await
+        if !running.is_empty() {
+            info!(files = running.len(), "draining parts in flight");
+        }
+        // Running files finish their parts in flight (the engine starts no new part once
+        // cancelled) and run their after-upload actions. The daemon's shutdown deadline bounds
+        // this: past it this task is aborted, and with it the uploads (what they had confirmed is
+        // in the ledger; the rest is re-sent on the next start).
+        while let Some(ended) = running.join_next().await {
+            ended.expect("file task does not panic");
+        }
+        Ok(())
     }
 
     /// Claim what there is room for: up to `files_in_flight` files, or up to twice that for files
     /// that have waited `interleave_after` behind long uploads (parts still share one limit, so
-    /// the extra file takes turns with the running ones instead of waiting for them to end).
+    /// the extra file takes turns with the running ones instead of waiting for them to end). Each
+    /// file's task uploads it, runs its after-upload action and lets it go, so files end side by
+    /// side rather than one after another here.
     async fn take_more(
         &self,
-        running: &mut JoinSet<Ended>,
+        running: &mut JoinSet<()>,
         cancel: &CancellationToken,
-        watched: &Watched,
+        ending: &Ending,
     ) -> Result<(), EngineError> {
         let (now, busy) = (crate::clock::unix_now_i64(), running.len());
         let (limit, queued_before) = match self.files_in_flight.checked_sub(busy) {
@@ -148,62 +169,58 @@ impl Scheduler {
             return Ok(());
         }
         let holder = self.engine.holder();
+        let list = ending.watched.current();
         let wanted = Wanted {
             limit,
-            watches: &watched.roots,
+            watches: &list.roots,
             queued_before,
         };
         for (claim, record) in self.ledger.claim_next(holder.lease(), wanted).await? {
             let held = holder.hold(claim);
-            let (engine, cancel) = (self.engine.clone(), cancel.clone());
+            let (engine, cancel, ending) = (self.engine.clone(), cancel.clone(), ending.clone());
             running.spawn(async move {
                 if record.state.is_final() {
-                    return (held, record, None);
+                    return ending.ended(held, record, None).await;
                 }
                 // Lost to another node: the upload is dropped where it stands.
                 let lost = held.lost().clone();
                 let upload = engine.upload_claimed(claim, record.clone(), &cancel);
                 let outcome = lost.run_until_cancelled(upload).await;
-                (
-                    held,
-                    record,
-                    Some(outcome.unwrap_or(Ok(Outcome::TakenOver))),
-                )
+                let outcome = outcome.unwrap_or(Ok(Outcome::TakenOver));
+                ending.ended(held, record, Some(outcome)).await
             });
         }
         Ok(())
     }
+}
 
-    /// Let running files finish their parts in flight (the engine starts no new part once
-    /// cancelled) and run their after-upload actions. The daemon's shutdown deadline bounds this:
-    /// past it this task is aborted, and with it the uploads (what they had confirmed is in the
-    /// ledger; the rest is re-sent on the next start).
-    async fn drain(
+/// What a file's task needs once its upload ended: the ledger, the hook runner to poke, and the
+/// watch list its after-upload action follows.
+#[derive(Clone)]
+struct Ending {
+    ledger: Ledger,
+    hooks: Arc<Notify>,
+    watched: Arc<Watched>,
+}
+
+impl Ending {
+    /// A file's upload ended (`None`: it had ended already and was claimed for its after-upload
+    /// action): run its after-upload action and let the file go. Trouble here is this file's
+    /// only: it is logged, and the file's claim lapses so it is taken again later.
+    async fn ended(
         &self,
-        mut running: JoinSet<Ended>,
-        watched: &mut Watched,
-    ) -> Result<(), EngineError> {
-        if !running.is_empty() {
-            info!(files = running.len(), "draining parts in flight");
-        }
-        while let Some(ended) = running.join_next().await {
-            let ended = ended.expect("file task does not panic");
-            self.ended(ended, watched.current()).await;
-        }
-        Ok(())
-    }
-
-    /// A file's upload ended: run its after-upload action and let the file go. Trouble here is
-    /// this file's only: it is logged, and the file's claim lapses so it is taken again later.
-    async fn ended(&self, (held, record, outcome): Ended, watched: &Watched) {
+        held: Held,
+        record: FileRecord,
+        outcome: Option<Result<Outcome, EngineError>>,
+    ) {
         let claim = held.claim;
         // Whether the claim is still to be released (recording a disposal releases it).
         let result = match outcome {
             Some(Ok(Outcome::TakenOver)) => return,
             Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(true),
-            None => self.dispose_one(claim, record, watched).await,
+            None => self.dispose_one(claim, record).await,
             Some(Ok(_)) => match self.ledger.file(claim.key).await {
-                Ok(Some(record)) => self.dispose_one(claim, record, watched).await,
+                Ok(Some(record)) => self.dispose_one(claim, record).await,
                 Ok(None) => Ok(true),
                 Err(e) => Err(e.into()),
             },
@@ -228,16 +245,12 @@ impl Scheduler {
 
     /// The after-upload action of a done or failed file (see [`dispose_now`]); whether the claim
     /// is still to be released (recording the disposal released it).
-    async fn dispose_one(
-        &self,
-        claim: Claim,
-        record: FileRecord,
-        watched: &Watched,
-    ) -> Result<bool, EngineError> {
+    async fn dispose_one(&self, claim: Claim, record: FileRecord) -> Result<bool, EngineError> {
         let Some(root) = record.origin.clone() else {
             return Ok(true);
         };
-        let Some(watch) = watched.of_origin(&root) else {
+        let list = self.watched.current();
+        let Some(watch) = list.of_origin(&root) else {
             warn!(path = %shown(&record.path), "no watch for this file any more: left in place");
             return Ok(true);
         };
@@ -245,7 +258,13 @@ impl Scheduler {
         match dispose_now(&self.ledger, claim, &record, watch, &root).await {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
-                self.hooks.notify_one();
+                let hooked = match record.state {
+                    FileState::Done => watch.on_done.is_some(),
+                    _ => watch.on_failed.is_some(),
+                };
+                if hooked {
+                    self.hooks.notify_one();
+                }
                 Ok(false)
             }
             Ok(None) => Ok(true),

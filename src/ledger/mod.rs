@@ -207,6 +207,12 @@ impl Ledger {
         }
     }
 
+    /// Record several file versions at once, each as [`Ledger::enqueue`] does (one transaction
+    /// for all of them on SQLite).
+    pub async fn enqueue_all(&self, new: Vec<NewFile>) -> Result<Vec<FileRecord>> {
+        dispatch!(self, |s| s.enqueue_all(&new), |p| p.enqueue_all(&new))
+    }
+
     /// Put this failed file back in the queue; whether it was failed.
     pub async fn requeue(&self, key: FileKey) -> Result<bool> {
         dispatch!(self, |s| s.requeue(key), |p| p.requeue(key))

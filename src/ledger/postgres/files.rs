@@ -166,6 +166,16 @@ async fn uploaded_as(
 }
 
 impl Postgres {
+    /// See [`crate::ledger::Sqlite::enqueue_all`]: one transaction per file here, so the rows of
+    /// a burst are shared with the other nodes as they are recorded.
+    pub async fn enqueue_all(&self, new: &[NewFile]) -> Result<Vec<FileRecord>> {
+        let mut records = Vec::with_capacity(new.len());
+        for new in new {
+            records.push(self.enqueue(new).await?);
+        }
+        Ok(records)
+    }
+
     /// See [`crate::ledger::Sqlite::enqueue`]; the key is the watch's name and the path in its
     /// folder. Nodes recording the same file at once make one row: the insert is an upsert on
     /// the key, and the row is read back after it.

@@ -10,7 +10,7 @@ use crate::ledger::{
     Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, NewFile, RecordedError,
     Result,
 };
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 use std::path::Path;
 
 pub(super) const FILE_COLUMNS: &str =
@@ -129,48 +129,23 @@ impl Sqlite {
     pub fn enqueue(&self, new: &NewFile) -> Result<FileRecord> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let t = unix_now_i64();
-        let FileIdentity { inode, version } = new.identity;
-        let path = path_bytes(&new.path);
-        if let Some(uploaded) = uploaded_as(&tx, &new.identity, Some(path))? {
-            return Ok(uploaded);
-        }
-        tx.prepare_cached(
-            "DELETE FROM files WHERE path = ?1 AND state = 'waiting' AND (size != ?2 OR mtime_ns != ?3)",
-        )?
-        .execute(params![path, version.size, version.mtime_ns])?;
-        tx.prepare_cached(
-            "INSERT INTO files (path, size, mtime_ns, dev, ino, part_size, state, origin, processing, \
-             created_at, updated_at, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
-             ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = excluded.state, \
-             file_sha = CASE WHEN files.dev IS excluded.dev AND files.ino IS excluded.ino \
-                        THEN files.file_sha END, \
-             dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
-             error_code = NULL, error_message = NULL, \
-             error_desc = NULL, attempts = 0, updated_at = excluded.updated_at \
-             WHERE files.state IN ('waiting', 'superseded', 'gone') AND files.state != excluded.state",
-        )?
-        .execute(params![
-            path,
-            version.size,
-            version.mtime_ns,
-            inode.dev as i64,
-            inode.ino as i64,
-            new.part_size,
-            new.state.as_str(),
-            new.watch.as_ref().map(|w| path_bytes(&w.path)),
-            new.processing,
-            t,
-            new.account.as_ref().map(AccountName::as_str),
-        ])?;
-        let sql = format!(
-            "SELECT {FILE_COLUMNS} FROM files f WHERE f.path = ?1 AND f.size = ?2 AND f.mtime_ns = ?3"
-        );
-        let record = tx
-            .prepare_cached(&sql)?
-            .query_row(params![path, version.size, version.mtime_ns], file_from_row)?;
+        let record = enqueue_in(&tx, new, unix_now_i64())?;
         tx.commit()?;
         Ok(record)
+    }
+
+    /// [`Sqlite::enqueue`] for several files, in one transaction: a burst of small files costs
+    /// one commit, not one each.
+    pub fn enqueue_all(&self, new: &[NewFile]) -> Result<Vec<FileRecord>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let t = unix_now_i64();
+        let records = new
+            .iter()
+            .map(|new| enqueue_in(&tx, new, t))
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit()?;
+        Ok(records)
     }
 
     /// The done row of this very file (inode and version), if it was uploaded (under any path).
@@ -371,4 +346,48 @@ impl Sqlite {
         }
         Ok(counts)
     }
+}
+
+/// Record one file version in `tx` (see [`Sqlite::enqueue`]).
+fn enqueue_in(tx: &Transaction<'_>, new: &NewFile, t: i64) -> Result<FileRecord> {
+    let FileIdentity { inode, version } = new.identity;
+    let path = path_bytes(&new.path);
+    if let Some(uploaded) = uploaded_as(tx, &new.identity, Some(path))? {
+        return Ok(uploaded);
+    }
+    tx.prepare_cached(
+            "DELETE FROM files WHERE path = ?1 AND state = 'waiting' AND (size != ?2 OR mtime_ns != ?3)",
+        )?
+        .execute(params![path, version.size, version.mtime_ns])?;
+    tx.prepare_cached(
+            "INSERT INTO files (path, size, mtime_ns, dev, ino, part_size, state, origin, processing, \
+             created_at, updated_at, account) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
+             ON CONFLICT (path, size, mtime_ns) DO UPDATE SET state = excluded.state, \
+             file_sha = CASE WHEN files.dev IS excluded.dev AND files.ino IS excluded.ino \
+                        THEN files.file_sha END, \
+             dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
+             error_code = NULL, error_message = NULL, \
+             error_desc = NULL, attempts = 0, updated_at = excluded.updated_at \
+             WHERE files.state IN ('waiting', 'superseded', 'gone') AND files.state != excluded.state",
+        )?
+        .execute(params![
+            path,
+            version.size,
+            version.mtime_ns,
+            inode.dev as i64,
+            inode.ino as i64,
+            new.part_size,
+            new.state.as_str(),
+            new.watch.as_ref().map(|w| path_bytes(&w.path)),
+            new.processing,
+            t,
+            new.account.as_ref().map(AccountName::as_str),
+        ])?;
+    let sql = format!(
+        "SELECT {FILE_COLUMNS} FROM files f WHERE f.path = ?1 AND f.size = ?2 AND f.mtime_ns = ?3"
+    );
+    let record = tx
+        .prepare_cached(&sql)?
+        .query_row(params![path, version.size, version.mtime_ns], file_from_row)?;
+    Ok(record)
 }
