@@ -3,8 +3,8 @@
 //! URL, the part MD5s of each content, the parts the service confirmed, the after-upload intent
 //! and the hook deliveries, and which node holds each file.
 //!
-//! Two backends: SQLite ([`Sqlite`], embedded, one host; its blocking calls run on the blocking
-//! pool) and PostgreSQL ([`Postgres`], a fleet of hosts on one shared folder; async, a pool of
+//! Two backends: SQLite ([`Sqlite`], embedded, one host; its blocking calls run on the ledger's
+//! own thread) and PostgreSQL ([`Postgres`], a fleet of hosts on one shared folder; async, a pool of
 //! connections). [`Ledger`] is the one handle callers hold; [`Ledger::connect`] picks the backend
 //! from the config's `ledger` value. Every method of the facade dispatches to both, with the same
 //! contract.
@@ -28,6 +28,7 @@ pub use record::{
     Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion, Inode, Lease,
     NewFile, NodeInfo, RecordedError, Upload, Wanted, WatchRoot,
 };
+use sqlite::Worker;
 pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
 
 use crate::config::{AfterUpload, Config, LedgerLocation};
@@ -43,21 +44,18 @@ pub struct Ledger {
 
 #[derive(Debug, Clone)]
 enum Store {
-    Sqlite(Sqlite),
+    Sqlite(Worker),
     Postgres(Postgres),
 }
 
-/// Run one call of the SQLite backend on the blocking pool.
+/// Run one call of the SQLite backend on its thread.
 macro_rules! sqlite {
-    ($store:expr, |$s:ident| $call:expr) => {{
-        let $s = $store.clone();
-        tokio::task::spawn_blocking(move || $call)
-            .await
-            .map_err(|e| LedgerError::Task(e.to_string()))?
-    }};
+    ($worker:expr, |$s:ident| $call:expr) => {
+        $worker.run(move |$s| $call).await?
+    };
 }
 
-/// One call of either backend: SQLite's on the blocking pool, PostgreSQL's awaited.
+/// One call of either backend: SQLite's on its thread, PostgreSQL's awaited.
 macro_rules! dispatch {
     ($ledger:expr, |$s:ident| $sqlite:expr, |$p:ident| $postgres:expr) => {
         match &$ledger.store {
@@ -452,7 +450,7 @@ impl Ledger {
 impl From<Sqlite> for Ledger {
     fn from(s: Sqlite) -> Ledger {
         Ledger {
-            store: Store::Sqlite(s),
+            store: Store::Sqlite(Worker::start(s)),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The SQLite ledger: one host, embedded, the default. Its methods are blocking; async callers
-//! reach them through [`super::Ledger`], which runs each call on the blocking pool. Each method is
-//! one transaction.
+//! reach them through [`super::Ledger`], which runs each call on the ledger's own thread
+//! ([`Worker`]). Each method is one transaction.
 //!
 //! This file opens the ledger, checks claims, and owns each content's part hashes, signature and
 //! confirmed parts; the `files` table (file versions, their states and claims) is `files.rs`, hook
@@ -10,8 +10,10 @@ mod claims;
 mod files;
 mod hooks;
 mod migrate;
+mod worker;
 
 pub use hooks::{Delivery, HookKind, NewDelivery};
+pub use worker::Worker;
 
 use super::{Claim, FileKey, LedgerError, Result, Upload};
 use crate::clock::unix_now_i64;
