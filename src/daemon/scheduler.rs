@@ -318,14 +318,14 @@ async fn dispose_now(
     };
     // The target the held deliveries were written for, if any were.
     let mut held_for = record.intent.map(|_| record.intent_target.clone());
-    let disposal = match planned {
-        Err(recovered) => recovered,
+    let (disposal, written) = match planned {
+        Err(recovered) => (recovered, None),
         Ok(Plan::Supersede(why)) => {
             warn!(path = %shown(&record.path), why, "not disposed of");
             ledger.set_aside(claim, FileState::Superseded, why).await?;
             return Ok(None);
         }
-        Ok(Plan::Skip(why)) => Disposal::Skipped(why),
+        Ok(Plan::Skip(why)) => (Disposal::Skipped(why), None),
         Ok(Plan::Act(action, target)) => {
             let held = hooks::deliveries(hook.as_ref(), record, target.as_deref());
             if !ledger
@@ -335,19 +335,29 @@ async fn dispose_now(
                 return Ok(None);
             }
             held_for = Some(target.clone());
-            let (record, root) = (record.clone(), root.to_owned());
-            blocking(move || apply(&record, &root, action, target.as_deref())).await?
+            // The action and its sidecar in one trip off the async workers.
+            let (record, watch, root) = (record.clone(), watch.clone(), root.to_owned());
+            blocking(move || {
+                let disposal = apply(&record, &root, action, target.as_deref())?;
+                let written = sidecar::write_for(&record, &watch, &root, &disposal);
+                Ok::<_, std::io::Error>((disposal, Some(written)))
+            })
+            .await?
         }
     };
     // A note beside the file for people; the file itself is disposed of whatever becomes of it.
-    let written = {
-        let (record, watch, root, disposal) = (
-            record.clone(),
-            watch.clone(),
-            root.to_owned(),
-            disposal.clone(),
-        );
-        blocking(move || sidecar::write_for(&record, &watch, &root, &disposal)).await
+    let written = match written {
+        Some(written) => written,
+        None if sidecar::wanted(record, watch, &disposal) => {
+            let (record, watch, root, disposal) = (
+                record.clone(),
+                watch.clone(),
+                root.to_owned(),
+                disposal.clone(),
+            );
+            blocking(move || sidecar::write_for(&record, &watch, &root, &disposal)).await
+        }
+        None => Ok(None),
     };
     if let Err(e) = written {
         warn!(path = %shown(&record.path), error = %e, "sidecar not written");

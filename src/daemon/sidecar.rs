@@ -24,6 +24,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
+/// Whether `disposal` of `record` calls for a sidecar.
+pub fn wanted(record: &FileRecord, watch: &Watch, disposal: &Disposal) -> bool {
+    match record.state {
+        FileState::Done => watch.done_sidecar,
+        FileState::Failed => disposal.target().is_some(),
+        _ => false,
+    }
+}
+
 /// The sidecar `disposal` calls for, written; the path of the one written, if any.
 /// Blocking.
 pub fn write_for(
@@ -32,10 +41,12 @@ pub fn write_for(
     root: &Path,
     disposal: &Disposal,
 ) -> io::Result<Option<PathBuf>> {
+    if !wanted(record, watch, disposal) {
+        return Ok(None);
+    }
     let (body, suffix) = match record.state {
-        FileState::Done if watch.done_sidecar => (done_body(record), ".vod.json"),
-        FileState::Failed if disposal.target().is_some() => (error_body(record), ".error.json"),
-        _ => return Ok(None),
+        FileState::Done => (done_body(record), ".vod.json"),
+        _ => (error_body(record), ".error.json"),
     };
     let (dir, name, at) = match disposal {
         Disposal::Moved(to) | Disposal::Copied(to) => {
