@@ -349,17 +349,19 @@ impl Ledger {
     }
 
     /// Make the confirmed parts of a content exactly the ones the service listed, and mark the
-    /// file `uploading`; the confirmed offsets.
+    /// file `uploading`; the confirmed offsets. `signature`, the one the init was made with, is
+    /// stored in the same write, so a later resume signs again only once it expires.
     pub async fn reconcile(
         &self,
         claim: Claim,
         upload: &Upload,
         held: Vec<(u64, u64)>,
+        signature: Option<&Signature>,
     ) -> Result<BTreeSet<u64>> {
-        let u = upload.clone();
+        let (u, sig) = (upload.clone(), signature.cloned());
         match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.reconcile(claim, &u, &held)),
-            Store::Postgres(p) => p.reconcile(claim, upload, &held).await,
+            Store::Sqlite(s) => sqlite!(s, |s| s.reconcile(claim, &u, &held, sig.as_ref())),
+            Store::Postgres(p) => p.reconcile(claim, upload, &held, signature).await,
         }
     }
 

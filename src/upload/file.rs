@@ -300,12 +300,8 @@ impl Journey {
         if !force && !job.signature_stale() {
             return Ok(());
         }
-        let signature = job.account.signer.sign(&job.path, &job.sha, processing);
-        let ledger = &self.inner.ledger;
-        ledger
-            .store_signature(job.claim, &job.upload(), &signature)
-            .await?;
-        job.signature = Some(signature);
+        // Stored with the reconciliation once an init answered with it (one write less per file).
+        job.signature = Some(job.account.signer.sign(&job.path, &job.sha, processing));
         Ok(())
     }
 
@@ -355,7 +351,10 @@ impl Journey {
         }
         let valid: Vec<(u64, u64)> = ours.iter().map(|h| (h.offset, h.len)).collect();
         let ledger = &self.inner.ledger;
-        Ok(ledger.reconcile(job.claim, &job.upload(), valid).await?)
+        let signature = job.signature.as_ref();
+        Ok(ledger
+            .reconcile(job.claim, &job.upload(), valid, signature)
+            .await?)
     }
 
     async fn send_parts(&self, job: &Job, confirmed: &BTreeSet<u64>) -> Result<(), Interrupt> {

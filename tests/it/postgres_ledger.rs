@@ -242,7 +242,10 @@ async fn postgres_a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder
         l.confirm_parts(old, &upload("sha"), vec![(0, 1)]).await,
         key
     ));
-    assert!(fenced(l.reconcile(old, &upload("sha"), vec![]).await, key));
+    assert!(fenced(
+        l.reconcile(old, &upload("sha"), vec![], None).await,
+        key
+    ));
     assert!(fenced(l.finish(old, "zombie", None, false).await, key));
     assert!(fenced(l.note_error(old, &error).await, key));
     assert!(fenced(l.fail(old, &error).await, key));
@@ -435,7 +438,10 @@ async fn postgres_an_upload_is_recorded_confirmed_finished_and_disposed_of_as_on
         2 * PART
     );
     let held = vec![(PART, PART), (2 * PART, 902_848)];
-    let confirmed = l.reconcile(claim, &upload("sha"), held).await.unwrap();
+    let confirmed = l
+        .reconcile(claim, &upload("sha"), held, None)
+        .await
+        .unwrap();
     assert_eq!(confirmed, BTreeSet::from([PART, 2 * PART]));
     assert_eq!(l.confirmed(A, "sha").await.unwrap(), confirmed);
     let uploading = l.file(f.key).await.unwrap().unwrap();

@@ -274,23 +274,7 @@ impl Postgres {
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = claimed(&mut client, claim).await?;
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO uploads (account, file_sha, size, part_size, signature, \
-                 signature_expires) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (account, file_sha) DO UPDATE SET signature = excluded.signature, \
-                 signature_expires = excluded.signature_expires",
-            )
-            .await?;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-            &upload.account,
-            &upload.sha,
-            &int(upload.size),
-            &int(upload.part_size),
-            &signature.encoded,
-            &int(signature.expires_at),
-        ];
-        tx.execute(&stmt, &params).await?;
+        upsert_signature(&tx, upload, signature).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -344,9 +328,13 @@ impl Postgres {
         claim: Claim,
         upload: &Upload,
         held: &[(u64, u64)],
+        signature: Option<&Signature>,
     ) -> Result<BTreeSet<u64>> {
         let mut client = self.client().await?;
         let tx = claimed(&mut client, claim).await?;
+        if let Some(signature) = signature {
+            upsert_signature(&tx, upload, signature).await?;
+        }
         let delete = tx
             .prepare_cached("DELETE FROM confirmed_parts WHERE account = $1 AND file_sha = $2")
             .await?;
@@ -360,6 +348,32 @@ impl Postgres {
         tx.commit().await?;
         Ok(held.iter().map(|&(offset, _)| offset).collect())
     }
+}
+
+/// Store the signature of the account's upload of a content (creating the upload's row).
+async fn upsert_signature(
+    tx: &Transaction<'_>,
+    upload: &Upload,
+    signature: &Signature,
+) -> Result<()> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO uploads (account, file_sha, size, part_size, signature, \
+             signature_expires) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (account, file_sha) DO UPDATE SET signature = excluded.signature, \
+             signature_expires = excluded.signature_expires",
+        )
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &upload.account,
+        &upload.sha,
+        &int(upload.size),
+        &int(upload.part_size),
+        &signature.encoded,
+        &int(signature.expires_at),
+    ];
+    tx.execute(&stmt, &params).await?;
+    Ok(())
 }
 
 /// The parts, in one statement; a part already recorded stays as it was.

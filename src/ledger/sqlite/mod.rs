@@ -194,20 +194,7 @@ impl Sqlite {
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
-        exec(
-            &tx,
-            "INSERT INTO uploads (account, file_sha, size, part_size, signature, signature_expires) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (account, file_sha) DO UPDATE SET signature = ?5, signature_expires = ?6",
-            params![
-                upload.account,
-                upload.sha,
-                upload.size,
-                upload.part_size,
-                signature.encoded,
-                signature.expires_at
-            ],
-        )?;
+        upsert_signature(&tx, upload, signature)?;
         tx.commit()?;
         Ok(())
     }
@@ -251,9 +238,13 @@ impl Sqlite {
         claim: Claim,
         upload: &Upload,
         held: &[(u64, u64)],
+        signature: Option<&Signature>,
     ) -> Result<BTreeSet<u64>> {
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
+        if let Some(signature) = signature {
+            upsert_signature(&tx, upload, signature)?;
+        }
         exec(
             &tx,
             "DELETE FROM confirmed_parts WHERE account = ?1 AND file_sha = ?2",
@@ -268,6 +259,25 @@ impl Sqlite {
         tx.commit()?;
         Ok(held.iter().map(|(offset, _)| *offset).collect())
     }
+}
+
+/// Store the signature of the account's upload of a content (creating the upload's row).
+fn upsert_signature(tx: &Transaction<'_>, upload: &Upload, signature: &Signature) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO uploads (account, file_sha, size, part_size, signature, signature_expires) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (account, file_sha) DO UPDATE SET signature = ?5, signature_expires = ?6",
+        params![
+            upload.account,
+            upload.sha,
+            upload.size,
+            upload.part_size,
+            signature.encoded,
+            signature.expires_at
+        ],
+    )?;
+    Ok(())
 }
 
 fn insert_confirmed(tx: &Transaction<'_>, upload: &Upload, parts: &[(u64, u64)]) -> Result<()> {

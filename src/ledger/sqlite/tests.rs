@@ -155,10 +155,11 @@ fn reconcile_makes_the_service_list_the_truth() {
     let (_d, l) = ledger();
     confirm_part(&l, A, "sha", 0, 10);
     confirm_part(&l, A, "sha", 10, 10);
-    l.reconcile(any_claim(&l), &upload(A, "sha"), &[(10, 10), (20, 5)])
+    l.reconcile(any_claim(&l), &upload(A, "sha"), &[(10, 10), (20, 5)], None)
         .unwrap();
     assert_eq!(l.confirmed(A, "sha").unwrap(), BTreeSet::from([10, 20]));
-    l.reconcile(any_claim(&l), &upload(A, "sha"), &[]).unwrap();
+    l.reconcile(any_claim(&l), &upload(A, "sha"), &[], None)
+        .unwrap();
     assert!(l.confirmed(A, "sha").unwrap().is_empty());
 }
 
