@@ -334,17 +334,19 @@ impl Ledger {
     }
 
     /// Record parts the account's service answered code 0 for, as (offset, length). Call it
-    /// only then.
+    /// only then. With `then`, the file moves to that state in the same write (the last parts
+    /// of a round and `Finishing`).
     pub async fn confirm_parts(
         &self,
         claim: Claim,
         upload: &Upload,
         parts: Vec<(u64, u64)>,
+        then: Option<FileState>,
     ) -> Result<()> {
         let u = upload.clone();
         match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.confirm_parts(claim, &u, &parts)),
-            Store::Postgres(p) => p.confirm_parts(claim, upload, &parts).await,
+            Store::Sqlite(s) => sqlite!(s, |s| s.confirm_parts(claim, &u, &parts, then)),
+            Store::Postgres(p) => p.confirm_parts(claim, upload, &parts, then).await,
         }
     }
 

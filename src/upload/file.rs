@@ -374,22 +374,9 @@ impl Journey {
         parts::round(&self.inner, Arc::new(job.clone()), todo, &self.cancel).await
     }
 
-    /// Check the open file is still the one hashed, then finish.
+    /// Finish: the parts round checked the open file is still the one hashed and marked it
+    /// finishing.
     async fn finish(&self, job: &Job) -> Result<Finished, Interrupt> {
-        let unchanged = {
-            let job = job.clone();
-            tokio::task::spawn_blocking(move || job.unchanged())
-                .await
-                .expect("fstat does not panic")
-        };
-        if !unchanged {
-            warn!("the file changed after it was hashed: not finishing this version");
-            return Err(Interrupt::Changed(CHANGED));
-        }
-        self.inner
-            .ledger
-            .set_state(job.claim, FileState::Finishing)
-            .await?;
         let key = job.claim.key;
         self.inner.progress.event(key, &job.path, Event::Finishing);
         let inner = &self.inner;

@@ -16,15 +16,18 @@ use super::call::{with_retry, Retried};
 use super::job::{Interrupt, Job};
 use super::window::Slot;
 use super::{Event, Inner};
+use crate::ledger::FileState;
 use crate::protocol::{Part, PartBody, PartRequest};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, Instrument as _};
+use tracing::{debug, warn, Instrument as _};
 
 type PartEnd = Result<(), Interrupt>;
+
+const CHANGED: &str = "the file changed after it was hashed";
 
 /// How often a file's confirmed parts are written to the ledger while its parts go up.
 const CONFIRM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -39,13 +42,32 @@ async fn record_confirmed(inner: &Inner, job: &Job, confirmed: &Confirmed) -> Pa
         debug!(parts = batch.len(), "recording confirmed parts");
         inner
             .ledger
-            .confirm_parts(job.claim, &job.upload(), batch)
+            .confirm_parts(job.claim, &job.upload(), batch, None)
             .await?;
     }
     Ok(())
 }
 
-/// Send `todo` concurrently. Returns when every spawned part has ended.
+/// Every part went up: if the open file is still the one hashed, write the last confirmed parts
+/// and the `Finishing` state in one write (fenced like every write, so a node that lost the file
+/// never goes on to finish it); if it changed, write the parts and say so.
+async fn ready_to_finish(inner: &Inner, job: &Arc<Job>, confirmed: &Confirmed) -> PartEnd {
+    if !blocking(job, |job| job.unchanged()).await {
+        warn!("the file changed after it was hashed: not finishing this version");
+        record_confirmed(inner, job, confirmed).await?;
+        return Err(Interrupt::Changed(CHANGED));
+    }
+    let batch = std::mem::take(&mut *confirmed.lock().unwrap_or_else(|p| p.into_inner()));
+    let finishing = Some(FileState::Finishing);
+    inner
+        .ledger
+        .confirm_parts(job.claim, &job.upload(), batch, finishing)
+        .await?;
+    Ok(())
+}
+
+/// Send `todo` concurrently. Returns when every spawned part has ended; when all went up, the
+/// file is checked and marked `Finishing` (see [`ready_to_finish`]).
 pub(super) async fn round(
     inner: &Arc<Inner>,
     job: Arc<Job>,
@@ -93,7 +115,10 @@ pub(super) async fn round(
             Err(e) => panic!("part task panicked: {e}"),
         }
     }
-    worse(end, record_confirmed(inner, &job, &confirmed).await)
+    match end {
+        Ok(()) => ready_to_finish(inner, &job, &confirmed).await,
+        Err(_) => worse(end, record_confirmed(inner, &job, &confirmed).await),
+    }
 }
 
 /// Keep the worse of two ends.
@@ -142,7 +167,6 @@ async fn send(
     round: CancellationToken,
     confirmed: Confirmed,
 ) -> PartEnd {
-    const CHANGED: &str = "the file changed after it was hashed";
     let _in_flight = inner.metrics.part_started();
     if !blocking(&job, |job| job.unchanged()).await {
         return Err(Interrupt::Changed(CHANGED));

@@ -239,7 +239,8 @@ async fn postgres_a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder
         key
     ));
     assert!(fenced(
-        l.confirm_parts(old, &upload("sha"), vec![(0, 1)]).await,
+        l.confirm_parts(old, &upload("sha"), vec![(0, 1)], None)
+            .await,
         key
     ));
     assert!(fenced(
@@ -426,7 +427,9 @@ async fn postgres_an_upload_is_recorded_confirmed_finished_and_disposed_of_as_on
     assert_eq!(l.signature(A, "sha").await.unwrap(), Some(sig("s2", 200)));
     assert_eq!(l.signature("other", "sha").await.unwrap(), None);
     let parts = vec![(0, PART), (PART, PART), (0, PART)];
-    l.confirm_parts(claim, &upload("sha"), parts).await.unwrap();
+    l.confirm_parts(claim, &upload("sha"), parts, None)
+        .await
+        .unwrap();
     assert_eq!(
         l.confirmed(A, "sha").await.unwrap(),
         BTreeSet::from([0, PART])

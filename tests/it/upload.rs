@@ -202,7 +202,7 @@ async fn parts_the_ledger_believes_confirmed_but_the_service_lost_are_sent_again
     let held = vec![(0, PART), (PART, PART)];
     let claim = env.claim(record.key);
     ledger
-        .confirm_parts(claim, &upload_key, held)
+        .confirm_parts(claim, &upload_key, held, None)
         .await
         .unwrap();
     let Outcome::Done(done) = upload(&env, &env.config(), &path).await else {

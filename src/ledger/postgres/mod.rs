@@ -25,7 +25,7 @@ mod migrate;
 
 pub use migrate::SchemaState;
 
-use super::{Claim, LedgerError, Result, Upload, WatchRoot};
+use super::{Claim, FileState, LedgerError, Result, Upload, WatchRoot};
 use crate::clock::unix_now_i64;
 use crate::config::PostgresUrl;
 use crate::protocol::Signature;
@@ -312,10 +312,18 @@ impl Postgres {
         claim: Claim,
         upload: &Upload,
         parts: &[(u64, u64)],
+        then: Option<FileState>,
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = claimed(&mut client, claim).await?;
         insert_confirmed(&tx, upload, parts).await?;
+        if let Some(state) = then {
+            let update = tx
+                .prepare_cached("UPDATE files SET state = $2, updated_at = $3 WHERE id = $1")
+                .await?;
+            tx.execute(&update, &[&claim.key.0, &state.as_str(), &unix_now_i64()])
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

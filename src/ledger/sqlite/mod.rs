@@ -15,7 +15,7 @@ mod worker;
 pub use hooks::{Delivery, HookKind, NewDelivery};
 pub use worker::Worker;
 
-use super::{Claim, FileKey, LedgerError, Result, Upload};
+use super::{Claim, FileKey, FileState, LedgerError, Result, Upload};
 use crate::clock::unix_now_i64;
 use crate::protocol::Signature;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -223,10 +223,23 @@ impl Sqlite {
     }
 
     /// Record parts the account's service answered code 0 for. Call it only then.
-    pub fn confirm_parts(&self, claim: Claim, upload: &Upload, parts: &[(u64, u64)]) -> Result<()> {
+    pub fn confirm_parts(
+        &self,
+        claim: Claim,
+        upload: &Upload,
+        parts: &[(u64, u64)],
+        then: Option<FileState>,
+    ) -> Result<()> {
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
         insert_confirmed(&tx, upload, parts)?;
+        if let Some(state) = then {
+            exec(
+                &tx,
+                "UPDATE files SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![claim.key, state.as_str(), unix_now_i64()],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }

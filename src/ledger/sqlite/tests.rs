@@ -75,7 +75,7 @@ fn upload(account: &str, sha: &str) -> Upload {
 
 fn confirm_part(l: &Sqlite, account: &str, sha: &str, offset: u64, len: u64) {
     let claim = any_claim(l);
-    l.confirm_parts(claim, &upload(account, sha), &[(offset, len)])
+    l.confirm_parts(claim, &upload(account, sha), &[(offset, len)], None)
         .unwrap();
 }
 
@@ -519,7 +519,12 @@ fn a_claim_taken_over_fences_every_write_of_the_old_holder() {
     let fenced = |r: crate::ledger::Result<()>| matches!(r, Err(LedgerError::Fenced { key }) if key == f.key);
     assert!(fenced(l.set_state(old, FileState::Finishing)));
     assert!(fenced(l.finish(old, "zombie", None, false)));
-    assert!(fenced(l.confirm_parts(old, &upload(A, "sha"), &[(0, 1)])));
+    assert!(fenced(l.confirm_parts(
+        old,
+        &upload(A, "sha"),
+        &[(0, 1)],
+        None
+    )));
     assert!(fenced(l.mark_disposed(old, &Disposed::Deleted, None, None)));
     assert!(matches!(
         l.intend_disposal(old, AfterUpload::Delete, None, &[]),
