@@ -168,9 +168,15 @@ async fn send(
     confirmed: Confirmed,
 ) -> PartEnd {
     let _in_flight = inner.metrics.part_started();
-    if !blocking(&job, |job| job.unchanged()).await {
+    // The identity check and the first chunk's read in one trip off the async workers (a small
+    // file's part is one chunk).
+    let checked = blocking(&job, move |job| {
+        job.unchanged().then(|| read_chunk(job, part, 0))
+    });
+    let Some(first) = checked.await else {
         return Err(Interrupt::Changed(CHANGED));
-    }
+    };
+    let first = std::sync::Mutex::new(Some(first));
     let md5 = &job.md5s[part.index as usize];
     debug!(offset = part.offset, len = part.len, "sending part");
     let what = Retried {
@@ -191,7 +197,9 @@ async fn send(
                 data_md5: md5,
                 signature: job.signature_text(),
             };
-            let body = PartBody::streamed(part.len, chunks(job.clone(), part));
+            // The first attempt sends the chunk read with the check; a retry reads it again.
+            let head = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let body = PartBody::streamed(part.len, chunks(job.clone(), part, head));
             let (inner, job, changed, this_part) = (&inner, &job, &changed, &this_part);
             async move {
                 inner.throttle.acquire(part.len).await;
@@ -233,30 +241,38 @@ async fn send(
 /// How much of a part is read from the file at a time as it is sent.
 const CHUNK: u64 = 128 * 1024;
 
-/// The part's bytes, read from the open file chunk by chunk as the body is sent.
+/// The part's bytes, read from the open file chunk by chunk as the body is sent, starting with
+/// `head` (its first chunk, already read) if given.
 fn chunks(
     job: Arc<Job>,
     part: Part,
+    head: Option<std::io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    futures::stream::try_unfold(0u64, move |sent| {
+    futures::stream::try_unfold((0u64, head), move |(sent, head)| {
         let job = job.clone();
         async move {
             if sent >= part.len {
                 return Ok(None);
             }
-            let len = CHUNK.min(part.len - sent);
-            let chunk = blocking(&job, move |job| {
-                use std::os::unix::fs::FileExt;
-                let mut buf = BytesMut::zeroed(len as usize);
-                job.source
-                    .file()
-                    .read_exact_at(&mut buf, part.offset + sent)?;
-                Ok::<_, std::io::Error>(buf.freeze())
-            })
-            .await?;
-            Ok(Some((chunk, sent + len)))
+            let chunk = match head {
+                Some(chunk) => chunk?,
+                None => blocking(&job, move |job| read_chunk(job, part, sent)).await?,
+            };
+            let next = sent + chunk.len() as u64;
+            Ok(Some((chunk, (next, None))))
         }
     })
+}
+
+/// The chunk of `part` that starts `sent` bytes in. Blocking.
+fn read_chunk(job: &Job, part: Part, sent: u64) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let len = CHUNK.min(part.len.saturating_sub(sent));
+    let mut buf = BytesMut::zeroed(len as usize);
+    job.source
+        .file()
+        .read_exact_at(&mut buf, part.offset + sent)?;
+    Ok(buf.freeze())
 }
 
 /// Whether the part's bytes in the file now have the hashing pass's MD5 (read in chunks).
