@@ -51,7 +51,7 @@ enum Store {
 /// Run one call of the SQLite backend on its thread.
 macro_rules! sqlite {
     ($worker:expr, |$s:ident| $call:expr) => {
-        $worker.run(move |$s| $call).await?
+        $worker.run(move |$s| $call).await
     };
 }
 
@@ -413,13 +413,10 @@ impl Ledger {
     ) -> Result<bool> {
         let owned = target.map(Path::to_owned);
         match &self.store {
+            // Durable: committed with synchronous=FULL before the caller acts on it.
             Store::Sqlite(s) => {
-                sqlite!(s, |s| s.intend_disposal(
-                    claim,
-                    intent,
-                    owned.as_deref(),
-                    &hooks
-                ))
+                s.run_durable(move |s| s.intend_disposal(claim, intent, owned.as_deref(), &hooks))
+                    .await
             }
             Store::Postgres(p) => p.intend_disposal(claim, intent, target, &hooks).await,
         }

@@ -4,17 +4,17 @@
 //! claim atomic (an immediate transaction).
 
 use super::files::{file_from_row, FILE_COLUMNS, OWED};
-use super::{exec, path_bytes, query_one, Sqlite};
+use super::{begin, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::ledger::{Claim, FileKey, FileRecord, Lease, NodeInfo, Result};
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 impl Sqlite {
     /// See [`crate::ledger::Ledger::start_node`].
     pub fn start_node(&self, node: &str) -> Result<()> {
         let t = unix_now_i64();
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = begin(&mut conn, TransactionBehavior::Deferred)?;
         exec(
             &tx,
             "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
@@ -44,7 +44,7 @@ impl Sqlite {
         let t = unix_now_i64();
         let roots: Vec<&[u8]> = watches.iter().map(|w| path_bytes(&w.path)).collect();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
         let keys: Vec<FileKey> = {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT id, state, origin FROM files INDEXED BY files_owed WHERE {OWED} \
@@ -80,7 +80,7 @@ impl Sqlite {
     pub fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
         let t = unix_now_i64();
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
         let free: bool = query_one(
             &tx,
             "SELECT COUNT(*) FROM files WHERE id = ?1 \
@@ -104,7 +104,7 @@ impl Sqlite {
         let t = unix_now_i64();
         let until = t + lease_secs(lease);
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = begin(&mut conn, TransactionBehavior::Deferred)?;
         exec(
             &tx,
             "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
@@ -165,7 +165,7 @@ fn lease_secs(lease: &Lease) -> i64 {
 }
 
 /// Give `key` to the lease's node at a new epoch; the epoch.
-fn take(tx: &rusqlite::Transaction<'_>, key: FileKey, lease: &Lease, t: i64) -> Result<i64> {
+fn take(tx: &Connection, key: FileKey, lease: &Lease, t: i64) -> Result<i64> {
     Ok(query_one(
         tx,
         "UPDATE files SET node = ?2, lease_until = ?3, epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",

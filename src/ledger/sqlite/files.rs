@@ -3,14 +3,14 @@
 //! callers see as [`FileRecord`]s, and every change of a row's state. Not claims (`claims.rs`),
 //! the content's parts, hashes and signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
 
-use super::{claimed, exec, path_bytes, path_from, Sqlite};
+use super::{begin, claimed, exec, path_bytes, path_from, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
     Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, NewFile, RecordedError,
     Result,
 };
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 
 pub(super) const FILE_COLUMNS: &str =
@@ -128,7 +128,7 @@ impl Sqlite {
     /// its row is returned and nothing is recorded, so it is neither uploaded nor announced twice.
     pub fn enqueue(&self, new: &NewFile) -> Result<FileRecord> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = begin(&mut conn, TransactionBehavior::Deferred)?;
         let record = enqueue_in(&tx, new, unix_now_i64())?;
         tx.commit()?;
         Ok(record)
@@ -138,7 +138,7 @@ impl Sqlite {
     /// one commit, not one each.
     pub fn enqueue_all(&self, new: &[NewFile]) -> Result<Vec<FileRecord>> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = begin(&mut conn, TransactionBehavior::Deferred)?;
         let t = unix_now_i64();
         let records = new
             .iter()
@@ -349,7 +349,7 @@ impl Sqlite {
 }
 
 /// Record one file version in `tx` (see [`Sqlite::enqueue`]).
-fn enqueue_in(tx: &Transaction<'_>, new: &NewFile, t: i64) -> Result<FileRecord> {
+fn enqueue_in(tx: &Connection, new: &NewFile, t: i64) -> Result<FileRecord> {
     let FileIdentity { inode, version } = new.identity;
     let path = path_bytes(&new.path);
     if let Some(uploaded) = uploaded_as(tx, &new.identity, Some(path))? {

@@ -2,11 +2,11 @@
 //! list, and each delivery's outcome. At-least-once: a delivery leaves the due list only once
 //! [`Sqlite::hook_delivered`] ran after the receiver accepted it.
 
-use super::{claimed, exec, path_bytes, query_one, Sqlite};
+use super::{begin, claimed, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
 use crate::ledger::{Claim, Disposed, FileKey, Result};
-use rusqlite::{params, Row, Transaction};
+use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 use std::path::Path;
 
@@ -89,7 +89,11 @@ impl Sqlite {
     ) -> Result<bool> {
         let key = claim.key;
         let mut conn = self.conn();
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // In a batch, the ledger thread commits it with FULL (this call is queued as durable).
+        let alone = conn.is_autocommit();
+        if alone {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        }
         let result = (|| {
             let tx = claimed(&mut conn, claim)?;
             let changed = exec(
@@ -109,7 +113,9 @@ impl Sqlite {
             tx.commit()?;
             Ok(changed == 1)
         })();
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        if alone {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         result
     }
 
@@ -171,7 +177,7 @@ impl Sqlite {
     /// See [`crate::ledger::Ledger::take_due_hooks`].
     pub fn take_due_hooks(&self, at: i64, limit: usize, hold: i64) -> Result<Vec<Delivery>> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = begin(&mut conn, rusqlite::TransactionBehavior::Immediate)?;
         let due = {
             let sql = format!(
                 "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 \
@@ -230,7 +236,7 @@ impl Sqlite {
 }
 
 fn insert_deliveries(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     key: FileKey,
     hooks: &[NewDelivery],
     held: bool,

@@ -1,6 +1,7 @@
 //! The SQLite ledger: one host, embedded, the default. Its methods are blocking; async callers
 //! reach them through [`super::Ledger`], which runs each call on the ledger's own thread
-//! ([`Worker`]). Each method is one transaction.
+//! ([`Worker`]). Each method is one transaction, or one savepoint of a batch the ledger thread
+//! commits at once.
 //!
 //! This file opens the ledger, checks claims, and owns each content's part hashes, signature and
 //! confirmed parts; the `files` table (file versions, their states and claims) is `files.rs`, hook
@@ -18,7 +19,9 @@ pub use worker::Worker;
 use super::{Claim, FileKey, FileState, LedgerError, Result, Upload};
 use crate::clock::unix_now_i64;
 use crate::protocol::Signature;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,11 +45,48 @@ impl rusqlite::types::FromSql for FileKey {
     }
 }
 
+/// One method's write: a transaction of its own, or, inside a batch the ledger thread opened
+/// ([`Sqlite::begin_batch`]), a savepoint of the batch's transaction, committed with the batch.
+/// Dropped uncommitted, it rolls back (the savepoint only: the batch's other writes stand).
+enum Write<'c> {
+    Own(Transaction<'c>),
+    InBatch(Savepoint<'c>),
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Write::Own(tx) => tx,
+            Write::InBatch(savepoint) => savepoint,
+        }
+    }
+}
+
+impl Write<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Write::Own(tx) => tx.commit(),
+            Write::InBatch(savepoint) => savepoint.commit(),
+        }
+    }
+}
+
+/// Begin a write: with `behavior` on its own, or as a savepoint inside the ledger thread's batch.
+fn begin(conn: &mut Connection, behavior: TransactionBehavior) -> Result<Write<'_>> {
+    Ok(if conn.is_autocommit() {
+        Write::Own(conn.transaction_with_behavior(behavior)?)
+    } else {
+        Write::InBatch(conn.savepoint()?)
+    })
+}
+
 /// Begin a write under `claim`: an immediate transaction (SQLite has one writer, so nothing can
 /// take the file over until it ends) in which the file still carries the claim's epoch. Refused
 /// with [`LedgerError::Fenced`] otherwise.
-fn claimed(conn: &mut Connection, claim: Claim) -> Result<Transaction<'_>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+fn claimed(conn: &mut Connection, claim: Claim) -> Result<Write<'_>> {
+    let tx = begin(conn, TransactionBehavior::Immediate)?;
     let epoch: Option<i64> = query_one(
         &tx,
         "SELECT epoch FROM files WHERE id = ?1",
@@ -123,6 +163,32 @@ impl Sqlite {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Open a batch: one immediate transaction that the writes run until [`Sqlite::end_batch`]
+    /// join as savepoints, so a burst of writes costs one commit. `durable`: the batch holds a
+    /// write that must survive a power cut (an after-upload intent), so it commits with
+    /// `synchronous=FULL` (which SQLite lets change only outside a transaction).
+    pub(super) fn begin_batch(&self, durable: bool) -> Result<()> {
+        let conn = self.conn();
+        if durable {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commit the batch (rolled back if that fails), and go back to `synchronous=NORMAL`.
+    pub(super) fn end_batch(&self, durable: bool) -> Result<()> {
+        let conn = self.conn();
+        let committed = conn.execute_batch("COMMIT");
+        if committed.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        if durable {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        Ok(committed?)
     }
 
     /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
@@ -275,7 +341,7 @@ impl Sqlite {
 }
 
 /// Store the signature of the account's upload of a content (creating the upload's row).
-fn upsert_signature(tx: &Transaction<'_>, upload: &Upload, signature: &Signature) -> Result<()> {
+fn upsert_signature(tx: &Connection, upload: &Upload, signature: &Signature) -> Result<()> {
     exec(
         tx,
         "INSERT INTO uploads (account, file_sha, size, part_size, signature, signature_expires) \
@@ -293,7 +359,7 @@ fn upsert_signature(tx: &Transaction<'_>, upload: &Upload, signature: &Signature
     Ok(())
 }
 
-fn insert_confirmed(tx: &Transaction<'_>, upload: &Upload, parts: &[(u64, u64)]) -> Result<()> {
+fn insert_confirmed(tx: &Connection, upload: &Upload, parts: &[(u64, u64)]) -> Result<()> {
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO confirmed_parts (account, file_sha, offset, len, confirmed_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -645,3 +645,68 @@ fn a_removed_watchs_file_is_still_uploaded_but_its_action_waits_for_the_watch() 
         .remove(0);
     assert_eq!(record.key, ended.key, "taken once its watch is back");
 }
+
+/// Calls that queue while the ledger thread is busy run as one batch: one transaction, in which
+/// a call that fails (here, fenced) rolls back alone, and whose callers are answered only once it
+/// is committed (another connection sees every row a caller was told of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_commit_as_one_batch_answered_after_the_commit() {
+    let (dir, l) = ledger();
+    let other = Sqlite::open(&dir.path().join("state/ledger.db")).unwrap();
+    let fenced_file = l.enqueue(&new_file(Path::new("/fenced.mp4"))).unwrap();
+    let old = claim(&l, fenced_file.key);
+    l.release(old).unwrap();
+    let _taken_over = claim(&l, fenced_file.key);
+    let worker = Worker::start(l.clone());
+    // Keep the thread busy while the batch queues behind it.
+    let busy = worker.run(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    });
+    let queue = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = worker.run(|s| s.enqueue(&new_file(Path::new("/a.mp4"))));
+        let fenced = worker.run(move |s| s.set_state(old, FileState::Hashing));
+        // Runs in the batch, after the enqueue of /a.mp4: another connection must not see it yet.
+        let seen = {
+            let other = other.clone();
+            worker.run(move |_| other.latest_for_path(Path::new("/a.mp4")))
+        };
+        let rest = futures::future::join_all((0..40).map(|i| {
+            let path = PathBuf::from(format!("/f{i}.mp4"));
+            worker.run(move |s| s.enqueue(&new_file(&path)))
+        }));
+        tokio::join!(first, fenced, seen, rest)
+    };
+    let ((), (first, fenced, seen, rest)) = tokio::join!(async { busy.await.unwrap() }, queue);
+    assert!(
+        seen.unwrap().is_none(),
+        "the batch's writes were visible outside it before its commit"
+    );
+    assert!(
+        matches!(fenced, Err(LedgerError::Fenced { .. })),
+        "{fenced:?}"
+    );
+    for record in std::iter::once(first).chain(rest) {
+        let record = record.expect("the fenced call failed alone");
+        assert!(
+            other.file(record.key).unwrap().is_some(),
+            "{} answered before it was committed",
+            record.path.display()
+        );
+    }
+}
+
+/// A call that panics loses its own answer only: the thread goes on with the next.
+#[tokio::test]
+async fn a_panicking_call_fails_alone_and_the_ledger_thread_goes_on() {
+    let (_d, l) = ledger();
+    let worker = Worker::start(l);
+    let panicked = worker.run(|_| -> Result<()> { panic!("a bug in one call") });
+    assert!(matches!(panicked.await, Err(LedgerError::Task(_))));
+    let record = worker
+        .run(|s| s.enqueue(&new_file(Path::new("/after.mp4"))))
+        .await
+        .unwrap();
+    assert_eq!(record.path, Path::new("/after.mp4"));
+}
