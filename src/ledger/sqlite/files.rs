@@ -3,7 +3,7 @@
 //! callers see as [`FileRecord`]s, and every change of a row's state. Not claims (`claims.rs`),
 //! the content's parts, hashes and signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
 
-use super::{begin, claimed, exec, path_bytes, path_from, Sqlite};
+use super::{begin, claimed, exec, path_bytes, path_from, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
@@ -155,10 +155,7 @@ impl Sqlite {
 
     pub fn file(&self, key: FileKey) -> Result<Option<FileRecord>> {
         let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
-        Ok(self
-            .conn()
-            .query_row(&sql, [key], file_from_row)
-            .optional()?)
+        Ok(query_one(&self.conn(), &sql, [key], file_from_row).optional()?)
     }
 
     /// Every file, newest first.
