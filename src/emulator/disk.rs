@@ -273,17 +273,6 @@ impl Disk {
     }
 }
 
-/// MD5 of a body held as chunks, lowercase hex, without joining them.
-/// MD5 of a part's body, with md5-simd's optimized single-stream MD5 (about a third faster here
-/// than `md-5`, the reference the tests check it against), so loopback figures measure vodup.
-pub fn md5_of(chunks: &[Bytes]) -> String {
-    let mut hasher = md5_simd::Md5::new();
-    for chunk in chunks {
-        hasher.update(chunk);
-    }
-    hex::encode(hasher.finalize())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,7 +294,7 @@ mod tests {
         };
         disk.write_record(SHA, &record).unwrap();
         let chunks = [Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
-        let md5 = md5_of(&chunks);
+        let md5 = crate::hash::md5_hex(&chunks.concat());
         assert_eq!(md5, md5_hex(b"abcde"));
         let temp = disk.write_part_temp(&md5, &chunks).unwrap();
         disk.commit_part(&temp, SHA, 0).unwrap();
@@ -328,7 +317,9 @@ mod tests {
         let disk = Disk::open(dir.path()).unwrap();
         for (offset, bytes) in [(3u64, &b"def"[..]), (0, &b"abc"[..])] {
             let chunks = [Bytes::copy_from_slice(bytes)];
-            let temp = disk.write_part_temp(&md5_of(&chunks), &chunks).unwrap();
+            let temp = disk
+                .write_part_temp(&crate::hash::md5_hex(&chunks.concat()), &chunks)
+                .unwrap();
             disk.commit_part(&temp, SHA, offset).unwrap();
         }
         let in_order = [
@@ -348,7 +339,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = Disk::open(dir.path()).unwrap();
         let chunks = [Bytes::from_static(b"x")];
-        let temp = disk.write_part_temp(&md5_of(&chunks), &chunks).unwrap();
+        let temp = disk
+            .write_part_temp(&crate::hash::md5_hex(&chunks.concat()), &chunks)
+            .unwrap();
         disk.commit_part(&temp, SHA, 0).unwrap();
         disk.write_record(SHA, &ShaRecord::default()).unwrap();
         let loaded = disk.load().unwrap();

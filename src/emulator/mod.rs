@@ -4,7 +4,7 @@
 //! [`Emulator::bind`] opens the data directory and the listening socket; [`Emulator::run`] serves
 //! until its token is cancelled. Inside: [`conn`] accepts connections, [`app`] routes requests,
 //! [`handlers`] and [`part`] implement the three actions ([`body`] reads request bodies), [`state`] and [`disk`] remember uploads
-//! across restarts, [`faults`] and [`inject`] break requests on purpose, [`stats`] counts, [`admin`]
+//! across restarts, [`lanes`] verifies part MD5s several at once, [`faults`] and [`inject`] break requests on purpose, [`stats`] counts, [`admin`]
 //! and [`files`] serve the extras. The client side of the protocol is not here: it is
 //! `crate::protocol`.
 
@@ -18,6 +18,7 @@ mod faults;
 mod files;
 mod handlers;
 mod inject;
+mod lanes;
 mod params;
 mod part;
 mod state;

@@ -75,6 +75,7 @@ pub enum InitOutcome {
 #[derive(Debug)]
 pub struct Store {
     disk: Arc<Disk>,
+    md5: super::lanes::Md5Lanes,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
     files: Mutex<HashMap<String, FinishedRecord>>,
     next_file_id: AtomicU64,
@@ -88,6 +89,7 @@ impl Store {
         let mut max_id = disk.max_file_id()?;
         let store = Store {
             disk: Arc::new(disk),
+            md5: super::lanes::Md5Lanes::start(),
             entries: Mutex::default(),
             files: Mutex::default(),
             next_file_id: AtomicU64::new(0),

@@ -2,11 +2,10 @@
 //! and the write, filed under the upload only if it is still the same one.
 
 use super::{HeldPart, Store};
-use crate::emulator::disk::{self, DiskError};
+use crate::emulator::disk::DiskError;
 use crate::emulator::params::PartParams;
 use crate::protocol::plan::{self, PartSize};
 use bytes::Bytes;
-use std::ops::ControlFlow::{Break, Continue};
 
 /// Permission to receive a part, taken before its body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,22 +80,16 @@ impl Store {
         let md5 = p.data_md5.clone();
         let duplicate = ticket.duplicate;
         let bytes = body.clone();
-        let written = self
-            .on_disk(move |d| {
-                let actual = disk::md5_of(&body);
-                if actual != md5 {
-                    return Ok(Break(PartReceived::Md5Mismatch { actual }));
-                }
-                if duplicate {
-                    return Ok(Break(PartReceived::Duplicate));
-                }
-                d.write_part_temp(&md5, &body).map(Continue)
-            })
+        let actual = self.md5.md5(&body).await;
+        if actual != md5 {
+            return Ok(PartReceived::Md5Mismatch { actual });
+        }
+        if duplicate {
+            return Ok(PartReceived::Duplicate);
+        }
+        let temp = self
+            .on_disk(move |d| d.write_part_temp(&md5, &body))
             .await?;
-        let temp = match written {
-            Continue(temp) => temp,
-            Break(done) => return Ok(done),
-        };
         let entry = self.find(&p.file_sha).expect("an entry is never removed");
         let mut state = entry.lock().await;
         if state.generation != ticket.generation {
