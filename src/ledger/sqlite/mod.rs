@@ -174,8 +174,12 @@ impl Sqlite {
         if durable {
             conn.pragma_update(None, "synchronous", "FULL")?;
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(())
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        if begun.is_err() && durable {
+            // The calls then run one by one, each setting what it needs.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        Ok(begun?)
     }
 
     /// Commit the batch (rolled back if that fails), and go back to `synchronous=NORMAL`.
