@@ -12,7 +12,7 @@
 //! [`apply`]s it; after a crash or a power cut, [`recover`] finishes or recognises an intent.
 
 use crate::config::{AfterUpload, Watch};
-use crate::ledger::{Disposed, FileRecord, FileState};
+use crate::ledger::{Disposed, FileKey, FileRecord, FileState};
 use crate::shown::shown;
 use crate::source::{look, open_parent, SourceError};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, CWD};
@@ -148,7 +148,7 @@ pub fn apply(
             info!(path = %shown(&record.path), "source deleted after upload");
             Disposal::Deleted
         }
-        (AfterUpload::Move, Some(target)) => move_to(&dir, name, target)?,
+        (AfterUpload::Move, Some(target)) => move_to(&dir, name, target, record.key)?,
     };
     if record.state == FileState::Failed {
         if let Some(to) = disposal.target() {
@@ -222,16 +222,24 @@ fn target_in(path: &Path, root: &Path, dir: &Path) -> PathBuf {
 
 /// Rename `name` (in `dir`) to `target`, never overwriting: a taken name gets ` (1)`, ` (2)`, ...
 /// before its extension. Across file systems: copy, sync, then remove the source.
-fn move_to(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
+/// Move the file `name` in `dir` (file `key` of the ledger) to `target`, or the next free name
+/// beside it. Files end side by side, so two disposals may aim at one name at once (two watches
+/// sharing a done folder, say): each copy across file systems goes through a temporary name of
+/// its own file's, and a rename that cannot refuse to replace is made under [`FREE_NAME`].
+fn move_to(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::Result<Disposal> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match rename_to_free_name(dir, name, target) {
         Ok(target) => Ok(Disposal::Moved(target)),
-        Err(Errno::XDEV) => copy_across(dir, name, target),
+        Err(Errno::XDEV) => copy_across(dir, name, target, key),
         Err(e) => Err(e.into()),
     }
 }
+
+/// Held from "this name is free" to the rename that takes it, on file systems without
+/// `RENAME_NOREPLACE`, so this host's disposals never take one name twice.
+static FREE_NAME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Rename `from` (in `dir`) to `target`, never over another file: a name taken meanwhile gets
 /// the next free one ([`free_name`]). The name it got.
@@ -245,8 +253,14 @@ fn rename_to_free_name<P: rustix::path::Arg + Copy>(
         match rustix::fs::renameat_with(dir, from, CWD, &target, RenameFlags::NOREPLACE) {
             Ok(()) => return Ok(target),
             Err(Errno::EXIST) => target = free_name(&target),
-            // A file system without RENAME_NOREPLACE: the name was checked free just before.
-            Err(Errno::INVAL) if !target.exists() => {
+            // A file system without RENAME_NOREPLACE: the name is checked free and taken under
+            // one lock.
+            Err(Errno::INVAL) => {
+                let _only_this_host = FREE_NAME.lock().unwrap_or_else(|p| p.into_inner());
+                if target.exists() {
+                    target = free_name(&target);
+                    continue;
+                }
                 rustix::fs::renameat(dir, from, CWD, &target)?;
                 return Ok(target);
             }
@@ -255,13 +269,14 @@ fn rename_to_free_name<P: rustix::path::Arg + Copy>(
     }
 }
 
-fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path) -> io::Result<Disposal> {
+fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::Result<Disposal> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut from = std::fs::File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
-    // A hidden name of our own next to the target; one left by a crash mid-copy is ours to redo.
+    // A hidden name of this file's own next to the target (another file copied to the same name
+    // at the same time has another); one left by a crash mid-copy is this file's to redo.
     let mut partial_name = std::ffi::OsString::from(".");
     partial_name.push(target.file_name().unwrap_or_default());
-    partial_name.push(".vodup-partial");
+    partial_name.push(format!(".{key}.vodup-partial"));
     let partial = target.with_file_name(partial_name);
     let mut to = std::fs::OpenOptions::new()
         .write(true)
@@ -414,11 +429,16 @@ mod tests {
             panic!("act")
         };
         std::fs::create_dir_all(&done).unwrap();
-        std::fs::write(done.join(".a.mp4.vodup-partial"), b"half").unwrap();
+        // A crash's half copy of this file, and another file's copy under way to the same name.
+        let partial = done.join(format!(".a.mp4.{}.vodup-partial", record.key));
+        let others = done.join(".a.mp4.999999.vodup-partial");
+        std::fs::write(&partial, b"half").unwrap();
+        std::fs::write(&others, b"another file's").unwrap();
         let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
         assert_eq!(disposal, Disposal::Moved(done.join("a.mp4")));
         assert_eq!(std::fs::read(done.join("a.mp4")).unwrap(), b"content");
-        assert!(!done.join(".a.mp4.vodup-partial").exists() && !path.exists());
+        assert!(!partial.exists() && !path.exists());
+        assert_eq!(std::fs::read(&others).unwrap(), b"another file's");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::{begin, claimed, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
-use crate::ledger::{Claim, Disposed, FileKey, Result};
+use crate::ledger::{Claim, Disposed, FileKey, LedgerError, Result};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 use std::path::Path;
@@ -88,8 +88,13 @@ impl Sqlite {
         hooks: &[NewDelivery],
     ) -> Result<bool> {
         let key = claim.key;
+        // In a batch, the ledger thread commits it with FULL, if this call was queued as durable.
+        if self.in_transaction() && !self.batch_is_durable() {
+            return Err(LedgerError::Task(
+                "an after-upload intent must be queued as durable".into(),
+            ));
+        }
         let mut conn = self.conn();
-        // In a batch, the ledger thread commits it with FULL (this call is queued as durable).
         let alone = conn.is_autocommit();
         if alone {
             conn.pragma_update(None, "synchronous", "FULL")?;

@@ -24,6 +24,7 @@ use rusqlite::{
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,6 +32,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
+    /// Set while the ledger thread's open batch will commit with `synchronous=FULL`.
+    durable_batch: Arc<AtomicBool>,
 }
 
 impl rusqlite::ToSql for FileKey {
@@ -156,6 +159,7 @@ impl Sqlite {
             })?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
+            durable_batch: Arc::default(),
         })
     }
 
@@ -163,6 +167,21 @@ impl Sqlite {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the connection is inside a transaction (a batch, or a call's own).
+    pub(super) fn in_transaction(&self) -> bool {
+        !self.conn().is_autocommit()
+    }
+
+    /// Make sure no transaction is left open on the connection (rolled back if one is); an
+    /// error if one stays open, and then no call may be told its write is recorded.
+    pub(super) fn idle(&self) -> Result<()> {
+        let conn = self.conn();
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
     }
 
     /// Open a batch: one immediate transaction that the writes run until [`Sqlite::end_batch`]
@@ -179,20 +198,40 @@ impl Sqlite {
             // The calls then run one by one, each setting what it needs.
             conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
-        Ok(begun?)
+        begun?;
+        self.durable_batch.store(durable, Ordering::SeqCst);
+        Ok(())
     }
 
-    /// Commit the batch (rolled back if that fails), and go back to `synchronous=NORMAL`.
+    /// Commit the batch (rolled back if that fails), and go back to `synchronous=NORMAL`. An
+    /// error if the batch's transaction is gone already (SQLite rolls a transaction back by
+    /// itself on some errors, such as a full disk): none of its writes is recorded then.
     pub(super) fn end_batch(&self, durable: bool) -> Result<()> {
         let conn = self.conn();
-        let committed = conn.execute_batch("COMMIT");
+        self.durable_batch.store(false, Ordering::SeqCst);
+        let committed = if conn.is_autocommit() {
+            Err(LedgerError::Task(
+                "the batch's transaction was rolled back by SQLite".into(),
+            ))
+        } else {
+            conn.execute_batch("COMMIT").map_err(LedgerError::from)
+        };
         if committed.is_err() && !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "the ledger's batch could not be rolled back");
+            }
         }
         if durable {
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+                tracing::warn!(error = %e, "the ledger stays at synchronous=FULL");
+            }
         }
-        Ok(committed?)
+        committed
+    }
+
+    /// Whether the open batch commits with `synchronous=FULL`.
+    fn batch_is_durable(&self) -> bool {
+        self.durable_batch.load(Ordering::SeqCst)
     }
 
     /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.

@@ -710,3 +710,46 @@ async fn a_panicking_call_fails_alone_and_the_ledger_thread_goes_on() {
         .unwrap();
     assert_eq!(record.path, Path::new("/after.mp4"));
 }
+
+/// An after-upload intent in a batch is recorded only if it was queued as durable (the batch then
+/// commits with `synchronous=FULL`); queued as an ordinary call, it is refused, not recorded
+/// without the fsync a power cut needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_in_a_batch_must_be_queued_as_durable() {
+    let (_d, l) = ledger();
+    let (a, b) = (
+        l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap(),
+        l.enqueue(&new_file(Path::new("/b.mp4"))).unwrap(),
+    );
+    let (ca, cb) = (claim(&l, a.key), claim(&l, b.key));
+    l.finish(ca, "ida", None, false).unwrap();
+    l.finish(cb, "idb", None, false).unwrap();
+    let worker = Worker::start(l.clone());
+    let in_a_batch = |durable: bool, c: Claim| {
+        let worker = worker.clone();
+        async move {
+            let busy = worker.run(|_| {
+                std::thread::sleep(Duration::from_millis(200));
+                Ok(())
+            });
+            let queued = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let intent = move |s: &Sqlite| s.intend_disposal(c, AfterUpload::Delete, None, &[]);
+                let other = worker.run(|s| s.count_by_state());
+                match durable {
+                    true => tokio::join!(worker.run_durable(intent), other).0,
+                    false => tokio::join!(worker.run(intent), other).0,
+                }
+            };
+            tokio::join!(busy, queued).1
+        }
+    };
+    let refused = in_a_batch(false, ca).await;
+    assert!(matches!(refused, Err(LedgerError::Task(_))), "{refused:?}");
+    assert_eq!(l.file(a.key).unwrap().unwrap().intent, None);
+    assert!(in_a_batch(true, cb).await.unwrap());
+    assert_eq!(
+        l.file(b.key).unwrap().unwrap().intent,
+        Some(AfterUpload::Delete)
+    );
+}

@@ -97,20 +97,42 @@ fn serve(sqlite: &Sqlite, calls: &mpsc::Receiver<Call>) {
                 Err(_) => break,
             }
         }
-        let durable = batch.iter().any(|c| c.durable);
-        if batch.len() == 1 || sqlite.begin_batch(durable).is_err() {
-            // Each call in a transaction of its own.
-            for call in batch {
-                if let Some(answer) = run(sqlite, call) {
-                    answer(None);
-                }
+        // A transaction left open (a rollback that failed) would swallow every later write:
+        // nothing is answered as recorded until the connection is clean again.
+        if let Err(e) = sqlite.idle() {
+            let why = format!("a transaction is stuck open on the ledger: {e}");
+            for answer in batch.into_iter().filter_map(|c| run(sqlite, c)) {
+                answer(Some(&why));
             }
             continue;
         }
-        let answers: Vec<Answer> = batch.into_iter().filter_map(|c| run(sqlite, c)).collect();
+        let durable = batch.iter().any(|c| c.durable);
+        if batch.len() == 1 || sqlite.begin_batch(durable).is_err() {
+            alone(sqlite, batch);
+            continue;
+        }
+        let mut calls = batch.into_iter();
+        let mut answers = Vec::new();
+        for call in calls.by_ref() {
+            answers.extend(run(sqlite, call));
+            if !sqlite.in_transaction() {
+                // SQLite rolled the batch back by itself (a full disk, say): the rest run alone.
+                break;
+            }
+        }
         let committed = sqlite.end_batch(durable).map_err(|e| e.to_string());
         for answer in answers {
             answer(committed.as_ref().err().map(String::as_str));
+        }
+        alone(sqlite, calls.collect());
+    }
+}
+
+/// Each call in a transaction of its own.
+fn alone(sqlite: &Sqlite, calls: Vec<Call>) {
+    for call in calls {
+        if let Some(answer) = run(sqlite, call) {
+            answer(None);
         }
     }
 }
