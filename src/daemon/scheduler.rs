@@ -12,7 +12,7 @@
 
 use super::dispose::{apply, plan, recover, Disposal, Plan};
 use super::sidecar;
-use crate::config::Watch;
+use crate::config::{Hook, Watch};
 use crate::hooks;
 use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted, WatchRoot};
 use crate::shown::shown;
@@ -258,11 +258,7 @@ impl Ending {
         match dispose_now(&self.ledger, claim, &record, watch, &root).await {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
-                let hooked = match record.state {
-                    FileState::Done => watch.on_done.is_some(),
-                    _ => watch.on_failed.is_some(),
-                };
-                if hooked {
+                if hook_for(watch, record.state).is_some() {
                     self.hooks.notify_one();
                 }
                 Ok(false)
@@ -274,6 +270,15 @@ impl Ending {
                 message: e.to_string(),
             }),
         }
+    }
+}
+
+/// The hook `watch` runs when a file ends in `state`: `on_done` or `on_failed`.
+fn hook_for(watch: &Watch, state: FileState) -> Option<&Hook> {
+    match state {
+        FileState::Done => watch.on_done.as_ref(),
+        FileState::Failed => watch.on_failed.as_ref(),
+        _ => None,
     }
 }
 
@@ -296,12 +301,11 @@ async fn dispose_now(
     watch: &Watch,
     root: &Path,
 ) -> Result<Option<Disposal>, DisposeError> {
-    let hook = match record.state {
-        FileState::Done => watch.on_done.clone(),
-        FileState::Failed => watch.on_failed.clone(),
+    if !matches!(record.state, FileState::Done | FileState::Failed) {
         // Re-queued since it ended (`vodup retry`): its disposal waits for its next end.
-        _ => return Ok(None),
-    };
+        return Ok(None);
+    }
+    let hook = hook_for(watch, record.state).cloned();
     let planned = {
         let (record, watch, root) = (record.clone(), watch.clone(), root.to_owned());
         blocking(move || match (record.intent, &record.intent_target) {

@@ -31,10 +31,7 @@ impl Md5Lanes {
 
     /// The MD5 of a body held as chunks, lowercase hex.
     pub async fn md5(&self, chunks: &[Bytes]) -> String {
-        let body = match chunks {
-            [one] => one.to_vec(),
-            _ => chunks.concat(),
-        };
+        let body = chunks.concat();
         let (answer, answered) = oneshot::channel();
         if self.queue.send((body, answer)).is_err() {
             unreachable!("the MD5 thread lives as long as its queue");
