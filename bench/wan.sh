@@ -17,9 +17,12 @@ while [ $# -ge 3 ]; do
     delay=$1 rate=$2 size=$3; shift 3
     "$WANLINK" up "$delay" "$rate" >/dev/null
     head -c "$((size * 1048576))" /dev/urandom >"$WORK/wan.mp4"
-    rm -rf "$WORK/emulator" "$WORK/ledger.db"*
+    # The emulator stands in for a remote service: its storage goes on tmpfs, so its disk writes
+    # do not take this host's CPU from vodup and the link emulator.
+    service="$(mktemp -d /dev/shm/vodup-wan-emu.XXXXXX 2>/dev/null || mktemp -d "$WORK/emulator.XXXXXX")"
+    rm -rf "$WORK/ledger.db"*
     port=18080
-    ip netns exec wanA "$BIN/vod-emulator" --listen "10.99.0.1:$port" --data "$WORK/emulator" \
+    ip netns exec wanA "$BIN/vod-emulator" --listen "10.99.0.1:$port" --data "$service" \
         --secret-id "$SECRET_ID" --secret-key "$SECRET_KEY" >"$WORK/emulator.log" 2>&1 &
     EMU_PID=$!
     ENDPOINT="http://10.99.0.1:$port/v2/index.php"
@@ -36,6 +39,7 @@ while [ $# -ge 3 ]; do
         >"$WORK/out.json" 2>"$WORK/log.json"
     end=$(date +%s.%N)
     kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true
+    rm -rf "$service"
     hash_secs=$(grep -o '"secs":[0-9.e-]*' "$WORK/log.json" | head -1 | cut -d: -f2)
     grep -q '"fileId"' "$WORK/out.json" || { echo "upload failed:" >&2; cat "$WORK/out.json" >&2; exit 1; }
     vodup_mbit=$(echo "$size * 1048576 * 8 / ($end - $start - $hash_secs) / 1000000" | bc -l)

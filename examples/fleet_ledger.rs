@@ -55,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     limit: 2,
                     watches: &watches,
                     queued_before: None,
+                    one_part: false,
                 };
                 let taken = ledger.claim_next(&lease, wanted).await?;
                 if taken.is_empty() {

@@ -56,7 +56,8 @@ pub struct Config {
     pub parts_in_flight: PartsInFlight,
     /// The most parts in flight `"auto"` may reach.
     pub max_parts_in_flight: usize,
-    /// Files uploaded at the same time; their parts share `parts_in_flight`.
+    /// Files uploaded at the same time; their parts share `parts_in_flight`. A file of one part
+    /// takes an eighth of a place, so a burst of small files runs eight times as wide.
     pub files_in_flight: usize,
     /// A file that has waited this long behind running uploads starts anyway (up to twice
     /// `files_in_flight` files), so huge files never hold small ones back for long.

@@ -1,6 +1,9 @@
 //! The queue, which lives in the ledger: the scheduler claims files owed work, oldest first,
 //! `files_in_flight` at a time (their parts share the engine's global limit, so a huge file and
-//! small ones interleave), uploads each, runs its after-upload action, and lets it go. Several
+//! small ones interleave), uploads each, runs its after-upload action, and lets it go. A file of
+//! one part takes an eighth of a place (see [`SHARES`]): it has no hashing pass worth bounding and
+//! one part in the window, and its time is mostly round trips, so a burst of small files runs
+//! eight times as wide. Several
 //! nodes on one PostgreSQL ledger share the queue this way; on SQLite the one host has it alone.
 //!
 //! It looks for work when the intake pokes it, when a file ends, and every second (files queued
@@ -27,6 +30,18 @@ use tracing::{debug, error, info, warn};
 
 /// How often the ledger is looked at for work nobody poked this node about.
 const LEDGER_POLL: Duration = Duration::from_secs(1);
+
+/// The shares of one place of `files_in_flight`: a file of several parts takes them all, a file
+/// of one part takes one.
+const SHARES: usize = 8;
+
+/// The shares a file takes while it runs.
+fn shares(record: &FileRecord) -> usize {
+    match record.size <= record.part_size {
+        true => 1,
+        false => SHARES,
+    }
+}
 
 pub struct Scheduler {
     pub engine: Engine,
@@ -105,7 +120,9 @@ impl Scheduler {
     }
 
     async fn work(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
-        let mut running: JoinSet<()> = JoinSet::new();
+        // Each file's task returns the shares it took; `load` is their sum.
+        let mut running: JoinSet<usize> = JoinSet::new();
+        let mut load = 0;
         let mut poll = tokio::time::interval(LEDGER_POLL);
         let ending = Ending {
             ledger: self.ledger.clone(),
@@ -115,17 +132,20 @@ impl Scheduler {
         loop {
             // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the
             // next poll; files under way go on meanwhile.
-            if let Err(e) = self.take_more(&mut running, cancel, &ending).await {
+            if let Err(e) = self
+                .take_more(&mut running, &mut load, cancel, &ending)
+                .await
+            {
                 warn!(error = %e, "no file taken from the ledger; trying again shortly");
             }
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 Some(ended) = running.join_next(), if !running.is_empty() => {
-                    ended.expect("file task does not panic");
+                    load -= ended.expect("file task does not panic");
                     // Every file that ended in the meantime makes room at once.
                     while let Some(ended) = running.try_join_next() {
-                        ended.expect("file task does not panic");
+                        load -= ended.expect("file task does not panic");
                     }
                 }
                 () = self.queued.notified() => {}
@@ -145,52 +165,75 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Claim what there is room for: up to `files_in_flight` files, or up to twice that for files
+    /// Claim what there is room for: up to `files_in_flight` places, or up to twice that for files
     /// that have waited `interleave_after` behind long uploads (parts still share one limit, so
-    /// the extra file takes turns with the running ones instead of waiting for them to end). Each
-    /// file's task uploads it, runs its after-upload action and lets it go, so files end side by
-    /// side rather than one after another here.
+    /// the extra file takes turns with the running ones instead of waiting for them to end). A
+    /// file's size is known once it is claimed, so a whole free place is offered to the next file
+    /// whatever its size, and the shares a small file leaves are offered to files of one part
+    /// only. Each file's task uploads it, runs its after-upload action and lets it go, so files end
+    /// side by side rather than one after another here.
     async fn take_more(
         &self,
-        running: &mut JoinSet<()>,
+        running: &mut JoinSet<usize>,
+        load: &mut usize,
         cancel: &CancellationToken,
         ending: &Ending,
     ) -> Result<(), EngineError> {
-        let (now, busy) = (crate::clock::unix_now_i64(), running.len());
-        let (limit, queued_before) = match self.files_in_flight.checked_sub(busy) {
-            Some(free) if free > 0 => (free, None),
-            _ => {
+        let places = self.files_in_flight * SHARES;
+        let mut shares_offered = false;
+        loop {
+            let free = places.saturating_sub(*load);
+            let (limit, queued_before, one_part) = if free >= SHARES {
+                (free / SHARES, None, false)
+            } else if free > 0 && !shares_offered {
+                shares_offered = true;
+                (free, None, true)
+            } else {
                 let waited = i64::try_from(self.interleave_after.as_secs()).unwrap_or(i64::MAX);
-                let extra = (self.files_in_flight * 2).saturating_sub(busy);
-                (extra, Some(now.saturating_sub(waited)))
+                let extra = (places * 2).saturating_sub(*load) / SHARES;
+                let now = crate::clock::unix_now_i64();
+                (extra, Some(now.saturating_sub(waited)), false)
+            };
+            if limit == 0 {
+                return Ok(());
             }
-        };
-        if limit == 0 {
-            return Ok(());
+            let holder = self.engine.holder();
+            let list = ending.watched.current();
+            let wanted = Wanted {
+                limit,
+                watches: &list.roots,
+                queued_before,
+                one_part,
+            };
+            let claimed = self.ledger.claim_next(holder.lease(), wanted).await?;
+            let all = claimed.len() == limit;
+            for (claim, record) in claimed {
+                let held = holder.hold(claim);
+                let (engine, cancel, ending) =
+                    (self.engine.clone(), cancel.clone(), ending.clone());
+                let taken = shares(&record);
+                *load += taken;
+                running.spawn(async move {
+                    if record.state.is_final() {
+                        ending.ended(held, record, None).await;
+                        return taken;
+                    }
+                    // Lost to another node: the upload is dropped where it stands.
+                    let lost = held.lost().clone();
+                    let upload = engine.upload_claimed(claim, record.clone(), &cancel);
+                    let outcome = lost.run_until_cancelled(upload).await;
+                    let outcome = outcome.unwrap_or(Ok(Outcome::TakenOver));
+                    ending.ended(held, record, Some(outcome)).await;
+                    taken
+                });
+            }
+            // Round again for the room left, unless the queue ran short of files for whole
+            // places or this was the last offer (waited files). Shares that found no small
+            // file are offered to waited files next.
+            if queued_before.is_some() || (!all && !one_part) {
+                return Ok(());
+            }
         }
-        let holder = self.engine.holder();
-        let list = ending.watched.current();
-        let wanted = Wanted {
-            limit,
-            watches: &list.roots,
-            queued_before,
-        };
-        for (claim, record) in self.ledger.claim_next(holder.lease(), wanted).await? {
-            let held = holder.hold(claim);
-            let (engine, cancel, ending) = (self.engine.clone(), cancel.clone(), ending.clone());
-            running.spawn(async move {
-                if record.state.is_final() {
-                    return ending.ended(held, record, None).await;
-                }
-                // Lost to another node: the upload is dropped where it stands.
-                let lost = held.lost().clone();
-                let upload = engine.upload_claimed(claim, record.clone(), &cancel);
-                let outcome = lost.run_until_cancelled(upload).await;
-                let outcome = outcome.unwrap_or(Ok(Outcome::TakenOver));
-                ending.ended(held, record, Some(outcome)).await
-            });
-        }
-        Ok(())
     }
 }
 

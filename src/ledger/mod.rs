@@ -256,12 +256,13 @@ impl Ledger {
             limit,
             watches,
             queued_before,
+            one_part,
         } = wanted;
         let (owned, roots) = (lease.clone(), watches.to_vec());
         dispatch!(
             self,
-            |s| s.claim_next(&owned, limit, &roots, queued_before),
-            |p| p.claim_next(lease, limit, watches, queued_before)
+            |s| s.claim_next(&owned, limit, &roots, queued_before, one_part),
+            |p| p.claim_next(lease, limit, watches, queued_before, one_part)
         )
     }
 

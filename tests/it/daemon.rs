@@ -366,6 +366,59 @@ async fn a_small_file_is_not_held_back_by_a_huge_one() {
     daemon.stop().await;
 }
 
+/// The most files the ledger shows uploading at once while `until` is false, polled.
+async fn most_uploading_at_once(env: &Env, names: &[&str], timeout: Duration) -> usize {
+    let mut most = 0;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while names.iter().any(|n| !in_done(env, n).exists()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "files not done in time"
+        );
+        let files = env.ledger().files().unwrap();
+        let uploading = files.iter().filter(|r| r.state == FileState::Uploading);
+        most = most.max(uploading.count());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    most
+}
+
+#[tokio::test]
+async fn files_of_one_part_run_eight_to_a_place_and_larger_files_one() {
+    let env = Env::with_faults(slow_parts(300)).await;
+    let mut config = env.config();
+    config.files_in_flight = 1;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(16);
+    config.interleave_after = Duration::from_secs(3600);
+    let daemon = Daemon::start(config).await;
+    let small: Vec<String> = (0..8).map(|i| format!("small/f{i}.mp4")).collect();
+    for (i, name) in small.iter().enumerate() {
+        env.write(&env.drop, name, &test_bytes(1_000 + i, 40 + i as u64));
+    }
+    let names: Vec<&str> = small.iter().map(String::as_str).collect();
+    let most = most_uploading_at_once(&env, &names, Duration::from_secs(30)).await;
+    assert!(
+        most > 1,
+        "small files ran {most} at a time with files_in_flight = 1"
+    );
+    assert!(most <= 8, "{most} small files in one place");
+
+    let large = ["large/a.mp4", "large/b.mp4"];
+    for (i, name) in large.iter().enumerate() {
+        env.write(
+            &env.drop,
+            name,
+            &test_bytes(2 * PART as usize + 1, 50 + i as u64),
+        );
+    }
+    let most = most_uploading_at_once(&env, &large, Duration::from_secs(30)).await;
+    assert_eq!(
+        most, 1,
+        "files of two parts or more take a whole place each"
+    );
+    daemon.stop().await;
+}
+
 #[tokio::test]
 async fn a_file_under_a_symlinked_folder_is_never_taken() {
     let env = Env::new().await;

@@ -87,6 +87,7 @@ fn wanted(watches: &[WatchRoot], limit: usize) -> Wanted<'_> {
         limit,
         watches,
         queued_before: None,
+        one_part: false,
     }
 }
 
@@ -313,6 +314,32 @@ async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
     assert!(again[0].0.epoch > claim.epoch);
     l.release(again[0].0).await.unwrap();
     assert_eq!(l.file(f.key).await.unwrap().unwrap().lease_until, None);
+}
+
+#[tokio::test]
+async fn postgres_a_claim_for_one_part_files_passes_over_larger_files() {
+    let Some(url) = database() else { return };
+    let l = node(&url).await;
+    let root = drop_at("/drop");
+    let sized = |name: &str, size: u64| {
+        let mut file = watched(&root, name);
+        file.identity.version.size = size;
+        file
+    };
+    let large = l.enqueue(sized("large.mp4", PART + 1)).await.unwrap();
+    let exact = l.enqueue(sized("exact.mp4", PART)).await.unwrap();
+    let small = l.enqueue(sized("small.mp4", 1_000)).await.unwrap();
+    let n = lease("n", 30);
+    let one_part = Wanted {
+        one_part: true,
+        ..wanted(std::slice::from_ref(&root), 10)
+    };
+    let taken = l.claim_next(&n, one_part).await.unwrap();
+    let keys: Vec<FileKey> = taken.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(keys, [exact.key, small.key], "oldest first, one part each");
+    let rest = l.claim_next(&n, wanted(&[root], 10)).await.unwrap();
+    let keys: Vec<FileKey> = rest.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(keys, [large.key], "left for a whole place");
 }
 
 #[tokio::test]

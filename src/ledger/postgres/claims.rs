@@ -53,23 +53,26 @@ impl Postgres {
         limit: usize,
         watches: &[WatchRoot],
         queued_before: Option<i64>,
+        one_part: bool,
     ) -> Result<Vec<(Claim, FileRecord)>> {
         let sql = format!(
             "UPDATE files f SET node = $1, lease_until = {NOW} + $2, epoch = f.epoch + 1 \
              WHERE f.id IN (SELECT o.id FROM files o WHERE {OWED} AND o.watch = ANY($3) \
                  AND (o.lease_until IS NULL OR o.lease_until < {NOW}) \
                  AND ($4::bigint IS NULL OR o.created_at <= $4) \
+                 AND (NOT $6 OR o.size <= o.part_size) \
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              RETURNING f.epoch, {FILE_COLUMNS}"
         );
         let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 5] = [
+        let params: [&(dyn ToSql + Sync); 6] = [
             &lease.node,
             &lease_secs(lease),
             &names,
             &queued_before,
             &limit,
+            &one_part,
         ];
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await?;

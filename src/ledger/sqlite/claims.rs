@@ -40,6 +40,7 @@ impl Sqlite {
         limit: usize,
         watches: &[crate::ledger::WatchRoot],
         queued_before: Option<i64>,
+        one_part: bool,
     ) -> Result<Vec<(Claim, FileRecord)>> {
         let t = unix_now_i64();
         let roots: Vec<&[u8]> = watches.iter().map(|w| path_bytes(&w.path)).collect();
@@ -49,9 +50,9 @@ impl Sqlite {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT id, state, origin FROM files INDEXED BY files_owed WHERE {OWED} \
                  AND (lease_until IS NULL OR lease_until < ?1) \
-                 AND (?2 IS NULL OR created_at <= ?2) ORDER BY id"
+                 AND (?2 IS NULL OR created_at <= ?2) AND (NOT ?3 OR size <= part_size) ORDER BY id"
             ))?;
-            let mut rows = stmt.query(params![t, queued_before])?;
+            let mut rows = stmt.query(params![t, queued_before, one_part])?;
             let mut keys = Vec::new();
             while keys.len() < limit {
                 let Some(row) = rows.next()? else { break };

@@ -470,13 +470,13 @@ fn claims_take_owed_files_oldest_first_once_each() {
     let b = l.enqueue(&watched(Path::new("/drop/b.mp4"))).unwrap();
     l.enqueue(&new_file(Path::new("/cli.mp4"))).unwrap();
     let first = l
-        .claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        .claim_next(&lease("n1"), 1, &[drop_watch()], None, false)
         .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].1.key, a.key, "oldest first");
     assert_eq!(first[0].1.node.as_deref(), Some("n1"));
     let rest = l
-        .claim_next(&lease("n2"), 10, &[drop_watch()], None)
+        .claim_next(&lease("n2"), 10, &[drop_watch()], None, false)
         .unwrap();
     let keys: Vec<FileKey> = rest.iter().map(|(c, _)| c.key).collect();
     assert_eq!(
@@ -485,9 +485,31 @@ fn claims_take_owed_files_oldest_first_once_each() {
         "a live claim is skipped; a `vodup upload` file is not the queue's"
     );
     assert!(l
-        .claim_next(&lease("n3"), 10, &[drop_watch()], None)
+        .claim_next(&lease("n3"), 10, &[drop_watch()], None, false)
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn a_claim_for_one_part_files_passes_over_larger_files() {
+    let (_d, l) = ledger();
+    let large = l.enqueue(&watched(Path::new("/drop/large.mp4"))).unwrap();
+    let one_part = |name: &str, size: u64| NewFile {
+        identity: identity(size, 42),
+        ..watched(&Path::new("/drop").join(name))
+    };
+    let exact = l.enqueue(&one_part("exact.mp4", 1_048_576)).unwrap();
+    let small = l.enqueue(&one_part("small.mp4", 1_000)).unwrap();
+    let taken = l
+        .claim_next(&lease("n1"), 10, &[drop_watch()], None, true)
+        .unwrap();
+    let keys: Vec<FileKey> = taken.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(keys, [exact.key, small.key], "oldest first, one part each");
+    let rest = l
+        .claim_next(&lease("n1"), 10, &[drop_watch()], None, false)
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1.key, large.key, "left for a whole place");
 }
 
 #[test]
@@ -499,19 +521,19 @@ fn a_claim_taken_over_fences_every_write_of_the_old_holder() {
         length: Duration::from_secs(1),
     };
     let (old, _) = l
-        .claim_next(&short, 1, &[drop_watch()], None)
+        .claim_next(&short, 1, &[drop_watch()], None, false)
         .unwrap()
         .remove(0);
     l.set_state(old, FileState::Uploading).unwrap();
     assert!(
-        l.claim_next(&lease("b"), 1, &[drop_watch()], None)
+        l.claim_next(&lease("b"), 1, &[drop_watch()], None, false)
             .unwrap()
             .is_empty(),
         "still live"
     );
     std::thread::sleep(Duration::from_millis(2100));
     let (new, record) = l
-        .claim_next(&lease("b"), 1, &[drop_watch()], None)
+        .claim_next(&lease("b"), 1, &[drop_watch()], None, false)
         .unwrap()
         .remove(0);
     assert_eq!((new.key, record.node.as_deref()), (f.key, Some("b")));
@@ -550,18 +572,18 @@ fn a_restarted_node_releases_what_its_previous_run_held() {
     let (_d, l) = ledger();
     let f = l.enqueue(&watched(Path::new("/drop/a.mp4"))).unwrap();
     assert_eq!(
-        l.claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        l.claim_next(&lease("n1"), 1, &[drop_watch()], None, false)
             .unwrap()
             .len(),
         1
     );
     assert!(l
-        .claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        .claim_next(&lease("n1"), 1, &[drop_watch()], None, false)
         .unwrap()
         .is_empty());
     l.start_node("n1").unwrap();
     let again = l
-        .claim_next(&lease("n1"), 1, &[drop_watch()], None)
+        .claim_next(&lease("n1"), 1, &[drop_watch()], None, false)
         .unwrap();
     assert_eq!(again[0].0.key, f.key);
     let nodes = l.nodes().unwrap();
@@ -577,14 +599,14 @@ fn a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it() {
     l.finish(c, "id", None, false).unwrap();
     l.release(c).unwrap();
     let (again, record) = l
-        .claim_next(&lease("n2"), 1, &[drop_watch()], None)
+        .claim_next(&lease("n2"), 1, &[drop_watch()], None, false)
         .unwrap()
         .remove(0);
     assert_eq!((record.state, record.disposed), (FileState::Done, false));
     l.mark_disposed(again, &Disposed::Kept, None, None).unwrap();
     l.release(again).unwrap();
     assert!(
-        l.claim_next(&lease("n3"), 1, &[drop_watch()], None)
+        l.claim_next(&lease("n3"), 1, &[drop_watch()], None, false)
             .unwrap()
             .is_empty(),
         "nothing owed"
@@ -632,7 +654,7 @@ fn a_removed_watchs_file_is_still_uploaded_but_its_action_waits_for_the_watch() 
     let c = claim(&l, ended.key);
     l.finish(c, "id", None, false).unwrap();
     l.release(c).unwrap();
-    let taken = l.claim_next(&lease("n1"), 10, &[], None).unwrap();
+    let taken = l.claim_next(&lease("n1"), 10, &[], None, false).unwrap();
     let keys: Vec<FileKey> = taken.iter().map(|(c, _)| c.key).collect();
     assert_eq!(
         keys,
@@ -640,7 +662,7 @@ fn a_removed_watchs_file_is_still_uploaded_but_its_action_waits_for_the_watch() 
         "the upload is owed; the action needs its watch"
     );
     let (_, record) = l
-        .claim_next(&lease("n1"), 10, &[drop_watch()], None)
+        .claim_next(&lease("n1"), 10, &[drop_watch()], None, false)
         .unwrap()
         .remove(0);
     assert_eq!(record.key, ended.key, "taken once its watch is back");
