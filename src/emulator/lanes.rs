@@ -2,7 +2,9 @@
 //! body is queued to one thread that hashes whatever is waiting in one multi-buffer pass
 //! (md5-simd, up to [`LANES`] bodies side by side: vodup's own fast path, [`crate::hash::md5_many`]),
 //! so the emulator verifies parts at several times the pace of one MD5 stream and loopback
-//! figures measure vodup, not the emulator. A body alone is hashed alone, at once.
+//! figures measure vodup, not the emulator. A body alone is hashed alone, at once. A small body
+//! (at most [`INLINE`]) is hashed where it arrives: a trip to the thread and back would cost more
+//! than hashing it, and a burst of small files is all trips.
 
 use bytes::Bytes;
 use std::sync::mpsc;
@@ -10,6 +12,8 @@ use tokio::sync::oneshot;
 
 /// Bodies hashed in one pass, at most.
 const LANES: usize = 8;
+/// Bodies up to this long are hashed on the task that received them.
+pub const INLINE: usize = 256 * 1024;
 
 type Job = (Vec<u8>, oneshot::Sender<String>);
 
@@ -31,6 +35,12 @@ impl Md5Lanes {
 
     /// The MD5 of a body held as chunks, lowercase hex.
     pub async fn md5(&self, chunks: &[Bytes]) -> String {
+        if chunks.iter().map(Bytes::len).sum::<usize>() <= INLINE {
+            use md5::Digest as _;
+            let mut md5 = md5::Md5::new();
+            chunks.iter().for_each(|chunk| md5.update(chunk));
+            return hex::encode(md5.finalize());
+        }
         let body = chunks.concat();
         let (answer, answered) = oneshot::channel();
         if self.queue.send((body, answer)).is_err() {
@@ -61,14 +71,15 @@ fn serve(jobs: &mpsc::Receiver<Job>) {
 mod tests {
     use super::*;
 
-    /// Bodies queued together (hashed in one multi-buffer pass) each get their own MD5, equal to
-    /// the reference's, whatever their lengths and chunking.
+    /// Bodies queued together (hashed in one multi-buffer pass) and small ones hashed where they
+    /// arrive each get their own MD5, equal to the reference's, whatever their lengths and
+    /// chunking.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bodies_hashed_together_each_get_the_reference_md5() {
         let lanes = Md5Lanes::start();
         let bodies: Vec<Vec<u8>> = (0..40u32)
             .map(|i| {
-                (0..(i * 997 % 70_000))
+                (0..(i * 99_991 % 700_000))
                     .map(|b| (b * 31 + i) as u8)
                     .collect()
             })
@@ -82,5 +93,10 @@ mod tests {
         for (body, digest) in bodies.iter().zip(digests) {
             assert_eq!(digest, crate::hash::md5_hex(body));
         }
+        let queued = bodies.iter().filter(|b| b.len() > INLINE).count();
+        assert!(
+            queued > 10 && queued < 30,
+            "both ways taken: {queued} queued"
+        );
     }
 }
