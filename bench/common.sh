@@ -15,9 +15,10 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# The emulator's storage: EMU_DATA if set (a script may put it on tmpfs), else under WORK.
 start_emulator() {
     local port; port="$(free_port)"
-    "$BIN/vod-emulator" --listen "127.0.0.1:$port" --data "$WORK/emulator" \
+    "$BIN/vod-emulator" --listen "127.0.0.1:$port" --data "${EMU_DATA:-$WORK/emulator}" \
         --secret-id "$SECRET_ID" --secret-key "$SECRET_KEY" "$@" >"$WORK/emulator.log" 2>&1 &
     EMU_PID=$!
     ENDPOINT="http://127.0.0.1:$port/v2/index.php"
@@ -45,5 +46,7 @@ cleanup() {
     [ -n "${EMU_PID:-}" ] && kill "$EMU_PID" 2>/dev/null || true
     [ -n "${DAEMON_PID:-}" ] && kill "$DAEMON_PID" 2>/dev/null || true
     rm -rf "$WORK"
+    [ -n "${EMU_DATA:-}" ] && rm -rf "$EMU_DATA"
+    return 0
 }
 trap cleanup EXIT
