@@ -20,6 +20,7 @@ while [ $# -ge 3 ]; do
     # The emulator stands in for a remote service: its storage goes on tmpfs, so its disk writes
     # do not take this host's CPU from vodup and the link emulator.
     service="$(mktemp -d /dev/shm/vodup-wan-emu.XXXXXX 2>/dev/null || mktemp -d "$WORK/emulator.XXXXXX")"
+    EMU_DATA="$service" # removed by common.sh's cleanup if this run stops early
     rm -rf "$WORK/ledger.db"*
     port=18080
     ip netns exec wanA "$BIN/vod-emulator" --listen "10.99.0.1:$port" --data "$service" \

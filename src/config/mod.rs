@@ -60,7 +60,7 @@ pub struct Config {
     /// takes an eighth of a place, so a burst of small files runs eight times as wide.
     pub files_in_flight: usize,
     /// A file that has waited this long behind running uploads starts anyway (up to twice
-    /// `files_in_flight` files), so huge files never hold small ones back for long.
+    /// `files_in_flight` places), so huge files never hold small ones back for long.
     #[serde(with = "humantime_serde")]
     pub interleave_after: Duration,
     /// How long a signature is valid (at most 90 days).

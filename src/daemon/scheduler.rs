@@ -35,9 +35,10 @@ const LEDGER_POLL: Duration = Duration::from_secs(1);
 /// of one part takes one.
 const SHARES: usize = 8;
 
-/// The shares a file takes while it runs.
+/// The shares a file takes while it runs: one for a file of one part, or one that ended and is
+/// claimed for its after-upload action only.
 fn shares(record: &FileRecord) -> usize {
-    match record.size <= record.part_size {
+    match record.size <= record.part_size || record.state.is_final() {
         true => 1,
         false => SHARES,
     }
@@ -170,8 +171,11 @@ impl Scheduler {
     /// the extra file takes turns with the running ones instead of waiting for them to end). A
     /// file's size is known once it is claimed, so a whole free place is offered to the next file
     /// whatever its size, and the shares a small file leaves are offered to files of one part
-    /// only. Each file's task uploads it, runs its after-upload action and lets it go, so files end
-    /// side by side rather than one after another here.
+    /// only, and only to those queued before any larger file still waiting (which the next whole
+    /// place then goes to). Files that waited are offered room only when a call finds no share
+    /// free, as the poll does while every place is taken. Each file's task uploads it, runs its
+    /// after-upload action and lets it go, so files end side by side rather than one after
+    /// another here.
     async fn take_more(
         &self,
         running: &mut JoinSet<usize>,
@@ -180,19 +184,25 @@ impl Scheduler {
         ending: &Ending,
     ) -> Result<(), EngineError> {
         let places = self.files_in_flight * SHARES;
+        let no_room = *load >= places;
         let mut shares_offered = false;
         loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
             let free = places.saturating_sub(*load);
             let (limit, queued_before, one_part) = if free >= SHARES {
                 (free / SHARES, None, false)
             } else if free > 0 && !shares_offered {
                 shares_offered = true;
                 (free, None, true)
-            } else {
+            } else if no_room {
                 let waited = i64::try_from(self.interleave_after.as_secs()).unwrap_or(i64::MAX);
                 let extra = (places * 2).saturating_sub(*load) / SHARES;
                 let now = crate::clock::unix_now_i64();
                 (extra, Some(now.saturating_sub(waited)), false)
+            } else {
+                return Ok(());
             };
             if limit == 0 {
                 return Ok(());
@@ -228,8 +238,7 @@ impl Scheduler {
                 });
             }
             // Round again for the room left, unless the queue ran short of files for whole
-            // places or this was the last offer (waited files). Shares that found no small
-            // file are offered to waited files next.
+            // places or this was the last offer (waited files).
             if queued_before.is_some() || (!all && !one_part) {
                 return Ok(());
             }

@@ -77,12 +77,12 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bodies_hashed_together_each_get_the_reference_md5() {
         let lanes = Md5Lanes::start();
-        let bodies: Vec<Vec<u8>> = (0..40u32)
-            .map(|i| {
-                (0..(i * 99_991 % 700_000))
-                    .map(|b| (b * 31 + i) as u8)
-                    .collect()
-            })
+        let lengths = (0..40u32).map(|i| (i * 99_991 % 700_000) as usize);
+        let edges = [INLINE - 1, INLINE, INLINE + 1];
+        let bodies: Vec<Vec<u8>> = lengths
+            .chain(edges)
+            .enumerate()
+            .map(|(i, len)| (0..len).map(|b| (b * 31 + i) as u8).collect())
             .collect();
         let digests = futures::future::join_all(bodies.iter().map(|body| {
             let lanes = lanes.clone();
@@ -96,7 +96,7 @@ mod tests {
         let queued = bodies.iter().filter(|b| b.len() > INLINE).count();
         assert!(
             queued > 10 && queued < 30,
-            "both ways taken: {queued} queued"
+            "the lengths span both ways: {queued} queued"
         );
     }
 }

@@ -334,8 +334,9 @@ pub struct Wanted<'a> {
     /// Only files queued before this (Unix seconds): the ones that waited long enough to run
     /// beside the files already running.
     pub queued_before: Option<i64>,
-    /// Only files of one part (no larger than their part size): the room left is a share of a
-    /// place, which only such a file fits (see the scheduler). Larger files are passed over.
+    /// Only files of one part (no larger than their part size) queued before every larger file
+    /// still waiting: the room left is a share of a place, which only such a file fits (see the
+    /// scheduler), and a small file must not overtake a larger one into it.
     pub one_part: bool,
 }
 

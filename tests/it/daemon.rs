@@ -366,42 +366,64 @@ async fn a_small_file_is_not_held_back_by_a_huge_one() {
     daemon.stop().await;
 }
 
-/// The most files the ledger shows uploading at once while `until` is false, polled.
-async fn most_uploading_at_once(env: &Env, names: &[&str], timeout: Duration) -> usize {
-    let mut most = 0;
-    let deadline = tokio::time::Instant::now() + timeout;
+/// The most files under `folder` that the ledger showed uploading at once, polled until every
+/// file of `names` is in the done folder.
+async fn most_uploading_at_once(env: &Env, folder: &str, names: &[&str]) -> usize {
+    let (mut most, folder) = (0, env.drop.join(folder));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while names.iter().any(|n| !in_done(env, n).exists()) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "files not done in time"
         );
         let files = env.ledger().files().unwrap();
-        let uploading = files.iter().filter(|r| r.state == FileState::Uploading);
+        let uploading = files
+            .iter()
+            .filter(|r| r.state == FileState::Uploading && r.path.starts_with(&folder));
         most = most.max(uploading.count());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     most
 }
 
+/// `count` files of one part under `folder`, written at once.
+fn small_files(env: &Env, folder: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count)
+        .map(|i| format!("{folder}/f{i:02}.mp4"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        env.write(&env.drop, name, &test_bytes(1_000 + i, 40 + i as u64));
+    }
+    names
+}
+
+/// Write a file of `parts` parts and wait until it uploads.
+async fn uploading(env: &Env, name: &str, parts: usize) -> PathBuf {
+    let path = env.write(&env.drop, name, &test_bytes(parts * PART as usize, 60));
+    wait_until(
+        &format!("{name} uploading"),
+        Duration::from_secs(30),
+        || async {
+            env.record(&path)
+                .is_some_and(|r| r.state == FileState::Uploading)
+        },
+    )
+    .await;
+    path
+}
+
 #[tokio::test]
 async fn files_of_one_part_run_eight_to_a_place_and_larger_files_one() {
-    let env = Env::with_faults(slow_parts(300)).await;
+    let env = Env::with_faults(slow_parts(500)).await;
     let mut config = env.config();
     config.files_in_flight = 1;
     config.parts_in_flight = vodup::config::PartsInFlight::Fixed(16);
     config.interleave_after = Duration::from_secs(3600);
     let daemon = Daemon::start(config).await;
-    let small: Vec<String> = (0..8).map(|i| format!("small/f{i}.mp4")).collect();
-    for (i, name) in small.iter().enumerate() {
-        env.write(&env.drop, name, &test_bytes(1_000 + i, 40 + i as u64));
-    }
+    let small = small_files(&env, "small", 12);
     let names: Vec<&str> = small.iter().map(String::as_str).collect();
-    let most = most_uploading_at_once(&env, &names, Duration::from_secs(30)).await;
-    assert!(
-        most > 1,
-        "small files ran {most} at a time with files_in_flight = 1"
-    );
-    assert!(most <= 8, "{most} small files in one place");
+    let most = most_uploading_at_once(&env, "small", &names).await;
+    assert_eq!(most, 8, "files of one part, eight to the one place");
 
     let large = ["large/a.mp4", "large/b.mp4"];
     for (i, name) in large.iter().enumerate() {
@@ -411,11 +433,76 @@ async fn files_of_one_part_run_eight_to_a_place_and_larger_files_one() {
             &test_bytes(2 * PART as usize + 1, 50 + i as u64),
         );
     }
-    let most = most_uploading_at_once(&env, &large, Duration::from_secs(30)).await;
+    let most = most_uploading_at_once(&env, "large", &large).await;
     assert_eq!(
         most, 1,
         "files of two parts or more take a whole place each"
     );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn small_files_fill_the_place_a_large_upload_leaves() {
+    let env = Env::with_faults(slow_parts(300)).await;
+    let mut config = env.config();
+    config.files_in_flight = 2;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(4);
+    config.interleave_after = Duration::from_secs(3600);
+    let daemon = Daemon::start(config).await;
+    let large = uploading(&env, "large.mp4", 40).await;
+    let small = small_files(&env, "small", 10);
+    let names: Vec<&str> = small.iter().map(String::as_str).collect();
+    let most = most_uploading_at_once(&env, "small", &names).await;
+    assert_eq!(most, 8, "eight small files in the second place");
+    let record = env.record(&large).expect("in the ledger");
+    assert_eq!(
+        record.state,
+        FileState::Uploading,
+        "beside the large upload"
+    );
+    wait_done(&env, &["large.mp4"], Duration::from_secs(60)).await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_small_file_never_overtakes_a_larger_one_queued_before_it() {
+    let env = Env::with_faults(slow_parts(2000)).await;
+    let mut config = env.config();
+    config.files_in_flight = 1;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(4);
+    config.interleave_after = Duration::from_secs(3600);
+    let daemon = Daemon::start(config).await;
+    // A small file takes a share of the one place; the larger file queued next waits for the
+    // whole place, and the small files queued after it wait behind it, spare shares or not.
+    uploading(&env, "first.mp4", 1).await;
+    let larger = env.write(&env.drop, "larger.mp4", &test_bytes(4 * PART as usize, 61));
+    wait_until(
+        "the larger file queued",
+        Duration::from_secs(30),
+        || async { env.record(&larger).is_some() },
+    )
+    .await;
+    let small = small_files(&env, "small", 4);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while small.iter().any(|n| !in_done(&env, n).exists()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "files not done in time"
+        );
+        let files = env.ledger().files().unwrap();
+        let larger_waits = files
+            .iter()
+            .any(|r| r.path == larger && r.state == FileState::Queued);
+        let small_ran = files
+            .iter()
+            .any(|r| r.path.starts_with(env.drop.join("small")) && r.state != FileState::Queued);
+        assert!(
+            !(larger_waits && small_ran),
+            "a small file overtook larger.mp4"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_done(&env, &["first.mp4", "larger.mp4"], Duration::from_secs(60)).await;
     daemon.stop().await;
 }
 

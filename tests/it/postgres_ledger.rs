@@ -317,7 +317,7 @@ async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
 }
 
 #[tokio::test]
-async fn postgres_a_claim_for_one_part_files_passes_over_larger_files() {
+async fn postgres_a_claim_for_one_part_files_takes_none_past_a_larger_file_still_waiting() {
     let Some(url) = database() else { return };
     let l = node(&url).await;
     let root = drop_at("/drop");
@@ -326,20 +326,34 @@ async fn postgres_a_claim_for_one_part_files_passes_over_larger_files() {
         file.identity.version.size = size;
         file
     };
-    let large = l.enqueue(sized("large.mp4", PART + 1)).await.unwrap();
     let exact = l.enqueue(sized("exact.mp4", PART)).await.unwrap();
+    let large = l.enqueue(sized("large.mp4", PART + 1)).await.unwrap();
     let small = l.enqueue(sized("small.mp4", 1_000)).await.unwrap();
     let n = lease("n", 30);
-    let one_part = Wanted {
+    let one_part = || Wanted {
         one_part: true,
         ..wanted(std::slice::from_ref(&root), 10)
     };
-    let taken = l.claim_next(&n, one_part).await.unwrap();
-    let keys: Vec<FileKey> = taken.iter().map(|(c, _)| c.key).collect();
-    assert_eq!(keys, [exact.key, small.key], "oldest first, one part each");
-    let rest = l.claim_next(&n, wanted(&[root], 10)).await.unwrap();
-    let keys: Vec<FileKey> = rest.iter().map(|(c, _)| c.key).collect();
-    assert_eq!(keys, [large.key], "left for a whole place");
+    let keys = |taken: Vec<(Claim, vodup::ledger::FileRecord)>| -> Vec<FileKey> {
+        taken.iter().map(|(c, _)| c.key).collect()
+    };
+    let taken = l.claim_next(&n, one_part()).await.unwrap();
+    let not_past = "one part, and not past the larger file waiting";
+    assert_eq!(keys(taken), [exact.key], "{not_past}");
+    let taken = l
+        .claim_next(&n, wanted(std::slice::from_ref(&root), 1))
+        .await;
+    assert_eq!(
+        keys(taken.unwrap()),
+        [large.key],
+        "a whole place: the oldest file"
+    );
+    let taken = l.claim_next(&n, one_part()).await.unwrap();
+    assert_eq!(
+        keys(taken),
+        [small.key],
+        "the larger file runs: no longer waiting"
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,17 @@ const OWED: &str = "o.watch IS NOT NULL \
      AND (o.state IN ('queued', 'hashing', 'uploading', 'finishing') \
           OR (o.state IN ('done', 'failed') AND NOT o.disposed))";
 
+/// A file of one part queued before every larger file of these watches still waiting (see
+/// [`crate::ledger::Wanted::one_part`]).
+fn one_part_sql() -> String {
+    format!(
+        "o.size <= o.part_size AND o.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) \
+         FROM files b WHERE b.watch = ANY($3) \
+         AND b.state IN ('queued', 'hashing', 'uploading', 'finishing') \
+         AND (b.lease_until IS NULL OR b.lease_until < {NOW}) AND b.size > b.part_size)"
+    )
+}
+
 /// A lease's length in whole seconds (at least one).
 fn lease_secs(lease: &Lease) -> i64 {
     i64::try_from(lease.length.as_secs())
@@ -60,9 +71,10 @@ impl Postgres {
              WHERE f.id IN (SELECT o.id FROM files o WHERE {OWED} AND o.watch = ANY($3) \
                  AND (o.lease_until IS NULL OR o.lease_until < {NOW}) \
                  AND ($4::bigint IS NULL OR o.created_at <= $4) \
-                 AND (NOT $6 OR o.size <= o.part_size) \
+                 AND (NOT $6 OR {one_part}) \
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING f.epoch, {FILE_COLUMNS}"
+             RETURNING f.epoch, {FILE_COLUMNS}",
+            one_part = one_part_sql()
         );
         let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -9,6 +9,12 @@ use crate::clock::unix_now_i64;
 use crate::ledger::{Claim, FileKey, FileRecord, Lease, NodeInfo, Result};
 use rusqlite::{params, Connection, TransactionBehavior};
 
+/// A file of one part queued before every larger file still waiting (see
+/// [`crate::ledger::Wanted::one_part`]); `?1` is now.
+const ONE_PART: &str = "size <= part_size AND id < (SELECT COALESCE(MIN(id), 9223372036854775807) \
+     FROM files WHERE origin IS NOT NULL AND state IN ('queued', 'hashing', 'uploading', 'finishing') \
+     AND (lease_until IS NULL OR lease_until < ?1) AND size > part_size)";
+
 impl Sqlite {
     /// See [`crate::ledger::Ledger::start_node`].
     pub fn start_node(&self, node: &str) -> Result<()> {
@@ -50,7 +56,7 @@ impl Sqlite {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT id, state, origin FROM files INDEXED BY files_owed WHERE {OWED} \
                  AND (lease_until IS NULL OR lease_until < ?1) \
-                 AND (?2 IS NULL OR created_at <= ?2) AND (NOT ?3 OR size <= part_size) ORDER BY id"
+                 AND (?2 IS NULL OR created_at <= ?2) AND (NOT ?3 OR {ONE_PART}) ORDER BY id"
             ))?;
             let mut rows = stmt.query(params![t, queued_before, one_part])?;
             let mut keys = Vec::new();

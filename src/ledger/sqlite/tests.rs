@@ -491,25 +491,30 @@ fn claims_take_owed_files_oldest_first_once_each() {
 }
 
 #[test]
-fn a_claim_for_one_part_files_passes_over_larger_files() {
+fn a_claim_for_one_part_files_takes_none_past_a_larger_file_still_waiting() {
     let (_d, l) = ledger();
-    let large = l.enqueue(&watched(Path::new("/drop/large.mp4"))).unwrap();
     let one_part = |name: &str, size: u64| NewFile {
         identity: identity(size, 42),
         ..watched(&Path::new("/drop").join(name))
     };
     let exact = l.enqueue(&one_part("exact.mp4", 1_048_576)).unwrap();
+    let large = l.enqueue(&watched(Path::new("/drop/large.mp4"))).unwrap();
     let small = l.enqueue(&one_part("small.mp4", 1_000)).unwrap();
-    let taken = l
-        .claim_next(&lease("n1"), 10, &[drop_watch()], None, true)
-        .unwrap();
-    let keys: Vec<FileKey> = taken.iter().map(|(c, _)| c.key).collect();
-    assert_eq!(keys, [exact.key, small.key], "oldest first, one part each");
-    let rest = l
-        .claim_next(&lease("n1"), 10, &[drop_watch()], None, false)
-        .unwrap();
-    assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].1.key, large.key, "left for a whole place");
+    let keys = |taken: Vec<(Claim, FileRecord)>| -> Vec<FileKey> {
+        taken.iter().map(|(c, _)| c.key).collect()
+    };
+    let n1 = lease("n1");
+    let taken = l.claim_next(&n1, 10, &[drop_watch()], None, true).unwrap();
+    let not_past = "one part, and not past the larger file waiting";
+    assert_eq!(keys(taken), [exact.key], "{not_past}");
+    let taken = l.claim_next(&n1, 1, &[drop_watch()], None, false).unwrap();
+    assert_eq!(keys(taken), [large.key], "a whole place: the oldest file");
+    let taken = l.claim_next(&n1, 10, &[drop_watch()], None, true).unwrap();
+    assert_eq!(
+        keys(taken),
+        [small.key],
+        "the larger file runs: no longer waiting"
+    );
 }
 
 #[test]
