@@ -16,11 +16,11 @@ const OWED: &str = "o.watch IS NOT NULL \
           OR (o.state IN ('done', 'failed') AND NOT o.disposed))";
 
 /// A file of one part queued before every larger file of these watches still waiting (see
-/// [`crate::ledger::Wanted::one_part`]).
+/// [`crate::ledger::Wanted::one_part`]); the first of those is found on `files_waiting_large`.
 fn one_part_sql() -> String {
     format!(
         "o.size <= o.part_size AND o.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) \
-         FROM files b WHERE b.watch = ANY($3) \
+         FROM files b WHERE b.watch IS NOT NULL AND b.watch = ANY($3) \
          AND b.state IN ('queued', 'hashing', 'uploading', 'finishing') \
          AND (b.lease_until IS NULL OR b.lease_until < {NOW}) AND b.size > b.part_size)"
     )

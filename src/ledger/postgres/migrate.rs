@@ -8,9 +8,10 @@
 use tokio_postgres::{Client, GenericClient};
 
 /// Every migration, in order. Append only.
-const MIGRATIONS: &[&str] = &[include_str!(
-    "../../../migrations/postgres/0001_initial.sql"
-)];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../../migrations/postgres/0002_waiting_large.sql"),
+];
 
 /// The advisory lock key of migrations ("vodupmig"): one migration at a time per database.
 const LOCK: i64 = 0x766f_6475_706d_6967;

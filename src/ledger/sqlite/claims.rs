@@ -9,12 +9,6 @@ use crate::clock::unix_now_i64;
 use crate::ledger::{Claim, FileKey, FileRecord, Lease, NodeInfo, Result};
 use rusqlite::{params, Connection, TransactionBehavior};
 
-/// A file of one part queued before every larger file still waiting (see
-/// [`crate::ledger::Wanted::one_part`]); `?1` is now.
-const ONE_PART: &str = "size <= part_size AND id < (SELECT COALESCE(MIN(id), 9223372036854775807) \
-     FROM files WHERE origin IS NOT NULL AND state IN ('queued', 'hashing', 'uploading', 'finishing') \
-     AND (lease_until IS NULL OR lease_until < ?1) AND size > part_size)";
-
 impl Sqlite {
     /// See [`crate::ledger::Ledger::start_node`].
     pub fn start_node(&self, node: &str) -> Result<()> {
@@ -54,17 +48,27 @@ impl Sqlite {
         let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
         let keys: Vec<FileKey> = {
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT id, state, origin FROM files INDEXED BY files_owed WHERE {OWED} \
+                "SELECT id, state, origin, size, part_size FROM files INDEXED BY files_owed WHERE {OWED} \
                  AND (lease_until IS NULL OR lease_until < ?1) \
-                 AND (?2 IS NULL OR created_at <= ?2) AND (NOT ?3 OR {ONE_PART}) ORDER BY id"
+                 AND (?2 IS NULL OR created_at <= ?2) ORDER BY id"
             ))?;
-            let mut rows = stmt.query(params![t, queued_before, one_part])?;
+            let mut rows = stmt.query(params![t, queued_before])?;
             let mut keys = Vec::new();
             while keys.len() < limit {
                 let Some(row) = rows.next()? else { break };
                 let state: String = row.get("state")?;
                 let origin: Vec<u8> = row.get("origin")?;
                 let ended = matches!(state.as_str(), "done" | "failed");
+                if one_part {
+                    // Only files of one part, and none queued after a larger file that waits
+                    // (rows come oldest first).
+                    let (size, part_size): (i64, i64) = (row.get("size")?, row.get("part_size")?);
+                    match (size <= part_size, ended) {
+                        (true, _) => {}
+                        (false, false) => break,
+                        (false, true) => continue,
+                    }
+                }
                 if !ended || roots.contains(&origin.as_slice()) {
                     keys.push(row.get("id")?);
                 }
