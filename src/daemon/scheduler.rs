@@ -3,8 +3,8 @@
 //! small ones interleave), uploads each, runs its after-upload action, and lets it go. A file of
 //! one part takes an eighth of a place (see [`SHARES`]): it has no hashing pass worth bounding and
 //! one part in the window, and its time is mostly round trips, so a burst of small files runs
-//! eight times as wide. Several
-//! nodes on one PostgreSQL ledger share the queue this way; on SQLite the one host has it alone.
+//! eight times as wide. Several nodes on one PostgreSQL ledger share the queue this way; on
+//! SQLite the one host has it alone.
 //!
 //! It looks for work when the intake pokes it, when a file ends, and every second (files queued
 //! from outside: `vodup retry`, other nodes, claims of a dead node that lapsed). A claim it could
