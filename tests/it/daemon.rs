@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vodup::config::AfterUpload;
 use vodup::emulator::Faults;
-use vodup::ledger::FileState;
+use vodup::ledger::{FileRecord, FileState};
 
 fn in_done(env: &Env, name: &str) -> PathBuf {
     env.done.join(name)
@@ -366,24 +366,45 @@ async fn a_small_file_is_not_held_back_by_a_huge_one() {
     daemon.stop().await;
 }
 
-/// The most files under `folder` that the ledger showed uploading at once, polled until every
-/// file of `names` is in the done folder.
-async fn most_uploading_at_once(env: &Env, folder: &str, names: &[&str]) -> usize {
-    let (mut most, folder) = (0, env.drop.join(folder));
+/// Show `look` the ledger's rows every 20 ms until every file of `names` is in the done folder.
+async fn watch_ledger_until_done(
+    env: &Env,
+    names: &[impl AsRef<str>],
+    mut look: impl FnMut(&[FileRecord]),
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while names.iter().any(|n| !in_done(env, n).exists()) {
+    while names.iter().any(|n| !in_done(env, n.as_ref()).exists()) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "files not done in time"
         );
-        let files = env.ledger().files().unwrap();
+        look(&env.ledger().files().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The most files under `folder` that the ledger showed uploading at once, until every file of
+/// `names` is done.
+async fn most_uploading_at_once(env: &Env, folder: &str, names: &[impl AsRef<str>]) -> usize {
+    let (mut most, folder) = (0, env.drop.join(folder));
+    watch_ledger_until_done(env, names, |files| {
         let uploading = files
             .iter()
             .filter(|r| r.state == FileState::Uploading && r.path.starts_with(&folder));
         most = most.max(uploading.count());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     most
+}
+
+/// A daemon with `files_in_flight` places and a fixed window of `parts` parts, where no file
+/// waits long enough to run beyond its places.
+async fn daemon_with_places(env: &Env, files_in_flight: usize, parts: usize) -> Daemon {
+    let mut config = env.config();
+    config.files_in_flight = files_in_flight;
+    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(parts);
+    config.interleave_after = Duration::from_secs(3600);
+    Daemon::start(config).await
 }
 
 /// `count` files of one part under `folder`, written at once.
@@ -415,14 +436,9 @@ async fn uploading(env: &Env, name: &str, parts: usize) -> PathBuf {
 #[tokio::test]
 async fn files_of_one_part_run_eight_to_a_place_and_larger_files_one() {
     let env = Env::with_faults(slow_parts(500)).await;
-    let mut config = env.config();
-    config.files_in_flight = 1;
-    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(16);
-    config.interleave_after = Duration::from_secs(3600);
-    let daemon = Daemon::start(config).await;
+    let daemon = daemon_with_places(&env, 1, 16).await;
     let small = small_files(&env, "small", 12);
-    let names: Vec<&str> = small.iter().map(String::as_str).collect();
-    let most = most_uploading_at_once(&env, "small", &names).await;
+    let most = most_uploading_at_once(&env, "small", &small).await;
     assert_eq!(most, 8, "files of one part, eight to the one place");
 
     let large = ["large/a.mp4", "large/b.mp4"];
@@ -444,15 +460,10 @@ async fn files_of_one_part_run_eight_to_a_place_and_larger_files_one() {
 #[tokio::test]
 async fn small_files_fill_the_place_a_large_upload_leaves() {
     let env = Env::with_faults(slow_parts(300)).await;
-    let mut config = env.config();
-    config.files_in_flight = 2;
-    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(4);
-    config.interleave_after = Duration::from_secs(3600);
-    let daemon = Daemon::start(config).await;
+    let daemon = daemon_with_places(&env, 2, 4).await;
     let large = uploading(&env, "large.mp4", 40).await;
     let small = small_files(&env, "small", 10);
-    let names: Vec<&str> = small.iter().map(String::as_str).collect();
-    let most = most_uploading_at_once(&env, "small", &names).await;
+    let most = most_uploading_at_once(&env, "small", &small).await;
     assert_eq!(most, 8, "eight small files in the second place");
     let record = env.record(&large).expect("in the ledger");
     assert_eq!(
@@ -466,12 +477,8 @@ async fn small_files_fill_the_place_a_large_upload_leaves() {
 
 #[tokio::test]
 async fn a_small_file_never_overtakes_a_larger_one_queued_before_it() {
-    let env = Env::with_faults(slow_parts(2000)).await;
-    let mut config = env.config();
-    config.files_in_flight = 1;
-    config.parts_in_flight = vodup::config::PartsInFlight::Fixed(4);
-    config.interleave_after = Duration::from_secs(3600);
-    let daemon = Daemon::start(config).await;
+    let env = Env::with_faults(slow_parts(3500)).await;
+    let daemon = daemon_with_places(&env, 1, 4).await;
     // A small file takes a share of the one place; the larger file queued next waits for the
     // whole place, and the small files queued after it wait behind it, spare shares or not.
     uploading(&env, "first.mp4", 1).await;
@@ -483,25 +490,29 @@ async fn a_small_file_never_overtakes_a_larger_one_queued_before_it() {
     )
     .await;
     let small = small_files(&env, "small", 4);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while small.iter().any(|n| !in_done(&env, n).exists()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "files not done in time"
-        );
-        let files = env.ledger().files().unwrap();
+    // Whether the small files were ever queued while the larger file waited and a share was
+    // free: the case this test is about, which slow parts keep open for seconds.
+    let mut contested = false;
+    watch_ledger_until_done(&env, &small, |files| {
         let larger_waits = files
             .iter()
             .any(|r| r.path == larger && r.state == FileState::Queued);
+        let in_small = |r: &&FileRecord| r.path.starts_with(env.drop.join("small"));
         let small_ran = files
             .iter()
-            .any(|r| r.path.starts_with(env.drop.join("small")) && r.state != FileState::Queued);
+            .filter(in_small)
+            .any(|r| r.state != FileState::Queued);
         assert!(
             !(larger_waits && small_ran),
             "a small file overtook larger.mp4"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        contested |= larger_waits && files.iter().filter(in_small).count() == small.len();
+    })
+    .await;
+    assert!(
+        contested,
+        "the small files were never queued behind larger.mp4"
+    );
     wait_done(&env, &["first.mp4", "larger.mp4"], Duration::from_secs(60)).await;
     daemon.stop().await;
 }
