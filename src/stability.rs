@@ -13,9 +13,17 @@
 //! Any event or change of size or mtime restarts the quiet period. An empty file is never ready;
 //! once it has been quiet for `settle_unseen` it is reported, once, so it can be shown. A file that
 //! vanishes is forgotten. Pure logic: the caller supplies the clock and `stat`.
+//!
+//! When a file is looked at: its quiet period runs from the last moment its version was seen to
+//! change. An event or a scan that looked at the file brings its version along (the watcher looks
+//! at a file closed after writing or renamed in as it passes the event on), so the period starts
+//! there; otherwise the first `poll` looks. `poll` looks at every pending file, which catches
+//! changes that no event tells of; and each file is judged again at the end of its own quiet
+//! period (`next_due`, `due`), so a burst waits for `settle`, not for `settle` plus a poll period.
 
 use crate::ledger::FileVersion;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -42,6 +50,83 @@ struct Pending {
     rule: Rule,
     evidence: Evidence,
     reported_empty: bool,
+    /// When this file's live entry in the deadline queue comes up, if it has one.
+    queued: Option<Instant>,
+}
+
+impl Pending {
+    /// When this file is next worth judging: the end of its quiet period, if time alone can make
+    /// it ready (or, empty, due to be shown). A file not looked at yet waits for a poll.
+    fn deadline(&self) -> Option<Instant> {
+        let seen = self.seen?;
+        let needed = if seen.size == 0 {
+            if self.reported_empty {
+                return None;
+            }
+            self.rule.settle_unseen
+        } else {
+            match self.evidence {
+                Evidence::Writing => return None,
+                Evidence::Closed => self.rule.settle,
+                Evidence::Unseen => self.rule.settle_unseen,
+            }
+        };
+        Some(self.since + needed)
+    }
+
+    /// Judge this file, found as `current` (or gone) at `now`; whether it stays pending.
+    fn judge(
+        &mut self,
+        path: &Path,
+        current: Option<FileVersion>,
+        now: Instant,
+        polled: &mut Polled,
+    ) -> bool {
+        let Some(current) = current else {
+            return false;
+        };
+        if self.seen != Some(current) {
+            self.seen = Some(current);
+            self.since = now;
+            self.reported_empty = false;
+            return true;
+        }
+        let quiet = now.duration_since(self.since);
+        if current.size == 0 {
+            if quiet >= self.rule.settle_unseen && !self.reported_empty {
+                self.reported_empty = true;
+                polled.empty.push(path.to_owned());
+            }
+            return true;
+        }
+        let needed = match self.evidence {
+            Evidence::Writing => return true,
+            Evidence::Closed => self.rule.settle,
+            Evidence::Unseen => self.rule.settle_unseen,
+        };
+        if quiet >= needed {
+            polled.ready.push(path.to_owned());
+            return false;
+        }
+        true
+    }
+}
+
+/// Deadlines, earliest first. An entry is live while its file's `queued` names its time; any
+/// other entry is stale, and skipped when it comes up.
+type Deadlines = BinaryHeap<Reverse<(Instant, PathBuf)>>;
+
+/// Make sure `pending` has a live entry no later than its deadline. When a deadline moves later,
+/// the earlier entry stays, and puts the file back in at its new deadline when it comes up: so a
+/// file has one live entry however often its quiet period restarts.
+fn schedule(deadlines: &mut Deadlines, path: &Path, pending: &mut Pending) {
+    let Some(deadline) = pending.deadline() else {
+        return;
+    };
+    if pending.queued.is_none_or(|queued| queued > deadline) {
+        deadlines.push(Reverse((deadline, path.to_owned())));
+        pending.queued = Some(deadline);
+    }
 }
 
 /// What one poll found.
@@ -57,30 +142,46 @@ pub struct Polled {
 #[derive(Debug, Default)]
 pub struct Settler {
     pending: HashMap<PathBuf, Pending>,
+    deadlines: Deadlines,
 }
 
 impl Settler {
-    /// An event for `path`: its quiet period starts (again) now; `evidence`, if the event carries
-    /// some, replaces what was known.
-    pub fn note(&mut self, path: PathBuf, evidence: Option<Evidence>, rule: Rule, now: Instant) {
-        let entry = self.pending.entry(path).or_insert(Pending {
+    /// An event for `path`: its quiet period starts (again) now. `evidence`, if the event carries
+    /// some, replaces what was known; so does `version`, the file as it was looked at after the
+    /// event (no later than `now`).
+    pub fn note(
+        &mut self,
+        path: PathBuf,
+        evidence: Option<Evidence>,
+        version: Option<FileVersion>,
+        rule: Rule,
+        now: Instant,
+    ) {
+        let pending = self.pending.entry(path.clone()).or_insert(Pending {
             seen: None,
             since: now,
             rule,
             evidence: Evidence::Unseen,
             reported_empty: false,
+            queued: None,
         });
-        entry.since = now;
-        entry.rule = rule;
+        pending.since = now;
+        pending.rule = rule;
         if let Some(evidence) = evidence {
-            entry.evidence = evidence;
+            pending.evidence = evidence;
         }
+        if version.is_some() {
+            pending.seen = version;
+            pending.reported_empty = false;
+        }
+        schedule(&mut self.deadlines, &path, pending);
     }
 
-    /// A scan found `path`: it starts settling with no evidence, unless it is pending already.
-    pub fn found(&mut self, path: PathBuf, rule: Rule, now: Instant) {
+    /// A scan found `path` (as `version`, looked at no later than `now`): it starts settling with
+    /// no evidence, unless it is pending already.
+    pub fn found(&mut self, path: PathBuf, version: Option<FileVersion>, rule: Rule, now: Instant) {
         if !self.pending.contains_key(&path) {
-            self.note(path, None, rule, now);
+            self.note(path, None, version, rule, now);
         }
     }
 
@@ -95,12 +196,15 @@ impl Settler {
             .cloned()
             .collect();
         for old in moved {
-            let entry = self.pending.remove(&old).expect("listed");
+            let mut pending = self.pending.remove(&old).expect("listed");
             let new = match old.strip_prefix(from) {
                 Ok(rest) if !rest.as_os_str().is_empty() => to.join(rest),
                 _ => to.to_owned(),
             };
-            self.pending.insert(new, entry);
+            // Its entries in the queue name the old path.
+            pending.queued = None;
+            schedule(&mut self.deadlines, &new, &mut pending);
+            self.pending.insert(new, pending);
         }
     }
 
@@ -127,35 +231,53 @@ impl Settler {
     /// empty ones to show.
     pub fn poll(&mut self, now: Instant, stat: impl Fn(&Path) -> Option<FileVersion>) -> Polled {
         let mut polled = Polled::default();
-        self.pending.retain(|path, p| {
-            let Some(current) = stat(path) else {
-                return false;
-            };
-            if p.seen != Some(current) {
-                p.seen = Some(current);
-                p.since = now;
-                p.reported_empty = false;
-                return true;
+        let deadlines = &mut self.deadlines;
+        self.pending.retain(|path, pending| {
+            let keep = pending.judge(path, stat(path), now, &mut polled);
+            if keep {
+                schedule(deadlines, path, pending);
             }
-            let quiet = now.duration_since(p.since);
-            if current.size == 0 {
-                if quiet >= p.rule.settle_unseen && !p.reported_empty {
-                    p.reported_empty = true;
-                    polled.empty.push(path.clone());
-                }
-                return true;
-            }
-            let needed = match p.evidence {
-                Evidence::Writing => return true,
-                Evidence::Closed => p.rule.settle,
-                Evidence::Unseen => p.rule.settle_unseen,
-            };
-            if quiet >= needed {
-                polled.ready.push(path.clone());
-                return false;
-            }
-            true
+            keep
         });
+        polled.ready.sort();
+        polled.empty.sort();
+        polled
+    }
+
+    /// When the earliest quiet period ends (or a stale entry comes up, which costs one look at
+    /// the queue).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Judge the files whose quiet period ended by `now`, statting only those: as `poll`, for
+    /// them alone.
+    pub fn due(&mut self, now: Instant, stat: impl Fn(&Path) -> Option<FileVersion>) -> Polled {
+        let mut polled = Polled::default();
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((at, path)) = self.deadlines.pop().expect("peeked");
+            let Some(pending) = self.pending.get_mut(&path) else {
+                continue;
+            };
+            if pending.queued != Some(at) {
+                continue;
+            }
+            pending.queued = None;
+            let keep = match pending.deadline() {
+                Some(deadline) if deadline <= now => {
+                    pending.judge(&path, stat(&path), now, &mut polled)
+                }
+                _ => true,
+            };
+            if keep {
+                schedule(&mut self.deadlines, &path, pending);
+            } else {
+                self.pending.remove(&path);
+            }
+        }
         polled.ready.sort();
         polled.empty.sort();
         polled
@@ -186,7 +308,7 @@ mod tests {
         let size = RefCell::new(10u64);
         let stat = |_: &Path| version(*size.borrow());
         let mut s = Settler::default();
-        s.note("/d/a.mp4".into(), Some(Evidence::Closed), RULE, start);
+        s.note("/d/a.mp4".into(), Some(Evidence::Closed), None, RULE, start);
         assert!(
             s.poll(start, stat).ready.is_empty(),
             "first sight records the size"
@@ -208,12 +330,19 @@ mod tests {
         let start = Instant::now();
         let stat = |_: &Path| version(4_000_000);
         let mut s = Settler::default();
-        s.note("/d/a.mp4".into(), Some(Evidence::Writing), RULE, start);
+        s.note(
+            "/d/a.mp4".into(),
+            Some(Evidence::Writing),
+            None,
+            RULE,
+            start,
+        );
         s.poll(start, stat);
         assert!(s.poll(start + secs(3600), stat).ready.is_empty());
         s.note(
             "/d/a.mp4".into(),
             Some(Evidence::Closed),
+            None,
             RULE,
             start + secs(3600),
         );
@@ -226,7 +355,7 @@ mod tests {
         let start = Instant::now();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.found("/d/a.mp4".into(), RULE, start);
+        s.found("/d/a.mp4".into(), None, RULE, start);
         s.poll(start, stat);
         assert!(s.poll(start + secs(29), stat).ready.is_empty());
         assert_eq!(s.poll(start + secs(30), stat).ready.len(), 1);
@@ -237,8 +366,14 @@ mod tests {
         let start = Instant::now();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note("/d/w.mp4".into(), Some(Evidence::Writing), RULE, start);
-        s.found("/d/w.mp4".into(), RULE, start);
+        s.note(
+            "/d/w.mp4".into(),
+            Some(Evidence::Writing),
+            None,
+            RULE,
+            start,
+        );
+        s.found("/d/w.mp4".into(), None, RULE, start);
         s.poll(start, stat);
         assert!(
             s.poll(start + secs(60), stat).ready.is_empty(),
@@ -257,10 +392,28 @@ mod tests {
         let start = Instant::now();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note("/d/sub/a.mp4".into(), Some(Evidence::Writing), RULE, start);
-        s.note("/d/b.mp4".into(), Some(Evidence::Writing), RULE, start);
+        s.note(
+            "/d/sub/a.mp4".into(),
+            Some(Evidence::Writing),
+            None,
+            RULE,
+            start,
+        );
+        s.note(
+            "/d/b.mp4".into(),
+            Some(Evidence::Writing),
+            None,
+            RULE,
+            start,
+        );
         // The rename's own event arrives first and says "renamed in": complete.
-        s.note("/d/sub2/a.mp4".into(), Some(Evidence::Closed), RULE, start);
+        s.note(
+            "/d/sub2/a.mp4".into(),
+            Some(Evidence::Closed),
+            None,
+            RULE,
+            start,
+        );
         s.renamed(Path::new("/d/sub"), Path::new("/d/sub2"));
         s.renamed(Path::new("/d/b.mp4"), Path::new("/d/c.mp4"));
         s.poll(start, stat);
@@ -277,9 +430,9 @@ mod tests {
         let start = Instant::now();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note("/d/a.mp4".into(), Some(Evidence::Closed), RULE, start);
+        s.note("/d/a.mp4".into(), Some(Evidence::Closed), None, RULE, start);
         s.poll(start, stat);
-        s.note("/d/a.mp4".into(), None, RULE, start + secs(4));
+        s.note("/d/a.mp4".into(), None, None, RULE, start + secs(4));
         assert!(s.poll(start + secs(6), stat).ready.is_empty());
         assert_eq!(s.poll(start + secs(9), stat).ready.len(), 1);
     }
@@ -288,8 +441,20 @@ mod tests {
     fn empty_files_are_reported_once_and_vanished_ones_forgotten() {
         let start = Instant::now();
         let mut s = Settler::default();
-        s.note("/d/empty.mp4".into(), Some(Evidence::Closed), RULE, start);
-        s.note("/d/gone.mp4".into(), Some(Evidence::Closed), RULE, start);
+        s.note(
+            "/d/empty.mp4".into(),
+            Some(Evidence::Closed),
+            None,
+            RULE,
+            start,
+        );
+        s.note(
+            "/d/gone.mp4".into(),
+            Some(Evidence::Closed),
+            None,
+            RULE,
+            start,
+        );
         let stat = |p: &Path| {
             if p.ends_with("empty.mp4") {
                 version(0)
@@ -305,5 +470,162 @@ mod tests {
         assert!(s.poll(start + secs(90), stat).empty.is_empty(), "once");
         assert!(s.contains(Path::new("/d/empty.mp4")));
         assert!(!s.contains(Path::new("/d/gone.mp4")));
+    }
+
+    #[test]
+    fn a_file_looked_at_with_its_event_is_ready_at_the_end_of_its_quiet_period_without_a_poll() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.note(
+            "/d/a.mp4".into(),
+            Some(Evidence::Closed),
+            version(10),
+            RULE,
+            start,
+        );
+        assert_eq!(s.next_due(), Some(start + secs(5)));
+        assert!(s.due(start + secs(4), stat).ready.is_empty(), "not yet due");
+        assert_eq!(s.len(), 1);
+        let polled = s.due(start + secs(5), stat);
+        assert_eq!(polled.ready, vec![PathBuf::from("/d/a.mp4")]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_file_changed_without_an_event_starts_again_when_its_deadline_finds_it_changed() {
+        let start = Instant::now();
+        let size = RefCell::new(10u64);
+        let stat = |_: &Path| version(*size.borrow());
+        let mut s = Settler::default();
+        s.note(
+            "/d/a.mp4".into(),
+            Some(Evidence::Closed),
+            version(10),
+            RULE,
+            start,
+        );
+        *size.borrow_mut() = 20;
+        assert!(s.due(start + secs(5), stat).ready.is_empty(), "changed");
+        assert_eq!(s.next_due(), Some(start + secs(10)));
+        assert!(s.due(start + secs(9), stat).ready.is_empty());
+        assert_eq!(s.due(start + secs(10), stat).ready.len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_quiet_period_moves_the_deadline_and_keeps_one_entry_in_the_queue() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        for ms in 0..1_000 {
+            let at = start + Duration::from_millis(ms);
+            s.note(
+                "/d/a.mp4".into(),
+                Some(Evidence::Closed),
+                version(10),
+                RULE,
+                at,
+            );
+        }
+        assert_eq!(
+            s.deadlines.len(),
+            1,
+            "one live entry, however many restarts"
+        );
+        let last = start + Duration::from_millis(999);
+        // The first entry comes up at 5 s, finds the period restarted, and waits again.
+        assert!(s.due(start + secs(5), stat).ready.is_empty());
+        assert_eq!(s.next_due(), Some(last + secs(5)));
+        assert_eq!(s.due(last + secs(5), stat).ready.len(), 1);
+        assert!(s.next_due().is_none());
+    }
+
+    #[test]
+    fn deadlines_follow_the_evidence() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.note(
+            "/d/w.mp4".into(),
+            Some(Evidence::Writing),
+            version(10),
+            RULE,
+            start,
+        );
+        assert_eq!(s.next_due(), None, "a file still written is never due");
+        s.found("/d/u.mp4".into(), version(10), RULE, start);
+        assert_eq!(
+            s.next_due(),
+            Some(start + secs(30)),
+            "no evidence: the longer period"
+        );
+        s.note(
+            "/d/w.mp4".into(),
+            Some(Evidence::Closed),
+            version(10),
+            RULE,
+            start + secs(60),
+        );
+        s.evidence_lost();
+        assert!(s.due(start + secs(30), stat).ready.len() == 1, "u.mp4");
+        assert!(
+            s.due(start + secs(65), stat).ready.is_empty(),
+            "w.mp4 lost its evidence: it needs the longer period"
+        );
+        assert_eq!(s.due(start + secs(90), stat).ready.len(), 1);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_file_is_due_under_its_new_name() {
+        let start = Instant::now();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.note(
+            "/d/sub/a.mp4".into(),
+            Some(Evidence::Closed),
+            version(10),
+            RULE,
+            start,
+        );
+        s.renamed(Path::new("/d/sub"), Path::new("/d/sub2"));
+        let polled = s.due(start + secs(5), stat);
+        assert_eq!(polled.ready, vec![PathBuf::from("/d/sub2/a.mp4")]);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn an_empty_file_is_shown_at_its_deadline_once_and_a_gone_one_forgotten() {
+        let start = Instant::now();
+        let stat = |p: &Path| {
+            p.ends_with("empty.mp4").then_some(FileVersion {
+                size: 0,
+                mtime_ns: 1,
+            })
+        };
+        let mut s = Settler::default();
+        s.note(
+            "/d/empty.mp4".into(),
+            Some(Evidence::Closed),
+            version(0),
+            RULE,
+            start,
+        );
+        s.note(
+            "/d/gone.mp4".into(),
+            Some(Evidence::Closed),
+            version(5),
+            RULE,
+            start,
+        );
+        assert!(s.due(start + secs(5), stat).ready.is_empty());
+        assert!(
+            !s.contains(Path::new("/d/gone.mp4")),
+            "gone at its deadline"
+        );
+        let polled = s.due(start + secs(30), stat);
+        assert_eq!(polled.empty, vec![PathBuf::from("/d/empty.mp4")]);
+        assert_eq!(s.next_due(), None, "shown once");
+        assert!(s.contains(Path::new("/d/empty.mp4")));
     }
 }

@@ -10,6 +10,7 @@
 //! ([`crate::stability`] does).
 
 use crate::config::Watch;
+use crate::ledger::{FileIdentity, FileVersion};
 use crate::stability::Evidence;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
@@ -174,8 +175,10 @@ impl RescanFlag {
 /// What an event tells the intake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Noticed {
-    /// Something happened to this file; with the evidence the event carries, if any.
-    File(PathBuf, Option<Evidence>),
+    /// Something happened to this file; with the evidence the event carries, if any, and, for a
+    /// file closed after writing or renamed in, its size and mtime as looked at after the event
+    /// (none if it was gone or not a regular file by then).
+    File(PathBuf, Option<Evidence>, Option<FileVersion>),
     /// This folder appeared (created, or renamed in with its files): scan it now. Its files
     /// have the evidence given (`Closed` when the folder was moved in whole).
     Folder(PathBuf, Evidence),
@@ -194,16 +197,16 @@ fn notice(kind: EventKind, path: PathBuf) -> Option<Noticed> {
             Noticed::Folder(path, Evidence::Closed)
         }
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-            Noticed::File(path, Some(Evidence::Closed))
+            Noticed::File(path, Some(Evidence::Closed), None)
         }
         EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
-            Noticed::File(path, Some(Evidence::Writing))
+            Noticed::File(path, Some(Evidence::Writing), None)
         }
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
-            Noticed::File(path, Some(Evidence::Closed))
+            Noticed::File(path, Some(Evidence::Closed), None)
         }
         EventKind::Create(_) | EventKind::Modify(ModifyKind::Metadata(_)) => {
-            Noticed::File(path, None)
+            Noticed::File(path, None, None)
         }
         _ => return None,
     })
@@ -225,7 +228,7 @@ pub fn watch(
         if event.need_rescan() {
             return rescan.raise();
         }
-        let noticed = match (event.kind, event.paths.as_slice()) {
+        let mut noticed = match (event.kind, event.paths.as_slice()) {
             (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) => {
                 Noticed::Renamed {
                     from: from.clone(),
@@ -239,14 +242,20 @@ pub fn watch(
             _ => return,
         };
         let wanted = match &noticed {
-            Noticed::File(path, _) => handler_filters.iter().any(|f| f.matches(path)),
+            Noticed::File(path, ..) => handler_filters.iter().any(|f| f.matches(path)),
             Noticed::Folder(path, _) => handler_filters.iter().any(|f| f.takes_folder(path)),
             Noticed::Renamed { .. } => true,
         };
-        if wanted {
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(noticed) {
-                rescan.raise();
-            }
+        if !wanted {
+            return;
+        }
+        // The quiet period of a file that is complete by its event starts with this look, not
+        // with the intake's next poll.
+        if let Noticed::File(path, Some(Evidence::Closed), version) = &mut noticed {
+            *version = FileIdentity::at(path).map(|identity| identity.version);
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(noticed) {
+            rescan.raise();
         }
     })?;
     for filter in filters {
@@ -328,16 +337,25 @@ mod tests {
         use notify::event::{DataChange, MetadataKind};
         let p = || PathBuf::from("/nowhere/a.mp4");
         let writing = notice(EventKind::Modify(ModifyKind::Data(DataChange::Any)), p());
-        assert_eq!(writing, Some(Noticed::File(p(), Some(Evidence::Writing))));
+        assert_eq!(
+            writing,
+            Some(Noticed::File(p(), Some(Evidence::Writing), None))
+        );
         let closed = notice(EventKind::Access(AccessKind::Close(AccessMode::Write)), p());
-        assert_eq!(closed, Some(Noticed::File(p(), Some(Evidence::Closed))));
+        assert_eq!(
+            closed,
+            Some(Noticed::File(p(), Some(Evidence::Closed), None))
+        );
         let renamed = notice(EventKind::Modify(ModifyKind::Name(RenameMode::To)), p());
-        assert_eq!(renamed, Some(Noticed::File(p(), Some(Evidence::Closed))));
+        assert_eq!(
+            renamed,
+            Some(Noticed::File(p(), Some(Evidence::Closed), None))
+        );
         let touched = notice(
             EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
             p(),
         );
-        assert_eq!(touched, Some(Noticed::File(p(), None)));
+        assert_eq!(touched, Some(Noticed::File(p(), None, None)));
         for ours in [
             EventKind::Access(AccessKind::Open(AccessMode::Any)),
             EventKind::Access(AccessKind::Close(AccessMode::Read)),
@@ -361,6 +379,53 @@ mod tests {
         assert!(!f.takes_folder(&root.join(".hidden")));
         assert!(!f.takes_folder(&root.join("done/x")));
         assert!(!f.takes_folder(&root));
+    }
+
+    #[tokio::test]
+    async fn a_file_complete_by_its_event_comes_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let staging = tempfile::tempdir_in(&root).unwrap();
+        let mut watch_of = Watch::new(root.clone());
+        watch_of.recursive = false;
+        let (tx, mut rx) = mpsc::channel(64);
+        let _watcher = watch(
+            &[Filter::new(&watch_of).unwrap()],
+            tx,
+            Arc::new(RescanFlag::default()),
+        )
+        .unwrap();
+        let mut next = async || {
+            tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+                .await
+                .expect("an event")
+                .expect("the watcher runs")
+        };
+
+        let moved = root.join("moved.mp4");
+        std::fs::write(staging.path().join("moved.mp4"), b"whole").unwrap();
+        std::fs::rename(staging.path().join("moved.mp4"), &moved).unwrap();
+        let version = FileIdentity::at(&moved).unwrap().version;
+        assert_eq!(
+            next().await,
+            Noticed::File(moved, Some(Evidence::Closed), Some(version))
+        );
+
+        let written = root.join("written.mp4");
+        std::fs::write(&written, b"in place").unwrap();
+        let version = FileIdentity::at(&written).unwrap().version;
+        let mut last = None;
+        while let Noticed::File(path, evidence, seen) = next().await {
+            assert_eq!(path, written);
+            match evidence {
+                Some(Evidence::Closed) => {
+                    last = seen;
+                    break;
+                }
+                _ => assert_eq!(seen, None, "only a file complete by its event is looked at"),
+            }
+        }
+        assert_eq!(last, Some(version));
     }
 
     #[test]

@@ -13,10 +13,10 @@
 
 use crate::config::Watch;
 use crate::error::Error;
-use crate::ledger::{FileIdentity, FileRecord, FileState, Ledger, WatchRoot};
+use crate::ledger::{FileIdentity, FileRecord, FileState, FileVersion, Ledger, WatchRoot};
 use crate::shown::shown;
 use crate::source::{self, Settled, SourceError};
-use crate::stability::{Evidence, Rule, Settler};
+use crate::stability::{Evidence, Polled, Rule, Settler};
 use crate::watcher::{self, Filter, Noticed, RescanFlag};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +28,11 @@ use tracing::{debug, info, warn};
 
 /// How often a scan the ledger could not answer is tried again.
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
-/// How often settling files are looked at.
+/// How often every settling file is looked at (for changes no event tells of).
 const SETTLE_POLL: Duration = Duration::from_millis(250);
+/// How long after the first of them the files whose quiet period ended are judged: the ends that
+/// fall this close together are judged in one look.
+const DUE_SLACK: Duration = Duration::from_millis(5);
 /// Settled files recorded in one ledger call, at most.
 const TAKE_BATCH: usize = 256;
 /// Events buffered between the notify thread and this task; past that, a rescan.
@@ -84,13 +87,15 @@ impl Intake {
             self.rescan_interval
         };
         let mut periodic = tokio::time::interval_at(Instant::now() + period, period);
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
+            let due = settler.next_due();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 Some(noticed) = events.recv() => match noticed {
-                    Noticed::File(path, evidence) => {
+                    Noticed::File(path, evidence, version) => {
                         if let Some(rule) = rule_for(&active, &path) {
-                            settler.note(path, evidence, rule, Instant::now());
+                            settler.note(path, evidence, version, rule, Instant::now());
                         }
                     }
                     Noticed::Folder(path, evidence) => {
@@ -124,18 +129,32 @@ impl Intake {
                     }
                 }
                 _ = poll.tick(), if !settler.is_empty() => {
-                    let (back, polled) = poll_settler(std::mem::take(&mut settler)).await;
+                    let (back, polled) = look(std::mem::take(&mut settler), Settler::poll).await;
                     settler = back;
-                    for path in &polled.empty {
-                        info!(path = %shown(path), "empty file: shown as waiting until it has content");
-                    }
-                    let settled: Vec<PathBuf> = polled.empty.into_iter().chain(polled.ready).collect();
-                    for batch in settled.chunks(TAKE_BATCH) {
-                        scan_owed |= self.take(&active, batch).await.is_err();
-                    }
+                    scan_owed |= self.settled(&active, polled).await.is_err();
+                }
+                () = tokio::time::sleep_until(due.unwrap_or(far) + DUE_SLACK), if due.is_some() => {
+                    let (back, polled) = look(std::mem::take(&mut settler), Settler::due).await;
+                    settler = back;
+                    scan_owed |= self.settled(&active, polled).await.is_err();
                 }
             }
         }
+    }
+
+    /// Files the settler found complete (or empty, to show): record them, in batches.
+    async fn settled(&self, active: &Active, polled: Polled) -> Result<(), Error> {
+        for path in &polled.empty {
+            info!(path = %shown(path), "empty file: shown as waiting until it has content");
+        }
+        let settled: Vec<PathBuf> = polled.empty.into_iter().chain(polled.ready).collect();
+        let mut taken = Ok(());
+        for batch in settled.chunks(TAKE_BATCH) {
+            if let Err(e) = self.take(active, batch).await {
+                taken = Err(e);
+            }
+        }
+        taken
     }
 
     /// Every matching file not already uploaded (or failed) in its current version starts settling.
@@ -153,7 +172,7 @@ impl Intake {
             let mut listed = Vec::new();
             for (filter, watch) in &filters {
                 for path in filter.scan() {
-                    let identity = identity_at(&path);
+                    let identity = FileIdentity::at(&path);
                     listed.push((path, identity, rule(watch)));
                 }
             }
@@ -164,13 +183,13 @@ impl Intake {
         let mut found = Vec::new();
         for (path, identity, rule) in listed {
             if !is_settled_already(&self.ledger, &path, identity).await? {
-                found.push((path, rule));
+                found.push((path, identity, rule));
             }
         }
         debug!(files = found.len(), "scan found files to consider");
         let now = Instant::now();
-        for (path, rule) in found {
-            settler.found(path, rule, now);
+        for (path, identity, rule) in found {
+            settler.found(path, identity.map(|i| i.version), rule, now);
         }
         Ok(())
     }
@@ -303,15 +322,19 @@ fn activate_now(
     })
 }
 
-/// Stat every settling file on the blocking pool; the settler comes back with what it found.
-async fn poll_settler(mut settler: Settler) -> (Settler, crate::stability::Polled) {
+/// How the settler looks at its files: all of them ([`Settler::poll`]), or those whose quiet period
+/// ended ([`Settler::due`]).
+type Look = fn(&mut Settler, Instant, fn(&Path) -> Option<FileVersion>) -> Polled;
+
+/// Let the settler look at its files on the blocking pool; it comes back with what it found.
+async fn look(mut settler: Settler, how: Look) -> (Settler, Polled) {
     let now = Instant::now();
     tokio::task::spawn_blocking(move || {
-        let polled = settler.poll(now, version_at);
+        let polled = how(&mut settler, now, version_at);
         (settler, polled)
     })
     .await
-    .expect("polling the settler does not panic")
+    .expect("looking at settling files does not panic")
 }
 
 /// A folder appeared: every file in it starts settling now, with the folder's evidence (a
@@ -329,7 +352,7 @@ async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settl
     let evidence = (evidence == Evidence::Closed).then_some(Evidence::Closed);
     let now = Instant::now();
     for path in found {
-        settler.note(path, evidence, rule, now);
+        settler.note(path, evidence, None, rule, now);
     }
 }
 
@@ -344,15 +367,9 @@ fn rule_for(active: &Active, path: &Path) -> Option<Rule> {
     active.watch_for(path).map(|(_, w)| rule(w))
 }
 
-/// The identity of the regular file at `path` (a symlink is not followed, and is none).
-fn identity_at(path: &Path) -> Option<FileIdentity> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
-    meta.file_type().is_file().then(|| FileIdentity::of(&meta))
-}
-
 /// The version of the regular file at `path`.
-fn version_at(path: &Path) -> Option<crate::ledger::FileVersion> {
-    identity_at(path).map(|i| i.version)
+fn version_at(path: &Path) -> Option<FileVersion> {
+    FileIdentity::at(path).map(|i| i.version)
 }
 
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its

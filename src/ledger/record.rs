@@ -103,6 +103,12 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
+    /// The identity of the regular file at `path`, if it is one (a symlink is not followed).
+    pub fn at(path: &std::path::Path) -> Option<FileIdentity> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        meta.file_type().is_file().then(|| FileIdentity::of(&meta))
+    }
+
     pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
         use std::os::unix::fs::MetadataExt as _;
         let mtime = (meta.mtime(), meta.mtime_nsec());
