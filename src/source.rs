@@ -84,13 +84,17 @@ impl Source {
 
 /// The folder holding `path`, opened with no symlink between `root` and it, and the file's name.
 /// Without a root, only the file's own name is guarded (the caller named the path itself).
+///
+/// The folders are opened with `O_PATH`: a handle to look names up in and to rename, link and
+/// unlink through, never to read. Such an open is not an event for the watcher (an open folder
+/// would be one per file taken, moved or given a sidecar).
 pub fn open_parent(path: &Path, root: Option<&Path>) -> Result<(OwnedFd, OsString), SourceError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(SourceError::NotRegular {
             path: path.to_owned(),
         });
     };
-    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let Some(root) = root else {
         let dir = rustix::fs::openat(CWD, parent, dir_flags, Mode::empty())
             .map_err(|e| classify(path, e))?;
@@ -261,6 +265,33 @@ mod tests {
         std::fs::write(root.join("sub/a.mp4"), b"inside").unwrap();
         std::fs::write(dir.path().join("outside.mp4"), b"secret").unwrap();
         (dir, root)
+    }
+
+    #[test]
+    fn opening_the_folders_of_a_path_is_no_event_for_a_watcher() {
+        use notify::Watcher as _;
+        let (_d, root) = tree();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        })
+        .unwrap();
+        watcher
+            .watch(&root, notify::RecursiveMode::Recursive)
+            .unwrap();
+        let quiet = std::time::Duration::from_millis(300);
+        // The watcher does tell of a folder opened to be read...
+        drop(std::fs::read_dir(root.join("sub")).unwrap());
+        assert!(
+            rx.recv_timeout(quiet).is_ok(),
+            "an ordinary open is an event"
+        );
+        while rx.recv_timeout(quiet).is_ok() {}
+        // ...but not of the folders opened to find a file in them.
+        let (dir, name) = open_parent(&root.join("sub/a.mp4"), Some(&root)).unwrap();
+        assert_eq!(look(&dir, &name).unwrap().map(|i| i.version.size), Some(6));
+        let event = rx.recv_timeout(quiet);
+        assert!(event.is_err(), "{event:?}");
     }
 
     #[test]

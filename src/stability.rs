@@ -12,7 +12,8 @@
 //!
 //! Any event or change of size or mtime restarts the quiet period. An empty file is never ready;
 //! once it has been quiet for `settle_unseen` it is reported, once, so it can be shown. A file that
-//! vanishes is forgotten. Pure logic: the caller supplies the clock and `stat`.
+//! vanishes is forgotten. Pure logic: the caller supplies the time and `stat` (a restart reads the
+//! clock too, so that it is never dated before the look that saw the change).
 //!
 //! When a file is looked at: its quiet period runs from the last moment its version was seen to
 //! change. An event or a scan that looked at the file brings its version along (the watcher looks
@@ -87,7 +88,9 @@ impl Pending {
         };
         if self.seen != Some(current) {
             self.seen = Some(current);
-            self.since = now;
+            // `now` was read before this look, perhaps long before on a busy share: the quiet
+            // period starts after it. (Tests drive `now` ahead of the clock; it stands then.)
+            self.since = now.max(Instant::now());
             self.reported_empty = false;
             return true;
         }
@@ -170,7 +173,7 @@ impl Settler {
         if let Some(evidence) = evidence {
             pending.evidence = evidence;
         }
-        if version.is_some() {
+        if version.is_some() && version != pending.seen {
             pending.seen = version;
             pending.reported_empty = false;
         }
@@ -210,8 +213,9 @@ impl Settler {
 
     /// Events may have been lost: nothing pending can rely on its evidence any more.
     pub fn evidence_lost(&mut self) {
-        for pending in self.pending.values_mut() {
+        for (path, pending) in &mut self.pending {
             pending.evidence = Evidence::Unseen;
+            schedule(&mut self.deadlines, path, pending);
         }
     }
 
@@ -302,9 +306,15 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    /// The tests drive time by hand, ahead of the clock: a restart is dated by the clock only when
+    /// the clock is later than the time given.
+    fn ahead() -> Instant {
+        Instant::now() + secs(86_400)
+    }
+
     #[test]
     fn a_closed_file_is_ready_after_a_quiet_settle_period() {
-        let start = Instant::now();
+        let start = ahead();
         let size = RefCell::new(10u64);
         let stat = |_: &Path| version(*size.borrow());
         let mut s = Settler::default();
@@ -327,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_file_still_open_for_writing_is_never_ready_however_long_it_pauses() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(4_000_000);
         let mut s = Settler::default();
         s.note(
@@ -352,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_file_without_evidence_needs_the_longer_quiet_period() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.found("/d/a.mp4".into(), None, RULE, start);
@@ -363,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_scan_keeps_the_evidence_of_a_pending_file_and_lost_events_drop_it() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.note(
@@ -389,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_file_still_written_keeps_its_evidence_when_it_or_its_folder_is_renamed() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.note(
@@ -427,7 +437,7 @@ mod tests {
 
     #[test]
     fn an_event_restarts_the_quiet_period() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.note("/d/a.mp4".into(), Some(Evidence::Closed), None, RULE, start);
@@ -439,7 +449,7 @@ mod tests {
 
     #[test]
     fn empty_files_are_reported_once_and_vanished_ones_forgotten() {
-        let start = Instant::now();
+        let start = ahead();
         let mut s = Settler::default();
         s.note(
             "/d/empty.mp4".into(),
@@ -474,7 +484,7 @@ mod tests {
 
     #[test]
     fn a_file_looked_at_with_its_event_is_ready_at_the_end_of_its_quiet_period_without_a_poll() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.note(
@@ -494,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_file_changed_without_an_event_starts_again_when_its_deadline_finds_it_changed() {
-        let start = Instant::now();
+        let start = ahead();
         let size = RefCell::new(10u64);
         let stat = |_: &Path| version(*size.borrow());
         let mut s = Settler::default();
@@ -514,7 +524,7 @@ mod tests {
 
     #[test]
     fn a_restarted_quiet_period_moves_the_deadline_and_keeps_one_entry_in_the_queue() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         for ms in 0..1_000 {
@@ -542,7 +552,7 @@ mod tests {
 
     #[test]
     fn deadlines_follow_the_evidence() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.note(
@@ -578,7 +588,7 @@ mod tests {
 
     #[test]
     fn a_renamed_file_is_due_under_its_new_name() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         s.note(
@@ -596,7 +606,7 @@ mod tests {
 
     #[test]
     fn an_empty_file_is_shown_at_its_deadline_once_and_a_gone_one_forgotten() {
-        let start = Instant::now();
+        let start = ahead();
         let stat = |p: &Path| {
             p.ends_with("empty.mp4").then_some(FileVersion {
                 size: 0,
@@ -627,5 +637,77 @@ mod tests {
         assert_eq!(polled.empty, vec![PathBuf::from("/d/empty.mp4")]);
         assert_eq!(s.next_due(), None, "shown once");
         assert!(s.contains(Path::new("/d/empty.mp4")));
+    }
+
+    #[test]
+    fn a_file_still_written_and_renamed_within_the_tree_is_never_due() {
+        let start = ahead();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        s.note(
+            "/d/a.mp4".into(),
+            Some(Evidence::Writing),
+            version(10),
+            RULE,
+            start,
+        );
+        // The rename's own event comes first, says "renamed in" and brings a look.
+        s.note(
+            "/d/b.mp4".into(),
+            Some(Evidence::Closed),
+            version(10),
+            RULE,
+            start,
+        );
+        s.renamed(Path::new("/d/a.mp4"), Path::new("/d/b.mp4"));
+        assert!(s.due(start + secs(3600), stat).ready.is_empty());
+        assert!(s.poll(start + secs(3600), stat).ready.is_empty());
+        assert_eq!(s.next_due(), None, "still open for writing");
+        assert!(s.contains(Path::new("/d/b.mp4")));
+    }
+
+    #[test]
+    fn an_empty_file_closed_again_unchanged_is_shown_once() {
+        let start = ahead();
+        let stat = |_: &Path| version(0);
+        let mut s = Settler::default();
+        s.note(
+            "/d/e.mp4".into(),
+            Some(Evidence::Closed),
+            version(0),
+            RULE,
+            start,
+        );
+        assert_eq!(s.due(start + secs(30), stat).empty.len(), 1);
+        s.note(
+            "/d/e.mp4".into(),
+            Some(Evidence::Closed),
+            version(0),
+            RULE,
+            start + secs(40),
+        );
+        assert!(s.due(start + secs(70), stat).empty.is_empty(), "shown once");
+        assert!(s.poll(start + secs(70), stat).empty.is_empty());
+    }
+
+    #[test]
+    fn a_restart_is_never_dated_before_the_look_that_saw_the_change() {
+        let clock = Instant::now();
+        let long_ago = clock.checked_sub(secs(10)).expect("the clock runs");
+        let mut s = Settler::default();
+        s.note(
+            "/d/a.mp4".into(),
+            Some(Evidence::Closed),
+            version(10),
+            RULE,
+            long_ago,
+        );
+        // A pass that began long ago reaches this file only now, and finds it changed.
+        let stat = |_: &Path| version(20);
+        assert!(s.poll(long_ago, stat).ready.is_empty());
+        let just_before = clock + RULE.settle - Duration::from_millis(1);
+        assert!(s.due(just_before, stat).ready.is_empty());
+        assert!(s.poll(just_before, stat).ready.is_empty());
+        assert_eq!(s.due(Instant::now() + RULE.settle, stat).ready.len(), 1);
     }
 }

@@ -144,6 +144,26 @@ fn keys_in_a_table_are_named_with_the_table() {
 }
 
 #[test]
+fn a_quiet_period_too_short_to_trust_is_refused() {
+    for field in ["settle", "settle_unseen"] {
+        let text = format!(
+            "{}[[watch]]\npath = \"/d\"\n{field} = \"20ms\"\n",
+            minimal()
+        );
+        let err = check(&text).unwrap_err();
+        assert!(
+            err.contains(&format!("watch[0].{field}")) && err.contains("100ms"),
+            "{err}"
+        );
+    }
+    let text = format!(
+        "{}[[watch]]\npath = \"/d\"\nsettle = \"100ms\"\n",
+        minimal()
+    );
+    assert!(check(&text).is_ok());
+}
+
+#[test]
 fn parse_errors_name_the_right_line() {
     let err = Config::parse("secret_id = \"a\"\nbogus = 1\n").unwrap_err();
     assert!(err.contains("line 2") && err.contains("bogus"), "{err}");

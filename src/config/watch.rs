@@ -169,6 +169,9 @@ impl Watch {
 }
 
 impl Watch {
+    /// The shortest `settle` and `settle_unseen` taken.
+    pub const MIN_SETTLE: Duration = Duration::from_millis(100);
+
     pub(super) fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.path.as_os_str().is_empty() {
             return Err(invalid(format!("{key}.path"), "must not be empty"));
@@ -196,6 +199,18 @@ impl Watch {
                         format!("`{url}` is not an http(s) URL"),
                     ));
                 }
+            }
+        }
+        for (field, quiet) in [
+            ("settle", self.settle),
+            ("settle_unseen", self.settle_unseen),
+        ] {
+            if quiet < Watch::MIN_SETTLE {
+                return Err(invalid(
+                    format!("{key}.{field}"),
+                    "must be at least 100ms: a shorter quiet period could take a file before the \
+                     events that follow its close (a write, a rename) have arrived",
+                ));
             }
         }
         if self.after_upload == AfterUpload::Move && self.done_dir.is_none() {

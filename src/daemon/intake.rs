@@ -28,8 +28,9 @@ use tracing::{debug, info, warn};
 
 /// How often a scan the ledger could not answer is tried again.
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
-/// How often every settling file is looked at (for changes no event tells of).
-const SETTLE_POLL: Duration = Duration::from_millis(250);
+/// How often every settling file is looked at: for changes and removals no event tells of, and
+/// for files no event or scan looked at. (Each file is also judged at the end of its quiet period.)
+const SETTLE_POLL: Duration = Duration::from_secs(1);
 /// How long after the first of them the files whose quiet period ended are judged: the ends that
 /// fall this close together are judged in one look.
 const DUE_SLACK: Duration = Duration::from_millis(5);
@@ -345,14 +346,20 @@ async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settl
     };
     let (filter, rule) = (filter.clone(), rule(watch));
     let shown_folder = shown(&folder).to_string();
-    let found = tokio::task::spawn_blocking(move || filter.scan_from(&folder))
-        .await
-        .expect("scan does not panic");
+    let found = tokio::task::spawn_blocking(move || {
+        let found = filter.scan_from(&folder);
+        found
+            .into_iter()
+            .map(|path| (version_at(&path), path))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("scan does not panic");
     info!(folder = %shown_folder, files = found.len(), "folder appeared: scanned");
     let evidence = (evidence == Evidence::Closed).then_some(Evidence::Closed);
     let now = Instant::now();
-    for path in found {
-        settler.note(path, evidence, None, rule, now);
+    for (version, path) in found {
+        settler.note(path, evidence, version, rule, now);
     }
 }
 
