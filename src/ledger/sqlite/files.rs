@@ -30,12 +30,46 @@ pub(super) const OWED: &str =
     "origin IS NOT NULL AND (state IN ('queued', 'hashing', 'uploading', 'finishing') \
      OR (state IN ('done', 'failed') AND disposed = 0))";
 
+/// Where each column of [`FILE_COLUMNS`] stands: rows are read by position, since a lookup by
+/// name compares every column's name (a test checks these against the names).
+mod col {
+    pub const ID: usize = 0;
+    pub const PATH: usize = 1;
+    pub const SIZE: usize = 2;
+    pub const MTIME_NS: usize = 3;
+    pub const PART_SIZE: usize = 4;
+    pub const STATE: usize = 5;
+    pub const FILE_SHA: usize = 6;
+    pub const ORIGIN: usize = 7;
+    pub const PROCESSING: usize = 8;
+    pub const ATTEMPTS: usize = 9;
+    pub const ERROR_CODE: usize = 10;
+    pub const ERROR_MESSAGE: usize = 11;
+    pub const ERROR_DESC: usize = 12;
+    pub const FILE_ID: usize = 13;
+    pub const URL: usize = 14;
+    pub const INSTANT: usize = 15;
+    pub const DISPOSED: usize = 16;
+    pub const CREATED_AT: usize = 17;
+    pub const UPDATED_AT: usize = 18;
+    pub const FINISHED_AT: usize = 19;
+    pub const CONFIRMED_BYTES: usize = 20;
+    pub const DISPOSAL: usize = 21;
+    pub const DEV: usize = 22;
+    pub const INO: usize = 23;
+    pub const INTENT_TARGET: usize = 24;
+    pub const INTENT: usize = 25;
+    pub const ACCOUNT: usize = 26;
+    pub const NODE: usize = 27;
+    pub const LEASE_UNTIL: usize = 28;
+}
+
 pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
-    let state: String = row.get("state")?;
-    let code: Option<i64> = row.get("error_code")?;
+    let state: String = row.get(col::STATE)?;
+    let code: Option<i64> = row.get(col::ERROR_CODE)?;
     let inode = match (
-        row.get::<_, Option<i64>>("dev")?,
-        row.get::<_, Option<i64>>("ino")?,
+        row.get::<_, Option<i64>>(col::DEV)?,
+        row.get::<_, Option<i64>>(col::INO)?,
     ) {
         (Some(dev), Some(ino)) => Some(Inode {
             dev: dev as u64,
@@ -44,52 +78,52 @@ pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
         _ => None,
     };
     Ok(FileRecord {
-        key: row.get("id")?,
-        path: path_from(row.get("path")?),
-        size: row.get("size")?,
-        mtime_ns: row.get("mtime_ns")?,
-        part_size: row.get("part_size")?,
+        key: row.get(col::ID)?,
+        path: path_from(row.get(col::PATH)?),
+        size: row.get(col::SIZE)?,
+        mtime_ns: row.get(col::MTIME_NS)?,
+        part_size: row.get(col::PART_SIZE)?,
         state: FileState::parse(&state).unwrap_or(FileState::Failed),
-        file_sha: row.get("file_sha")?,
-        origin: row.get::<_, Option<Vec<u8>>>("origin")?.map(path_from),
-        processing: row.get("processing")?,
-        attempts: row.get("attempts")?,
+        file_sha: row.get(col::FILE_SHA)?,
+        origin: row.get::<_, Option<Vec<u8>>>(col::ORIGIN)?.map(path_from),
+        processing: row.get(col::PROCESSING)?,
+        attempts: row.get(col::ATTEMPTS)?,
         error: code
             .map(|code| -> rusqlite::Result<RecordedError> {
                 Ok(RecordedError {
                     code,
                     message: row
-                        .get::<_, Option<String>>("error_message")?
+                        .get::<_, Option<String>>(col::ERROR_MESSAGE)?
                         .unwrap_or_default(),
                     code_desc: row
-                        .get::<_, Option<String>>("error_desc")?
+                        .get::<_, Option<String>>(col::ERROR_DESC)?
                         .unwrap_or_default(),
                 })
             })
             .transpose()?,
-        file_id: row.get("file_id")?,
-        url: row.get("url")?,
-        instant: row.get("instant")?,
-        disposed: row.get("disposed")?,
-        created_at: row.get("created_at")?,
-        updated_at: row.get("updated_at")?,
-        finished_at: row.get("finished_at")?,
-        confirmed_bytes: row.get("confirmed_bytes")?,
+        file_id: row.get(col::FILE_ID)?,
+        url: row.get(col::URL)?,
+        instant: row.get(col::INSTANT)?,
+        disposed: row.get(col::DISPOSED)?,
+        created_at: row.get(col::CREATED_AT)?,
+        updated_at: row.get(col::UPDATED_AT)?,
+        finished_at: row.get(col::FINISHED_AT)?,
+        confirmed_bytes: row.get(col::CONFIRMED_BYTES)?,
         disposal: row
-            .get::<_, Option<String>>("disposal")?
+            .get::<_, Option<String>>(col::DISPOSAL)?
             .map(|d| Disposed::parse(&d)),
         inode,
         intent_target: row
-            .get::<_, Option<Vec<u8>>>("intent_target")?
+            .get::<_, Option<Vec<u8>>>(col::INTENT_TARGET)?
             .map(path_from),
         intent: row
-            .get::<_, Option<String>>("intent")?
+            .get::<_, Option<String>>(col::INTENT)?
             .and_then(|i| AfterUpload::parse(&i)),
         account: row
-            .get::<_, Option<String>>("account")?
+            .get::<_, Option<String>>(col::ACCOUNT)?
             .map(AccountName::new),
-        node: row.get("node")?,
-        lease_until: row.get("lease_until")?,
+        node: row.get(col::NODE)?,
+        lease_until: row.get(col::LEASE_UNTIL)?,
     })
 }
 
@@ -387,4 +421,55 @@ fn enqueue_in(tx: &Connection, new: &NewFile, t: i64) -> Result<FileRecord> {
         .prepare_cached(&sql)?
         .query_row(params![path, version.size, version.mtime_ns], file_from_row)?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_read_where_their_columns_stand() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Sqlite::open(&dir.path().join("ledger.db")).unwrap();
+        let conn = ledger.conn();
+        let stmt = conn
+            .prepare(&format!("SELECT {FILE_COLUMNS} FROM files f"))
+            .unwrap();
+        let names = stmt.column_names();
+        let expected = [
+            (col::ID, "id"),
+            (col::PATH, "path"),
+            (col::SIZE, "size"),
+            (col::MTIME_NS, "mtime_ns"),
+            (col::PART_SIZE, "part_size"),
+            (col::STATE, "state"),
+            (col::FILE_SHA, "file_sha"),
+            (col::ORIGIN, "origin"),
+            (col::PROCESSING, "processing"),
+            (col::ATTEMPTS, "attempts"),
+            (col::ERROR_CODE, "error_code"),
+            (col::ERROR_MESSAGE, "error_message"),
+            (col::ERROR_DESC, "error_desc"),
+            (col::FILE_ID, "file_id"),
+            (col::URL, "url"),
+            (col::INSTANT, "instant"),
+            (col::DISPOSED, "disposed"),
+            (col::CREATED_AT, "created_at"),
+            (col::UPDATED_AT, "updated_at"),
+            (col::FINISHED_AT, "finished_at"),
+            (col::CONFIRMED_BYTES, "confirmed_bytes"),
+            (col::DISPOSAL, "disposal"),
+            (col::DEV, "dev"),
+            (col::INO, "ino"),
+            (col::INTENT_TARGET, "intent_target"),
+            (col::INTENT, "intent"),
+            (col::ACCOUNT, "account"),
+            (col::NODE, "node"),
+            (col::LEASE_UNTIL, "lease_until"),
+        ];
+        assert_eq!(names.len(), expected.len(), "{names:?}");
+        for (at, name) in expected {
+            assert_eq!(names[at], name);
+        }
+    }
 }
