@@ -2,18 +2,26 @@
 //! body is queued to one thread that hashes whatever is waiting in one multi-buffer pass
 //! (md5-simd, up to [`LANES`] bodies side by side: vodup's own fast path, [`crate::hash::md5_many`]),
 //! so the emulator verifies parts at several times the pace of one MD5 stream and loopback
-//! figures measure vodup, not the emulator. A body alone is hashed alone, at once. A small body
-//! (at most [`INLINE`]) is hashed where it arrives: a trip to the thread and back would cost more
-//! than hashing it, and a burst of small files is all trips.
+//! figures measure vodup, not the emulator. Fewer than [`SIMD_MIN`] bodies are hashed one by one,
+//! so when other bodies are still arriving (each part counts as [`Coming`] from its admission until
+//! its body is queued) the thread waits for them, at most [`GATHER`]; a body alone, with none on
+//! its way, is hashed at once. A small body (at most [`INLINE`]) is hashed where it arrives: a trip
+//! to the thread and back would cost more than hashing it, and a burst of small files is all trips.
 
 use bytes::Bytes;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Bodies hashed in one pass, at most.
 const LANES: usize = 8;
 /// Bodies up to this long are hashed on the task that received them.
 pub const INLINE: usize = 256 * 1024;
+/// The fewest bodies md5-simd hashes side by side (fewer go one by one, at the pace of one MD5).
+const SIMD_MIN: usize = 4;
+/// How long the thread waits for bodies still arriving to make up a multi-buffer pass.
+const GATHER: Duration = Duration::from_millis(2);
 
 type Job = (Vec<u8>, oneshot::Sender<String>);
 
@@ -21,20 +29,47 @@ type Job = (Vec<u8>, oneshot::Sender<String>);
 #[derive(Debug, Clone)]
 pub struct Md5Lanes {
     queue: mpsc::Sender<Job>,
+    /// Bodies on their way to the thread: admitted, not queued yet.
+    coming: Arc<AtomicUsize>,
+}
+
+/// A body that will come to the MD5 thread, counted from its part's admission until it is queued
+/// (or its request ends without it).
+#[derive(Debug)]
+pub struct Coming(Option<Arc<AtomicUsize>>);
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        if let Some(coming) = &self.0 {
+            coming.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Md5Lanes {
     pub fn start() -> Md5Lanes {
         let (queue, jobs) = mpsc::channel::<Job>();
+        let coming = Arc::new(AtomicUsize::new(0));
+        let counted = coming.clone();
         std::thread::Builder::new()
             .name("emulator-md5".into())
-            .spawn(move || serve(&jobs))
+            .spawn(move || serve(&jobs, &counted))
             .expect("the MD5 thread starts");
-        Md5Lanes { queue }
+        Md5Lanes { queue, coming }
+    }
+
+    /// A body of `len` bytes is about to be read: if it will be hashed on the thread, the thread
+    /// knows to wait for it.
+    pub fn coming(&self, len: u64) -> Coming {
+        if len <= INLINE as u64 {
+            return Coming(None);
+        }
+        self.coming.fetch_add(1, Ordering::SeqCst);
+        Coming(Some(self.coming.clone()))
     }
 
     /// The MD5 of a body held as chunks, lowercase hex.
-    pub async fn md5(&self, chunks: &[Bytes]) -> String {
+    pub async fn md5(&self, chunks: &[Bytes], coming: Coming) -> String {
         if chunks.iter().map(Bytes::len).sum::<usize>() <= INLINE {
             use md5::Digest as _;
             let mut md5 = md5::Md5::new();
@@ -46,17 +81,34 @@ impl Md5Lanes {
         if self.queue.send((body, answer)).is_err() {
             unreachable!("the MD5 thread lives as long as its queue");
         }
+        drop(coming);
         answered.await.expect("the MD5 thread answers every body")
     }
 }
 
-fn serve(jobs: &mpsc::Receiver<Job>) {
+fn serve(jobs: &mpsc::Receiver<Job>, coming: &AtomicUsize) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
+        let until = Instant::now() + GATHER;
         while batch.len() < LANES {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(_) => {
+                    // Wait only for bodies that make up a multi-buffer pass.
+                    let on_the_way = coming.load(Ordering::SeqCst);
+                    let left = until.saturating_duration_since(Instant::now());
+                    if batch.len() >= SIMD_MIN
+                        || batch.len() + on_the_way < SIMD_MIN
+                        || left.is_zero()
+                    {
+                        break;
+                    }
+                    match jobs.recv_timeout(left.min(Duration::from_micros(100))) {
+                        Ok(job) => batch.push(job),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
             }
         }
         let bodies: Vec<&[u8]> = batch.iter().map(|(body, _)| body.as_slice()).collect();
@@ -87,7 +139,8 @@ mod tests {
         let digests = futures::future::join_all(bodies.iter().map(|body| {
             let lanes = lanes.clone();
             let chunks: Vec<Bytes> = body.chunks(4096).map(Bytes::copy_from_slice).collect();
-            async move { lanes.md5(&chunks).await }
+            let coming = lanes.coming(body.len() as u64);
+            async move { lanes.md5(&chunks, coming).await }
         }))
         .await;
         for (body, digest) in bodies.iter().zip(digests) {

@@ -9,6 +9,7 @@ use super::answer::Answer;
 use super::app::App;
 use super::body;
 use super::handlers::{wrong_method, STALE_SIGNATURE};
+use super::lanes::Coming;
 use super::params::{Action, PartParams, Query};
 use super::state::{PartCheck, PartReceived, PartTicket};
 use super::stats::Reject;
@@ -31,7 +32,7 @@ pub async fn upload_part(app: Arc<App>, method: &Method, query: &Query, body: Bo
     let query = query.clone();
     tokio::spawn(async move {
         let outcome = match admitted {
-            Ok((p, ticket, chunks)) => store(&app, p, ticket, chunks).await,
+            Ok((p, ticket, chunks, coming)) => store(&app, p, ticket, chunks, coming).await,
             Err(refused) => Err(refused),
         };
         count(&app, &query, outcome)
@@ -71,7 +72,7 @@ async fn admit_and_read(
     method: &Method,
     query: &Query,
     body: Body,
-) -> Result<(PartParams, PartTicket, Vec<bytes::Bytes>), (Reject, Answer)> {
+) -> Result<(PartParams, PartTicket, Vec<bytes::Bytes>, Coming), (Reject, Answer)> {
     let (p, ticket) = match admit(app, method, query).await {
         Ok(admitted) => admitted,
         Err(refused) => {
@@ -79,8 +80,9 @@ async fn admit_and_read(
             return Err(refused);
         }
     };
+    let coming = app.store.body_coming(p.data_size);
     let chunks = body::read_part(body, p.data_size).await?;
-    Ok((p, ticket, chunks))
+    Ok((p, ticket, chunks, coming))
 }
 
 /// Verify and hold a part whose body is in.
@@ -89,8 +91,9 @@ async fn store(
     p: PartParams,
     ticket: PartTicket,
     chunks: Vec<bytes::Bytes>,
+    coming: Coming,
 ) -> Result<Accepted, (Reject, Answer)> {
-    match app.store.receive_part(&p, ticket, chunks).await {
+    match app.store.receive_part(&p, ticket, chunks, coming).await {
         Ok(PartReceived::Stored) => Ok(Accepted {
             bytes: p.data_size,
             duplicate: false,

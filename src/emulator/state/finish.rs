@@ -224,7 +224,10 @@ mod tests {
             };
             let body = vec![Bytes::copy_from_slice(bytes)];
             assert_eq!(
-                store.receive_part(&p, ticket, body).await.unwrap(),
+                store
+                    .receive_part(&p, ticket, body, store.body_coming(p.data_size))
+                    .await
+                    .unwrap(),
                 PartReceived::Stored
             );
         }

@@ -285,7 +285,10 @@ pub(crate) mod tests {
             panic!("part {offset} refused")
         };
         let body = vec![Bytes::copy_from_slice(bytes)];
-        store.receive_part(&p, ticket, body).await.unwrap()
+        store
+            .receive_part(&p, ticket, body, store.body_coming(p.data_size))
+            .await
+            .unwrap()
     }
 
     pub fn finish_params(data: &[u8], signature: &str) -> FinishParams {

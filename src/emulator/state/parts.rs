@@ -3,6 +3,7 @@
 
 use super::{HeldPart, Store};
 use crate::emulator::disk::DiskError;
+use crate::emulator::lanes::Coming;
 use crate::emulator::params::PartParams;
 use crate::protocol::plan::{self, PartSize};
 use bytes::Bytes;
@@ -70,17 +71,23 @@ impl Store {
         })
     }
 
+    /// A part of `len` bytes was admitted: its body is on its way (see [`Coming`]).
+    pub fn body_coming(&self, len: u64) -> Coming {
+        self.md5.coming(len)
+    }
+
     /// Verify a part's body against its MD5 and hold it (written to disk before this returns).
     pub async fn receive_part(
         &self,
         p: &PartParams,
         ticket: PartTicket,
         body: Vec<Bytes>,
+        coming: Coming,
     ) -> Result<PartReceived, DiskError> {
         let md5 = p.data_md5.clone();
         let duplicate = ticket.duplicate;
         let bytes = body.clone();
-        let actual = self.md5.md5(&body).await;
+        let actual = self.md5.md5(&body, coming).await;
         if actual != md5 {
             return Ok(PartReceived::Md5Mismatch { actual });
         }
