@@ -245,7 +245,18 @@ impl Settler {
         });
         polled.ready.sort();
         polled.empty.sort();
+        self.release_if_idle();
         polled
+    }
+
+    /// With nothing pending, every entry left in the queue is stale: drop them, and give back the
+    /// memory a burst took.
+    fn release_if_idle(&mut self) {
+        if self.pending.is_empty() {
+            self.pending.shrink_to_fit();
+            self.deadlines.clear();
+            self.deadlines.shrink_to_fit();
+        }
     }
 
     /// When the earliest quiet period ends (or a stale entry comes up, which costs one look at
@@ -284,6 +295,7 @@ impl Settler {
         }
         polled.ready.sort();
         polled.empty.sort();
+        self.release_if_idle();
         polled
     }
 }
@@ -709,5 +721,31 @@ mod tests {
         assert!(s.due(just_before, stat).ready.is_empty());
         assert!(s.poll(just_before, stat).ready.is_empty());
         assert_eq!(s.due(Instant::now() + RULE.settle, stat).ready.len(), 1);
+    }
+
+    #[test]
+    fn a_burst_leaves_nothing_behind_once_it_is_taken() {
+        let start = ahead();
+        let stat = |_: &Path| version(10);
+        let mut s = Settler::default();
+        for i in 0..1_000 {
+            s.note(
+                format!("/d/{i}.mp4").into(),
+                Some(Evidence::Closed),
+                version(10),
+                RULE,
+                start,
+            );
+            // A stale entry, left behind by a file taken at a poll before its deadline came up.
+            s.renamed(
+                Path::new(&format!("/d/{i}.mp4")),
+                Path::new(&format!("/d/{i}.mov")),
+            );
+        }
+        assert_eq!(s.poll(start + secs(5), stat).ready.len(), 1_000);
+        assert!(s.is_empty());
+        assert_eq!(s.next_due(), None, "no stale entry stays");
+        assert_eq!(s.deadlines.capacity(), 0);
+        assert_eq!(s.pending.capacity(), 0);
     }
 }
