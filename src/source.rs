@@ -94,6 +94,8 @@ pub fn open_parent(path: &Path, root: Option<&Path>) -> Result<(OwnedFd, OsStrin
             path: path.to_owned(),
         });
     };
+    // With O_PATH, O_NOFOLLOW alone would open a symlink itself: O_DIRECTORY is what refuses one
+    // on the way (ENOTDIR), so it must stay.
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let Some(root) = root else {
         let dir = rustix::fs::openat(CWD, parent, dir_flags, Mode::empty())
