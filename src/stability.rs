@@ -318,6 +318,11 @@ mod tests {
         Duration::from_secs(s)
     }
 
+    /// An event with its evidence, and the file as looked at after it (`size` bytes).
+    fn event(s: &mut Settler, path: &str, evidence: Evidence, size: u64, at: Instant) {
+        s.note(path.into(), Some(evidence), version(size), RULE, at);
+    }
+
     /// The tests drive time by hand, ahead of the clock: a restart is dated by the clock only when
     /// the clock is later than the time given.
     fn ahead() -> Instant {
@@ -499,13 +504,7 @@ mod tests {
         let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note(
-            "/d/a.mp4".into(),
-            Some(Evidence::Closed),
-            version(10),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/a.mp4", Evidence::Closed, 10, start);
         assert_eq!(s.next_due(), Some(start + secs(5)));
         assert!(s.due(start + secs(4), stat).ready.is_empty(), "not yet due");
         assert_eq!(s.len(), 1);
@@ -520,13 +519,7 @@ mod tests {
         let size = RefCell::new(10u64);
         let stat = |_: &Path| version(*size.borrow());
         let mut s = Settler::default();
-        s.note(
-            "/d/a.mp4".into(),
-            Some(Evidence::Closed),
-            version(10),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/a.mp4", Evidence::Closed, 10, start);
         *size.borrow_mut() = 20;
         assert!(s.due(start + secs(5), stat).ready.is_empty(), "changed");
         assert_eq!(s.next_due(), Some(start + secs(10)));
@@ -541,13 +534,7 @@ mod tests {
         let mut s = Settler::default();
         for ms in 0..1_000 {
             let at = start + Duration::from_millis(ms);
-            s.note(
-                "/d/a.mp4".into(),
-                Some(Evidence::Closed),
-                version(10),
-                RULE,
-                at,
-            );
+            event(&mut s, "/d/a.mp4", Evidence::Closed, 10, at);
         }
         assert_eq!(
             s.deadlines.len(),
@@ -567,13 +554,7 @@ mod tests {
         let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note(
-            "/d/w.mp4".into(),
-            Some(Evidence::Writing),
-            version(10),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/w.mp4", Evidence::Writing, 10, start);
         assert_eq!(s.next_due(), None, "a file still written is never due");
         s.found("/d/u.mp4".into(), version(10), RULE, start);
         assert_eq!(
@@ -581,13 +562,7 @@ mod tests {
             Some(start + secs(30)),
             "no evidence: the longer period"
         );
-        s.note(
-            "/d/w.mp4".into(),
-            Some(Evidence::Closed),
-            version(10),
-            RULE,
-            start + secs(60),
-        );
+        event(&mut s, "/d/w.mp4", Evidence::Closed, 10, start + secs(60));
         s.evidence_lost();
         assert!(s.due(start + secs(30), stat).ready.len() == 1, "u.mp4");
         assert!(
@@ -603,13 +578,7 @@ mod tests {
         let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note(
-            "/d/sub/a.mp4".into(),
-            Some(Evidence::Closed),
-            version(10),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/sub/a.mp4", Evidence::Closed, 10, start);
         s.renamed(Path::new("/d/sub"), Path::new("/d/sub2"));
         let polled = s.due(start + secs(5), stat);
         assert_eq!(polled.ready, vec![PathBuf::from("/d/sub2/a.mp4")]);
@@ -626,20 +595,8 @@ mod tests {
             })
         };
         let mut s = Settler::default();
-        s.note(
-            "/d/empty.mp4".into(),
-            Some(Evidence::Closed),
-            version(0),
-            RULE,
-            start,
-        );
-        s.note(
-            "/d/gone.mp4".into(),
-            Some(Evidence::Closed),
-            version(5),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/empty.mp4", Evidence::Closed, 0, start);
+        event(&mut s, "/d/gone.mp4", Evidence::Closed, 5, start);
         assert!(s.due(start + secs(5), stat).ready.is_empty());
         assert!(
             !s.contains(Path::new("/d/gone.mp4")),
@@ -656,21 +613,9 @@ mod tests {
         let start = ahead();
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
-        s.note(
-            "/d/a.mp4".into(),
-            Some(Evidence::Writing),
-            version(10),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/a.mp4", Evidence::Writing, 10, start);
         // The rename's own event comes first, says "renamed in" and brings a look.
-        s.note(
-            "/d/b.mp4".into(),
-            Some(Evidence::Closed),
-            version(10),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/b.mp4", Evidence::Closed, 10, start);
         s.renamed(Path::new("/d/a.mp4"), Path::new("/d/b.mp4"));
         assert!(s.due(start + secs(3600), stat).ready.is_empty());
         assert!(s.poll(start + secs(3600), stat).ready.is_empty());
@@ -683,21 +628,9 @@ mod tests {
         let start = ahead();
         let stat = |_: &Path| version(0);
         let mut s = Settler::default();
-        s.note(
-            "/d/e.mp4".into(),
-            Some(Evidence::Closed),
-            version(0),
-            RULE,
-            start,
-        );
+        event(&mut s, "/d/e.mp4", Evidence::Closed, 0, start);
         assert_eq!(s.due(start + secs(30), stat).empty.len(), 1);
-        s.note(
-            "/d/e.mp4".into(),
-            Some(Evidence::Closed),
-            version(0),
-            RULE,
-            start + secs(40),
-        );
+        event(&mut s, "/d/e.mp4", Evidence::Closed, 0, start + secs(40));
         assert!(s.due(start + secs(70), stat).empty.is_empty(), "shown once");
         assert!(s.poll(start + secs(70), stat).empty.is_empty());
     }
@@ -707,13 +640,7 @@ mod tests {
         let clock = Instant::now();
         let long_ago = clock.checked_sub(secs(10)).expect("the clock runs");
         let mut s = Settler::default();
-        s.note(
-            "/d/a.mp4".into(),
-            Some(Evidence::Closed),
-            version(10),
-            RULE,
-            long_ago,
-        );
+        event(&mut s, "/d/a.mp4", Evidence::Closed, 10, long_ago);
         // A pass that began long ago reaches this file only now, and finds it changed.
         let stat = |_: &Path| version(20);
         assert!(s.poll(long_ago, stat).ready.is_empty());
@@ -729,13 +656,7 @@ mod tests {
         let stat = |_: &Path| version(10);
         let mut s = Settler::default();
         for i in 0..1_000 {
-            s.note(
-                format!("/d/{i}.mp4").into(),
-                Some(Evidence::Closed),
-                version(10),
-                RULE,
-                start,
-            );
+            event(&mut s, &format!("/d/{i}.mp4"), Evidence::Closed, 10, start);
             // A stale entry, left behind by a file taken at a poll before its deadline came up.
             s.renamed(
                 Path::new(&format!("/d/{i}.mp4")),
