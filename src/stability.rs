@@ -60,19 +60,23 @@ impl Pending {
     /// it ready (or, empty, due to be shown). A file not looked at yet waits for a poll.
     fn deadline(&self) -> Option<Instant> {
         let seen = self.seen?;
-        let needed = if seen.size == 0 {
-            if self.reported_empty {
-                return None;
-            }
-            self.rule.settle_unseen
-        } else {
-            match self.evidence {
-                Evidence::Writing => return None,
-                Evidence::Closed => self.rule.settle,
-                Evidence::Unseen => self.rule.settle_unseen,
-            }
-        };
-        Some(self.since + needed)
+        if seen.size == 0 && self.reported_empty {
+            return None;
+        }
+        Some(self.since + self.needed(seen.size)?)
+    }
+
+    /// The quiet period this file needs at `size` bytes: to be ready or, empty, to be shown
+    /// (whatever its evidence). None while it is still being written.
+    fn needed(&self, size: u64) -> Option<Duration> {
+        if size == 0 {
+            return Some(self.rule.settle_unseen);
+        }
+        match self.evidence {
+            Evidence::Writing => None,
+            Evidence::Closed => Some(self.rule.settle),
+            Evidence::Unseen => Some(self.rule.settle_unseen),
+        }
     }
 
     /// Judge this file, found as `current` (or gone) at `now`; whether it stays pending.
@@ -94,24 +98,21 @@ impl Pending {
             self.reported_empty = false;
             return true;
         }
-        let quiet = now.duration_since(self.since);
+        let Some(needed) = self.needed(current.size) else {
+            return true;
+        };
+        if now.duration_since(self.since) < needed {
+            return true;
+        }
         if current.size == 0 {
-            if quiet >= self.rule.settle_unseen && !self.reported_empty {
+            if !self.reported_empty {
                 self.reported_empty = true;
                 polled.empty.push(path.to_owned());
             }
             return true;
         }
-        let needed = match self.evidence {
-            Evidence::Writing => return true,
-            Evidence::Closed => self.rule.settle,
-            Evidence::Unseen => self.rule.settle_unseen,
-        };
-        if quiet >= needed {
-            polled.ready.push(path.to_owned());
-            return false;
-        }
-        true
+        polled.ready.push(path.to_owned());
+        false
     }
 }
 

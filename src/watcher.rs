@@ -10,7 +10,7 @@
 //! ([`crate::stability`] does).
 
 use crate::config::Watch;
-use crate::ledger::{FileIdentity, FileVersion};
+use crate::ledger::FileVersion;
 use crate::stability::Evidence;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
@@ -252,7 +252,7 @@ pub fn watch(
         // The quiet period of a file that is complete by its event starts with this look, not
         // with the intake's next poll.
         if let Noticed::File(path, Some(Evidence::Closed), version) = &mut noticed {
-            *version = FileIdentity::at(path).map(|identity| identity.version);
+            *version = FileVersion::at(path);
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(noticed) {
             rescan.raise();
@@ -405,7 +405,7 @@ mod tests {
         let moved = root.join("moved.mp4");
         std::fs::write(staging.path().join("moved.mp4"), b"whole").unwrap();
         std::fs::rename(staging.path().join("moved.mp4"), &moved).unwrap();
-        let version = FileIdentity::at(&moved).unwrap().version;
+        let version = FileVersion::at(&moved).unwrap();
         assert_eq!(
             next().await,
             Noticed::File(moved, Some(Evidence::Closed), Some(version))
@@ -413,7 +413,7 @@ mod tests {
 
         let written = root.join("written.mp4");
         std::fs::write(&written, b"in place").unwrap();
-        let version = FileIdentity::at(&written).unwrap().version;
+        let version = FileVersion::at(&written).unwrap();
         let mut last = None;
         while let Noticed::File(path, evidence, seen) = next().await {
             assert_eq!(path, written);

@@ -208,8 +208,11 @@ impl Watch {
             if quiet < Watch::MIN_SETTLE {
                 return Err(invalid(
                     format!("{key}.{field}"),
-                    "must be at least 100ms: a shorter quiet period could take a file before the \
-                     events that follow its close (a write, a rename) have arrived",
+                    format!(
+                        "must be at least {}: a shorter quiet period could take a file before \
+                         the events that follow its close (a write, a rename) have arrived",
+                        humantime::format_duration(Watch::MIN_SETTLE)
+                    ),
                 ));
             }
         }

@@ -331,7 +331,7 @@ type Look = fn(&mut Settler, Instant, fn(&Path) -> Option<FileVersion>) -> Polle
 async fn look(mut settler: Settler, how: Look) -> (Settler, Polled) {
     let now = Instant::now();
     tokio::task::spawn_blocking(move || {
-        let polled = how(&mut settler, now, version_at);
+        let polled = how(&mut settler, now, FileVersion::at);
         (settler, polled)
     })
     .await
@@ -350,7 +350,7 @@ async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settl
         let found = filter.scan_from(&folder);
         found
             .into_iter()
-            .map(|path| (version_at(&path), path))
+            .map(|path| (FileVersion::at(&path), path))
             .collect::<Vec<_>>()
     })
     .await
@@ -372,11 +372,6 @@ fn rule(watch: &Watch) -> Rule {
 
 fn rule_for(active: &Active, path: &Path) -> Option<Rule> {
     active.watch_for(path).map(|(_, w)| rule(w))
-}
-
-/// The version of the regular file at `path`.
-fn version_at(path: &Path) -> Option<FileVersion> {
-    FileIdentity::at(path).map(|i| i.version)
 }
 
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its

@@ -87,6 +87,13 @@ pub struct FileVersion {
     pub mtime_ns: i64,
 }
 
+impl FileVersion {
+    /// The version of the regular file at `path`, if it is one (a symlink is not followed).
+    pub fn at(path: &std::path::Path) -> Option<FileVersion> {
+        FileIdentity::at(path).map(|identity| identity.version)
+    }
+}
+
 /// Which file (inode) a path named when vodup looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Inode {
