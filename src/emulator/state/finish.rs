@@ -6,6 +6,7 @@ use crate::emulator::disk::{DiskError, FinishedRecord, UploadRecord};
 use crate::emulator::params::FinishParams;
 use crate::protocol::plan::{self, PartSize};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FinishOutcome {
@@ -66,11 +67,16 @@ impl Store {
                 total: all.len(),
             });
         }
-        // Every planned part is held, so the running SHA-1 now covers the whole file.
-        self.advance_prefix(&p.file_sha, &mut state, None).await?;
-        let prefix = state.prefix.as_ref().expect("advancing leaves a prefix");
-        debug_assert_eq!(prefix.next, upload.file_size);
-        let actual = hex::encode(sha1::Digest::finalize(prefix.hasher.clone()));
+        // Every planned part is held: the running SHA-1 catches up with them.
+        let (prefix, generation, held) =
+            (state.prefix.clone(), state.generation, state.parts.clone());
+        let sha = p.file_sha.clone();
+        let actual = self
+            .on_disk(move |d| {
+                let read = |offset, len| d.read_part(&sha, offset, len);
+                prefix.digest(generation, &held, upload.file_size, read)
+            })
+            .await?;
         let outcome = self.check_and_publish(p, file_name, upload, actual).await?;
         self.close_upload(&p.file_sha, &mut state, &outcome).await?;
         Ok(outcome)
@@ -122,6 +128,7 @@ impl Store {
         state.record = next;
         state.parts.clear();
         state.generation = self.new_generation();
+        state.prefix = Arc::default();
         if let Some(file) = &state.record.finished {
             self.add_file(file);
         }

@@ -9,6 +9,7 @@
 
 mod finish;
 mod parts;
+mod prefix;
 
 pub use finish::FinishOutcome;
 pub use parts::{PartCheck, PartReceived, PartTicket};
@@ -16,6 +17,7 @@ pub use parts::{PartCheck, PartReceived, PartTicket};
 use super::disk::{self, Disk, DiskError, FinishedRecord, HeldPart, ShaRecord, UploadRecord};
 use super::params::InitParams;
 use crate::protocol::plan::{self, PartSize};
+use prefix::Prefix;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,18 +33,9 @@ struct EntryState {
     /// earlier incarnation is never filed under a later one.
     generation: u64,
     parts: BTreeMap<u64, HeldPart>,
-    /// The SHA-1 of the held parts from offset 0 up to a gap, fed as parts arrive, so finish
-    /// hashes only what is left (nothing, when every part arrived).
-    prefix: Option<Prefix>,
-}
-
-/// A running SHA-1 over the contiguous prefix of an upload's held parts.
-#[derive(Debug, Clone)]
-struct Prefix {
-    generation: u64,
-    hasher: sha1::Sha1,
-    /// The first offset not yet hashed.
-    next: u64,
+    /// The SHA-1 of the held parts in offset order, fed as parts are stored, so finish hashes
+    /// only what is left (nothing, when every part arrived).
+    prefix: Arc<Prefix>,
 }
 
 type Entry = tokio::sync::Mutex<EntryState>;
@@ -104,7 +97,7 @@ impl Store {
                 record,
                 generation: store.new_generation(),
                 parts,
-                prefix: None,
+                prefix: Arc::default(),
             };
             store
                 .lock_entries()
@@ -162,50 +155,6 @@ impl Store {
             .expect("blocking disk task does not panic")
     }
 
-    /// Feed the prefix's SHA-1 with every held part that extends it (`fresh` is one whose bytes
-    /// are at hand; the others are read back from disk). Restarts from offset 0 when the upload
-    /// changed incarnation or a part already hashed was replaced.
-    async fn advance_prefix(
-        &self,
-        sha: &str,
-        state: &mut EntryState,
-        fresh: Option<(u64, Vec<bytes::Bytes>)>,
-    ) -> Result<(), DiskError> {
-        let generation = state.generation;
-        let mut prefix = match state.prefix.take() {
-            Some(prefix) if prefix.generation == generation => prefix,
-            _ => Prefix {
-                generation,
-                hasher: <sha1::Sha1 as sha1::Digest>::new(),
-                next: 0,
-            },
-        };
-        let mut run = Vec::new();
-        while let Some(held) = state.parts.get(&prefix.next) {
-            run.push((prefix.next, held.len));
-            prefix.next += held.len;
-        }
-        if !run.is_empty() {
-            let (sha, mut hasher) = (sha.to_owned(), prefix.hasher);
-            prefix.hasher = self
-                .on_disk(move |d| -> Result<sha1::Sha1, DiskError> {
-                    use sha1::Digest as _;
-                    for (offset, len) in run {
-                        match &fresh {
-                            Some((at, chunks)) if *at == offset => {
-                                chunks.iter().for_each(|c| hasher.update(c))
-                            }
-                            _ => hasher.update(d.read_part(&sha, offset, len)?),
-                        }
-                    }
-                    Ok(hasher)
-                })
-                .await?;
-        }
-        state.prefix = Some(prefix);
-        Ok(())
-    }
-
     async fn save(&self, sha: &str, record: &ShaRecord) -> Result<(), DiskError> {
         let (sha, record) = (sha.to_owned(), record.clone());
         self.on_disk(move |d| d.write_record(&sha, &record)).await
@@ -243,6 +192,7 @@ impl Store {
         self.save(&p.file_sha, &next).await?;
         if next.upload != state.record.upload {
             state.generation = self.new_generation();
+            state.prefix = Arc::default();
         }
         state.record = next;
         Ok(outcome)

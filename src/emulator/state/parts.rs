@@ -1,6 +1,7 @@
 //! Receiving one part: the checks against the upload before the body is read, then the MD5 check
 //! and the write, filed under the upload only if it is still the same one.
 
+use super::prefix::Fed;
 use super::{HeldPart, Store};
 use crate::emulator::disk::DiskError;
 use crate::emulator::lanes::Coming;
@@ -110,12 +111,17 @@ impl Store {
             len: p.data_size,
             md5: p.data_md5.clone(),
         };
-        let replaced = state.parts.insert(p.offset, held).is_some();
-        if replaced && state.prefix.as_ref().is_some_and(|x| p.offset < x.next) {
-            state.prefix = None;
-        }
-        self.advance_prefix(&p.file_sha, &mut state, Some((p.offset, bytes)))
-            .await?;
+        state.parts.insert(p.offset, held);
+        let (prefix, generation) = (state.prefix.clone(), state.generation);
+        drop(state);
+        let fed = Fed {
+            generation,
+            offset: p.offset,
+            md5: p.data_md5.clone(),
+            bytes,
+        };
+        // Not awaited: the part is held, so it is answered now (see `prefix`).
+        tokio::task::spawn_blocking(move || prefix.feed(fed));
         Ok(PartReceived::Stored)
     }
 }
