@@ -7,10 +7,12 @@
 //! its body is queued) the thread waits for them, at most [`GATHER`]; a body alone, with none on
 //! its way, is hashed at once. A small body (at most [`INLINE`]) is hashed where it arrives: a trip
 //! to the thread and back would cost more than hashing it, and a burst of small files is all trips.
+//! The buffers a body is joined into for the thread are used again, up to [`SPARE`] of them: a
+//! fresh one per part was page faults and zeroed pages.
 
 use bytes::Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -22,6 +24,8 @@ pub const INLINE: usize = 256 * 1024;
 const SIMD_MIN: usize = 4;
 /// How long the thread waits for bodies still arriving to make up a multi-buffer pass.
 const GATHER: Duration = Duration::from_millis(2);
+/// Joined-body buffers kept for the next parts.
+const SPARE: usize = 16;
 
 type Job = (Vec<u8>, oneshot::Sender<String>);
 
@@ -31,7 +35,11 @@ pub struct Md5Lanes {
     queue: mpsc::Sender<Job>,
     /// Bodies on their way to the thread: admitted, not queued yet.
     coming: Arc<AtomicUsize>,
+    /// Buffers the thread is done with.
+    spare: Spare,
 }
+
+type Spare = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// A body that will come to the MD5 thread, counted from its part's admission until it is queued
 /// (or its request ends without it).
@@ -51,11 +59,17 @@ impl Md5Lanes {
         let (queue, jobs) = mpsc::channel::<Job>();
         let coming = Arc::new(AtomicUsize::new(0));
         let counted = coming.clone();
+        let spare = Spare::default();
+        let returned = spare.clone();
         std::thread::Builder::new()
             .name("emulator-md5".into())
-            .spawn(move || serve(&jobs, &counted))
+            .spawn(move || serve(&jobs, &counted, &returned))
             .expect("the MD5 thread starts");
-        Md5Lanes { queue, coming }
+        Md5Lanes {
+            queue,
+            coming,
+            spare,
+        }
     }
 
     /// A body of `len` bytes is about to be read: if it will be hashed on the thread, the thread
@@ -76,7 +90,11 @@ impl Md5Lanes {
             chunks.iter().for_each(|chunk| md5.update(chunk));
             return hex::encode(md5.finalize());
         }
-        let body = chunks.concat();
+        let mut body = lock(&self.spare).pop().unwrap_or_default();
+        body.clear();
+        chunks
+            .iter()
+            .for_each(|chunk| body.extend_from_slice(chunk));
         let (answer, answered) = oneshot::channel();
         if self.queue.send((body, answer)).is_err() {
             unreachable!("the MD5 thread lives as long as its queue");
@@ -86,7 +104,11 @@ impl Md5Lanes {
     }
 }
 
-fn serve(jobs: &mpsc::Receiver<Job>, coming: &AtomicUsize) {
+fn lock(spare: &Spare) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+    spare.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn serve(jobs: &mpsc::Receiver<Job>, coming: &AtomicUsize, spare: &Spare) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         let until = Instant::now() + GATHER;
@@ -113,8 +135,12 @@ fn serve(jobs: &mpsc::Receiver<Job>, coming: &AtomicUsize) {
         }
         let bodies: Vec<&[u8]> = batch.iter().map(|(body, _)| body.as_slice()).collect();
         let digests = crate::hash::md5_many(&bodies);
-        for ((_, answer), digest) in batch.into_iter().zip(digests) {
+        let mut spare = lock(spare);
+        for ((body, answer), digest) in batch.into_iter().zip(digests) {
             let _ = answer.send(digest);
+            if spare.len() < SPARE {
+                spare.push(body);
+            }
         }
     }
 }
