@@ -18,7 +18,7 @@ use super::window::Slot;
 use super::{Event, Inner};
 use crate::ledger::FileState;
 use crate::protocol::{Part, PartBody, PartRequest};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::task::JoinSet;
@@ -264,15 +264,24 @@ fn chunks(
     })
 }
 
-/// The chunk of `part` that starts `sent` bytes in. Blocking.
+/// The chunk of `part` that starts `sent` bytes in. Blocking. Read into fresh, uninitialised
+/// memory (the kernel fills it; zeroing it first cost 3-4 % of an upload's CPU).
 fn read_chunk(job: &Job, part: Part, sent: u64) -> std::io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
-    let len = CHUNK.min(part.len.saturating_sub(sent));
-    let mut buf = BytesMut::zeroed(len as usize);
-    job.source
-        .file()
-        .read_exact_at(&mut buf, part.offset + sent)?;
-    Ok(buf.freeze())
+    use rustix::buffer::spare_capacity;
+    let len = CHUNK.min(part.len.saturating_sub(sent)) as usize;
+    let at = part.offset + sent;
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let from = at + buf.len() as u64;
+        let read = rustix::io::pread(job.source.file(), spare_capacity(&mut buf), from);
+        match read {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(len); // the allocation, so the read, may have been larger than asked
+    Ok(Bytes::from(buf))
 }
 
 /// Whether the part's bytes in the file now have the hashing pass's MD5 (read in chunks).
