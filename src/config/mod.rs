@@ -51,7 +51,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     pub part_size: u64,
-    /// Parts in flight across all files: `"auto"` (found from measured goodput, between 2 and
+    /// Parts in flight across all files: `"auto"` (found from measured goodput and part latency, between 2 and
     /// `max_parts_in_flight`) or a fixed number.
     pub parts_in_flight: PartsInFlight,
     /// The most parts in flight `"auto"` may reach.

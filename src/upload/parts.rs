@@ -163,7 +163,7 @@ async fn send(
     inner: Arc<Inner>,
     job: Arc<Job>,
     part: Part,
-    _slot: Slot,
+    slot: Slot,
     round: CancellationToken,
     confirmed: Confirmed,
 ) -> PartEnd {
@@ -231,7 +231,7 @@ async fn send(
         .push((part.offset, part.len));
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
-    inner.window.confirmed(part.len);
+    inner.window.confirmed(part.len, &slot);
     inner.metrics.set_parts_window(inner.window.limit());
     let event = Event::PartConfirmed { len: part.len };
     inner.progress.event(job.claim.key, &job.path, event);

@@ -2,12 +2,21 @@
 //! found the way TCP finds its window, at the part level.
 //!
 //! In auto mode the window starts at [`START`] and is judged over samples of at least a second
-//! and a window's worth of confirmed parts. While every permit is in use (the window, not the
-//! files, is the limit) and a sample's goodput beat the previous one by [`GAIN`], the window
-//! grows by half; when growing stops paying it holds, probing one part more now and then. A
-//! timeout, a reset connection or a quota answer (4400, HTTP 429) halves it. It stays between
-//! [`MIN`] and `max_parts_in_flight`. Shrinking never interrupts a part: permits are retired as
-//! parts end. Parts stream from the file, so a wide window costs little memory.
+//! and a window's worth of confirmed parts. Two measures judge it: goodput, and part latency
+//! (slot to confirmation) against the fastest sample's, which tells parts waiting in queues
+//! (TCP Vegas's signal) where goodput alone credited a wider window with the gains of
+//! connections warming up, and climbed past what the link holds.
+//! - While every permit is in use (the window, not the files, is the limit), a sample's goodput
+//!   beat the previous one by [`GAIN`] and its parts took less than [`GROW_BELOW`] times the
+//!   fastest sample's latency, the window grows by half; when growing stops paying it holds,
+//!   probing one part more now and then.
+//! - Parts taking over [`SHRINK_ABOVE`] times as long step the window down by a quarter; from
+//!   then on it grows one part at a time, as TCP does after a loss.
+//! - A timeout, a reset connection or a quota answer (4400, HTTP 429) halves it.
+//! - A sample during which the window moved is not judged: its parts were sent under the old one.
+//!
+//! It stays between [`MIN`] and `max_parts_in_flight`. Shrinking never interrupts a part: permits
+//! are retired as parts end. Parts stream from the file, so a wide window costs little memory.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +33,14 @@ pub const GAIN: f64 = 1.10;
 const SAMPLE: Duration = Duration::from_secs(1);
 /// Samples held before probing one part more.
 const PROBE_AFTER: u32 = 4;
+/// Parts waiting in queues show as part latency above the fastest sample's: past this factor
+/// the window does not grow.
+pub const GROW_BELOW: f64 = 1.5;
+/// Past this factor, the window steps down by a quarter.
+pub const SHRINK_ABOVE: f64 = 2.0;
+/// How much the fastest sample's latency is let rise per sample, so a path that became slower
+/// for good is not taken for a queue forever.
+const FASTEST_DRIFT: f64 = 1.01;
 
 /// The parts-in-flight window shared by every file of an engine.
 #[derive(Debug)]
@@ -45,6 +62,16 @@ struct Auto {
     held: u32,
     /// Whether every permit was in use at some point of this sample.
     saturated: bool,
+    /// Seconds from slot to confirmation, summed over this sample's full-length parts.
+    latency: f64,
+    timed: usize,
+    /// The lowest mean part latency of a sample, and the part length it was measured for.
+    fastest: f64,
+    full: u64,
+    /// When the window last moved: only parts sent since tell of the window as it is.
+    moved: Instant,
+    /// Whether the window has stepped down for queueing parts.
+    queued_before: bool,
 }
 
 /// What a sample tells the window to do.
@@ -52,13 +79,29 @@ struct Auto {
 pub enum Step {
     Grow(usize),
     Hold,
+    Shrink(usize),
 }
 
 /// The next window after a sample whose goodput was `now` against the best so far, `held`
-/// samples into a hold. Pure, for tests.
-pub fn judge(limit: usize, max: usize, now: f64, best: f64, held: u32, saturated: bool) -> Step {
-    if !saturated || limit >= max {
+/// samples into a hold, and whose parts took `inflation` times as long as the fastest sample's.
+/// Pure, for tests.
+pub fn judge(
+    limit: usize,
+    max: usize,
+    (now, best): (f64, f64),
+    held: u32,
+    saturated: bool,
+    (inflation, queued_before): (f64, bool),
+) -> Step {
+    if inflation > SHRINK_ABOVE && limit > MIN {
+        return Step::Shrink((limit - limit / 4).max(MIN));
+    }
+    if !saturated || limit >= max || inflation > GROW_BELOW {
         return Step::Hold;
+    }
+    if queued_before {
+        // Near the window where parts queued: one part more at a time, as TCP after a loss.
+        return Step::Grow(limit + 1);
     }
     if now > best * GAIN {
         Step::Grow((limit + limit.div_ceil(2)).min(max))
@@ -74,6 +117,7 @@ pub fn judge(limit: usize, max: usize, now: f64, best: f64, held: u32, saturated
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     window: Arc<Window>,
+    since: Instant,
 }
 
 impl Drop for Slot {
@@ -113,6 +157,12 @@ impl Window {
                 best: 0.0,
                 held: 0,
                 saturated: false,
+                latency: 0.0,
+                timed: 0,
+                fastest: f64::INFINITY,
+                full: 0,
+                moved: Instant::now(),
+                queued_before: false,
             })),
             limit: AtomicUsize::new(start),
         })
@@ -135,32 +185,76 @@ impl Window {
         Slot {
             permit: Some(permit),
             window: self.clone(),
+            since: Instant::now(),
         }
     }
 
-    /// A part of `len` bytes was confirmed: count it; at the end of a sample, judge it.
-    pub fn confirmed(&self, len: u64) {
+    /// A part of `len` bytes, sent in `slot`, was confirmed: count it; at the end of a sample,
+    /// judge it.
+    pub fn confirmed(&self, len: u64, slot: &Slot) {
         let Some(auto) = &self.auto else { return };
         let mut a = lock(auto);
         a.bytes += len;
         a.parts += 1;
+        // Latency is compared between parts of one length (the last part of a file is shorter).
+        if len > a.full {
+            (a.full, a.fastest, a.latency, a.timed) = (len, f64::INFINITY, 0.0, 0);
+        }
+        if len == a.full && slot.since >= a.moved {
+            a.latency += slot.since.elapsed().as_secs_f64();
+            a.timed += 1;
+        }
         let elapsed = a.started.elapsed();
         let limit = self.limit();
         if elapsed < SAMPLE || a.parts < limit {
             return;
         }
         let goodput = a.bytes as f64 / elapsed.as_secs_f64();
-        match judge(limit, a.max, goodput, a.best, a.held, a.saturated) {
+        if a.started < a.moved {
+            // The window moved during this sample: what it measured was partly the old window.
+            (a.started, a.bytes, a.parts, a.saturated) = (Instant::now(), 0, 0, false);
+            (a.latency, a.timed) = (0.0, 0);
+            return;
+        }
+        let mean = match a.timed {
+            0 => None,
+            n => Some(a.latency / n as f64),
+        };
+        let inflation = mean.map_or(1.0, |mean| mean / a.fastest.min(mean));
+        let goodputs = (goodput, a.best);
+        let latency = (inflation, a.queued_before);
+        match judge(limit, a.max, goodputs, a.held, a.saturated, latency) {
             Step::Grow(to) => {
                 self.permits.add_permits(to - limit);
                 self.limit.store(to, Ordering::SeqCst);
-                a.held = 0;
-                tracing::debug!(parts_in_flight = to, goodput, "window grows");
+                (a.held, a.moved) = (0, Instant::now());
+                tracing::debug!(parts_in_flight = to, goodput, inflation, "window grows");
             }
             Step::Hold => a.held += 1,
+            Step::Shrink(to) => {
+                self.shrink(limit, to);
+                (a.held, a.moved, a.queued_before) = (0, Instant::now(), true);
+                tracing::debug!(
+                    parts_in_flight = to,
+                    goodput,
+                    inflation,
+                    "parts queue: window shrinks"
+                );
+            }
         }
         a.best = a.best.max(goodput);
+        if let Some(mean) = mean {
+            a.fastest = (a.fastest * FASTEST_DRIFT).min(mean);
+        }
         (a.started, a.bytes, a.parts, a.saturated) = (Instant::now(), 0, 0, false);
+        (a.latency, a.timed) = (0.0, 0);
+    }
+
+    /// Retire permits down to `to` (those in use as their parts end).
+    fn shrink(&self, limit: usize, to: usize) {
+        let retired = self.permits.forget_permits(limit - to);
+        self.debt.fetch_add(limit - to - retired, Ordering::SeqCst);
+        self.limit.store(to, Ordering::SeqCst);
     }
 
     /// The path is congested (a timeout, a reset connection, a quota answer): halve the window.
@@ -170,13 +264,11 @@ impl Window {
         let limit = self.limit();
         let to = (limit / 2).max(MIN);
         if to < limit {
-            let retired = self.permits.forget_permits(limit - to);
-            self.debt.fetch_add(limit - to - retired, Ordering::SeqCst);
-            self.limit.store(to, Ordering::SeqCst);
+            self.shrink(limit, to);
             tracing::debug!(parts_in_flight = to, "window halves after congestion");
         }
         // Goodput measured with the wider window no longer applies.
-        (a.best, a.held) = (0.0, 0);
+        (a.best, a.held, a.moved) = (0.0, 0, Instant::now());
         (a.started, a.bytes, a.parts, a.saturated) = (Instant::now(), 0, 0, false);
     }
 }
@@ -189,31 +281,55 @@ fn lock(auto: &Mutex<Auto>) -> std::sync::MutexGuard<'_, Auto> {
 mod tests {
     use super::*;
 
+    /// A sample of a saturated window whose parts took `inflation` times the fastest's.
+    fn judged(limit: usize, (now, best): (f64, f64), held: u32, inflation: f64) -> Step {
+        judge(limit, 64, (now, best), held, true, (inflation, false))
+    }
+
     #[test]
     fn the_window_grows_while_goodput_grows_and_holds_when_it_stops() {
-        assert_eq!(judge(8, 64, 110.0, 50.0, 0, true), Step::Grow(12));
-        assert_eq!(judge(16, 64, 111.0, 100.0, 0, true), Step::Grow(24));
-        assert_eq!(judge(48, 64, 200.0, 100.0, 0, true), Step::Grow(64));
+        assert_eq!(judged(8, (110.0, 50.0), 0, 1.0), Step::Grow(12));
+        assert_eq!(judged(16, (111.0, 100.0), 0, 1.0), Step::Grow(24));
+        assert_eq!(judged(48, (200.0, 100.0), 0, 1.0), Step::Grow(64));
+        let hold = judged(12, (104.0, 100.0), 0, 1.0);
+        assert_eq!(hold, Step::Hold, "not 10 % better");
         assert_eq!(
-            judge(12, 64, 104.0, 100.0, 0, true),
-            Step::Hold,
-            "not 10 % better"
-        );
-        assert_eq!(
-            judge(12, 64, 100.0, 100.0, 3, true),
+            judged(12, (100.0, 100.0), 3, 1.0),
             Step::Grow(13),
             "a probe"
         );
+        let limited = judge(12, 64, (500.0, 100.0), 0, false, (1.0, false));
+        assert_eq!(limited, Step::Hold, "files, not the window, limit");
+        let top = judge(64, 64, (500.0, 100.0), 0, true, (1.0, false));
+        assert_eq!(top, Step::Hold, "at its maximum");
+    }
+
+    #[test]
+    fn parts_that_queue_stop_the_window_growing_then_step_it_down() {
+        let gaining = (200.0, 100.0);
         assert_eq!(
-            judge(12, 64, 500.0, 100.0, 0, false),
-            Step::Hold,
-            "files, not the window, limit"
+            judged(16, gaining, 0, 1.4),
+            Step::Grow(24),
+            "little queueing"
         );
         assert_eq!(
-            judge(64, 64, 500.0, 100.0, 0, true),
+            judged(16, gaining, 0, 1.6),
             Step::Hold,
-            "at its maximum"
+            "goodput rose anyway"
         );
+        assert_eq!(judged(16, gaining, 3, 1.6), Step::Hold, "no probe either");
+        assert_eq!(judged(16, gaining, 0, 2.1), Step::Shrink(12));
+        assert_eq!(judged(2, gaining, 0, 9.0), Step::Hold, "never below MIN");
+        let unsaturated = judge(16, 64, gaining, 0, false, (2.1, false));
+        assert_eq!(unsaturated, Step::Shrink(12), "queueing, whatever limits");
+    }
+
+    #[test]
+    fn once_parts_queued_the_window_grows_one_part_at_a_time() {
+        let after = |inflation| judge(12, 64, (200.0, 100.0), 0, true, (inflation, true));
+        assert_eq!(after(1.2), Step::Grow(13));
+        assert_eq!(after(1.6), Step::Hold);
+        assert_eq!(after(2.5), Step::Shrink(9));
     }
 
     #[tokio::test]
@@ -236,9 +352,9 @@ mod tests {
     async fn a_fixed_window_never_moves() {
         let window = Window::fixed(3);
         window.congested();
-        window.confirmed(1 << 20);
+        let slot = window.slot().await;
+        window.confirmed(1 << 20, &slot);
         assert_eq!(window.limit(), 3);
-        let _slot = window.slot().await;
         assert_eq!(window.permits.available_permits(), 2);
     }
 }
