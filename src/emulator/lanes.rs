@@ -92,6 +92,7 @@ impl Md5Lanes {
         }
         let mut body = lock(&self.spare).pop().unwrap_or_default();
         body.clear();
+        body.reserve(chunks.iter().map(Bytes::len).sum());
         chunks
             .iter()
             .for_each(|chunk| body.extend_from_slice(chunk));

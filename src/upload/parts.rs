@@ -163,7 +163,7 @@ async fn send(
     inner: Arc<Inner>,
     job: Arc<Job>,
     part: Part,
-    slot: Slot,
+    _slot: Slot,
     round: CancellationToken,
     confirmed: Confirmed,
 ) -> PartEnd {
@@ -184,6 +184,8 @@ async fn send(
         offset: Some(part.offset),
     };
     let (changed, this_part) = (AtomicBool::new(false), round.child_token());
+    // When the last attempt went out, for the window's latency (not a retry's back-off).
+    let attempt = std::sync::Mutex::new(std::time::Instant::now());
     let sent = with_retry(
         &inner,
         what,
@@ -201,8 +203,10 @@ async fn send(
             let head = first.lock().unwrap_or_else(|p| p.into_inner()).take();
             let body = PartBody::streamed(part.len, chunks(job.clone(), part, head));
             let (inner, job, changed, this_part) = (&inner, &job, &changed, &this_part);
+            let attempt = &attempt;
             async move {
                 inner.throttle.acquire(part.len).await;
+                *attempt.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
                 let answer = job.account.client.upload_part(request, body).await;
                 // Before a retry: is the file still the one hashed? After a -10006, re-hash it.
                 if let Err(error) = &answer {
@@ -231,7 +235,8 @@ async fn send(
         .push((part.offset, part.len));
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
-    inner.window.confirmed(part.len, &slot);
+    let sent = *attempt.lock().unwrap_or_else(|p| p.into_inner());
+    inner.window.confirmed(part.len, sent);
     inner.metrics.set_parts_window(inner.window.limit());
     let event = Event::PartConfirmed { len: part.len };
     inner.progress.event(job.claim.key, &job.path, event);

@@ -13,7 +13,9 @@
 //! - Parts taking over [`SHRINK_ABOVE`] times as long step the window down by a quarter; from
 //!   then on it grows one part at a time, as TCP does after a loss.
 //! - A timeout, a reset connection or a quota answer (4400, HTTP 429) halves it.
-//! - A sample during which the window moved is not judged: its parts were sent under the old one.
+//! - Latency counts only parts sent since the window last moved (sent under the window as it
+//!   is), and only their last attempt, after any wait for `max_rate`: a retry's back-off is not
+//!   a queue.
 //!
 //! It stays between [`MIN`] and `max_parts_in_flight`. Shrinking never interrupts a part: permits
 //! are retired as parts end. Parts stream from the file, so a wide window costs little memory.
@@ -65,7 +67,8 @@ struct Auto {
     /// Seconds from slot to confirmation, summed over this sample's full-length parts.
     latency: f64,
     timed: usize,
-    /// The lowest mean part latency of a sample, and the part length it was measured for.
+    /// The lowest mean part latency of a sample (let drift up by [`FASTEST_DRIFT`] a sample), and
+    /// the part length it was measured for.
     fastest: f64,
     full: u64,
     /// When the window last moved: only parts sent since tell of the window as it is.
@@ -94,7 +97,7 @@ pub fn judge(
     (inflation, queued_before): (f64, bool),
 ) -> Step {
     if inflation > SHRINK_ABOVE && limit > MIN {
-        return Step::Shrink((limit - limit / 4).max(MIN));
+        return Step::Shrink((limit - limit.div_ceil(4)).max(MIN));
     }
     if !saturated || limit >= max || inflation > GROW_BELOW {
         return Step::Hold;
@@ -117,7 +120,6 @@ pub fn judge(
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     window: Arc<Window>,
-    since: Instant,
 }
 
 impl Drop for Slot {
@@ -185,13 +187,12 @@ impl Window {
         Slot {
             permit: Some(permit),
             window: self.clone(),
-            since: Instant::now(),
         }
     }
 
-    /// A part of `len` bytes, sent in `slot`, was confirmed: count it; at the end of a sample,
-    /// judge it.
-    pub fn confirmed(&self, len: u64, slot: &Slot) {
+    /// A part of `len` bytes whose last attempt was sent at `sent` was confirmed: count it; at
+    /// the end of a sample, judge it.
+    pub fn confirmed(&self, len: u64, sent: Instant) {
         let Some(auto) = &self.auto else { return };
         let mut a = lock(auto);
         a.bytes += len;
@@ -200,8 +201,8 @@ impl Window {
         if len > a.full {
             (a.full, a.fastest, a.latency, a.timed) = (len, f64::INFINITY, 0.0, 0);
         }
-        if len == a.full && slot.since >= a.moved {
-            a.latency += slot.since.elapsed().as_secs_f64();
+        if len == a.full && sent >= a.moved {
+            a.latency += sent.elapsed().as_secs_f64();
             a.timed += 1;
         }
         let elapsed = a.started.elapsed();
@@ -210,17 +211,14 @@ impl Window {
             return;
         }
         let goodput = a.bytes as f64 / elapsed.as_secs_f64();
-        if a.started < a.moved {
-            // The window moved during this sample: what it measured was partly the old window.
-            (a.started, a.bytes, a.parts, a.saturated) = (Instant::now(), 0, 0, false);
-            (a.latency, a.timed) = (0.0, 0);
-            return;
-        }
         let mean = match a.timed {
             0 => None,
             n => Some(a.latency / n as f64),
         };
-        let inflation = mean.map_or(1.0, |mean| mean / a.fastest.min(mean));
+        let inflation = match mean {
+            Some(mean) if mean > 0.0 => mean / a.fastest.min(mean),
+            _ => 1.0,
+        };
         let goodputs = (goodput, a.best);
         let latency = (inflation, a.queued_before);
         match judge(limit, a.max, goodputs, a.held, a.saturated, latency) {
@@ -319,6 +317,11 @@ mod tests {
         );
         assert_eq!(judged(16, gaining, 3, 1.6), Step::Hold, "no probe either");
         assert_eq!(judged(16, gaining, 0, 2.1), Step::Shrink(12));
+        assert_eq!(
+            judged(3, gaining, 0, 9.0),
+            Step::Shrink(2),
+            "a step even when small"
+        );
         assert_eq!(judged(2, gaining, 0, 9.0), Step::Hold, "never below MIN");
         let unsaturated = judge(16, 64, gaining, 0, false, (2.1, false));
         assert_eq!(unsaturated, Step::Shrink(12), "queueing, whatever limits");
@@ -352,8 +355,8 @@ mod tests {
     async fn a_fixed_window_never_moves() {
         let window = Window::fixed(3);
         window.congested();
-        let slot = window.slot().await;
-        window.confirmed(1 << 20, &slot);
+        let _slot = window.slot().await;
+        window.confirmed(1 << 20, Instant::now());
         assert_eq!(window.limit(), 3);
         assert_eq!(window.permits.available_permits(), 2);
     }

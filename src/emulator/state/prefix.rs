@@ -11,8 +11,9 @@
 //!
 //! [`Prefix::digest`] catches the chain up with the parts held, reading from disk what it never
 //! got, and first checks that what it hashed is exactly those parts, by offset and MD5: a part
-//! replaced after it was hashed, or handed in for an earlier incarnation of the upload, restarts
-//! the chain from offset 0 rather than leave a wrong digest.
+//! replaced after it was hashed restarts the chain from offset 0 rather than leave a wrong
+//! digest. Each incarnation of an upload gets a fresh `Prefix`; the generation each part carries
+//! (bytes of an earlier incarnation are dropped) is a second guard.
 
 use crate::emulator::disk::{DiskError, HeldPart};
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Bytes of out-of-order parts kept in memory per upload, waiting for the gap before them.
-pub const WAITING_MAX: usize = 128 << 20;
+pub const WAITING_MAX: usize = 64 << 20;
 
 /// A stored part's bytes, handed to the chain.
 #[derive(Debug)]
@@ -308,6 +309,8 @@ mod tests {
                 s.spawn(move || prefix.feed(fed(1, offset, bytes)));
             }
         });
+        assert!(lock(&prefix.inbox).is_empty(), "no part left in the inbox");
+        assert_eq!(lock(&prefix.chain).next, data.len() as u64);
         assert_eq!(digest(&prefix, 1, &data), (sha1_hex(&data), vec![]));
     }
 }
