@@ -3,7 +3,7 @@
 //!
 //! In auto mode the window starts at [`START`] and is judged over samples of at least a second
 //! and a window's worth of confirmed parts. Two measures judge it: goodput, and part latency
-//! (slot to confirmation) against the fastest sample's, which tells parts waiting in queues
+//! (send to confirmation) against the fastest sample's, which tells parts waiting in queues
 //! (TCP Vegas's signal) where goodput alone credited a wider window with the gains of
 //! connections warming up, and climbed past what the link holds.
 //! - While every permit is in use (the window, not the files, is the limit), a sample's goodput
@@ -64,7 +64,7 @@ struct Auto {
     held: u32,
     /// Whether every permit was in use at some point of this sample.
     saturated: bool,
-    /// Seconds from slot to confirmation, summed over this sample's full-length parts.
+    /// Seconds from send to confirmation, summed over this sample's full-length parts.
     latency: f64,
     timed: usize,
     /// The lowest mean part latency of a sample (let drift up by [`FASTEST_DRIFT`] a sample), and
