@@ -459,9 +459,11 @@ async fn files_of_one_part_run_eight_to_a_place_and_larger_files_one() {
 
 #[tokio::test]
 async fn small_files_fill_the_place_a_large_upload_leaves() {
-    let env = Env::with_faults(slow_parts(300)).await;
+    // Parts slow enough that the small files, settled together, are in flight together even on
+    // a loaded machine (at 300 ms, the first could end before the last was taken).
+    let env = Env::with_faults(slow_parts(1000)).await;
     let daemon = daemon_with_places(&env, 2, 4).await;
-    let large = uploading(&env, "large.mp4", 40).await;
+    let large = uploading(&env, "large.mp4", 24).await;
     let small = small_files(&env, "small", 10);
     let most = most_uploading_at_once(&env, "small", &small).await;
     assert_eq!(most, 8, "eight small files in the second place");
