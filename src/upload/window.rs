@@ -244,8 +244,7 @@ impl Window {
         if let Some(mean) = mean {
             a.fastest = (a.fastest * FASTEST_DRIFT).min(mean);
         }
-        (a.started, a.bytes, a.parts, a.saturated) = (Instant::now(), 0, 0, false);
-        (a.latency, a.timed) = (0.0, 0);
+        a.new_sample();
     }
 
     /// Retire permits down to `to` (those in use as their parts end).
@@ -267,7 +266,15 @@ impl Window {
         }
         // Goodput measured with the wider window no longer applies.
         (a.best, a.held, a.moved) = (0.0, 0, Instant::now());
-        (a.started, a.bytes, a.parts, a.saturated) = (Instant::now(), 0, 0, false);
+        a.new_sample();
+    }
+}
+
+impl Auto {
+    /// Start a sample: nothing counted, goodput nor latency.
+    fn new_sample(&mut self) {
+        (self.started, self.bytes, self.parts, self.saturated) = (Instant::now(), 0, 0, false);
+        (self.latency, self.timed) = (0.0, 0);
     }
 }
 
