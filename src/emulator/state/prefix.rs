@@ -94,10 +94,7 @@ impl Prefix {
         self.drain_into(&mut chain);
         let same = |(offset, md5): &(u64, String)| held.get(offset).is_some_and(|h| &h.md5 == md5);
         if chain.generation != generation || !chain.hashed.iter().all(same) {
-            *chain = Chain {
-                generation,
-                ..Chain::default()
-            };
+            *chain = Chain::new(generation);
         }
         while chain.next < size {
             let offset = chain.next;
@@ -130,15 +127,20 @@ impl Prefix {
 }
 
 impl Chain {
+    /// Nothing hashed yet, for incarnation `generation`.
+    fn new(generation: u64) -> Chain {
+        Chain {
+            generation,
+            ..Chain::default()
+        }
+    }
+
     fn take(&mut self, fed: Fed) {
         if fed.generation < self.generation {
             return;
         }
         if fed.generation > self.generation {
-            *self = Chain {
-                generation: fed.generation,
-                ..Chain::default()
-            };
+            *self = Chain::new(fed.generation);
         }
         if fed.offset < self.next {
             return; // hashed already: if it was replaced, `digest` finds the MD5 changed
