@@ -6,7 +6,14 @@
 //! (send to confirmation) against the fastest sample's, which tells parts waiting in queues
 //! (TCP Vegas's signal) where goodput alone credited a wider window with the gains of
 //! connections warming up, and climbed past what the link holds.
-//! - While every permit is in use (the window, not the files, is the limit), a sample's goodput
+//! - It starts as TCP does, in slow start: a sample ends as soon as a window's worth of parts
+//!   sent under the window as it is are confirmed (a round trip of the window, not a second), and
+//!   the window grows by half while goodput grows and the parts take no more than [`SLOW_BELOW`]
+//!   times the fastest sample's latency (HyStart's delay signal: a queue is starting). The first
+//!   sample that does not grow a saturated window ends slow start. On a long fat link, the climb
+//!   from 8 to 27 parts took three one-second samples; it now takes about three round trips.
+//!   Doubling, as TCP does, overshot to 64 there, losses and all: the latency signal lags a round.
+//! - Past slow start, while every permit is in use (the window, not the files, is the limit), a sample's goodput
 //!   beat the previous one by [`GAIN`] and its parts took less than [`GROW_BELOW`] times the
 //!   fastest sample's latency, the window grows by half; when growing stops paying it holds,
 //!   probing one part more now and then.
@@ -31,13 +38,16 @@ pub const MIN: usize = 2;
 pub const START: usize = 8;
 /// A sample must beat the previous one by this factor for the window to keep growing.
 pub const GAIN: f64 = 1.10;
-/// The shortest sample.
+/// The shortest sample, past slow start.
 const SAMPLE: Duration = Duration::from_secs(1);
 /// Samples held before probing one part more.
 const PROBE_AFTER: u32 = 4;
 /// Parts waiting in queues show as part latency above the fastest sample's: past this factor
 /// the window does not grow.
 pub const GROW_BELOW: f64 = 1.5;
+/// In slow start, parts taking this much longer than the fastest sample's end it: a queue is
+/// starting (HyStart's delay signal), and a round more would overshoot by half.
+pub const SLOW_BELOW: f64 = 1.125;
 /// Past this factor, the window steps down by a quarter.
 pub const SHRINK_ABOVE: f64 = 2.0;
 /// How much the fastest sample's latency is let rise per sample, so a path that became slower
@@ -75,6 +85,8 @@ struct Auto {
     moved: Instant,
     /// Whether the window has stepped down for queueing parts.
     queued_before: bool,
+    /// Whether the window is still in slow start (it has only doubled so far).
+    slow: bool,
 }
 
 /// What a sample tells the window to do.
@@ -86,13 +98,13 @@ pub enum Step {
 }
 
 /// The next window after a sample whose goodput was `now` against the best so far, `held`
-/// samples into a hold, and whose parts took `inflation` times as long as the fastest sample's.
-/// Pure, for tests.
+/// samples into a hold (`None`: in slow start), and whose parts took `inflation` times as long as
+/// the fastest sample's. Pure, for tests.
 pub fn judge(
     limit: usize,
     max: usize,
     (now, best): (f64, f64),
-    held: u32,
+    held: Option<u32>,
     saturated: bool,
     (inflation, queued_before): (f64, bool),
 ) -> Step {
@@ -102,6 +114,12 @@ pub fn judge(
     if !saturated || limit >= max || inflation > GROW_BELOW {
         return Step::Hold;
     }
+    let Some(held) = held else {
+        return match now > best * GAIN && inflation <= SLOW_BELOW {
+            true => Step::Grow((limit + limit.div_ceil(2)).min(max)),
+            false => Step::Hold,
+        };
+    };
     if queued_before {
         // Near the window where parts queued: one part more at a time, as TCP after a loss.
         return Step::Grow(limit + 1);
@@ -165,6 +183,7 @@ impl Window {
                 full: 0,
                 moved: Instant::now(),
                 queued_before: false,
+                slow: true,
             })),
             limit: AtomicUsize::new(start),
         })
@@ -179,9 +198,16 @@ impl Window {
     pub async fn slot(self: &Arc<Self>) -> Slot {
         let permit = self.permits.clone().acquire_owned().await;
         let permit = permit.expect("the semaphore is never closed");
-        if self.permits.available_permits() == 0 {
-            if let Some(auto) = &self.auto {
-                lock(auto).saturated = true;
+        if let Some(auto) = &self.auto {
+            let available = self.permits.available_permits();
+            let mut a = lock(auto);
+            if available == 0 {
+                a.saturated = true;
+            }
+            if a.parts == 0 && available + 1 >= self.limit() {
+                // The first part into an empty window: the sample starts now, not while the
+                // file was hashed or none was waiting.
+                a.started = Instant::now();
             }
         }
         Slot {
@@ -207,7 +233,8 @@ impl Window {
         }
         let elapsed = a.started.elapsed();
         let limit = self.limit();
-        if elapsed < SAMPLE || a.parts < limit {
+        let round = a.slow && a.timed >= limit;
+        if !round && (elapsed < SAMPLE || a.parts < limit) {
             return;
         }
         let goodput = a.bytes as f64 / elapsed.as_secs_f64();
@@ -221,7 +248,15 @@ impl Window {
         };
         let goodputs = (goodput, a.best);
         let latency = (inflation, a.queued_before);
-        match judge(limit, a.max, goodputs, a.held, a.saturated, latency) {
+        let held = (!a.slow).then_some(a.held);
+        let step = judge(limit, a.max, goodputs, held, a.saturated, latency);
+        // Slow start ends with the first sample that does not double a saturated window.
+        a.slow &= match step {
+            Step::Grow(_) => true,
+            Step::Hold => !a.saturated,
+            Step::Shrink(_) => false,
+        };
+        match step {
             Step::Grow(to) => {
                 self.permits.add_permits(to - limit);
                 self.limit.store(to, Ordering::SeqCst);
@@ -265,7 +300,7 @@ impl Window {
             tracing::debug!(parts_in_flight = to, "window halves after congestion");
         }
         // Goodput measured with the wider window no longer applies.
-        (a.best, a.held, a.moved) = (0.0, 0, Instant::now());
+        (a.best, a.held, a.moved, a.slow) = (0.0, 0, Instant::now(), false);
         a.new_sample();
     }
 }
@@ -288,7 +323,7 @@ mod tests {
 
     /// A sample of a saturated window whose parts took `inflation` times the fastest's.
     fn judged(limit: usize, (now, best): (f64, f64), held: u32, inflation: f64) -> Step {
-        judge(limit, 64, (now, best), held, true, (inflation, false))
+        judge(limit, 64, (now, best), Some(held), true, (inflation, false))
     }
 
     #[test]
@@ -303,9 +338,9 @@ mod tests {
             Step::Grow(13),
             "a probe"
         );
-        let limited = judge(12, 64, (500.0, 100.0), 0, false, (1.0, false));
+        let limited = judge(12, 64, (500.0, 100.0), Some(0), false, (1.0, false));
         assert_eq!(limited, Step::Hold, "files, not the window, limit");
-        let top = judge(64, 64, (500.0, 100.0), 0, true, (1.0, false));
+        let top = judge(64, 64, (500.0, 100.0), Some(0), true, (1.0, false));
         assert_eq!(top, Step::Hold, "at its maximum");
     }
 
@@ -330,16 +365,62 @@ mod tests {
             "a step even when small"
         );
         assert_eq!(judged(2, gaining, 0, 9.0), Step::Hold, "never below MIN");
-        let unsaturated = judge(16, 64, gaining, 0, false, (2.1, false));
+        let unsaturated = judge(16, 64, gaining, Some(0), false, (2.1, false));
         assert_eq!(unsaturated, Step::Shrink(12), "queueing, whatever limits");
     }
 
     #[test]
     fn once_parts_queued_the_window_grows_one_part_at_a_time() {
-        let after = |inflation| judge(12, 64, (200.0, 100.0), 0, true, (inflation, true));
+        let after = |inflation| judge(12, 64, (200.0, 100.0), Some(0), true, (inflation, true));
         assert_eq!(after(1.2), Step::Grow(13));
         assert_eq!(after(1.6), Step::Hold);
         assert_eq!(after(2.5), Step::Shrink(9));
+    }
+
+    #[test]
+    fn slow_start_grows_the_window_until_goodput_stalls_or_a_queue_starts() {
+        let slow = |limit, now, saturated, inflation| {
+            judge(limit, 64, (now, 100.0), None, saturated, (inflation, false))
+        };
+        assert_eq!(slow(8, 200.0, true, 1.0), Step::Grow(12));
+        assert_eq!(slow(18, 200.0, true, 1.1), Step::Grow(27));
+        assert_eq!(slow(48, 200.0, true, 1.0), Step::Grow(64), "up to max");
+        assert_eq!(slow(16, 105.0, true, 1.0), Step::Hold, "goodput stalled");
+        assert_eq!(slow(16, 200.0, true, 1.2), Step::Hold, "a queue starts");
+        assert_eq!(slow(32, 200.0, true, 2.5), Step::Shrink(24));
+        assert_eq!(slow(16, 200.0, false, 1.0), Step::Hold, "files limit");
+    }
+
+    /// Confirm `n` parts of 1 MiB, each 5 ms after it was sent.
+    fn confirm(window: &Window, n: usize) {
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..n {
+            window.confirmed(1 << 20, sent);
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_start_judges_each_round_of_parts_then_samples_by_the_second() {
+        let window = Window::auto(64);
+        let fill = |n| futures::future::join_all((0..n).map(|_| window.slot()));
+        let slots = fill(START).await;
+        confirm(&window, START);
+        let grown = START + START / 2;
+        assert_eq!(window.limit(), grown, "a round, not a second");
+        drop(slots);
+        let slots = fill(grown).await;
+        confirm(&window, grown / 2);
+        assert_eq!(window.limit(), grown, "half a round is not judged");
+        // Goodput stalls: a round at a slower pace than the first ends slow start.
+        std::thread::sleep(Duration::from_millis(300));
+        confirm(&window, grown / 2);
+        assert_eq!(window.limit(), grown);
+        drop(slots);
+        let _slots = fill(grown).await;
+        confirm(&window, 4 * grown);
+        let past = "past slow start, a second per sample";
+        assert_eq!(window.limit(), grown, "{past}");
     }
 
     #[tokio::test]
