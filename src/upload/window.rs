@@ -11,7 +11,7 @@
 //!   the window grows by half while goodput grows and the parts take no more than [`SLOW_BELOW`]
 //!   times the fastest sample's latency (HyStart's delay signal: a queue is starting). The first
 //!   sample that does not grow a saturated window ends slow start. On a long fat link, the climb
-//!   from 8 to 27 parts took three one-second samples; it now takes about three round trips.
+//!   from 8 to 27 parts took three one-second samples after the first; now three rounds.
 //!   Doubling, as TCP does, overshot to 64 there, losses and all: the latency signal lags a round.
 //! - Past slow start, while every permit is in use (the window, not the files, is the limit), a sample's goodput
 //!   beat the previous one by [`GAIN`] and its parts took less than [`GROW_BELOW`] times the
