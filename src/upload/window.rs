@@ -1,20 +1,22 @@
 //! How many parts are in flight across all files: a fixed number, or (`parts_in_flight = "auto"`)
 //! found the way TCP finds its window, at the part level.
 //!
-//! In auto mode the window starts at [`START`] and is judged over samples of at least a second
-//! and a window's worth of confirmed parts. Two measures judge it: goodput, and part latency
-//! (send to confirmation) against the fastest sample's, which tells parts waiting in queues
-//! (TCP Vegas's signal) where goodput alone credited a wider window with the gains of
-//! connections warming up, and climbed past what the link holds.
-//! - It starts as TCP does, in slow start: a sample ends as soon as a window's worth of parts
-//!   sent under the window as it is are confirmed (a round trip of the window, not a second), and
-//!   the window grows by half while goodput grows and the parts take no more than [`SLOW_BELOW`]
-//!   times the fastest sample's latency (HyStart's delay signal: a queue is starting). The first
-//!   sample that does not grow a saturated window ends slow start. On a long fat link, the climb
-//!   from 8 to 27 parts took three one-second samples after the first; now three rounds.
-//!   Doubling, as TCP does, overshot to 64 there, losses and all: the latency signal lags a round.
-//! - Past slow start, while every permit is in use (the window, not the files, is the limit), a sample's goodput
-//!   beat the previous one by [`GAIN`] and its parts took less than [`GROW_BELOW`] times the
+//! In auto mode the window starts at [`START`]. Two measures judge it, sample by sample:
+//! goodput, and part latency (send to confirmation) against the fastest sample's, which tells
+//! parts waiting in queues (TCP Vegas's signal) where goodput alone credited a wider window with
+//! the gains of connections warming up, and climbed past what the link holds. A sample counts
+//! only time with parts in flight.
+//! - It starts as TCP does, in slow start: a sample of a full window ends as soon as a window's
+//!   worth of parts sent under the window as it is are confirmed (a round trip of the window,
+//!   not a second), and the window grows by half while goodput beats the best sample's by
+//!   [`GAIN`] and the parts take no more than [`SLOW_BELOW`] times the fastest sample's latency
+//!   (HyStart's delay signal: a queue is starting). The first such sample that does not grow
+//!   the window ends slow start, as does congestion. On a long fat link, the climb from 8 to 27
+//!   parts took three one-second samples after the first; now it takes three rounds. Doubling,
+//!   as TCP does, overshot to 64 there, losses and all: the latency signal lags a round.
+//! - Past slow start, samples last at least a second and a window's worth of confirmed parts.
+//!   While every permit is in use (the window, not the files, is the limit), a sample's goodput
+//!   beat the best sample's by [`GAIN`] and its parts took less than [`GROW_BELOW`] times the
 //!   fastest sample's latency, the window grows by half; when growing stops paying it holds,
 //!   probing one part more now and then.
 //! - Parts taking over [`SHRINK_ABOVE`] times as long step the window down by a quarter; from
@@ -83,9 +85,11 @@ struct Auto {
     full: u64,
     /// When the window last moved: only parts sent since tell of the window as it is.
     moved: Instant,
+    /// When the last part was confirmed: time the window then spent empty is not the sample's.
+    last: Instant,
     /// Whether the window has stepped down for queueing parts.
     queued_before: bool,
-    /// Whether the window is still in slow start (it has only doubled so far).
+    /// Whether the window is still in slow start (it has only grown so far).
     slow: bool,
 }
 
@@ -182,6 +186,7 @@ impl Window {
                 fastest: f64::INFINITY,
                 full: 0,
                 moved: Instant::now(),
+                last: Instant::now(),
                 queued_before: false,
                 slow: true,
             })),
@@ -204,10 +209,14 @@ impl Window {
             if available == 0 {
                 a.saturated = true;
             }
-            if a.parts == 0 && available + 1 >= self.limit() {
-                // The first part into an empty window: the sample starts now, not while the
-                // file was hashed or none was waiting.
-                a.started = Instant::now();
+            if available + 1 >= self.limit() {
+                // The first part into an empty window: the time it stood empty (a file being
+                // hashed, none waiting) is not the sample's.
+                let now = Instant::now();
+                a.started = match a.parts {
+                    0 => now,
+                    _ => (a.started + now.saturating_duration_since(a.last)).min(now),
+                };
             }
         }
         Slot {
@@ -223,6 +232,7 @@ impl Window {
         let mut a = lock(auto);
         a.bytes += len;
         a.parts += 1;
+        a.last = Instant::now();
         // Latency is compared between parts of one length (the last part of a file is shorter).
         if len > a.full {
             (a.full, a.fastest, a.latency, a.timed) = (len, f64::INFINITY, 0.0, 0);
@@ -233,7 +243,7 @@ impl Window {
         }
         let elapsed = a.started.elapsed();
         let limit = self.limit();
-        let round = a.slow && a.timed >= limit;
+        let round = a.slow && a.saturated && a.timed >= limit;
         if !round && (elapsed < SAMPLE || a.parts < limit) {
             return;
         }
@@ -250,7 +260,7 @@ impl Window {
         let latency = (inflation, a.queued_before);
         let held = (!a.slow).then_some(a.held);
         let step = judge(limit, a.max, goodputs, held, a.saturated, latency);
-        // Slow start ends with the first sample that does not double a saturated window.
+        // Slow start ends with the first sample of a full window that does not grow it.
         a.slow &= match step {
             Step::Grow(_) => true,
             Step::Hold => !a.saturated,
@@ -391,10 +401,10 @@ mod tests {
         assert_eq!(slow(16, 200.0, false, 1.0), Step::Hold, "files limit");
     }
 
-    /// Confirm `n` parts of 1 MiB, each 5 ms after it was sent.
+    /// Confirm `n` parts of 1 MiB, each 50 ms after it was sent.
     fn confirm(window: &Window, n: usize) {
         let sent = Instant::now();
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(50));
         for _ in 0..n {
             window.confirmed(1 << 20, sent);
         }
@@ -421,6 +431,27 @@ mod tests {
         confirm(&window, 4 * grown);
         let past = "past slow start, a second per sample";
         assert_eq!(window.limit(), grown, "{past}");
+    }
+
+    #[tokio::test]
+    async fn a_sample_counts_only_time_with_parts_in_flight() {
+        let window = Window::auto(64);
+        let fill = |n| futures::future::join_all((0..n).map(|_| window.slot()));
+        let slots = fill(START).await;
+        std::thread::sleep(Duration::from_millis(150));
+        confirm(&window, START);
+        let grown = START + START / 2;
+        assert_eq!(window.limit(), grown);
+        drop(slots);
+        // Half a round, then the window stands empty (the next file being hashed) for longer
+        // than the parts took: counted, it would make goodput look stalled.
+        let slots = fill(grown).await;
+        confirm(&window, grown / 2);
+        drop(slots);
+        std::thread::sleep(Duration::from_millis(400));
+        let _slots = fill(grown).await;
+        confirm(&window, grown / 2);
+        assert_eq!(window.limit(), grown + grown / 2, "goodput grew");
     }
 
     #[tokio::test]
