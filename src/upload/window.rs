@@ -38,7 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub const MIN: usize = 2;
 /// Where auto mode starts.
 pub const START: usize = 8;
-/// A sample must beat the previous one by this factor for the window to keep growing.
+/// A sample must beat the best sample's goodput by this factor for the window to keep growing.
 pub const GAIN: f64 = 1.10;
 /// The shortest sample, past slow start.
 const SAMPLE: Duration = Duration::from_secs(1);
