@@ -118,9 +118,13 @@ pub fn judge(
     if !saturated || limit >= max || inflation > GROW_BELOW {
         return Step::Hold;
     }
+    let (gained, by_half) = (
+        now > best * GAIN,
+        Step::Grow((limit + limit.div_ceil(2)).min(max)),
+    );
     let Some(held) = held else {
-        return match now > best * GAIN && inflation <= SLOW_BELOW {
-            true => Step::Grow((limit + limit.div_ceil(2)).min(max)),
+        return match gained && inflation <= SLOW_BELOW {
+            true => by_half,
             false => Step::Hold,
         };
     };
@@ -128,8 +132,8 @@ pub fn judge(
         // Near the window where parts queued: one part more at a time, as TCP after a loss.
         return Step::Grow(limit + 1);
     }
-    if now > best * GAIN {
-        Step::Grow((limit + limit.div_ceil(2)).min(max))
+    if gained {
+        by_half
     } else if held + 1 >= PROBE_AFTER {
         Step::Grow(limit + 1)
     } else {
@@ -401,6 +405,11 @@ mod tests {
         assert_eq!(slow(16, 200.0, false, 1.0), Step::Hold, "files limit");
     }
 
+    /// Take `n` places in the window.
+    async fn fill(window: &Arc<Window>, n: usize) -> Vec<Slot> {
+        futures::future::join_all((0..n).map(|_| window.slot())).await
+    }
+
     /// Confirm `n` parts of 1 MiB, each 50 ms after it was sent.
     fn confirm(window: &Window, n: usize) {
         let sent = Instant::now();
@@ -413,13 +422,12 @@ mod tests {
     #[tokio::test]
     async fn slow_start_judges_each_round_of_parts_then_samples_by_the_second() {
         let window = Window::auto(64);
-        let fill = |n| futures::future::join_all((0..n).map(|_| window.slot()));
-        let slots = fill(START).await;
+        let slots = fill(&window, START).await;
         confirm(&window, START);
         let grown = START + START / 2;
         assert_eq!(window.limit(), grown, "a round, not a second");
         drop(slots);
-        let slots = fill(grown).await;
+        let slots = fill(&window, grown).await;
         confirm(&window, grown / 2);
         assert_eq!(window.limit(), grown, "half a round is not judged");
         // Goodput stalls: a round at a slower pace than the first ends slow start.
@@ -427,7 +435,7 @@ mod tests {
         confirm(&window, grown / 2);
         assert_eq!(window.limit(), grown);
         drop(slots);
-        let _slots = fill(grown).await;
+        let _slots = fill(&window, grown).await;
         confirm(&window, 4 * grown);
         let past = "past slow start, a second per sample";
         assert_eq!(window.limit(), grown, "{past}");
@@ -436,8 +444,7 @@ mod tests {
     #[tokio::test]
     async fn a_sample_counts_only_time_with_parts_in_flight() {
         let window = Window::auto(64);
-        let fill = |n| futures::future::join_all((0..n).map(|_| window.slot()));
-        let slots = fill(START).await;
+        let slots = fill(&window, START).await;
         std::thread::sleep(Duration::from_millis(150));
         confirm(&window, START);
         let grown = START + START / 2;
@@ -445,11 +452,11 @@ mod tests {
         drop(slots);
         // Half a round, then the window stands empty (the next file being hashed) for longer
         // than the parts took: counted, it would make goodput look stalled.
-        let slots = fill(grown).await;
+        let slots = fill(&window, grown).await;
         confirm(&window, grown / 2);
         drop(slots);
         std::thread::sleep(Duration::from_millis(400));
-        let _slots = fill(grown).await;
+        let _slots = fill(&window, grown).await;
         confirm(&window, grown / 2);
         assert_eq!(window.limit(), grown + grown / 2, "goodput grew");
     }
@@ -457,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn congestion_halves_the_window_without_interrupting_a_part() {
         let window = Window::auto(64);
-        let slots: Vec<Slot> = futures::future::join_all((0..START).map(|_| window.slot())).await;
+        let slots = fill(&window, START).await;
         window.congested();
         assert_eq!(window.limit(), START / 2);
         assert_eq!(window.permits.available_permits(), 0);
