@@ -217,10 +217,13 @@ pub async fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
         hooks = rest;
         rows.push((record, speed, mine));
     }
+    let refused = crate::status::refused_lines(&ledger.nodes().await?);
     if json {
+        // The JSON stays one array of files; what was refused is said on stderr.
+        eprint!("{refused}");
         println!("{}", crate::status::to_json(&rows));
     } else {
-        print!("{}", crate::status::to_table(&rows));
+        print!("{refused}{}", crate::status::to_table(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -310,8 +313,11 @@ pub async fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Erro
             Err(e) => problems.push(e.to_string()),
         },
     }
-    let warnings = secret_exposure(path, config)
-        .into_iter()
+    let warnings = config
+        .warnings
+        .iter()
+        .cloned()
+        .chain(secret_exposure(path, config))
         .chain(password_exposure(path, config));
     for warning in warnings {
         eprintln!("warning: {warning}");

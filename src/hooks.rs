@@ -157,10 +157,10 @@ impl HookRunner {
             if cancel.is_cancelled() {
                 return Ok(());
             }
-            let result = tokio::select! {
-                result = deliver(http, &delivery) => result,
-                () = cancel.cancelled() => return Ok(()),
-            };
+            // A delivery under way is let finish and recorded, even when a stop comes meanwhile:
+            // dropped between the receiver's answer and the record, it would be sent twice. The
+            // shutdown deadline bounds the wait.
+            let result = deliver(http, &delivery).await;
             self.record(delivery, result).await?;
         }
         let next = self.ledger.next_hook_at().await?;

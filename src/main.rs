@@ -46,6 +46,9 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
         Command::Run => {
             let config = load()?;
             logging::init(cli.log_format, cli.verbose, Some(config.log_format));
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             let options = vodup::daemon::Options {
                 reload_from: Some(cli.config.clone()),
                 ready: None,
@@ -61,6 +64,9 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
             let config = load()?;
             let bars = vodup::progress::use_bars(json);
             logging::init_upload(cli.log_format, cli.verbose, Some(config.log_format), bars);
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
             Ok(runtime.block_on(commands::upload(config, files, json))?)
         }
         Command::Status { json } => Ok(runtime.block_on(commands::status(&load()?, json))?),

@@ -33,6 +33,14 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+/// Nodes not seen for this long are left out of `node_seen_age_seconds` (retired ones).
+const PEERS_SHOWN_FOR: i64 = 7 * 86_400;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     outcome: &'static str,
 }
@@ -57,6 +65,12 @@ struct Inner {
     last_error_time: Gauge<f64, AtomicU64>,
     hooks: Family<HookLabels, Counter>,
     hooks_pending: Gauge,
+    hooks_oldest_pending: Gauge,
+    disposals_failing: Gauge,
+    disposal_failures: Counter,
+    queue_oldest: Gauge,
+    node_seen_age: Family<PeerLabels, Gauge>,
+    lease: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,6 +106,12 @@ impl Metrics {
             last_error_time: Gauge::default(),
             hooks: Family::default(),
             hooks_pending: Gauge::default(),
+            hooks_oldest_pending: Gauge::default(),
+            disposals_failing: Gauge::default(),
+            disposal_failures: Counter::default(),
+            queue_oldest: Gauge::default(),
+            node_seen_age: Family::default(),
+            lease: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -145,6 +165,37 @@ impl Metrics {
             "hooks_pending",
             "Completion hook deliveries not yet delivered",
             inner.hooks_pending.clone(),
+        );
+        r.register(
+            "hooks_oldest_pending_seconds",
+            "Age of the oldest completion hook delivery not yet delivered (0: none)",
+            inner.hooks_oldest_pending.clone(),
+        );
+        r.register(
+            "disposals_failing",
+            "Uploaded files whose after-upload action failed and waits to be tried again",
+            inner.disposals_failing.clone(),
+        );
+        r.register(
+            "disposal_failures",
+            "After-upload actions (move, delete) that failed on this node",
+            inner.disposal_failures.clone(),
+        );
+        r.register(
+            "queue_oldest_seconds",
+            "Age of the oldest file still queued in the ledger (0: none)",
+            inner.queue_oldest.clone(),
+        );
+        r.register(
+            "node_seen_age_seconds",
+            "Seconds since each node of the ledger (this one included) last renewed its claims; \
+             nodes unseen for 7 days are left out",
+            inner.node_seen_age.clone(),
+        );
+        r.register(
+            "lease_seconds",
+            "This node's lease: a node silent for longer loses its files to others",
+            inner.lease.clone(),
         );
         r.register(
             "build",
@@ -208,6 +259,18 @@ impl Metrics {
         self.inner.parts_window.set(n as i64);
     }
 
+    /// This node's lease, for the alert on silent nodes.
+    pub fn set_lease(&self, lease: std::time::Duration) {
+        self.inner
+            .lease
+            .set(i64::try_from(lease.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    /// An after-upload action failed (it is tried again later).
+    pub fn disposal_failed(&self) {
+        self.inner.disposal_failures.inc();
+    }
+
     pub fn hook_delivered(&self, ok: bool) {
         let outcome = if ok { "delivered" } else { "failed" };
         self.inner
@@ -234,6 +297,24 @@ impl Metrics {
         self.inner
             .hooks_pending
             .set(ledger.pending_hooks().await? as i64);
+        let now = crate::clock::unix_now_i64();
+        let age = |since: Option<i64>| since.map_or(0, |t| now.saturating_sub(t).max(0));
+        let health = ledger.health().await?;
+        self.inner
+            .disposals_failing
+            .set(i64::try_from(health.disposals_failing).unwrap_or(i64::MAX));
+        self.inner.queue_oldest.set(age(health.oldest_queued_at));
+        self.inner
+            .hooks_oldest_pending
+            .set(age(health.oldest_pending_hook_at));
+        self.inner.node_seen_age.clear();
+        for node in ledger.nodes().await? {
+            let seen = age(Some(node.seen_at));
+            if seen <= PEERS_SHOWN_FOR {
+                let labels = PeerLabels { peer: node.name };
+                self.inner.node_seen_age.get_or_create(&labels).set(seen);
+            }
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
             .expect("writing to a String does not fail");

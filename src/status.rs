@@ -120,6 +120,15 @@ pub fn to_table(records: &[Row]) -> String {
                 None => {}
             }
         }
+        if let Some(failed) = r.disposal_failed.as_ref().filter(|_| !r.disposed) {
+            let next = (failed.retry_at - now).max(0);
+            out.push_str(&format!(
+                "{:>71} {} ({} failure(s), next try in {next}s)\n",
+                "NOT DISPOSED",
+                line(&failed.reason),
+                failed.failures
+            ));
+        }
         if let Some(Disposed::Skipped(skipped)) = &r.disposal {
             out.push_str(&format!("{:>71} {}\n", "left alone", line(skipped)));
         }
@@ -160,6 +169,22 @@ pub fn to_table(records: &[Row]) -> String {
     out
 }
 
+/// The watch folders nodes refused (at their start or last reload), one line each, for the top
+/// of `vodup status`; empty when none did.
+pub fn refused_lines(nodes: &[NodeInfo]) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        for refused in node.refused.iter().flat_map(|r| r.lines()) {
+            out.push_str(&format!(
+                "REFUSED watch on node {}: {}\n",
+                line(&node.name),
+                line(refused)
+            ));
+        }
+    }
+    out
+}
+
 /// The nodes of the ledger for people: when each started and last renewed its claims, how many
 /// files it holds, and whether it is presumed dead (not seen for longer than `lease`).
 pub fn nodes_table(nodes: &[NodeInfo], lease: std::time::Duration) -> String {
@@ -184,6 +209,9 @@ pub fn nodes_table(nodes: &[NodeInfo], lease: std::time::Duration) -> String {
             ago(n.seen_at),
             n.holds
         ));
+        for refused in n.refused.iter().flat_map(|r| r.lines()) {
+            out.push_str(&format!("{:<24} refused watch {}\n", "", line(refused)));
+        }
     }
     out
 }
@@ -241,6 +269,7 @@ mod tests {
             finished_at: Some(2),
             confirmed_bytes: 2048,
             disposal: Some(Disposed::Moved),
+            disposal_failed: None,
             intent_target: Some(PathBuf::from("/srv/done/show/ep1.mp4")),
             intent: Some(crate::config::AfterUpload::Move),
             account: None,

@@ -87,6 +87,10 @@ pub struct Config {
     /// The old name of `[http]`: `[metrics] listen` still works (not both).
     pub metrics: MetricsConfig,
     pub watch: Vec<Watch>,
+    /// What `load` found worth a warning but not a refusal (both `secret_key` and
+    /// `secret_key_file` set, say): `run` logs these, `check-config` prints them.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// The optional HTTP listener: the status page (`/`, `/files.json`) and `/metrics`.
@@ -135,6 +139,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
             watch: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -158,6 +163,7 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
+        config.refuse_placeholder_id()?;
         config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
         config.resolve_ledger_password(secret_from_env(LEDGER_PASSWORD_ENV))?;
         config.validate()?;
@@ -192,12 +198,40 @@ impl Config {
         })
     }
 
+    /// The example's placeholder `secret_id`, at the top or in a watch, is refused before any key
+    /// file is read: that is the first thing to fix in a config copied from the example.
+    fn refuse_placeholder_id(&self) -> Result<(), ConfigError> {
+        if self.secret_id == secrets::PLACEHOLDER_SECRET_ID {
+            return Err(secrets::placeholder("secret_id"));
+        }
+        for (i, watch) in self.watch.iter().enumerate() {
+            if watch.secret_id.as_deref() == Some(secrets::PLACEHOLDER_SECRET_ID) {
+                return Err(secrets::placeholder(&format!("watch[{i}].secret_id")));
+            }
+        }
+        Ok(())
+    }
+
     /// The secret key comes from `secret_key`, else `secret_key_file`, else the environment; a
-    /// watch's own key only from its `secret_key_file`.
+    /// watch's own key only from its `secret_key_file`. Both keys set is a warning naming the
+    /// winner; a key (from wherever) that is the example's placeholder is refused.
     pub fn resolve_secret(&mut self, from_env: Option<String>) -> Result<(), ConfigError> {
         if self.secret_key.is_none() {
             let file = self.secret_key_file.as_deref();
             self.secret_key = secrets::read_key("secret_key_file", file, from_env)?;
+        } else if let Some(file) = &self.secret_key_file {
+            self.warnings.push(format!(
+                "both secret_key and secret_key_file are set: secret_key wins, and {} is not read; \
+                 remove one",
+                file.display()
+            ));
+        }
+        if self
+            .secret_key
+            .as_ref()
+            .is_some_and(|key| key.is(secrets::PLACEHOLDER_SECRET_KEY))
+        {
+            return Err(secrets::placeholder("secret_key"));
         }
         for (i, watch) in self.watch.iter_mut().enumerate() {
             if let (None, Some(file)) = (&watch.secret_key, &watch.secret_key_file) {

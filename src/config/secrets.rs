@@ -47,6 +47,19 @@ pub fn secret_from_env(name: &str) -> Option<String> {
     }
 }
 
+/// The example config's placeholder credentials: a config that still holds one is refused by
+/// `check-config` and `run`, not sent to the service to fail every upload with -10002.
+pub const PLACEHOLDER_SECRET_ID: &str = "AKIDexampleexampleexample";
+pub const PLACEHOLDER_SECRET_KEY: &str = "replace-me";
+
+/// The error for a key that still holds the example's placeholder.
+pub(super) fn placeholder(key: &str) -> ConfigError {
+    invalid(
+        key,
+        "still holds the example config's placeholder: put your own value here",
+    )
+}
+
 /// `secret_key_file`, refused without quoting a bad value: it may be the key itself, written into
 /// the wrong key.
 pub(super) fn unquoted_path<'de, D: serde::Deserializer<'de>>(

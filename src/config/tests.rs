@@ -11,10 +11,28 @@ fn check(text: &str) -> Result<Config, String> {
     Ok(config)
 }
 
+const EXAMPLE: &str = include_str!("../../config.example.toml");
+
+/// The example as an admin fills it in: their own secret_id, and the key in the file it names.
+fn example_filled(dir: &Path) -> PathBuf {
+    let key_file = dir.join("secret");
+    std::fs::write(&key_file, "real-key\n").unwrap();
+    let text = EXAMPLE
+        .replace(secrets::PLACEHOLDER_SECRET_ID, "AKIDreal")
+        .replace(
+            "\"/etc/vodup/secret\"",
+            &format!("{:?}", key_file.display().to_string()),
+        );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn the_example_config_parses_and_validates() {
-    let text = include_str!("../../config.example.toml");
-    let config = check(text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(&example_filled(dir.path())).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(config.endpoint, DEFAULT_ENDPOINT);
     assert_eq!(config.part_size, 1_048_576);
     assert!(!config.watch.is_empty());
@@ -265,7 +283,8 @@ fn the_listener_is_http_listen_or_its_old_name_but_not_both() {
 
 #[test]
 fn the_example_keeps_the_listener_off_and_sidecars_opt_in() {
-    let config = check(include_str!("../../config.example.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(&example_filled(dir.path())).unwrap();
     assert_eq!(config.http_listen(), None);
     assert!(!config.watch[0].done_sidecar);
 }
@@ -508,4 +527,67 @@ fn a_ledger_url_that_is_not_one_is_refused_naming_the_key_without_quoting_it() {
     assert!(!err.contains("s3cr3t"), "{err}");
     let err = Config::parse(&format!("{}ledger = 5\n", minimal())).unwrap_err();
     assert!(err.contains("ledger"), "{err}");
+}
+
+#[test]
+fn the_example_as_shipped_is_refused_for_its_placeholders() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = dir.path().join("shipped.toml");
+    std::fs::write(&shipped, EXAMPLE).unwrap();
+    let error = Config::load(&shipped).unwrap_err().to_string();
+    assert!(
+        error.contains("secret_id") && error.contains("placeholder"),
+        "{error}"
+    );
+    // The secret_id replaced, the example's key (written into the key file, or inline) still is.
+    let filled = example_filled(dir.path());
+    std::fs::write(dir.path().join("secret"), secrets::PLACEHOLDER_SECRET_KEY).unwrap();
+    let error = Config::load(&filled).unwrap_err().to_string();
+    assert!(
+        error.contains("secret_key") && error.contains("placeholder"),
+        "{error}"
+    );
+    let inline = EXAMPLE
+        .replace(secrets::PLACEHOLDER_SECRET_ID, "AKIDreal")
+        .replace(
+            "# secret_key = \"replace-me\"",
+            "secret_key = \"replace-me\"",
+        )
+        .replace("secret_key_file = \"/etc/vodup/secret\"", "");
+    std::fs::write(&shipped, inline).unwrap();
+    let error = Config::load(&shipped).unwrap_err().to_string();
+    assert!(error.contains("placeholder"), "{error}");
+    assert!(
+        !error.contains(secrets::PLACEHOLDER_SECRET_KEY),
+        "never quoted: {error}"
+    );
+}
+
+#[test]
+fn both_secret_key_and_secret_key_file_is_a_warning_naming_the_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("secret");
+    std::fs::write(&key_file, "from-file").unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "secret_id = \"AKID1\"\nsecret_key = \"inline\"\nsecret_key_file = {:?}\n",
+            key_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    assert!(config.secret().is("inline"));
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = &config.warnings[0];
+    assert!(warning.contains("secret_key wins"), "{warning}");
+    assert!(
+        warning.contains(&key_file.display().to_string()),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains("inline") && !warning.contains("from-file"),
+        "{warning}"
+    );
 }

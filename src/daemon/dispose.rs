@@ -283,7 +283,10 @@ fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::
         .create(true)
         .truncate(true)
         .open(&partial)?;
+    // Before the copy reads it, which may move its access time.
+    let meta = from.metadata()?;
     io::copy(&mut from, &mut to)?;
+    keep_metadata(&meta, &to)?;
     to.sync_all()?;
     let target = rename_to_free_name(CWD, partial.as_path(), target)?;
     // The copy's name is durable before the source goes.
@@ -300,6 +303,22 @@ fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::
             Ok(Disposal::Copied(target.to_owned()))
         }
     }
+}
+
+/// Give the copy `to` what `mv` keeps of the source (`meta`) across file systems: its owner and group (as far
+/// as this user may: the group alone, else neither), its mode, and its access and modification
+/// times.
+fn keep_metadata(meta: &std::fs::Metadata, to: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::fs::{fchown, MetadataExt as _};
+    if fchown(to, Some(meta.uid()), Some(meta.gid())).is_err() {
+        let _ = fchown(to, None, Some(meta.gid()));
+    }
+    // After the owner: a change of owner clears the set-id bits.
+    to.set_permissions(meta.permissions())?;
+    let times = std::fs::FileTimes::new()
+        .set_accessed(meta.accessed()?)
+        .set_modified(meta.modified()?);
+    to.set_times(times)
 }
 
 fn free_name(target: &Path) -> PathBuf {
@@ -439,6 +458,49 @@ mod tests {
         assert_eq!(std::fs::read(done.join("a.mp4")).unwrap(), b"content");
         assert!(!partial.exists() && !path.exists());
         assert_eq!(std::fs::read(&others).unwrap(), b"another file's");
+    }
+
+    #[test]
+    fn a_move_across_file_systems_keeps_the_mode_times_and_group_as_mv_does() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let (_d, root, _, ledger) = setup();
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            return eprintln!("no /dev/shm: cross-file-system move not tested");
+        };
+        let done = other.path().join("done");
+        let path = root.join("a.mp4");
+        std::fs::write(&path, b"content").unwrap();
+        let source = std::fs::File::options().write(true).open(&path).unwrap();
+        source
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let (atime, mtime) = (
+            std::time::SystemTime::UNIX_EPOCH + 19_000 * day,
+            std::time::SystemTime::UNIX_EPOCH + 20_000 * day + std::time::Duration::from_nanos(5),
+        );
+        source
+            .set_times(
+                std::fs::FileTimes::new()
+                    .set_accessed(atime)
+                    .set_modified(mtime),
+            )
+            .unwrap();
+        drop(source);
+        let before = std::fs::metadata(&path).unwrap();
+        if before.dev() == std::fs::metadata(other.path()).unwrap().dev() {
+            return eprintln!("/dev/shm is on the same file system: not tested");
+        }
+        let record = done_record(&ledger, &path, &root);
+        let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
+            panic!("act")
+        };
+        apply(&record, &root, action, target.as_deref()).unwrap();
+        let after = std::fs::metadata(done.join("a.mp4")).unwrap();
+        assert_eq!(after.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(after.modified().unwrap(), mtime);
+        assert_eq!(after.accessed().unwrap(), atime);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
     }
 
     #[test]

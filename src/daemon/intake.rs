@@ -11,6 +11,7 @@
 //! kept, for both. The intake owns the published list, so the scheduler never sees a list that is
 //! not being watched.
 
+use super::folders;
 use crate::config::Watch;
 use crate::error::Error;
 use crate::ledger::{FileIdentity, FileRecord, FileState, FileVersion, Ledger, WatchRoot};
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How often a scan the ledger could not answer is tried again.
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
@@ -40,6 +41,8 @@ const TAKE_BATCH: usize = 256;
 const EVENT_CHANNEL: usize = 4096;
 
 pub struct Intake {
+    /// This node's name: the ledger records which watches it refused under it.
+    pub node: String,
     pub ledger: Ledger,
     /// The list the reloader wants watched next.
     pub wanted: watch::Receiver<Vec<Watch>>,
@@ -65,6 +68,25 @@ impl Active {
 }
 
 impl Intake {
+    /// The watches of `active` are the list now: published to the scheduler and told to the
+    /// ledger; what was refused is recorded under this node so `vodup status` shows it. Returns
+    /// the STATUS= line for systemd: what it watches, and what it refused.
+    async fn publish(&self, active: &Active, refused: Vec<String>) -> String {
+        let watches: Vec<Watch> = active.filters.iter().map(|(_, w)| w.clone()).collect();
+        let roots: Vec<_> = watches.iter().map(WatchRoot::of).collect();
+        self.ledger.know_watches(&roots);
+        let mut status = format!("watching {} folder(s)", watches.len());
+        self.watches.send_replace(watches);
+        if !refused.is_empty() {
+            status.push_str(&format!("; refused: {}", refused.join("; ")));
+        }
+        let text = (!refused.is_empty()).then(|| refused.join("\n"));
+        if let Err(e) = self.ledger.node_refused(&self.node, text.as_deref()).await {
+            warn!(error = %e, "refused watches not recorded in the ledger");
+        }
+        status
+    }
+
     pub async fn run(
         mut self,
         cancel: CancellationToken,
@@ -73,7 +95,8 @@ impl Intake {
         let (events_tx, mut events) = mpsc::channel(EVENT_CHANNEL);
         let rescan = Arc::new(RescanFlag::default());
         let first = self.watches.borrow().clone();
-        let mut active = activate(first, events_tx.clone(), rescan.clone()).await?;
+        let (mut active, refused) = activate(first, events_tx.clone(), rescan.clone()).await?;
+        super::systemd::status(&self.publish(&active, refused).await);
         let mut settler = Settler::default();
         // A scan the ledger could not answer (a PostgreSQL ledger restarting) is owed, and run
         // again every LEDGER_RETRY until it gets through; so is one after a file could not be
@@ -117,16 +140,19 @@ impl Intake {
                 }
                 Ok(()) = self.wanted.changed() => {
                     let watches = self.wanted.borrow_and_update().clone();
-                    match activate(watches.clone(), events_tx.clone(), rescan.clone()).await {
-                        Ok(reloaded) => {
-                            info!(watches = watches.len(), "watch list reloaded");
-                            let roots: Vec<_> = watches.iter().map(WatchRoot::of).collect();
-                            self.ledger.know_watches(&roots);
+                    match activate(watches, events_tx.clone(), rescan.clone()).await {
+                        Ok((reloaded, refused)) => {
+                            info!(watches = reloaded.filters.len(), "watch list reloaded");
                             active = reloaded;
-                            self.watches.send_replace(watches);
+                            super::systemd::reloaded(&self.publish(&active, refused).await);
                             scan_owed = self.scan(&active, &mut settler).await.is_err();
                         }
-                        Err(e) => warn!(error = %e, "watch list not reloaded; keeping the old one"),
+                        Err(e) => {
+                            error!(error = %e, "reload refused: watch list not reloaded; keeping the old one");
+                            super::systemd::reloaded(&format!(
+                                "reload refused: {e}; the previous watch list still runs"
+                            ));
+                        }
                     }
                 }
                 _ = poll.tick(), if !settler.is_empty() => {
@@ -283,11 +309,14 @@ impl Intake {
 
 /// Check the folders and start watching them, on the blocking pool (notify's recursive set-up
 /// walks the whole tree).
+/// Watch `watches`, but those whose folders this process cannot write (see [`folders::check`]):
+/// those are refused, each with its reason (returned, and logged at ERROR), and the others run.
+/// A watch folder that is not a folder fails the whole list.
 async fn activate(
     watches: Vec<Watch>,
     events: mpsc::Sender<Noticed>,
     rescan: Arc<RescanFlag>,
-) -> Result<Active, Error> {
+) -> Result<(Active, Vec<String>), Error> {
     tokio::task::spawn_blocking(move || activate_now(&watches, events, rescan))
         .await
         .expect("starting the watcher does not panic")
@@ -297,14 +326,24 @@ fn activate_now(
     watches: &[Watch],
     events: mpsc::Sender<Noticed>,
     rescan: Arc<RescanFlag>,
-) -> Result<Active, Error> {
+) -> Result<(Active, Vec<String>), Error> {
     let mut filters = Vec::new();
+    let mut refused = Vec::new();
     for watch in watches {
         if !watch.path.is_dir() {
             return Err(Error::Watch {
                 path: watch.path.clone(),
                 message: "is not a folder".into(),
             });
+        }
+        let checked = folders::check(watch);
+        if let Some(why) = checked.refused {
+            error!(watch = %shown(&watch.path), why, "watch refused: its files are not taken");
+            refused.push(format!("{}: {why}", shown(&watch.path)));
+            continue;
+        }
+        for warning in checked.warnings {
+            warn!("{warning}");
         }
         let filter = Filter::new(watch).map_err(|e| Error::Watch {
             path: watch.path.clone(),
@@ -317,10 +356,11 @@ fn activate_now(
         path: watches.first().map(|w| w.path.clone()).unwrap_or_default(),
         message: e.to_string(),
     })?;
-    Ok(Active {
+    let active = Active {
         filters,
         _watcher: watcher,
-    })
+    };
+    Ok((active, refused))
 }
 
 /// How the settler looks at its files: all of them ([`Settler::poll`]), or those whose quiet period

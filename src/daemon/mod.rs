@@ -15,6 +15,7 @@
 //! cannot be watched is never published: both keep the old one.
 
 mod dispose;
+pub mod folders;
 mod intake;
 mod scheduler;
 mod sidecar;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 use tasks::Tasks;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Extra wiring for callers that need it: a config file to reload on SIGHUP, a signal when the
 /// daemon watches.
@@ -58,6 +59,7 @@ pub async fn run_with(
     config.resolve_accounts();
     let ledger = Ledger::connect(&config).await?;
     let metrics = Metrics::for_node(&crate::ledger::Lease::of(&config).node);
+    metrics.set_lease(config.lease);
     let engine =
         Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
     // Claims a previous run of this node left are its own: nothing of that run goes on.
@@ -77,9 +79,12 @@ pub async fn run_with(
         interleave_after: config.interleave_after,
         queued: queued.clone(),
         hooks: poke_hooks.clone(),
+        metrics: metrics.clone(),
+        retry: config.retry.clone(),
     };
     tasks.spawn("scheduler", scheduler.run(cancel.child_token()));
     let intake = intake::Intake {
+        node: crate::ledger::Lease::of(&config).node,
         ledger: ledger.clone(),
         wanted,
         watches,
@@ -124,8 +129,8 @@ async fn announce_ready(
 ) -> Result<(), Error> {
     if watching.await.is_ok() {
         info!("watching");
+        // The intake said what it watches in STATUS= already.
         systemd::ready();
-        systemd::status("watching");
         if let Some(tx) = caller {
             let _ = tx.send(());
         }
@@ -166,24 +171,44 @@ async fn reload_on_hangup(
         return;
     };
     while hangups.recv().await.is_some() {
+        systemd::reloading();
         let file = path.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&file))
             .await
             .expect("loading the config does not panic");
-        match loaded {
+        let refused = match loaded {
             Ok(config) => {
-                let new = config
+                for warning in &config.warnings {
+                    warn!("SIGHUP: {warning}");
+                }
+                match config
                     .accounts()
                     .into_iter()
-                    .find(|a| !accounts.contains(a));
-                if let Some(new) = new {
-                    warn!(account = %new.name, "SIGHUP: watch list not reloaded: it uses an account \
-                        vodup did not start with (new, or its credentials changed); restart vodup");
-                    continue;
+                    .find(|a| !accounts.contains(a))
+                {
+                    Some(new) => {
+                        error!(account = %new.name, "SIGHUP: reload refused: the watch list uses an \
+                            account vodup did not start with (new, or its credentials changed); \
+                            restart vodup");
+                        format!(
+                            "it uses an account vodup did not start with ({}): restart vodup",
+                            new.name
+                        )
+                    }
+                    None => {
+                        // The intake tells systemd it is ready again once it watches the list.
+                        wanted.send_replace(config.watch);
+                        continue;
+                    }
                 }
-                wanted.send_replace(config.watch);
             }
-            Err(e) => warn!(error = %e, "SIGHUP: config not reloaded"),
-        }
+            Err(e) => {
+                error!(error = %e, "SIGHUP: reload refused: config not reloaded");
+                e.to_string()
+            }
+        };
+        systemd::reloaded(&format!(
+            "reload refused: {refused}; the previous config still runs"
+        ));
     }
 }

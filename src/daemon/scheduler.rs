@@ -18,6 +18,8 @@ use super::sidecar;
 use crate::config::{Hook, Watch};
 use crate::hooks;
 use crate::ledger::{Claim, FileRecord, FileState, Ledger, LedgerError, Wanted, WatchRoot};
+use crate::metrics::Metrics;
+use crate::protocol::{Pace, RetryPolicy};
 use crate::shown::shown;
 use crate::upload::{Engine, EngineError, Held, Outcome};
 use std::path::Path;
@@ -55,6 +57,9 @@ pub struct Scheduler {
     pub queued: Arc<Notify>,
     /// Poked after a disposal is recorded: its hook deliveries may be due.
     pub hooks: Arc<Notify>,
+    pub metrics: Metrics,
+    /// Paces the after-upload action of a file whose action failed.
+    pub retry: RetryPolicy,
 }
 
 /// The watch list the intake publishes, with each watch's root as the ledger records it
@@ -129,6 +134,8 @@ impl Scheduler {
             ledger: self.ledger.clone(),
             hooks: self.hooks.clone(),
             watched: Arc::new(Watched::new(self.watches.clone())),
+            metrics: self.metrics.clone(),
+            retry: self.retry.clone(),
         };
         loop {
             // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the
@@ -246,13 +253,15 @@ impl Scheduler {
     }
 }
 
-/// What a file's task needs once its upload ended: the ledger, the hook runner to poke, and the
-/// watch list its after-upload action follows.
+/// What a file's task needs once its upload ended: the ledger, the hook runner to poke, the
+/// watch list its after-upload action follows, and the pace of an action that failed.
 #[derive(Clone)]
 struct Ending {
     ledger: Ledger,
     hooks: Arc<Notify>,
     watched: Arc<Watched>,
+    metrics: Metrics,
+    retry: RetryPolicy,
 }
 
 impl Ending {
@@ -317,11 +326,51 @@ impl Ending {
             }
             Ok(None) => Ok(true),
             Err(DisposeError::Ledger(e)) => Err(e.into()),
-            Err(DisposeError::Io(e)) => Err(EngineError::Disposal {
-                path: shown_path,
-                message: e.to_string(),
-            }),
+            Err(DisposeError::Io(e)) => {
+                self.disposal_failed(claim, &record, &shown_path, &e)
+                    .await?;
+                Ok(false)
+            }
         }
+    }
+
+    /// The after-upload action failed (the file system refused a move, say): the file stays
+    /// uploaded and its source where it is; the failure is recorded with its reason (`status`
+    /// and the page show it), counted, and the action tried again after the retry policy's slow
+    /// backoff, the claim released meanwhile. Logged at ERROR the first time, at WARN after.
+    async fn disposal_failed(
+        &self,
+        claim: Claim,
+        record: &FileRecord,
+        path: &str,
+        error: &std::io::Error,
+    ) -> Result<(), EngineError> {
+        let before = record.disposal_failed.as_ref().map_or(0, |f| f.failures);
+        let delay = self.retry.ceiling(before, Pace::Slow);
+        let retry_in = i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX);
+        let reason = format!(
+            "after-upload action failed: {}",
+            super::folders::explain(error)
+        );
+        self.metrics.disposal_failed();
+        if before == 0 {
+            error!(
+                path,
+                reason,
+                retry_in,
+                "file uploaded, but its source was not disposed of; tried again later"
+            );
+        } else {
+            let failures = before + 1;
+            warn!(
+                path,
+                reason, failures, retry_in, "after-upload action failed again"
+            );
+        }
+        self.ledger
+            .disposal_failed(claim, &reason, retry_in)
+            .await
+            .map_err(EngineError::from)
     }
 }
 

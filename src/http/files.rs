@@ -52,6 +52,8 @@ pub struct FileRow {
     pub error: Option<RecordedError>,
     /// Why a file is superseded, gone, waiting, or was left alone after its upload.
     pub reason: Option<String>,
+    /// An uploaded file whose after-upload action failed: why, and when it is tried again.
+    pub disposal_failed: Option<String>,
     /// Unix seconds.
     pub updated_at: i64,
     pub finished_at: Option<i64>,
@@ -103,6 +105,17 @@ impl FileRow {
             instant: r.instant,
             error: r.error.clone().filter(|_| r.state == FileState::Failed),
             reason,
+            disposal_failed: r.disposal_failed.as_ref().filter(|_| !r.disposed).map(|f| {
+                format!(
+                    "not disposed of: {} ({} failure(s); tried again at {})",
+                    line(&f.reason),
+                    f.failures,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(f.retry_at.max(0) as u64)
+                    )
+                )
+            }),
             updated_at: r.updated_at,
             finished_at: r.finished_at,
         }

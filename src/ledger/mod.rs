@@ -25,8 +25,8 @@ mod sqlite;
 pub use error::{LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
-    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion, Inode, Lease,
-    NewFile, NodeInfo, RecordedError, Upload, Wanted, WatchRoot,
+    Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion,
+    Health, Inode, Lease, NewFile, NodeInfo, RecordedError, Upload, Wanted, WatchRoot,
 };
 use sqlite::Worker;
 pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
@@ -157,6 +157,12 @@ impl Ledger {
             .confirmed_since(account, sha, since))
     }
 
+    /// The alerting gauges' figures: failing disposals, the oldest queued file, the oldest
+    /// undelivered hook.
+    pub async fn health(&self) -> Result<Health> {
+        dispatch!(self, |s| s.health(), |p| p.health())
+    }
+
     /// How many files are in each state.
     pub async fn count_by_state(&self) -> Result<Vec<(FileState, u64)>> {
         dispatch!(self, |s| s.count_by_state(), |p| p.count_by_state())
@@ -277,6 +283,14 @@ impl Ledger {
     pub async fn renew(&self, lease: &Lease, claims: &[Claim]) -> Result<Vec<Claim>> {
         let (owned, held) = (lease.clone(), claims.to_vec());
         dispatch!(self, |s| s.renew(&owned, &held), |p| p.renew(lease, claims))
+    }
+
+    /// Note the watch folders this node refused at its start or last reload (`None`: none), so
+    /// `vodup status` and the page can show them.
+    pub async fn node_refused(&self, node: &str, refused: Option<&str>) -> Result<()> {
+        let (owned, text) = (node.to_owned(), refused.map(str::to_owned));
+        dispatch!(self, |s| s.node_refused(&owned, text.as_deref()), |p| p
+            .node_refused(node, refused))
     }
 
     /// Let go of a file: its lease ends now (the node stays recorded as the last to hold it).
@@ -421,6 +435,14 @@ impl Ledger {
             }
             Store::Postgres(p) => p.intend_disposal(claim, intent, target, &hooks).await,
         }
+    }
+
+    /// The after-upload action failed with `reason`: record it (counted, shown by `status` and
+    /// the page), release the claim, and leave the file unclaimed for `retry_in` seconds.
+    pub async fn disposal_failed(&self, claim: Claim, reason: &str, retry_in: i64) -> Result<()> {
+        let owned = reason.to_owned();
+        dispatch!(self, |s| s.disposal_failed(claim, &owned, retry_in), |p| p
+            .disposal_failed(claim, reason, retry_in))
     }
 
     /// The after-upload action ran and did `disposed` (to `moved_to`): mark the file disposed of

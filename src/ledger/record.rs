@@ -76,6 +76,8 @@ pub struct NodeInfo {
     pub started_at: i64,
     /// Files it holds a live claim on.
     pub holds: u64,
+    /// The watch folders it refused at its last start or reload, one line each (`PATH: why`).
+    pub refused: Option<String>,
 }
 
 /// A version of a file's content as the file system describes it: size and modification time.
@@ -246,6 +248,9 @@ pub struct FileRecord {
     pub confirmed_bytes: u64,
     /// What the after-upload action did.
     pub disposal: Option<Disposed>,
+    /// The after-upload action failed and waits to be tried again (cleared once it succeeds).
+    #[serde(rename = "disposalFailed")]
+    pub disposal_failed: Option<DisposalFailed>,
     /// Where the after-upload action moves (or moved) the file, once it was decided.
     #[serde(
         rename = "movedTo",
@@ -279,6 +284,43 @@ impl FileRecord {
     /// number is the server's.
     pub fn is(&self, found: &FileIdentity) -> bool {
         found.version == self.version() && self.inode.is_none_or(|i| i.ino == found.inode.ino)
+    }
+}
+
+/// What the alerting gauges need from the ledger, read in one go at each scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Ended files whose after-upload action failed and waits to be tried again.
+    pub disposals_failing: u64,
+    /// When the oldest file still queued was recorded (Unix seconds).
+    pub oldest_queued_at: Option<i64>,
+    /// When the oldest hook delivery not yet delivered was written (Unix seconds).
+    pub oldest_pending_hook_at: Option<i64>,
+}
+
+/// An after-upload action that failed: the file is uploaded, its source not yet moved (deleted),
+/// and the action is tried again at `retry_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisposalFailed {
+    pub reason: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When it is tried again (Unix seconds, by the ledger's clock).
+    pub retry_at: i64,
+}
+
+impl DisposalFailed {
+    /// From a row's columns: none without a reason.
+    pub fn from_columns(
+        reason: Option<String>,
+        failures: i64,
+        retry_at: Option<i64>,
+    ) -> Option<DisposalFailed> {
+        Some(DisposalFailed {
+            reason: reason?,
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            retry_at: retry_at.unwrap_or(0),
+        })
     }
 }
 

@@ -12,7 +12,9 @@ pub mod signature;
 pub mod wire;
 
 pub use client::{Client, ClientError, PartBody, Timeouts};
-pub use outcome::{classify, Action, CallError, Pace, ServiceError, Verdict};
+pub use outcome::{
+    classify, Action, CallError, Pace, ServiceError, Verdict, SIGNATURE_CODE as SIGNATURE_REFUSED,
+};
 pub use plan::{Part, PartSize};
 pub use retry::{Attempts, RetryPolicy};
 pub use signature::{Claims, Processing, SecretKey, Signature};

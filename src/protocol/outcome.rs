@@ -131,7 +131,8 @@ pub enum Verdict {
 /// Platform codes that retry although `canRetry` is not 1.
 const RETRY_CODES: [i64; 3] = [5100, 6000, 6200];
 const QUOTA_CODE: i64 = 4400;
-const SIGNATURE_CODE: i64 = -10002;
+/// The service's code for a signature it refused (wrong key, or expired).
+pub const SIGNATURE_CODE: i64 = -10002;
 const NO_UPLOAD_CODE: i64 = -10005;
 const BODY_MISMATCH_CODE: i64 = -10006;
 

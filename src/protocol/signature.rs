@@ -38,6 +38,12 @@ impl SecretKey {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Whether the key is `text` (the example config's placeholder, say), compared without
+    /// handing the key out.
+    pub fn is(&self, text: &str) -> bool {
+        self.0 == text
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for SecretKey {

@@ -23,7 +23,7 @@ use rand::SeedableRng;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 const CHANGED: &str =
     "the file changed after it settled (still being written?): its new version is taken once it settles again";
@@ -47,8 +47,9 @@ pub(super) async fn upload(
         inner: inner.clone(),
         cancel: cancel.clone(),
     };
-    let result = journey.run(claim, record).instrument(span).await;
-    conclude(inner, claim, result).await
+    let result = journey.run(claim, record).instrument(span.clone()).await;
+    // In the file's span too: the final error's line names the path and the fileSha.
+    conclude(inner, claim, result).instrument(span).await
 }
 
 /// The one place an interruption that ends the journey is turned into the file's outcome.
@@ -78,7 +79,12 @@ async fn conclude(
 }
 
 async fn fail(inner: &Inner, claim: Claim, error: RecordedError) -> Result<Outcome, EngineError> {
-    warn!(code = error.code, message = %error.message, code_desc = %error.code_desc, "file failed");
+    if error.code == crate::protocol::SIGNATURE_REFUSED {
+        error!(code = error.code, message = %error.message, code_desc = %error.code_desc,
+            "file failed: the service refused the signature (check secret_id and the secret key)");
+    } else {
+        error!(code = error.code, message = %error.message, code_desc = %error.code_desc, "file failed");
+    }
     match inner.ledger.fail(claim, &error).await {
         Err(LedgerError::Fenced { .. }) => Ok(taken_over()),
         other => Ok(other.map(|()| Outcome::Failed(error))?),

@@ -105,6 +105,7 @@ function resultCell(f) {
     td.appendChild(el("div", "error", text));
   }
   if (f.reason) td.appendChild(el("div", "reason", f.reason));
+  if (f.disposalFailed) td.appendChild(el("div", "error", f.disposalFailed));
   return td;
 }
 

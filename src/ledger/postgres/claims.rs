@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 
 /// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
 /// Only rows of a watch (`vodup upload` runs its own files). As `files_owed` indexes them.
-const OWED: &str = "o.watch IS NOT NULL \
+pub(super) const OWED: &str = "o.watch IS NOT NULL \
      AND (o.state IN ('queued', 'hashing', 'uploading', 'finishing') \
           OR (o.state IN ('done', 'failed') AND NOT o.disposed))";
 
@@ -70,6 +70,7 @@ impl Postgres {
             "UPDATE files f SET node = $1, lease_until = {NOW} + $2, epoch = f.epoch + 1 \
              WHERE f.id IN (SELECT o.id FROM files o WHERE {OWED} AND o.watch = ANY($3) \
                  AND (o.lease_until IS NULL OR o.lease_until < {NOW}) \
+                 AND (o.disposal_retry_at IS NULL OR o.disposal_retry_at <= {NOW}) \
                  AND ($4::bigint IS NULL OR o.created_at <= $4) \
                  AND (NOT $6 OR {one_part}) \
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
@@ -164,6 +165,19 @@ impl Postgres {
             .collect())
     }
 
+    /// See [`crate::ledger::Ledger::node_refused`].
+    pub async fn node_refused(&self, node: &str, refused: Option<&str>) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "INSERT INTO nodes (name, started_at, seen_at, refused) VALUES ($1, {NOW}, {NOW}, $2) \
+                 ON CONFLICT (name) DO UPDATE SET refused = excluded.refused"
+            ))
+            .await?;
+        client.execute(&stmt, &[&node, &refused]).await?;
+        Ok(())
+    }
+
     /// See [`crate::ledger::Ledger::release`].
     pub async fn release(&self, claim: Claim) -> Result<()> {
         let client = self.client().await?;
@@ -180,7 +194,7 @@ impl Postgres {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT n.name, n.started_at, n.seen_at, \
+                "SELECT n.name, n.started_at, n.seen_at, n.refused, \
                  (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= {NOW}) \
                  AS holds FROM nodes n ORDER BY n.name"
             ))
@@ -193,6 +207,7 @@ impl Postgres {
                     started_at: r.try_get("started_at")?,
                     seen_at: r.try_get("seen_at")?,
                     holds: super::unsigned(r.try_get("holds")?),
+                    refused: r.try_get("refused")?,
                 })
             })
             .collect()

@@ -4,12 +4,13 @@
 //! under this host's folder of that watch. Claims are `claims.rs`; the content's parts, hashes and
 //! signature `mod.rs`; hook deliveries `hooks.rs`.
 
+use super::claims::OWED;
 use super::{claimed, int, path_bytes, path_from, unsigned, Postgres};
 use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
-    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, LedgerError, NewFile,
-    RecordedError, Result,
+    Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, Health, Inode,
+    LedgerError, NewFile, RecordedError, Result,
 };
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
@@ -26,7 +27,8 @@ pub(super) const FILE_COLUMNS: &str = "f.id, f.watch, f.rel, f.size, f.mtime_ns,
      CASE WHEN f.state = 'done' THEN f.size \
      ELSE (SELECT COALESCE(SUM(c.len), 0)::bigint FROM confirmed_parts c \
            WHERE c.file_sha = f.file_sha AND c.account = f.account) END AS confirmed_bytes, \
-     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until";
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until, \
+     f.disposal_error, f.disposal_failures, f.disposal_retry_at";
 
 /// A row as a [`FileRecord`], its path under this host's folder of its watch (`roots`).
 pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Result<FileRecord> {
@@ -78,6 +80,11 @@ pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Resu
         disposal: row
             .try_get::<_, Option<String>>("disposal")?
             .map(|d| Disposed::parse(&d)),
+        disposal_failed: DisposalFailed::from_columns(
+            row.try_get("disposal_error")?,
+            row.try_get("disposal_failures")?,
+            row.try_get("disposal_retry_at")?,
+        ),
         intent_target: row
             .try_get::<_, Option<Vec<u8>>>("intent_target")?
             .map(path_from),
@@ -427,8 +434,28 @@ impl Postgres {
         }
         Ok(counts)
     }
+
+    /// See [`crate::ledger::Ledger::health`].
+    pub async fn health(&self) -> Result<Health> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT (SELECT COUNT(*) FROM files o WHERE {OWED} \
+                         AND o.disposal_error IS NOT NULL) AS failing, \
+                        (SELECT MIN(created_at) FROM files WHERE state = 'queued') AS queued, \
+                        (SELECT MIN(created_at) FROM hook_deliveries \
+                         WHERE delivered_at IS NULL AND NOT held) AS hook"
+            ))
+            .await?;
+        let row = client.query_one(&stmt, &[]).await?;
+        Ok(Health {
+            disposals_failing: unsigned(row.try_get("failing")?),
+            oldest_queued_at: row.try_get("queued")?,
+            oldest_pending_hook_at: row.try_get("hook")?,
+        })
+    }
 }
 
 /// A failed file back in the queue, its account forgotten; `$1` is the time.
 const REQUEUE: &str = "UPDATE files SET state = 'queued', attempts = 0, disposed = FALSE, \
-     disposal = NULL, intent = NULL, intent_target = NULL, account = NULL, updated_at = $1";
+     disposal = NULL, disposal_error = NULL, disposal_failures = 0, disposal_retry_at = NULL, intent = NULL, intent_target = NULL, account = NULL, updated_at = $1";

@@ -3,7 +3,7 @@
 //! contracts as the SQLite backend's (`sqlite/hooks.rs`). At-least-once: a delivery leaves the
 //! due list only once [`Postgres::hook_delivered`] ran after the receiver accepted it.
 
-use super::{claimed, path_bytes, unsigned, Postgres};
+use super::{claimed, path_bytes, unsigned, Postgres, NOW};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
 use crate::ledger::{Claim, Delivery, Disposed, FileKey, HookKind, NewDelivery, Result};
@@ -80,7 +80,8 @@ impl Postgres {
         let mark = tx
             .prepare_cached(
                 "UPDATE files SET disposed = TRUE, disposal = $3, lease_until = NULL, \
-                 intent_target = COALESCE($4, intent_target), updated_at = $2 \
+                 intent_target = COALESCE($4, intent_target), updated_at = $2, \
+                 disposal_error = NULL, disposal_retry_at = NULL \
                  WHERE id = $1 AND NOT disposed AND state IN ('done', 'failed')",
             )
             .await?;
@@ -103,6 +104,25 @@ impl Postgres {
                 }
             }
         }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Ledger::disposal_failed`]: `retry_in` counts from the server's
+    /// clock, which the claim compares it with.
+    pub async fn disposal_failed(&self, claim: Claim, reason: &str, retry_in: i64) -> Result<()> {
+        let t = unix_now_i64();
+        let mut client = self.client().await?;
+        let tx = claimed(&mut client, claim).await?;
+        let mark = tx
+            .prepare_cached(&format!(
+                "UPDATE files SET disposal_error = $2, disposal_failures = disposal_failures + 1, \
+                 disposal_retry_at = {NOW} + $3, lease_until = NULL, updated_at = $4 \
+                 WHERE id = $1 AND NOT disposed"
+            ))
+            .await?;
+        tx.execute(&mark, &[&claim.key.0, &reason, &retry_in, &t])
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -11,6 +11,7 @@ use tokio_postgres::{Client, GenericClient};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_initial.sql"),
     include_str!("../../../migrations/postgres/0002_waiting_large.sql"),
+    include_str!("../../../migrations/postgres/0003_disposal_failures.sql"),
 ];
 
 /// The advisory lock key of migrations ("vodupmig"): one migration at a time per database.

@@ -50,6 +50,7 @@ impl Sqlite {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT id, state, origin, size, part_size FROM files INDEXED BY files_owed WHERE {OWED} \
                  AND (lease_until IS NULL OR lease_until < ?1) \
+                 AND (disposal_retry_at IS NULL OR disposal_retry_at <= ?1) \
                  AND (?2 IS NULL OR created_at <= ?2) ORDER BY id"
             ))?;
             let mut rows = stmt.query(params![t, queued_before])?;
@@ -138,6 +139,18 @@ impl Sqlite {
         Ok(held)
     }
 
+    /// See [`crate::ledger::Ledger::node_refused`].
+    pub fn node_refused(&self, node: &str, refused: Option<&str>) -> Result<()> {
+        let t = unix_now_i64();
+        exec(
+            &self.conn(),
+            "INSERT INTO nodes (name, started_at, seen_at, refused) VALUES (?1, ?2, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET refused = ?3",
+            params![node, t, refused],
+        )?;
+        Ok(())
+    }
+
     /// See [`crate::ledger::Ledger::release`].
     pub fn release(&self, claim: Claim) -> Result<()> {
         exec(
@@ -152,7 +165,7 @@ impl Sqlite {
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT n.name, n.started_at, n.seen_at, \
+            "SELECT n.name, n.started_at, n.seen_at, n.refused, \
              (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= ?1) AS holds \
              FROM nodes n ORDER BY n.name",
         )?;
@@ -162,6 +175,7 @@ impl Sqlite {
                 started_at: r.get("started_at")?,
                 seen_at: r.get("seen_at")?,
                 holds: r.get("holds")?,
+                refused: r.get("refused")?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

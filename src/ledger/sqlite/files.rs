@@ -7,8 +7,8 @@ use super::{begin, claimed, exec, path_bytes, path_from, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
-    Claim, Disposed, FileIdentity, FileKey, FileRecord, FileState, Inode, NewFile, RecordedError,
-    Result,
+    Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, Health, Inode,
+    NewFile, RecordedError, Result,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
@@ -20,7 +20,8 @@ pub(super) const FILE_COLUMNS: &str =
      CASE WHEN f.state = 'done' THEN f.size \
      ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c \
            WHERE c.file_sha = f.file_sha AND c.account = f.account) END AS confirmed_bytes, \
-     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until";
+     f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until, \
+     f.disposal_error, f.disposal_failures, f.disposal_retry_at";
 
 /// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
 /// Only rows of a watch (`vodup upload` runs its own files). Written as the partial index
@@ -62,6 +63,9 @@ mod col {
     pub const ACCOUNT: usize = 26;
     pub const NODE: usize = 27;
     pub const LEASE_UNTIL: usize = 28;
+    pub const DISPOSAL_ERROR: usize = 29;
+    pub const DISPOSAL_FAILURES: usize = 30;
+    pub const DISPOSAL_RETRY_AT: usize = 31;
 }
 
 pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
@@ -112,6 +116,11 @@ pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
         disposal: row
             .get::<_, Option<String>>(col::DISPOSAL)?
             .map(|d| Disposed::parse(&d)),
+        disposal_failed: DisposalFailed::from_columns(
+            row.get(col::DISPOSAL_ERROR)?,
+            row.get(col::DISPOSAL_FAILURES)?,
+            row.get(col::DISPOSAL_RETRY_AT)?,
+        ),
         inode,
         intent_target: row
             .get::<_, Option<Vec<u8>>>(col::INTENT_TARGET)?
@@ -345,7 +354,7 @@ impl Sqlite {
     /// the upload takes its watch's account (or the top-level one) as the config says now.
     pub fn requeue(&self, key: FileKey) -> Result<bool> {
         Ok(exec(&self.conn(),
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, account = NULL, \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, disposal_error = NULL, disposal_failures = 0, disposal_retry_at = NULL, intent = NULL, intent_target = NULL, account = NULL, \
              updated_at = ?2 WHERE id = ?1 AND state = 'failed' AND (intent IS NULL OR disposed = 1)",
             params![key, unix_now_i64()],
         )? == 1)
@@ -355,7 +364,7 @@ impl Sqlite {
     /// version of a path is re-queued: older versions no longer exist on disk. Returns how many.
     pub fn requeue_failed(&self, path: Option<&Path>) -> Result<usize> {
         Ok(exec(&self.conn(),
-            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, intent = NULL, intent_target = NULL, account = NULL, \
+            "UPDATE files SET state = 'queued', attempts = 0, disposed = 0, disposal = NULL, disposal_error = NULL, disposal_failures = 0, disposal_retry_at = NULL, intent = NULL, intent_target = NULL, account = NULL, \
              updated_at = ?2 WHERE state = 'failed' AND (?1 IS NULL OR path = ?1) \
              AND (intent IS NULL OR disposed = 1) \
              AND id = (SELECT MAX(v.id) FROM files v WHERE v.path = files.path)",
@@ -376,6 +385,24 @@ impl Sqlite {
             }
         }
         Ok(counts)
+    }
+
+    /// See [`crate::ledger::Ledger::health`].
+    pub fn health(&self) -> Result<Health> {
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM files INDEXED BY files_owed WHERE {OWED} \
+                     AND disposal_error IS NOT NULL), \
+                    (SELECT MIN(created_at) FROM files WHERE state = 'queued'), \
+                    (SELECT MIN(created_at) FROM hook_deliveries \
+                     WHERE delivered_at IS NULL AND held = 0)"
+        );
+        Ok(query_one(&self.conn(), &sql, [], |r| {
+            Ok(Health {
+                disposals_failing: r.get(0)?,
+                oldest_queued_at: r.get(1)?,
+                oldest_pending_hook_at: r.get(2)?,
+            })
+        })?)
     }
 }
 
@@ -466,6 +493,9 @@ mod tests {
             (col::ACCOUNT, "account"),
             (col::NODE, "node"),
             (col::LEASE_UNTIL, "lease_until"),
+            (col::DISPOSAL_ERROR, "disposal_error"),
+            (col::DISPOSAL_FAILURES, "disposal_failures"),
+            (col::DISPOSAL_RETRY_AT, "disposal_retry_at"),
         ];
         assert_eq!(names.len(), expected.len(), "{names:?}");
         for (at, name) in expected {

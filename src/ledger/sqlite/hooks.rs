@@ -141,7 +141,8 @@ impl Sqlite {
         let changed = exec(
             &tx,
             "UPDATE files SET disposed = 1, disposal = ?3, lease_until = NULL, \
-             intent_target = COALESCE(?4, intent_target), updated_at = ?2 \
+             intent_target = COALESCE(?4, intent_target), updated_at = ?2, \
+             disposal_error = NULL, disposal_retry_at = NULL \
              WHERE id = ?1 AND disposed = 0 AND state IN ('done', 'failed')",
             params![key, t, disposed.as_text(), moved_to.map(path_bytes)],
         )?;
@@ -163,6 +164,22 @@ impl Sqlite {
                 }
             }
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// See [`crate::ledger::Ledger::disposal_failed`].
+    pub fn disposal_failed(&self, claim: Claim, reason: &str, retry_in: i64) -> Result<()> {
+        let t = unix_now_i64();
+        let mut conn = self.conn();
+        let tx = claimed(&mut conn, claim)?;
+        exec(
+            &tx,
+            "UPDATE files SET disposal_error = ?2, disposal_failures = disposal_failures + 1, \
+             disposal_retry_at = ?3, lease_until = NULL, updated_at = ?4 \
+             WHERE id = ?1 AND disposed = 0",
+            params![claim.key, reason, t.saturating_add(retry_in), t],
+        )?;
         tx.commit()?;
         Ok(())
     }

@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0004_identity.sql"),
     include_str!("../../../migrations/0005_account.sql"),
     include_str!("../../../migrations/0006_claims.sql"),
+    include_str!("../../../migrations/0007_disposal_failures.sql"),
 ];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup
