@@ -1,6 +1,7 @@
 //! The one-shot commands: `upload`, `status`, `retry`, `check-config`, and `demo`.
 
 use crate::config::{AccountName, Config, LedgerLocation};
+use crate::daemon::folders;
 use crate::error::Error;
 use crate::ledger::{FileRecord, FileState, Ledger};
 use crate::progress::{Bars, Counted, Lines, Summary};
@@ -318,7 +319,8 @@ pub async fn check_config(path: &Path, config: &Config) -> Result<ExitCode, Erro
         .iter()
         .cloned()
         .chain(secret_exposure(path, config))
-        .chain(password_exposure(path, config));
+        .chain(password_exposure(path, config))
+        .chain(config.watch.iter().flat_map(folders::across_file_systems));
     for warning in warnings {
         eprintln!("warning: {warning}");
     }

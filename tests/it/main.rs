@@ -14,6 +14,7 @@ mod intake;
 mod operations;
 mod page;
 mod postgres_ledger;
+mod service;
 mod sidecar;
 mod terminal;
 mod upload;
