@@ -7,7 +7,6 @@
 
 use crate::config::{AfterUpload, Watch};
 use crate::shown::shown;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 /// What checking a watch's folders found.
@@ -52,28 +51,43 @@ pub fn check(watch: &Watch) -> Checked {
     checked
 }
 
-/// Warnings for each of `watch`'s done and failed folders that lie on another file system than
-/// the watch folder (the folders must exist to be compared; those missing are skipped).
+/// Warnings for each of `watch`'s done and failed folders that a file cannot be renamed into
+/// from the watch folder: another file system, or under systemd another `ReadWritePaths` mount
+/// of the same one (which `st_dev` does not tell). Tried with a hidden probe file renamed there
+/// and removed; folders that are missing or cannot be written to are skipped (`check` refuses
+/// those).
 pub fn across_file_systems(watch: &Watch) -> Vec<String> {
-    let device = |dir: &Path| std::fs::metadata(dir).ok().map(|m| m.dev());
-    let Some(home) = device(&watch.path) else {
-        return Vec::new();
-    };
     folders(watch)
         .into_iter()
         .skip(1)
-        .filter(|(_, dir)| device(dir).is_some_and(|dev| dev != home))
+        .filter(|(_, dir)| rename_is_cross_device(&watch.path, dir))
         .map(|(role, dir)| {
             format!(
-                "watch {}: its {role} {} is on another file system, so each move there is a copy \
-                 (the bytes written twice, the owner and mode kept); under systemd each \
-                 ReadWritePaths entry is a mount of its own: grant the folders' common parent \
-                 instead (`systemctl edit vodup`)",
+                "watch {}: its {role} {} is on another file system or mount, so each move there \
+                 is a copy (the bytes written twice; mode, owner and times kept); under systemd \
+                 each ReadWritePaths entry is a mount of its own: grant the folders' common \
+                 parent instead (`systemctl edit vodup`)",
                 shown(&watch.path),
                 shown(dir)
             )
         })
         .collect()
+}
+
+/// Whether a file made in `from` fails to be renamed into `to` with EXDEV.
+fn rename_is_cross_device(from: &Path, to: &Path) -> bool {
+    let name = format!(".vodup-probe-{}", std::process::id());
+    let (here, there) = (from.join(&name), to.join(&name));
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&here);
+    if made.is_err() {
+        return false;
+    }
+    let renamed = std::fs::rename(&here, &there);
+    let _ = std::fs::remove_file(if renamed.is_ok() { &there } else { &here });
+    renamed.is_err_and(|e| e.raw_os_error() == Some(libc::EXDEV))
 }
 
 /// Create `dir` if missing, then create and remove a hidden file in it.
@@ -168,6 +182,7 @@ mod tests {
 
     #[test]
     fn a_done_folder_on_another_file_system_is_warned_about() {
+        use std::os::unix::fs::MetadataExt as _;
         let shm = Path::new("/dev/shm");
         let here = tempfile::tempdir_in(std::env::current_dir().unwrap()).unwrap();
         let (Ok(a), Ok(b)) = (std::fs::metadata(shm), std::fs::metadata(here.path())) else {
@@ -186,5 +201,7 @@ mod tests {
         assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
         assert!(checked.warnings[0].contains("another file system"));
         assert!(checked.warnings[0].contains(&elsewhere.path().display().to_string()));
+        let left: Vec<_> = std::fs::read_dir(&watch.path).unwrap().collect();
+        assert!(left.is_empty(), "the probe is removed: {left:?}");
     }
 }

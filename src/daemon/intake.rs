@@ -134,7 +134,19 @@ impl Intake {
                         scan_owed = self.scan(&active, &mut settler).await.is_err();
                     }
                 }
-                _ = periodic.tick() => scan_owed = self.scan(&active, &mut settler).await.is_err(),
+                _ = periodic.tick() => {
+                    // A refused watch whose folders are writable now (a mount that came late,
+                    // a folder made or granted) is taken up without a reload.
+                    if self.a_refused_watch_passes(&active).await {
+                        let watches = self.wanted.borrow().clone();
+                        if let Ok((now, refused)) = activate(watches, events_tx.clone(), rescan.clone()).await {
+                            info!(watches = now.filters.len(), "a refused watch's folders are writable now: watching it");
+                            active = now;
+                            super::systemd::status(&self.publish(&active, refused).await);
+                        }
+                    }
+                    scan_owed = self.scan(&active, &mut settler).await.is_err();
+                }
                 _ = owed.tick(), if scan_owed => {
                     scan_owed = self.scan(&active, &mut settler).await.is_err();
                 }
@@ -167,6 +179,26 @@ impl Intake {
                 }
             }
         }
+    }
+
+    /// Whether a watch of the wanted list that `active` lacks (refused) passes the folder check
+    /// now; quietly, so a watch still refused logs nothing every period.
+    async fn a_refused_watch_passes(&self, active: &Active) -> bool {
+        let refused: Vec<Watch> = self
+            .wanted
+            .borrow()
+            .iter()
+            .filter(|w| !active.filters.iter().any(|(_, a)| a.path == w.path))
+            .cloned()
+            .collect();
+        if refused.is_empty() {
+            return false;
+        }
+        tokio::task::spawn_blocking(move || {
+            refused.iter().any(|w| folders::check(w).refused.is_none())
+        })
+        .await
+        .expect("checking folders does not panic")
     }
 
     /// Files the settler found complete (or empty, to show): record them, in batches.
@@ -307,11 +339,9 @@ impl Intake {
     }
 }
 
-/// Check the folders and start watching them, on the blocking pool (notify's recursive set-up
-/// walks the whole tree).
-/// Watch `watches`, but those whose folders this process cannot write (see [`folders::check`]):
-/// those are refused, each with its reason (returned, and logged at ERROR), and the others run.
-/// A watch folder that is not a folder fails the whole list.
+/// Watch `watches`, but those whose folders this process cannot make or write (see
+/// [`folders::check`]): those are refused, each with its reason (returned, and logged at ERROR),
+/// and the others run. On the blocking pool: notify's recursive set-up walks the whole tree.
 async fn activate(
     watches: Vec<Watch>,
     events: mpsc::Sender<Noticed>,
@@ -330,12 +360,8 @@ fn activate_now(
     let mut filters = Vec::new();
     let mut refused = Vec::new();
     for watch in watches {
-        if !watch.path.is_dir() {
-            return Err(Error::Watch {
-                path: watch.path.clone(),
-                message: "is not a folder".into(),
-            });
-        }
+        // Made where missing; a folder that cannot be made or written refuses this watch only,
+        // so the service starts (and says why) whatever one watch's folders are.
         let checked = folders::check(watch);
         if let Some(why) = checked.refused {
             error!(watch = %shown(&watch.path), why, "watch refused: its files are not taken");

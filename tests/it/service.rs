@@ -159,7 +159,7 @@ async fn a_move_that_fails_is_shown_with_its_reason_retried_with_backoff_and_don
 }
 
 #[tokio::test]
-async fn a_watch_whose_folders_cannot_be_written_is_refused_and_shown_and_the_others_run() {
+async fn a_watch_whose_folders_cannot_be_written_is_refused_shown_and_taken_up_once_they_can_be() {
     let env = Env::new().await;
     let root = env.dir.path().canonicalize().unwrap();
     let blocker = root.join("not-a-folder");
@@ -171,6 +171,7 @@ async fn a_watch_whose_folders_cannot_be_written_is_refused_and_shown_and_the_ot
     refused.after_upload = AfterUpload::Keep;
     refused.failed_dir = Some(blocker.join("failed"));
     refused.settle = Duration::from_millis(300);
+    refused.settle_unseen = Duration::from_secs(1);
     config.watch.push(refused);
     let daemon = Daemon::start(config).await;
 
@@ -207,6 +208,20 @@ async fn a_watch_whose_folders_cannot_be_written_is_refused_and_shown_and_the_ot
         .find(|l| l.contains("REFUSED"))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("other"), "{line}");
+
+    // The way cleared, the next rescan takes the watch up, without a reload.
+    std::fs::remove_file(&blocker).unwrap();
+    wait_until(
+        "the refused watch taken up",
+        Duration::from_secs(30),
+        || async {
+            env.record(&stray)
+                .is_some_and(|r| r.state == vodup::ledger::FileState::Done)
+        },
+    )
+    .await;
+    assert!(blocker.join("failed").is_dir());
+    assert!(env.ledger().nodes().unwrap()[0].refused.is_none());
     daemon.stop().await;
 }
 
