@@ -98,6 +98,25 @@ pub fn hash_source(
     })
 }
 
+/// SHA-1 of the whole open `source`, read again through its descriptor (1 MiB at a time): what
+/// the content is now, to compare with what was hashed. `None` if its size moved meanwhile.
+pub fn sha1_now(source: &Source) -> io::Result<Option<String>> {
+    let size = source.identity().version.size;
+    let mut sha = Sha1::new();
+    let mut buffer = vec![0; 1 << 20];
+    let mut offset = 0;
+    while offset < size {
+        let len = (size - offset).min(buffer.len() as u64) as usize;
+        match source.file().read_exact_at(&mut buffer[..len], offset) {
+            Ok(()) => sha.update(&buffer[..len]),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        offset += len as u64;
+    }
+    Ok(Some(hex::encode(sha.finalize())))
+}
+
 /// A file of one part (most small files): read and hashed on this thread, since starting two
 /// threads and passing one buffer along costs more than hashing it.
 fn hash_one_part(

@@ -40,6 +40,9 @@ pub enum SourceError {
 pub struct Source {
     file: File,
     identity: FileIdentity,
+    /// Its status change time (`ctime`, ns) when it was opened: moved by any write, even one
+    /// whose writer put the mtime back, and by metadata changes (chmod, a link).
+    changed_ns: i64,
 }
 
 impl Source {
@@ -62,6 +65,7 @@ impl Source {
         }
         Ok(Source {
             identity: FileIdentity::of(&meta),
+            changed_ns: changed_ns(&meta),
             file,
         })
     }
@@ -76,10 +80,22 @@ impl Source {
         Ok(FileIdentity::of(&self.file.metadata()?))
     }
 
+    /// Whether the file's status changed since it was opened (its `ctime` moved): a write that
+    /// kept size and mtime (`dd conv=notrunc` then `touch -r`, `rsync --inplace -t`) shows only
+    /// here; so does a chmod, which is why this calls for a look at the content, not a verdict.
+    pub fn status_changed(&self) -> io::Result<bool> {
+        Ok(changed_ns(&self.file.metadata()?) != self.changed_ns)
+    }
+
     /// The open file, to read with `pread` (`FileExt::read_exact_at`).
     pub fn file(&self) -> &File {
         &self.file
     }
+}
+
+fn changed_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt as _;
+    meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
 }
 
 /// The folder holding `path`, opened with no symlink between `root` and it, and the file's name.

@@ -33,10 +33,26 @@ fn folders(watch: &Watch) -> Vec<(&'static str, &Path)> {
     folders
 }
 
-/// Check `watch`'s folders from this process: each is created if missing (as a move would),
-/// then written to (a hidden probe file, created and removed).
+/// Check `watch`'s folders from this process: the watch folder must be there (a mistyped path is
+/// never made into an empty folder nobody drops into); the done and failed folders are created if
+/// missing, as a move would. Each is then written to (a hidden probe file, created and removed).
 pub fn check(watch: &Watch) -> Checked {
     let mut checked = Checked::default();
+    match std::fs::metadata(&watch.path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            checked.refused = Some(format!("{} is not a folder", shown(&watch.path)));
+            return checked;
+        }
+        Err(e) => {
+            checked.refused = Some(format!(
+                "watch folder {} cannot be used: {} (it is taken up once it is there)",
+                shown(&watch.path),
+                explain(&e)
+            ));
+            return checked;
+        }
+    }
     for (role, dir) in folders(watch) {
         if let Err(e) = probe(dir) {
             checked.refused = Some(format!(

@@ -276,6 +276,10 @@ impl Journey {
     async fn round(&self, job: &mut Job) -> Result<Finished, Interrupt> {
         let held = match self.init(job).await? {
             InitAnswer::Instant { file_id, url } => {
+                if !still_hashed(job).await {
+                    warn!("the file changed after it was hashed: not taking the instant upload");
+                    return Err(Interrupt::Changed(CHANGED));
+                }
                 info!(fileId = %file_id, "instant upload: the service already has this file");
                 let answer = FinishAnswer {
                     file_id,
@@ -413,4 +417,12 @@ impl Journey {
         info!(fileId = %finished.file_id, url, instant, "done");
         Ok(finished)
     }
+}
+
+/// [`Job::still_hashed`], on the blocking pool.
+async fn still_hashed(job: &Job) -> bool {
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || job.still_hashed())
+        .await
+        .expect("reading the file does not panic")
 }

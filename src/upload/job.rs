@@ -47,6 +47,26 @@ impl Job {
             .is_ok_and(|now| now == self.source.identity())
     }
 
+    /// Whether the open file still holds exactly the content that was hashed: [`Job::unchanged`],
+    /// and, when its status changed since it was opened (see [`Source::status_changed`]), the
+    /// whole file read again gives the hashed SHA-1. Asked before finishing and before taking an
+    /// instant upload, so a file rewritten in place with its mtime put back is never recorded as
+    /// uploaded. Blocking (it may read the whole file).
+    pub fn still_hashed(&self) -> bool {
+        if !self.unchanged() {
+            return false;
+        }
+        match self.source.status_changed() {
+            Ok(false) => true,
+            Ok(true) => {
+                tracing::info!("the file's status changed since it was hashed: reading it again");
+                let now = crate::hash::sha1_now(&self.source);
+                now.is_ok_and(|sha| sha.as_deref() == Some(self.sha.as_str())) && self.unchanged()
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether a part the service lists as held is one of ours: a part of our plan whose MD5 (if
     /// the service gives one) is the hashing pass's.
     pub fn is_ours(&self, held: &HeldPart) -> bool {

@@ -48,11 +48,11 @@ async fn record_confirmed(inner: &Inner, job: &Job, confirmed: &Confirmed) -> Pa
     Ok(())
 }
 
-/// Every part went up: if the open file is still the one hashed, write the last confirmed parts
+/// Every part went up: if the open file still holds the content hashed, write the last confirmed parts
 /// and the `Finishing` state in one write (fenced like every write, so a node that lost the file
 /// never goes on to finish it); if it changed, write the parts and say so.
 async fn ready_to_finish(inner: &Inner, job: &Arc<Job>, confirmed: &Confirmed) -> PartEnd {
-    if !blocking(job, |job| job.unchanged()).await {
+    if !blocking(job, |job| job.still_hashed()).await {
         warn!("the file changed after it was hashed: not finishing this version");
         record_confirmed(inner, job, confirmed).await?;
         return Err(Interrupt::Changed(CHANGED));

@@ -294,19 +294,33 @@ async fn starts_and_stops_with_more_unfinished_files_than_the_queue_holds() {
 }
 
 #[tokio::test]
-async fn a_missing_watch_folder_is_an_error_naming_it() {
+async fn a_missing_watch_folder_is_refused_naming_it_and_taken_up_once_it_is_there() {
     let env = Env::new().await;
     let mut config = env.config();
-    let missing = env.dir.path().join("nope");
+    let missing = env.dir.path().canonicalize().unwrap().join("nope");
     config.watch[0].path = missing.clone();
-    let ended = tokio::time::timeout(
-        Duration::from_secs(10),
-        vodup::daemon::run(config, std::future::pending()),
+    config.watch[0].settle_unseen = Duration::from_millis(500);
+    let daemon = Daemon::start(config).await;
+    assert!(!missing.exists(), "a watch folder is never made");
+    let nodes = env.ledger().nodes().unwrap();
+    let why = nodes[0].refused.clone().expect("refused");
+    assert!(why.contains(&missing.display().to_string()), "{why}");
+    assert!(why.contains("No such file"), "{why}");
+
+    // Mounted late, say: the next rescan takes it up.
+    let data = test_bytes(PART as usize, 36);
+    let file = env.write(&missing, "late.mp4", &data);
+    let done = env.done.join("late.mp4");
+    wait_until(
+        "the late folder's file moved",
+        Duration::from_secs(30),
+        || async { done.exists() },
     )
-    .await
-    .expect("the daemon ends by itself");
-    let error = ended.expect_err("a missing folder is fatal").to_string();
-    assert!(error.contains(&missing.display().to_string()), "{error}");
+    .await;
+    assert_eq!(std::fs::read(&done).unwrap(), data);
+    assert!(!file.exists());
+    assert!(env.ledger().nodes().unwrap()[0].refused.is_none());
+    daemon.stop().await;
 }
 
 #[tokio::test]

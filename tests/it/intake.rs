@@ -280,6 +280,59 @@ async fn a_file_changed_after_its_last_part_was_read_but_before_finish_is_never_
 }
 
 #[tokio::test]
+async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
+    let env = Env::with_faults(slow_parts(1000)).await;
+    let config = env.config();
+    let first = test_bytes(2 * PART as usize, 50);
+    let path = env.write(&env.drop, "inplace.mp4", &first);
+    let (key, task) = upload_in_background(&env, &config, &path).await;
+    wait_until("parts are in flight", Duration::from_secs(10), || async {
+        env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
+    })
+    .await;
+    // Both parts were read and match their hashes; then the first is overwritten in place and
+    // the mtime put back, as `dd conv=notrunc` then `touch -r` (or `rsync --inplace -t`) do:
+    // the same inode, size and mtime, other bytes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"another take", 0).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
+        "{outcome:?}"
+    );
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.parts_accepted, 2, "the parts went up");
+    assert_eq!(
+        stats.finishes, 0,
+        "but the rewritten file was never finished"
+    );
+}
+
+#[tokio::test]
+async fn a_chmod_during_the_upload_is_not_a_change_of_content() {
+    let env = Env::with_faults(slow_parts(500)).await;
+    let config = env.config();
+    let data = test_bytes(2 * PART as usize, 51);
+    let path = env.write(&env.drop, "chmod.mp4", &data);
+    let (key, task) = upload_in_background(&env, &config, &path).await;
+    wait_until("parts are in flight", Duration::from_secs(10), || async {
+        env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
+    })
+    .await;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let Outcome::Done(done) = task.await.unwrap() else {
+        panic!("a metadata change does not stop the upload")
+    };
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, data);
+}
+
+#[tokio::test]
 async fn a_file_changed_after_finish_but_before_its_move_is_superseded_not_moved() {
     let slow_finish = Faults {
         latency_ms: 1500,
