@@ -125,6 +125,8 @@ impl HookRunner {
     pub async fn run(self, cancel: CancellationToken) -> Result<(), LedgerError> {
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
+            // The payload goes to the configured URL only: a redirect is a failed delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an http client with a timeout builds");
         loop {

@@ -110,6 +110,9 @@ impl Client {
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
             .user_agent(concat!("vodup/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer, never followed: the signature, the parts and the finish go
+            // to the configured endpoint only, and a fileId comes only from it.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
         Ok(Client {
@@ -212,6 +215,18 @@ impl Client {
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(CallError::Http {
+                action,
+                status,
+                body: format!("a redirect to {}: not followed", excerpt(to.as_bytes())),
+            });
+        }
         let answer = read_answer(&mut response, limit).await.map_err(transport)?;
         // Dropping a response whose body was not read to its end closes the connection.
         drop(response);

@@ -78,7 +78,7 @@ pub(crate) struct RawAnswer {
     pub data_size: Option<i64>,
     #[serde(rename = "listParts")]
     pub list_parts: Option<Vec<RawHeldPart>>,
-    #[serde(rename = "fileId", deserialize_with = "lenient_string")]
+    #[serde(rename = "fileId", deserialize_with = "exact_id")]
     pub file_id: String,
     #[serde(deserialize_with = "lenient_string")]
     pub url: String,
@@ -137,6 +137,24 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// An id as the service sent it: a string, or the digits of a JSON number exactly as written (a
+/// number past 2^64 would come out of an `f64` rounded, as `1.2345678901234568e+29`); absent or
+/// null is empty. Anything else makes the answer not an answer.
+fn exact_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error as _;
+    let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+    let text = raw.get().trim();
+    if text.starts_with('"') {
+        serde_json::from_str(text).map_err(D::Error::custom)
+    } else if text == "null" {
+        Ok(String::new())
+    } else if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(text.to_owned())
+    } else {
+        Err(D::Error::custom(format!("fileId {text} is not an id")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +198,22 @@ mod tests {
         assert_eq!(a.can_retry, None);
         assert_eq!(a.file_id, "7031868222808505913");
         assert_eq!(a.url, "http://x/y.mp4");
+    }
+
+    #[test]
+    fn a_file_id_past_any_integer_type_is_kept_digit_for_digit() {
+        let a = parse(r#"{"code":0,"fileId":123456789012345678901234567890,"url":"u"}"#);
+        assert_eq!(a.file_id, "123456789012345678901234567890");
+        assert_eq!(parse(r#"{"code":0,"fileId":"42"}"#).file_id, "42");
+        assert_eq!(parse(r#"{"code":0,"fileId":null}"#).file_id, "");
+        assert_eq!(parse(r#"{"code":0}"#).file_id, "");
+        for bad in ["1.5", "-3", "1e30", "{}", "[1]", "true"] {
+            let json = format!(r#"{{"code":0,"fileId":{bad}}}"#);
+            assert!(
+                serde_json::from_str::<RawAnswer>(&json).is_err(),
+                "{bad} taken as an id"
+            );
+        }
     }
 
     #[test]

@@ -484,3 +484,42 @@ async fn with_parts_in_flight_auto_every_byte_still_arrives_once() {
     let stats = env.emu.stats().await;
     assert_eq!(stats.parts_accepted - stats.duplicate_parts, 25);
 }
+
+#[tokio::test]
+async fn a_redirect_from_the_endpoint_is_never_followed() {
+    let env = Env::new().await;
+    // Every call answered with a redirect to a working service (the emulator): followed, the
+    // signature would go there and the fileId come from there.
+    let target = env.emu.endpoint.clone();
+    let app = axum::Router::new().fallback(
+        move |axum::extract::RawQuery(query): axum::extract::RawQuery| {
+            let to = format!("{target}?{}", query.unwrap_or_default());
+            async move {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(axum::http::header::LOCATION, to)],
+                )
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut config = env.config();
+    config.endpoint = format!("http://{addr}/v2/index.php");
+    let path = env.write(&env.src, "redirected.mp4", &test_bytes(PART as usize, 60));
+    let outcome = upload(&env, &config, &path).await;
+    let Outcome::Failed(error) = outcome else {
+        panic!("a redirect is not an answer: {outcome:?}");
+    };
+    assert_eq!(error.code, -302);
+    assert!(error.message.contains("redirect"), "{}", error.message);
+    assert!(error.message.contains("not followed"), "{}", error.message);
+    let stats = env.emu.stats().await;
+    assert_eq!(
+        stats.inits.values().sum::<u64>(),
+        0,
+        "nothing reached {stats:?}"
+    );
+    assert_eq!(env.record(&path).unwrap().state, FileState::Failed);
+}
