@@ -99,6 +99,13 @@ pub struct Config {
 pub struct HttpConfig {
     /// `host:port` to listen on; absent = off.
     pub listen: Option<std::net::SocketAddr>,
+    /// Host names the page answers to besides IP literals and `localhost` (a request naming
+    /// another is refused: DNS rebinding), e.g. the name a reverse proxy passes on.
+    pub allowed_hosts: Vec<String>,
+    /// Listen on an address other than loopback. The page has no login of its own, so this is
+    /// refused unless set: say that the network in front of it (a firewall, a reverse proxy
+    /// that authenticates) is trusted.
+    pub public: bool,
 }
 
 /// `[metrics] listen`, the listener's first name, kept working.
@@ -325,6 +332,19 @@ impl Config {
                 "and metrics.listen are both set: they name the same listener; \
                  keep http.listen and remove metrics.listen",
             ));
+        }
+        if let Some(listen) = self.http_listen() {
+            if !listen.ip().is_loopback() && !self.http.public {
+                return Err(invalid(
+                    "http.listen",
+                    format!(
+                        "{listen} is not a loopback address, and the status page and metrics \
+                         have no login of their own: keep them on 127.0.0.1 behind a reverse \
+                         proxy that authenticates, or set http.public = true if the network in \
+                         front of them is trusted"
+                    ),
+                ));
+            }
         }
         for (i, watch) in self.watch.iter().enumerate() {
             watch.validate(&format!("watch[{i}]"))?;

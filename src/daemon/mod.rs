@@ -57,6 +57,7 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     config.resolve_accounts();
+    raise_descriptor_limit();
     let ledger = Ledger::connect(&config).await?;
     let metrics = Metrics::for_node(&crate::ledger::Lease::of(&config).node);
     metrics.set_lease(config.lease);
@@ -102,7 +103,8 @@ pub async fn run_with(
     };
     tasks.spawn("hooks", runner.run(cancel.child_token()));
     if let Some(listen) = config.http_listen() {
-        let serve = crate::http::serve(listen, metrics, ledger, cancel.child_token());
+        let hosts = config.http.allowed_hosts.clone();
+        let serve = crate::http::serve(listen, hosts, metrics, ledger, cancel.child_token());
         tasks.spawn("http", async move {
             // Uploads go on without the page and metrics; the operator sees why in the log.
             if let Err(e) = serve.await {
@@ -210,5 +212,21 @@ async fn reload_on_hangup(
         systemd::reloaded(&format!(
             "reload refused: {refused}; the previous config still runs"
         ));
+    }
+}
+
+/// Raise the soft limit of open descriptors to the hard one (systemd gives services 1024 soft,
+/// 524288 hard): each file in flight, watched folder and page connection holds one, and running
+/// out fails files that settled (`Too many open files`).
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => tracing::debug!(?from, to = ?limit.current, "open descriptor limit raised"),
+            Err(e) => tracing::debug!(error = %e, "open descriptor limit not raised"),
+        }
     }
 }

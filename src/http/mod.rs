@@ -9,6 +9,11 @@
 //! listens on loopback unless configured otherwise, behind a reverse proxy that authenticates
 //! (README). What a file looks like on the page is `files.rs`; the metrics are
 //! [`crate::metrics`].
+//!
+//! It answers only requests whose `Host` is an IP literal, `localhost` or one of
+//! `[http] allowed_hosts` (a page reached through another name is a DNS rebinding), and holds at
+//! most [`MAX_CONNECTIONS`] connections, each given [`HEADER_TIMEOUT`] to send its request head
+//! and [`CONNECTION_LIFE`] in all, so slow clients cannot hold it (or the daemon's descriptors).
 
 mod files;
 
@@ -19,8 +24,21 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// Connections served at once; one more is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a connection has to send each request's head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay open in all (a page reconnects; it refreshes every 2 s).
+pub const CONNECTION_LIFE: Duration = Duration::from_secs(120);
+/// Pause after a failed `accept` (out of descriptors, say) before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub use files::{FileRow, FilesPage, FilesQuery};
 
@@ -39,22 +57,60 @@ struct Shared {
     ledger: Ledger,
 }
 
-/// Serve the page and `/metrics` on `listen` until `cancel`.
+/// Serve the page and `/metrics` on `listen` until `cancel`; `allowed_hosts` as in
+/// [`router`].
 pub async fn serve(
     listen: SocketAddr,
+    allowed_hosts: Vec<String>,
     metrics: Metrics,
     ledger: Ledger,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, "status page and metrics listening");
-    axum::serve(listener, router(metrics, ledger))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+    let router = router(metrics, ledger, allowed_hosts);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "http: accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("http: {MAX_CONNECTIONS} connections open: closing a new one");
+            continue;
+        };
+        let router = router.clone();
+        connections.spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| router.clone().oneshot(request));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFE, connection).await;
+            drop(slot);
+        });
+    }
 }
 
-/// The routes, each GET only (other methods get 405), with the security headers on every answer.
-pub fn router(metrics: Metrics, ledger: Ledger) -> Router {
+/// The routes, each GET only (other methods get 405), with the security headers on every answer,
+/// for requests whose `Host` is an IP literal, `localhost` or one of `allowed_hosts` (others get
+/// 421).
+pub fn router(metrics: Metrics, ledger: Ledger, allowed_hosts: Vec<String>) -> Router {
+    let allowed: Arc<[String]> = allowed_hosts
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     Router::new()
         .route(
             "/",
@@ -71,7 +127,47 @@ pub fn router(metrics: Metrics, ledger: Ledger) -> Router {
         .route("/files.json", get(files_json))
         .route("/metrics", get(metrics_text))
         .with_state(Shared { metrics, ledger })
+        .layer(axum::middleware::from_fn(move |request, next| {
+            host_checked(allowed.clone(), request, next)
+        }))
         .layer(axum::middleware::map_response(secure))
+}
+
+async fn host_checked(
+    allowed: Arc<[String]>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    match host {
+        Some(host) if host_allowed(host, &allowed) => next.run(request).await,
+        _ => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this host name is not one the status page answers to (http.allowed_hosts)\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Whether `host` (a `Host` header: name or address, maybe with a port) may be answered: an IP
+/// literal or `localhost` (no DNS name an attacker controls), or a name of `allowed`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || allowed.iter().any(|a| a.trim_end_matches('.') == name)
 }
 
 fn text(content_type: &'static str, body: &'static str) -> Response {
@@ -120,4 +216,36 @@ async fn secure(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_ip_literals_localhost_and_the_allowed_names_are_answered() {
+        let allowed = ["vodup.example.com".to_owned()];
+        for ok in [
+            "127.0.0.1:9464",
+            "10.1.2.3",
+            "[::1]:9464",
+            "localhost:9464",
+            "LOCALHOST",
+            "vodup.example.com",
+            "VODUP.example.com.:443",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:9464",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[::1",
+            "[evil]:80",
+            "",
+        ] {
+            assert!(!host_allowed(refused, &allowed), "{refused}");
+        }
+    }
 }

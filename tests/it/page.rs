@@ -255,3 +255,122 @@ async fn the_page_in_a_browser_lists_files_with_hostile_names_as_text() {
     }
     daemon.stop().await;
 }
+
+/// A raw HTTP/1.1 GET of `/files.json` to `port` naming `host`: the status code.
+async fn status_for_host(port: u16, host: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET /files.json HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_page_answers_only_its_own_host_names() {
+    let env = Env::new().await;
+    let port = free_port();
+    let mut config = env.config();
+    config.http.listen = Some(([127, 0, 0, 1], port).into());
+    config.http.allowed_hosts = vec!["vodup.example.com".into()];
+    let daemon = Daemon::start(config).await;
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "vodup.example.com".into(),
+    ] {
+        assert_eq!(status_for_host(port, &host).await, 200, "{host}");
+    }
+    // DNS rebinding: a name the attacker controls, pointed at 127.0.0.1.
+    for host in ["evil.example", "127.0.0.1.evil.example"] {
+        assert_eq!(status_for_host(port, host).await, 421, "{host}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_page_on_a_public_address_needs_http_public() {
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.http.listen = Some(([0, 0, 0, 0], 9464).into());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("http.public"), "{error}");
+    config.http.public = true;
+    config.validate().unwrap();
+}
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_the_page_or_the_daemon() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let env = Env::new().await;
+    let port = free_port();
+    let mut config = env.config();
+    config.http.listen = Some(([127, 0, 0, 1], port).into());
+    let daemon = Daemon::start(config).await;
+    // Slowloris: many connections, each a request head begun and never ended.
+    let slow = vodup::http::MAX_CONNECTIONS + 40;
+    let mut held = Vec::new();
+    for _ in 0..slow {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // Uploads go on meanwhile.
+    let data = test_bytes(PART as usize, 80);
+    env.write(&env.drop, "during-the-attack.mp4", &data);
+    let done = env.done.join("during-the-attack.mp4");
+    wait_until(
+        "the upload during the attack",
+        Duration::from_secs(30),
+        || async { done.exists() },
+    )
+    .await;
+    // Every slow connection is closed by the server: at once past the limit, the others once
+    // their head timed out.
+    let started = std::time::Instant::now();
+    for stream in &mut held {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(
+            vodup::http::HEADER_TIMEOUT + Duration::from_secs(5),
+            async {
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            },
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a slow connection held past its head timeout"
+        );
+    }
+    assert!(started.elapsed() <= vodup::http::HEADER_TIMEOUT + Duration::from_secs(5));
+    drop(held);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(
+        "the page answers again",
+        Duration::from_secs(10),
+        || async {
+            reqwest::get(format!("{base}/files.json"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        },
+    )
+    .await;
+    daemon.stop().await;
+}
