@@ -406,16 +406,29 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Files holding a secret key (the top-level one or a watch's) that others can read.
+/// Files holding a secret key (the top-level one, a watch's, a webhook's) that others can read.
 fn secret_exposure(config_path: &Path, config: &Config) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let holder = config
         .secret_key_file
         .as_deref()
         .map(|f| ("secret_key_file".to_owned(), f, 0o044));
-    let watch_holders = config.watch.iter().enumerate().filter_map(|(i, w)| {
-        let file = w.secret_key_file.as_deref()?;
-        Some((format!("watch[{i}].secret_key_file"), file, 0o044))
+    let watch_holders = config.watch.iter().enumerate().flat_map(|(i, w)| {
+        let key = w
+            .secret_key_file
+            .as_deref()
+            .map(|f| (format!("watch[{i}].secret_key_file"), f, 0o044));
+        let hooks = [("on_done", &w.on_done), ("on_failed", &w.on_failed)]
+            .into_iter()
+            .filter_map(move |(field, hook)| {
+                let file = hook.as_ref()?.webhook_secret_file.as_deref()?;
+                Some((
+                    format!("watch[{i}].{field}.webhook_secret_file"),
+                    file,
+                    0o044,
+                ))
+            });
+        key.into_iter().chain(hooks)
     });
     let in_config = std::fs::read_to_string(config_path)
         .map(|t| {

@@ -11,7 +11,7 @@ use crate::clock::unix_now_i64;
 use crate::config::Hook;
 use crate::ledger::{Delivery, FileRecord, FileState, HookKind, Ledger, LedgerError, NewDelivery};
 use crate::metrics::Metrics;
-use crate::protocol::{Attempts, Pace, RetryPolicy};
+use crate::protocol::{Attempts, Pace, RetryPolicy, SecretKey};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Stdio;
@@ -117,6 +117,8 @@ pub struct HookRunner {
     pub metrics: Metrics,
     /// Poked when deliveries may have become due (a disposal was recorded).
     pub poke: Arc<Notify>,
+    /// The watches as configured now (reloads included): where a webhook's signing key is.
+    pub watches: tokio::sync::watch::Receiver<Vec<crate::config::Watch>>,
 }
 
 impl HookRunner {
@@ -162,7 +164,8 @@ impl HookRunner {
             // A delivery under way is let finish and recorded, even when a stop comes meanwhile:
             // dropped between the receiver's answer and the record, it would be sent twice. The
             // shutdown deadline bounds the wait.
-            let result = deliver(http, &delivery).await;
+            let secret = self.secret_for(&delivery);
+            let result = deliver(http, &delivery, secret.as_ref()).await;
             self.record(delivery, result).await?;
         }
         let next = self.ledger.next_hook_at().await?;
@@ -171,6 +174,21 @@ impl HookRunner {
             () = idle(next, unix_now_i64(), &self.poke) => {}
         }
         Ok(())
+    }
+
+    /// The key a webhook delivery is signed with: that of a configured hook with its URL.
+    fn secret_for(&self, delivery: &Delivery) -> Option<SecretKey> {
+        if delivery.kind != HookKind::Webhook {
+            return None;
+        }
+        let watches = self.watches.borrow();
+        let secret = watches
+            .iter()
+            .flat_map(|w| [w.on_done.as_ref(), w.on_failed.as_ref()])
+            .flatten()
+            .filter(|h| h.webhook.as_deref() == Some(delivery.target.as_str()))
+            .find_map(|h| h.webhook_secret.clone());
+        secret
     }
 
     async fn record(
@@ -219,12 +237,29 @@ async fn idle(next: Option<i64>, now: i64, poke: &Notify) {
     }
 }
 
-async fn deliver(http: &reqwest::Client, delivery: &Delivery) -> Result<(), String> {
+/// Deliver once. A webhook POST carries `X-Vodup-Delivery` (the delivery's id: the same on
+/// every attempt, for a receiver to drop a repeat; delivery is at least once), `X-Vodup-Event`,
+/// and with a key `X-Vodup-Signature: t=UNIX,v1=HEX`, HEX being HMAC-SHA256 of `UNIX.BODY`
+/// under the key (a receiver checks it, and that UNIX is recent).
+async fn deliver(
+    http: &reqwest::Client,
+    delivery: &Delivery,
+    secret: Option<&SecretKey>,
+) -> Result<(), String> {
     match delivery.kind {
         HookKind::Webhook => {
-            let response = http
+            let mut request = http
                 .post(&delivery.target)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header("X-Vodup-Delivery", delivery.id.to_string())
+                .header("X-Vodup-Event", delivery.event.as_str());
+            if let Some(secret) = secret {
+                let at = unix_now_i64();
+                let signed = format!("{at}.{}", delivery.payload);
+                let mac = secret.hmac_sha256_hex(signed.as_bytes());
+                request = request.header("X-Vodup-Signature", format!("t={at},v1={mac}"));
+            }
+            let response = request
                 .body(delivery.payload.clone())
                 .send()
                 .await

@@ -173,6 +173,7 @@ impl Config {
         config.refuse_placeholder_id()?;
         config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
         config.resolve_ledger_password(secret_from_env(LEDGER_PASSWORD_ENV))?;
+        config.resolve_webhook_secrets()?;
         config.validate()?;
         config.resolve_accounts();
         Ok(config)
@@ -350,6 +351,28 @@ impl Config {
             watch.validate(&format!("watch[{i}]"))?;
         }
         self.validate_accounts()
+    }
+
+    /// Read each hook's `webhook_secret_file`; an empty or unreadable one is an error naming it.
+    fn resolve_webhook_secrets(&mut self) -> Result<(), ConfigError> {
+        for (i, watch) in self.watch.iter_mut().enumerate() {
+            for (field, hook) in [
+                ("on_done", &mut watch.on_done),
+                ("on_failed", &mut watch.on_failed),
+            ] {
+                let Some(hook) = hook else { continue };
+                let key = format!("watch[{i}].{field}.webhook_secret_file");
+                if let Some(secret) =
+                    secrets::read_key(&key, hook.webhook_secret_file.as_deref(), None)?
+                {
+                    if secret.is_empty() {
+                        return Err(error::invalid(key, "the file it names is empty"));
+                    }
+                    hook.webhook_secret = Some(secret);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where the HTTP listener (status page and metrics) listens: `[http] listen`, or its old

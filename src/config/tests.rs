@@ -591,3 +591,46 @@ fn both_secret_key_and_secret_key_file_is_a_warning_naming_the_winner() {
         "{warning}"
     );
 }
+
+#[test]
+fn a_webhook_secret_file_is_read_at_load_and_refused_empty_or_without_a_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("hook.secret");
+    let write = |hook: &str| {
+        let path = dir.path().join("c.toml");
+        let text = format!(
+            "{}[[watch]]\npath = {:?}\n[watch.on_done]\n{hook}",
+            minimal(),
+            dir.path().display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let signed = format!(
+        "webhook = \"https://cms.example/hook\"\nwebhook_secret_file = {:?}\n",
+        key.display().to_string()
+    );
+    std::fs::write(&key, "hook-key\n").unwrap();
+    let config = Config::load(&write(&signed)).unwrap();
+    let hook = config.watch[0].on_done.as_ref().unwrap();
+    assert!(hook.webhook_secret.as_ref().unwrap().is("hook-key"));
+    assert!(
+        !format!("{config:?}").contains("hook-key"),
+        "Debug redacts it"
+    );
+
+    std::fs::write(&key, "\n").unwrap();
+    let error = Config::load(&write(&signed)).unwrap_err().to_string();
+    assert!(
+        error.contains("webhook_secret_file") && error.contains("empty"),
+        "{error}"
+    );
+
+    std::fs::write(&key, "hook-key").unwrap();
+    let unsigned = format!(
+        "command = [\"true\"]\nwebhook_secret_file = {:?}\n",
+        key.display().to_string()
+    );
+    let error = Config::load(&write(&unsigned)).unwrap_err().to_string();
+    assert!(error.contains("no `webhook`"), "{error}");
+}

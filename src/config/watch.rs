@@ -11,12 +11,18 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A completion hook: a command (argv, no shell) and/or a webhook URL.
+/// A completion hook: a command (argv, no shell) and/or a webhook URL, whose POSTs are signed
+/// with the key in `webhook_secret_file` when it is set.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Hook {
     pub command: Vec<String>,
     pub webhook: Option<String>,
+    /// A file (mode 0600) holding the key the webhook's POSTs are signed with (HMAC-SHA256).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// That key, read when the config is loaded; never written anywhere.
+    #[serde(skip)]
+    pub webhook_secret: Option<SecretKey>,
 }
 
 /// What happens to a source file once the service confirmed it.
@@ -189,6 +195,12 @@ impl Watch {
                 return Err(invalid(
                     format!("{key}.{field}"),
                     "needs `command` or `webhook`",
+                ));
+            }
+            if hook.webhook_secret_file.is_some() && hook.webhook.is_none() {
+                return Err(invalid(
+                    format!("{key}.{field}.webhook_secret_file"),
+                    "signs a webhook's POSTs, and this hook has no `webhook`",
                 ));
             }
             if let Some(url) = &hook.webhook {

@@ -70,6 +70,7 @@ pub async fn run_with(
     let mut tasks = Tasks::new(cancel.clone());
     let queued = Arc::new(Notify::new());
     let (wanted_tx, wanted) = watch::channel(config.watch.clone());
+    let hook_watches = wanted.clone();
     let (watches, watches_rx) = watch::channel(config.watch.clone());
     let poke_hooks = Arc::new(Notify::new());
     let scheduler = scheduler::Scheduler {
@@ -100,6 +101,7 @@ pub async fn run_with(
         ledger: ledger.clone(),
         metrics: metrics.clone(),
         poke: poke_hooks,
+        watches: hook_watches,
     };
     tasks.spawn("hooks", runner.run(cancel.child_token()));
     if let Some(listen) = config.http_listen() {

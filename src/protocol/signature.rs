@@ -39,6 +39,15 @@ impl SecretKey {
         self.0.is_empty()
     }
 
+    /// HMAC-SHA256 of `message` under this key, lowercase hex (a webhook's signature).
+    pub fn hmac_sha256_hex(&self, message: &[u8]) -> String {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.as_bytes())
+            .expect("hmac accepts keys of any length");
+        mac.update(message);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// Whether the key is `text` (the example config's placeholder, say), compared without
     /// handing the key out.
     pub fn is(&self, text: &str) -> bool {

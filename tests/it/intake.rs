@@ -26,6 +26,7 @@ fn marker_hook(marker: &Path) -> Option<Hook> {
             ),
         ],
         webhook: None,
+        ..Hook::default()
     })
 }
 

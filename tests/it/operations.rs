@@ -189,6 +189,7 @@ async fn hooks_get_every_field_and_a_failing_webhook_is_delivered_after_a_restar
             ),
         ],
         webhook: Some(url),
+        ..Hook::default()
     });
     let data = test_bytes(3 * PART as usize, 52);
     let dropped = env.write(&env.drop, "hooked.mp4", &data);
@@ -274,6 +275,7 @@ async fn hook_commands_get_only_the_result_variables_and_path_home_lang() {
     config.watch[0].on_done = Some(Hook {
         command: env_dump_hook(&out),
         webhook: None,
+        ..Hook::default()
     });
     let daemon = Daemon::start(config).await;
     env.write(&env.drop, "env.mp4", &test_bytes(1000, 55));
@@ -321,6 +323,7 @@ async fn failed_files_send_their_error_to_the_on_failed_hook() {
     config.watch[0].on_failed = Some(Hook {
         command: vec![],
         webhook: Some(url),
+        ..Hook::default()
     });
     let daemon = Daemon::start(config).await;
     env.write(&env.drop, "nope.mp4", &test_bytes(1000, 53));
@@ -382,4 +385,94 @@ async fn json_logs_parse_and_carry_file_sha_on_every_per_file_line() {
     assert!(lines
         .iter()
         .any(|l| l["message"] == "retrying" && l["span"]["fileSha"] == sha));
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_with_the_key_of_their_secret_file_which_shows_nowhere() {
+    use hmac::Mac as _;
+    type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let seen: Seen = Arc::default();
+    let app = Router::new().route(
+        "/hook",
+        post(
+            |State(seen): State<Seen>, headers: axum::http::HeaderMap, body: String| async move {
+                seen.lock().unwrap().push((headers, body));
+                StatusCode::OK
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn({
+        let seen = seen.clone();
+        async move { axum::serve(listener, app.with_state(seen)).await.unwrap() }
+    });
+
+    let env = Env::new().await;
+    const KEY: &str = "whsec-0123456789abcdef";
+    let key_file = env.dir.path().join("webhook.secret");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let config = env.config_file("");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[watch.on_done]\nwebhook = {url:?}\nwebhook_secret_file = {:?}\n",
+        key_file.display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let log = env.dir.path().join("log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+        .arg("--config")
+        .arg(&config)
+        .args(["-v", "run"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    env.write(&env.drop, "signed.mp4", &test_bytes(1000, 56));
+    wait_until("the signed webhook", Duration::from_secs(30), || async {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(child.wait().await.unwrap().success());
+
+    let (headers, body) = seen.lock().unwrap()[0].clone();
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header("x-vodup-event").as_deref(), Some("done"));
+    let id = header("x-vodup-delivery").expect("a delivery id");
+    assert!(id.parse::<i64>().is_ok(), "{id}");
+    let signature = header("x-vodup-signature").expect("signed");
+    let (t, v1) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .unwrap_or_else(|| panic!("{signature}"));
+    let at: i64 = t.parse().unwrap();
+    assert!(
+        (vodup::clock::unix_now_i64() - at).abs() < 60,
+        "{signature}"
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    assert_eq!(
+        v1,
+        hex::encode(mac.finalize().into_bytes()),
+        "the HMAC-SHA256 of t.body"
+    );
+    let record: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["event"], "done");
+
+    let ledger = std::fs::read(env.ledger_path()).unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(KEY), "the key is not logged");
+    assert!(
+        !ledger.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+        "the key is not in the ledger"
+    );
 }
