@@ -347,7 +347,11 @@ async fn check_postgres(
     let ledger = crate::ledger::Postgres::connect(url)?;
     let version = ledger.server_version().await?;
     let schema = ledger.schema().await?;
-    let line = format!("PostgreSQL {version}, {schema}");
+    let link = match ledger.encryption().await? {
+        Some(tls) => format!("over TLS ({tls}, certificate checked)"),
+        None => "in CLEAR TEXT (no TLS: sslmode, or a server without ssl)".to_owned(),
+    };
+    let line = format!("PostgreSQL {version}, {schema}, {link}");
     Ok(if schema.is_newer() {
         Err(line)
     } else {

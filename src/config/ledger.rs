@@ -23,9 +23,34 @@ pub enum LedgerLocation {
 /// A PostgreSQL URL, held without its password, and the password from wherever it came.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PostgresUrl {
-    /// The URL as written, less the password: what is shown and connected to.
+    /// The URL as written, less the password: what is shown.
     shown: String,
+    /// `shown` less the TLS parameters vodup reads itself: what the driver parses.
+    driver: String,
     password: Option<LedgerPassword>,
+    tls: LedgerTls,
+}
+
+/// How the connection to PostgreSQL is encrypted: libpq's `sslmode` and `sslrootcert`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerTls {
+    pub mode: TlsMode,
+    /// PEM file of the certificates that may sign the server's (`sslrootcert`); none: the
+    /// system's trust store.
+    pub root_file: Option<PathBuf>,
+}
+
+/// Whether TLS is used. A certificate is always checked (chain and host name) when it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `sslmode=disable`: clear text.
+    Disable,
+    /// TLS when the server offers it (`allow`, `prefer`; the default for a loopback host or a
+    /// Unix socket, where nothing crosses a network).
+    Prefer,
+    /// TLS or no connection (`require`, `verify-ca`, `verify-full`; the default for any other
+    /// host). `require` and `verify-ca` check the host name too: stricter than libpq.
+    Require,
 }
 
 /// The PostgreSQL password; its `Debug` is redacted and it has no `Display`.
@@ -73,13 +98,41 @@ impl PostgresUrl {
     /// part of `user:password@` before the first `@`, percent-encoded), keeping the password
     /// apart. The error names what is wrong without quoting the URL.
     pub fn parse(text: &str) -> Result<PostgresUrl, String> {
-        let parsed: tokio_postgres::Config = text
+        let (driver, mode, root_file) = without_tls(text)?;
+        let parsed: tokio_postgres::Config = driver
             .parse()
             .map_err(|e| format!("is not a PostgreSQL URL ({e}); its value is not shown"))?;
+        let local = parsed.get_hosts().iter().all(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            tokio_postgres::config::Host::Unix(_) => true,
+        });
+        let mode = mode.unwrap_or(if local {
+            TlsMode::Prefer
+        } else {
+            TlsMode::Require
+        });
         Ok(PostgresUrl {
             shown: without_password(text),
+            driver: without_password(&driver),
             password: parsed.get_password().map(|p| LedgerPassword(p.to_vec())),
+            tls: LedgerTls { mode, root_file },
         })
+    }
+
+    /// The URL for the driver: without the password and without `sslmode` and `sslrootcert`,
+    /// which vodup applies itself ([`PostgresUrl::tls`]).
+    pub fn for_driver(&self) -> &str {
+        &self.driver
+    }
+
+    pub fn tls(&self) -> &LedgerTls {
+        &self.tls
     }
 
     /// The URL without its password (the password goes to the server separately).
@@ -90,6 +143,39 @@ impl PostgresUrl {
     pub fn password(&self) -> Option<&LedgerPassword> {
         self.password.as_ref()
     }
+}
+
+/// `text` less its `sslmode` and `sslrootcert` parameters, and what they said. An `sslmode`
+/// that libpq does not know is an error.
+fn without_tls(text: &str) -> Result<(String, Option<TlsMode>, Option<PathBuf>), String> {
+    let Some((address, query)) = text.split_once('?') else {
+        return Ok((text.to_owned(), None, None));
+    };
+    let (mut mode, mut root_file, mut kept) = (None, None, Vec::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
+        match decoded.as_ref().map(|(k, v)| (k.as_ref(), v.as_ref())) {
+            Some(("sslmode", value)) => {
+                mode = Some(match value {
+                    "disable" => TlsMode::Disable,
+                    "allow" | "prefer" => TlsMode::Prefer,
+                    "require" | "verify-ca" | "verify-full" => TlsMode::Require,
+                    other => {
+                        return Err(format!(
+                            "has sslmode={other}: use disable, prefer, require or verify-full"
+                        ))
+                    }
+                })
+            }
+            Some(("sslrootcert", value)) => root_file = Some(PathBuf::from(value)),
+            _ => kept.push(pair),
+        }
+    }
+    let driver = match kept.is_empty() {
+        true => address.to_owned(),
+        false => format!("{address}?{}", kept.join("&")),
+    };
+    Ok((driver, mode, root_file))
 }
 
 /// `scheme://user:password@rest?password=…` as `scheme://user@rest`: the credentials are what
@@ -229,6 +315,46 @@ mod tests {
             "postgresql://db.example/vodup?sslmode=disable"
         );
         assert!(plain.password().is_none());
+    }
+
+    #[test]
+    fn tls_is_required_off_the_host_preferred_on_it_and_read_from_libpq_parameters() {
+        let mode = |url: &str| PostgresUrl::parse(url).unwrap().tls().mode;
+        assert_eq!(mode("postgres://u@db.example/v"), TlsMode::Require);
+        assert_eq!(mode("postgres://u@10.0.0.5:5432/v"), TlsMode::Require);
+        assert_eq!(mode("postgres://u@127.0.0.1/v"), TlsMode::Prefer);
+        assert_eq!(mode("postgres://u@localhost/v"), TlsMode::Prefer);
+        assert_eq!(mode("postgres://u@[::1]:5432/v"), TlsMode::Prefer);
+        assert_eq!(
+            mode("postgres://u@db.example/v?sslmode=disable"),
+            TlsMode::Disable
+        );
+        assert_eq!(
+            mode("postgres://u@localhost/v?sslmode=verify-full"),
+            TlsMode::Require
+        );
+        assert_eq!(
+            mode("postgres://u@db.example/v?sslmode=prefer"),
+            TlsMode::Prefer
+        );
+        let url = PostgresUrl::parse(
+            "postgres://u:pw@db.example/v?connect_timeout=5&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            url.tls().root_file.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(
+            url.for_driver(),
+            "postgres://u@db.example/v?connect_timeout=5"
+        );
+        assert!(
+            url.as_str().contains("sslmode=verify-full"),
+            "shown as written"
+        );
+        let bad = PostgresUrl::parse("postgres://u@db/v?sslmode=sometimes").unwrap_err();
+        assert!(bad.contains("sslmode=sometimes"), "{bad}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod watch;
 
 pub use account::{Account, AccountName};
 pub use error::ConfigError;
-pub use ledger::{LedgerLocation, LedgerPassword, PostgresUrl};
+pub use ledger::{LedgerLocation, LedgerPassword, LedgerTls, PostgresUrl, TlsMode};
 pub use secrets::{secret_from_env, take_secrets_from_env, LEDGER_PASSWORD_ENV, SECRET_KEY_ENV};
 pub use watch::{AfterUpload, Hook, Watch};
 

@@ -28,7 +28,7 @@ pub enum LedgerError {
         source: tokio_postgres::Error,
     },
     /// No connection to the PostgreSQL ledger could be had when it was opened.
-    #[error("cannot connect to the ledger {url}: {source}")]
+    #[error("cannot connect to the ledger {url}: {}", causes(source))]
     Unreachable {
         url: String,
         source: deadpool_postgres::PoolError,
@@ -54,3 +54,19 @@ pub enum LedgerError {
 }
 
 pub type Result<T> = std::result::Result<T, LedgerError>;
+
+/// An error and its sources, each once (a TLS handshake's error says why only in its source:
+/// `invalid peer certificate: UnknownIssuer`).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
+}

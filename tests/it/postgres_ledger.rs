@@ -782,3 +782,81 @@ fn postgres_migrations() -> usize {
         .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
         .count()
 }
+
+/// `vodup ARGS` with `config`; its status and its stdout and stderr together.
+async fn run_vodup(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_uploads_and_refuses_clear_text_and_an_unknown_certificate() {
+    let Some(cluster) = Cluster::start_tls() else {
+        return;
+    };
+    let url = url::Url::parse(&cluster.create_database()).unwrap();
+    let (port, db) = (url.port().unwrap(), url.path().trim_start_matches('/'));
+    let ca = cluster.ca_file().display().to_string();
+    let ledger = |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/{db}{query}");
+    let env = crate::helpers::env::Env::new().await;
+    let base = std::fs::read_to_string(env.config_file("")).unwrap();
+    let config_for = |ledger_url: &str| {
+        let sqlite = format!("ledger = {:?}", env.ledger_path().display().to_string());
+        let text = base.replace(&sqlite, &format!("ledger = {ledger_url:?}"));
+        assert_ne!(text, base);
+        let path = env
+            .dir
+            .path()
+            .join(format!("c{:x}.toml", rand::random::<u32>()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+
+    // Verified TLS: check-config says so, and a file goes up with its ledger over it.
+    let good = config_for(&ledger(
+        "localhost",
+        &format!("?sslmode=verify-full&sslrootcert={ca}"),
+    ));
+    let (ok, text) = run_vodup(&good, &["check-config"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains("over TLS (TLSv1.3"), "{text}");
+    let data = crate::helpers::env::test_bytes(3 * crate::helpers::env::PART as usize, 81);
+    let file = env.write(&env.src, "over-tls.mp4", &data);
+    let (ok, text) = run_vodup(&good, &["upload", file.to_str().unwrap()]).await;
+    assert!(ok, "{text}");
+    let (_, status) = run_vodup(&good, &["status", "--json"]).await;
+    let rows: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let url = rows[0]["url"].as_str().unwrap();
+    assert_eq!(crate::helpers::env::fetch(url).await, data);
+
+    // A non-loopback name defaults to TLS required; 127.0.0.1 is in the certificate too.
+    let by_ip = config_for(&ledger(
+        "127.0.0.1",
+        &format!("?sslmode=require&sslrootcert={ca}"),
+    ));
+    let (ok, text) = run_vodup(&by_ip, &["check-config"]).await;
+    assert!(ok && text.contains("over TLS"), "{text}");
+
+    // Clear text: refused by this server (TLS only), so the link was TLS above.
+    let plain = config_for(&ledger("127.0.0.1", "?sslmode=disable"));
+    let (ok, text) = run_vodup(&plain, &["check-config"]).await;
+    assert!(!ok, "{text}");
+    // A certificate no trusted CA signed (the system store does not hold the test CA).
+    let unknown = config_for(&ledger("localhost", "?sslmode=verify-full"));
+    let (ok, text) = run_vodup(&unknown, &["check-config"]).await;
+    assert!(!ok, "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}

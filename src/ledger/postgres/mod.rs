@@ -22,6 +22,7 @@ mod claims;
 mod files;
 mod hooks;
 mod migrate;
+mod tls;
 
 pub use migrate::SchemaState;
 
@@ -87,9 +88,20 @@ impl Postgres {
     pub fn connect(url: &PostgresUrl) -> Result<Postgres> {
         let shown = url.as_str().to_owned();
         let mut config: tokio_postgres::Config =
-            shown.parse().map_err(|source| LedgerError::PostgresUrl {
+            url.for_driver()
+                .parse()
+                .map_err(|source| LedgerError::PostgresUrl {
+                    url: shown.clone(),
+                    source,
+                })?;
+        config.ssl_mode(tls::ssl_mode(url.tls()));
+        if url.tls().mode == crate::config::TlsMode::Disable {
+            tracing::warn!(ledger = %shown, "sslmode=disable: the ledger's traffic (its password included) crosses the network in clear text");
+        }
+        let connector =
+            tls::connector(url.tls()).map_err(|message| LedgerError::PostgresSchema {
                 url: shown.clone(),
-                source,
+                message,
             })?;
         if let Some(password) = url.password() {
             config.password(password.reveal());
@@ -114,7 +126,7 @@ impl Postgres {
         config.keepalives(true).keepalives_idle(STUCK);
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -139,6 +151,24 @@ impl Postgres {
         let client = self.pool.get().await.map_err(|e| self.unreachable(e))?;
         let row = client.query_one("SHOW server_version", &[]).await?;
         Ok(row.try_get("server_version")?)
+    }
+
+    /// Whether this connection to the server is encrypted (`pg_stat_ssl`), and with what.
+    pub async fn encryption(&self) -> Result<Option<String>> {
+        let client = self.pool.get().await.map_err(|e| self.unreachable(e))?;
+        let row = client
+            .query_one(
+                "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        let ssl: bool = row.try_get("ssl")?;
+        Ok(ssl.then(|| {
+            row.try_get::<_, Option<String>>("version")
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        }))
     }
 
     /// How far the database's schema is from this binary's, without migrating.

@@ -34,6 +34,9 @@ const LOG_TAIL_LINES: usize = 40;
 pub struct Cluster {
     /// The URL of its maintenance database, where databases are created.
     server: Url,
+    /// For a cluster of [`Cluster::start_tls`]: the CA file that signed its certificate, and
+    /// where databases are created instead of `server` (its Unix socket: TCP takes TLS only).
+    tls: Option<(PathBuf, String)>,
     /// `None` for the server of `VODUP_TEST_POSTGRES`, which someone else started and stops:
     /// this process may create databases on it, but not stop it.
     own: Option<Own>,
@@ -59,6 +62,7 @@ pub fn shared() -> Option<&'static Cluster> {
             Ok(server) => Some(Cluster {
                 server: Url::parse(&server)
                     .unwrap_or_else(|e| panic!("VODUP_TEST_POSTGRES={server:?} is no URL: {e}")),
+                tls: None,
                 own: None,
             }),
             Err(_) => Cluster::start(),
@@ -71,6 +75,21 @@ impl Cluster {
     /// returns. `None`, after a loud message, where the binaries are missing and
     /// `VODUP_REQUIRE_POSTGRES=1` is not set; with it, a panic.
     pub fn start() -> Option<Cluster> {
+        Cluster::start_with(false)
+    }
+
+    /// [`Cluster::start`], serving TCP over TLS only (`hostssl`; plain TCP is rejected), with a
+    /// certificate for `localhost` and 127.0.0.1 signed by a CA of its own ([`Cluster::ca_file`]).
+    pub fn start_tls() -> Option<Cluster> {
+        Cluster::start_with(true)
+    }
+
+    /// The CA file of a [`Cluster::start_tls`] cluster.
+    pub fn ca_file(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS cluster").0
+    }
+
+    fn start_with(tls: bool) -> Option<Cluster> {
         let bin =
             std::env::var_os("VODUP_PG_BIN").map_or_else(|| DEFAULT_BIN.into(), PathBuf::from);
         if !bin.join("initdb").is_file() {
@@ -146,9 +165,18 @@ impl Cluster {
             .open(own.data().join("postgresql.conf"))
             .and_then(|mut conf| conf.write_all(settings.as_bytes()))
             .expect("postgresql.conf takes the test settings");
+        let tls = tls.then(|| {
+            let ca = own.make_certificates();
+            let admin = format!(
+                "host={} port={port} user=postgres dbname=postgres",
+                own.dir.display()
+            );
+            (ca, admin)
+        });
         let cluster = Cluster {
             server: Url::parse(&format!("postgres://postgres@127.0.0.1:{port}/postgres"))
                 .expect("server URL"),
+            tls,
             own: Some(own),
         };
         cluster.start_again();
@@ -167,7 +195,10 @@ impl Cluster {
     /// its own, so it may be called from async tests and from plain ones alike.
     pub fn create_database(&self) -> String {
         let name = format!("vodup_{:016x}", rand::random::<u64>());
-        let server = self.server.as_str();
+        let server = match &self.tls {
+            Some((_, admin)) => admin.as_str(),
+            None => self.server.as_str(),
+        };
         let create = async {
             let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
                 .await
@@ -262,6 +293,100 @@ impl Drop for Cluster {
 impl Own {
     fn data(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// A CA and a server certificate for `localhost` and 127.0.0.1 (openssl), the server set to
+    /// TLS on TCP only (plain TCP rejected; the Unix socket trusted, for creating databases).
+    /// Returns the CA's file.
+    fn make_certificates(&self) -> PathBuf {
+        let openssl = |args: &[&str], what: &str| {
+            let mut command = Command::new("openssl");
+            command.current_dir(&self.dir).args(args);
+            self.run(command, what);
+        };
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=vodup test CA",
+            ],
+            "openssl: the CA",
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            "openssl: the server's request",
+        );
+        std::fs::write(
+            self.dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("server.ext");
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+            "openssl: the server's certificate",
+        );
+        if self.as_postgres {
+            let mut chown = Command::new("chown");
+            chown
+                .arg("postgres:")
+                .arg(self.dir.join("server.key"))
+                .arg(self.dir.join("server.crt"));
+            self.run(chown, "chown the server's key to postgres");
+        }
+        let settings = format!(
+            "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+            self.dir.display()
+        );
+        OpenOptions::new()
+            .append(true)
+            .open(self.data().join("postgresql.conf"))
+            .and_then(|mut conf| conf.write_all(settings.as_bytes()))
+            .expect("postgresql.conf takes the TLS settings");
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 reject\n",
+        )
+        .expect("pg_hba.conf");
+        self.dir.join("ca.crt")
     }
 
     fn log(&self) -> PathBuf {
