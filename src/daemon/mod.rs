@@ -58,6 +58,15 @@ pub async fn run_with(
 ) -> Result<(), Error> {
     config.resolve_accounts();
     raise_descriptor_limit();
+    // Taken before anything slow (the ledger's connection): a SIGHUP from here on is a reload
+    // once the daemon runs, never the default action, which ends the process.
+    let hangups = match options.reload_from {
+        Some(_) => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .expect("can install a SIGHUP handler"),
+        ),
+        None => None,
+    };
     let ledger = Ledger::connect(&config).await?;
     let metrics = Metrics::for_node(&crate::ledger::Lease::of(&config).node);
     metrics.set_lease(config.lease);
@@ -117,7 +126,11 @@ pub async fn run_with(
     }
     let stop = cancel.child_token();
     tasks.spawn("watchdog", until_cancelled(stop.clone(), feed_watchdog()));
-    let reloader = reload_on_hangup(options.reload_from, config.accounts(), wanted_tx);
+    let reloader = reload_on_hangup(
+        options.reload_from.zip(hangups),
+        config.accounts(),
+        wanted_tx,
+    );
     tasks.spawn("reloader", until_cancelled(stop, reloader));
     tasks.until(shutdown).await;
     systemd::stopping();
@@ -165,13 +178,11 @@ async fn feed_watchdog() {
 /// On SIGHUP, read the config file again and tell the intake its watch list is wanted, unless
 /// it needs an account the engine does not have (the engine's accounts are fixed at start).
 async fn reload_on_hangup(
-    path: Option<PathBuf>,
+    from: Option<(PathBuf, tokio::signal::unix::Signal)>,
     accounts: Vec<Account>,
     wanted: watch::Sender<Vec<Watch>>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Some(path) = path else { return };
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+    let Some((path, mut hangups)) = from else {
         return;
     };
     while hangups.recv().await.is_some() {

@@ -196,3 +196,38 @@ async fn sigterm_while_a_large_file_is_hashed_exits_promptly() {
         asked.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_sighup_while_the_ledger_is_still_connecting_is_not_the_end_of_the_daemon() {
+    let env = Env::new().await;
+    // A PostgreSQL that takes connections and never answers: the start waits on it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let config = env.config_file("");
+    let sqlite = format!("ledger = {:?}", env.ledger_path().display().to_string());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &sqlite,
+        &format!("ledger = \"postgres://vodup@127.0.0.1:{port}/vodup?connect_timeout=30\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut running = daemon(&config);
+    let pid = running.id().unwrap() as i32;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(running.try_wait().unwrap().is_none(), "still starting");
+    send_signal(pid, "HUP");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        running.try_wait().unwrap().is_none(),
+        "a SIGHUP during the start ended the daemon: {:?}",
+        running.try_wait()
+    );
+    send_signal(pid, "KILL");
+    let _ = running.wait().await;
+    held.abort();
+}
