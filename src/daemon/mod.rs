@@ -60,13 +60,10 @@ pub async fn run_with(
     raise_descriptor_limit();
     // Taken before anything slow (the ledger's connection): a SIGHUP from here on is a reload
     // once the daemon runs, never the default action, which ends the process.
-    let hangups = match options.reload_from {
-        Some(_) => Some(
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .expect("can install a SIGHUP handler"),
-        ),
-        None => None,
-    };
+    let hangups = options.reload_from.as_ref().map(|_| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("can install a SIGHUP handler")
+    });
     let ledger = Ledger::connect(&config).await?;
     let metrics = Metrics::for_node(&crate::ledger::Lease::of(&config).node);
     metrics.set_lease(config.lease);
