@@ -122,58 +122,79 @@ pub struct HookRunner {
 }
 
 impl HookRunner {
-    /// Deliver until cancelled. A ledger that cannot be reached (a PostgreSQL restart) is asked
-    /// again a little later; nothing is lost, the deliveries wait in it.
+    /// Deliver until cancelled, up to [`BATCH`] deliveries at once, each taken as soon as a
+    /// place frees: a hook that hangs holds its own place until its timeout, never the others'.
+    /// A ledger that cannot be reached (a PostgreSQL restart) is asked again a little later;
+    /// nothing is lost, the deliveries wait in it. On cancel, the deliveries under way are let
+    /// finish and recorded (dropped between the receiver's answer and the record, one would be
+    /// sent twice); the shutdown deadline bounds the wait.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), LedgerError> {
+        use futures::StreamExt as _;
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             // The payload goes to the configured URL only: a redirect is a failed delivery.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an http client with a timeout builds");
+        let mut under_way = futures::stream::FuturesUnordered::new();
         loop {
-            match self.deliver_due(&http, &cancel).await {
-                Ok(()) if cancel.is_cancelled() => return Ok(()),
-                Ok(()) => {}
+            if cancel.is_cancelled() {
+                while let Some(recorded) = under_way.next().await {
+                    self.recorded(recorded);
+                }
+                return Ok(());
+            }
+            let next = match self.take_due(BATCH - under_way.len()).await {
+                Ok((due, next)) => {
+                    for delivery in due {
+                        under_way.push(self.deliver_one(&http, delivery));
+                    }
+                    next
+                }
                 Err(e) => {
                     warn!(error = %e, "hook deliveries wait: the ledger cannot be read");
-                    let pause = tokio::time::sleep(LEDGER_RETRY);
-                    if cancel.run_until_cancelled(pause).await.is_none() {
-                        return Ok(());
-                    }
+                    Some(unix_now_i64() + LEDGER_RETRY.as_secs() as i64)
                 }
+            };
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                Some(recorded) = under_way.next(), if !under_way.is_empty() => self.recorded(recorded),
+                () = idle(next, unix_now_i64(), &self.poke), if under_way.len() < BATCH => {}
             }
         }
     }
 
-    /// Deliver what is due, then wait until the next delivery is due or a poke.
-    async fn deliver_due(
+    /// Up to `places` deliveries that are due, and when the next one is due.
+    async fn take_due(&self, places: usize) -> Result<(Vec<Delivery>, Option<i64>), LedgerError> {
+        let due = if places > 0 {
+            // Taken for as long as a delivery may take, so no other node delivers them
+            // meanwhile; if this node dies, they are due again after that.
+            let hold = DELIVERY_TIMEOUT.as_secs() as i64 * 2;
+            self.ledger
+                .take_due_hooks(unix_now_i64(), places, hold)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok((due, self.ledger.next_hook_at().await?))
+    }
+
+    async fn deliver_one(
         &self,
         http: &reqwest::Client,
-        cancel: &CancellationToken,
+        delivery: Delivery,
     ) -> Result<(), LedgerError> {
-        let now = unix_now_i64();
-        // Taken for as long as the batch may take, so no other node delivers them meanwhile; if
-        // this node dies, they are due again after that.
-        let hold = DELIVERY_TIMEOUT.as_secs() as i64 * (BATCH as i64 + 1);
-        let due = self.ledger.take_due_hooks(now, BATCH, hold).await?;
-        for delivery in due {
-            if cancel.is_cancelled() {
-                return Ok(());
-            }
-            // A delivery under way is let finish and recorded, even when a stop comes meanwhile:
-            // dropped between the receiver's answer and the record, it would be sent twice. The
-            // shutdown deadline bounds the wait.
-            let secret = self.secret_for(&delivery);
-            let result = deliver(http, &delivery, secret.as_ref()).await;
-            self.record(delivery, result).await?;
+        let secret = self.secret_for(&delivery);
+        let result = deliver(http, &delivery, secret.as_ref()).await;
+        self.record(delivery, result).await
+    }
+
+    /// A delivery's outcome that the ledger could not take: it is due again once its hold
+    /// lapses, so it is sent again (at least once).
+    fn recorded(&self, recorded: Result<(), LedgerError>) {
+        if let Err(e) = recorded {
+            warn!(error = %e, "a hook delivery's outcome was not recorded: it is sent again later");
         }
-        let next = self.ledger.next_hook_at().await?;
-        tokio::select! {
-            () = cancel.cancelled() => {}
-            () = idle(next, unix_now_i64(), &self.poke) => {}
-        }
-        Ok(())
     }
 
     /// The key a webhook delivery is signed with: that of a configured hook with its URL.
@@ -285,21 +306,86 @@ async fn run_command(delivery: &Delivery) -> Result<(), String> {
         .envs(environment(&body))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
+        // A group of its own: what it leaves running is ended with it (below).
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    // Its children too, if it left some behind, timed out with them, or the delivery is dropped
+    // (a shutdown past its deadline).
+    let group = KillGroup(
+        child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+    );
+    // Its stderr is read to the end (a writer is never blocked) and kept up to STDERR_KEPT
+    // bytes: a hook that prints a gigabyte does not flood the log.
+    let stderr = child
+        .stderr
+        .take()
+        .map(|out| tokio::spawn(kept_output(out)));
     if let Some(mut stdin) = child.stdin.take() {
         // A command that ignores its stdin may close it early: that is not a failure.
         let _ = stdin.write_all(delivery.payload.as_bytes()).await;
     }
-    match tokio::time::timeout(DELIVERY_TIMEOUT, child.wait()).await {
+    let waited = tokio::time::timeout(DELIVERY_TIMEOUT, child.wait()).await;
+    drop(group);
+    // A child that left the group (setsid) may hold stderr open: not waited for long.
+    let said = match stderr {
+        Some(task) => tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let said = match said.trim() {
+        "" => String::new(),
+        text => format!("; it said: {text}"),
+    };
+    match waited {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("{program} exited with {status}")),
-        Ok(Err(e)) => Err(format!("{program}: {e}")),
-        Err(_) => Err(format!("{program} timed out")),
+        Ok(Ok(status)) => Err(format!("{program} exited with {status}{said}")),
+        Ok(Err(e)) => Err(format!("{program}: {e}{said}")),
+        Err(_) => Err(format!("{program} timed out{said}")),
     }
+}
+
+/// A hook command's process group, killed when this is dropped.
+struct KillGroup(Option<rustix::process::Pid>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// How much of a hook command's stderr is kept for its error and the log.
+const STDERR_KEPT: usize = 2048;
+
+/// Read `out` to its end; the first [`STDERR_KEPT`] bytes, as text, with a mark if more came.
+async fn kept_output(mut out: impl tokio::io::AsyncRead + Unpin) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let (mut kept, mut buf, mut more) = (Vec::new(), vec![0; 8192], false);
+    loop {
+        match out.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = STDERR_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                more |= n > room;
+            }
+        }
+    }
+    let mut text = crate::shown::line(&String::from_utf8_lossy(&kept)).to_string();
+    if more {
+        text.push_str(" […]");
+    }
+    text
 }
 
 /// The variables of [`PASSED_ON`] that the daemon has.

@@ -476,3 +476,82 @@ async fn webhooks_are_signed_with_the_key_of_their_secret_file_which_shows_nowhe
         "the key is not in the ledger"
     );
 }
+
+fn sh_hook(script: String) -> Option<Hook> {
+    Some(Hook {
+        command: vec!["sh".into(), "-c".into(), script],
+        ..Hook::default()
+    })
+}
+
+#[tokio::test]
+async fn a_hook_that_floods_its_stderr_leaves_a_short_error_and_its_children_are_ended() {
+    let env = Env::new().await;
+    let pid_file = env.dir.path().join("child.pid");
+    let mut config = env.config();
+    // 10 MB on stderr; a child left running; a failure.
+    config.watch[0].on_done = sh_hook(format!(
+        "sleep 300 & echo $! > {}; head -c 10000000 /dev/zero | tr '\\0' x >&2; exit 3",
+        pid_file.display()
+    ));
+    let daemon = Daemon::start(config).await;
+    env.write(&env.drop, "loud.mp4", &test_bytes(1000, 57));
+    wait_until(
+        "the failed hook recorded",
+        Duration::from_secs(30),
+        || async {
+            env.ledger()
+                .due_hooks(i64::MAX, 10)
+                .unwrap()
+                .iter()
+                .any(|d| d.last_error.is_some())
+        },
+    )
+    .await;
+    daemon.stop().await;
+    let owed = env.ledger().due_hooks(i64::MAX, 10).unwrap();
+    let error = owed[0].last_error.clone().unwrap();
+    assert!(error.contains("exit status: 3"), "{error}");
+    assert!(error.contains("it said: xxxx"), "{error}");
+    assert!(error.len() < 2300, "{} bytes kept", error.len());
+    let child: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || {
+        std::path::Path::new(&format!("/proc/{child}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    assert!(!alive(), "the hook's child {child} still runs");
+}
+
+#[tokio::test]
+async fn a_hook_that_hangs_does_not_hold_up_another_files_hook() {
+    let env = Env::new().await;
+    let marker = env.dir.path().join("hooks.log");
+    let mut config = env.config();
+    config.watch[0].on_done = sh_hook(format!(
+        "echo \"start $VODUP_PATH\" >> {0}; case \"$VODUP_PATH\" in *hang*) sleep 300;; esac; \
+         echo \"end $VODUP_PATH\" >> {0}",
+        marker.display()
+    ));
+    let daemon = Daemon::start(config).await;
+    let log = || std::fs::read_to_string(&marker).unwrap_or_default();
+    env.write(&env.drop, "hang.mp4", &test_bytes(1000, 58));
+    wait_until(
+        "the hanging hook started",
+        Duration::from_secs(30),
+        || async { log().contains("start") },
+    )
+    .await;
+    env.write(&env.drop, "quick.mp4", &test_bytes(1000, 59));
+    wait_until("the other file's hook", Duration::from_secs(20), || async {
+        log().contains("end") && log().contains("quick.mp4")
+    })
+    .await;
+    assert!(!log().contains(&format!("end {}", env.drop.join("hang.mp4").display())));
+    daemon.stop().await;
+}
