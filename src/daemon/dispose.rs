@@ -250,6 +250,9 @@ fn rename_to_free_name<P: rustix::path::Arg + Copy>(
 ) -> rustix::io::Result<PathBuf> {
     let mut target = target.to_owned();
     loop {
+        if super::sidecar::name_taken(&target) {
+            target = free_name(&target);
+        }
         match rustix::fs::renameat_with(dir, from, CWD, &target, RenameFlags::NOREPLACE) {
             Ok(()) => return Ok(target),
             Err(Errno::EXIST) => target = free_name(&target),
@@ -321,8 +324,12 @@ fn keep_metadata(meta: &std::fs::Metadata, to: &std::fs::File) -> io::Result<()>
     to.set_times(times)
 }
 
+/// `target`, or if it or one of its sidecar names is taken, the first of `STEM (1).EXT`,
+/// `STEM (2).EXT`, ... that is free with its sidecar names: a moved file never lands beside a
+/// sidecar that describes another one.
 fn free_name(target: &Path) -> PathBuf {
-    if !target.exists() {
+    let free = |p: &Path| p.symlink_metadata().is_err() && !super::sidecar::name_taken(p);
+    if free(target) {
         return target.to_owned();
     }
     let stem = target.file_stem().unwrap_or_default().to_string_lossy();
@@ -332,7 +339,7 @@ fn free_name(target: &Path) -> PathBuf {
         .unwrap_or_default();
     (1..)
         .map(|n| target.with_file_name(format!("{stem} ({n}){ext}")))
-        .find(|candidate| !candidate.exists())
+        .find(|candidate| free(candidate))
         .expect("some name is free")
 }
 
@@ -402,6 +409,34 @@ mod tests {
         assert_eq!(std::fs::read(done.join("sub/a (1).mp4")).unwrap(), b"new");
         assert_eq!(std::fs::read(done.join("sub/a.mp4")).unwrap(), b"old");
         assert!(!root.join("sub/a.mp4").exists());
+    }
+
+    #[test]
+    fn a_moved_file_never_lands_beside_another_files_sidecar() {
+        let (_d, root, done, ledger) = setup();
+        std::fs::write(done.join("sub/a.mp4"), b"old").unwrap();
+        // Left by another video: a (1).mp4 is free, its sidecar name is not.
+        std::fs::write(
+            done.join("sub/a (1).mp4.vod.json"),
+            b"{\"fileId\":\"other\"}",
+        )
+        .unwrap();
+        std::fs::write(root.join("sub/a.mp4"), b"new").unwrap();
+        let record = done_record(&ledger, &root.join("sub/a.mp4"), &root);
+        let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
+            panic!("the file is the uploaded one")
+        };
+        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        assert_eq!(disposal, Disposal::Moved(done.join("sub/a (2).mp4")));
+        // The free name itself, with a stale error sidecar.
+        std::fs::write(done.join("sub/b.mp4.error.json"), b"{}").unwrap();
+        std::fs::write(root.join("sub/b.mp4"), b"bee").unwrap();
+        let record = done_record(&ledger, &root.join("sub/b.mp4"), &root);
+        let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
+            panic!("the file is the uploaded one")
+        };
+        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        assert_eq!(disposal, Disposal::Moved(done.join("sub/b (1).mp4")));
     }
 
     #[test]

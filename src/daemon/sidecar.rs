@@ -45,8 +45,8 @@ pub fn write_for(
         return Ok(None);
     }
     let (body, suffix) = match record.state {
-        FileState::Done => (done_body(record), ".vod.json"),
-        _ => (error_body(record), ".error.json"),
+        FileState::Done => (done_body(record), ENDINGS[0]),
+        _ => (error_body(record), ENDINGS[1]),
     };
     let (dir, name, at) = match disposal {
         Disposal::Moved(to) | Disposal::Copied(to) => {
@@ -77,6 +77,19 @@ pub fn write_for(
         warn!(path = %shown(&path), "another file's sidecar holds this name: not overwritten");
         Ok(None)
     }
+}
+
+/// The endings of the sidecars vodup writes beside `NAME`.
+pub const ENDINGS: [&str; 2] = [".vod.json", ".error.json"];
+
+/// Whether a sidecar (of any file) already holds one of `path`'s sidecar names: a file moved to
+/// `path` would sit beside a sidecar that may describe another video.
+pub fn name_taken(path: &std::path::Path) -> bool {
+    ENDINGS.iter().any(|ending| {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(ending);
+        path.with_file_name(name).symlink_metadata().is_ok()
+    })
 }
 
 /// What `NAME.vod.json` says about a done file.
