@@ -131,6 +131,7 @@ pub fn apply(
     root: &Path,
     action: AfterUpload,
     target: Option<&Path>,
+    still_ours: &dyn Fn() -> bool,
 ) -> io::Result<Disposal> {
     let (dir, name) = match lookup(record, root)? {
         Ok(found) => found,
@@ -148,7 +149,7 @@ pub fn apply(
             info!(path = %shown(&record.path), "source deleted after upload");
             Disposal::Deleted
         }
-        (AfterUpload::Move, Some(target)) => move_to(&dir, name, target, record.key)?,
+        (AfterUpload::Move, Some(target)) => move_to(&dir, name, target, record.key, still_ours)?,
     };
     if record.state == FileState::Failed {
         if let Some(to) = disposal.target() {
@@ -226,13 +227,19 @@ fn target_in(path: &Path, root: &Path, dir: &Path) -> PathBuf {
 /// beside it. Files end side by side, so two disposals may aim at one name at once (two watches
 /// sharing a done folder, say): each copy across file systems goes through a temporary name of
 /// its own file's, and a rename that cannot refuse to replace is made under [`FREE_NAME`].
-fn move_to(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::Result<Disposal> {
+fn move_to(
+    dir: &OwnedFd,
+    name: &OsStr,
+    target: &Path,
+    key: FileKey,
+    still_ours: &dyn Fn() -> bool,
+) -> io::Result<Disposal> {
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match rename_to_free_name(dir, name, target) {
         Ok(target) => Ok(Disposal::Moved(target)),
-        Err(Errno::XDEV) => copy_across(dir, name, target, key),
+        Err(Errno::XDEV) => copy_across(dir, name, target, key, still_ours),
         Err(e) => Err(e.into()),
     }
 }
@@ -272,7 +279,16 @@ fn rename_to_free_name<P: rustix::path::Arg + Copy>(
     }
 }
 
-fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::Result<Disposal> {
+/// The error of a copy whose claim was taken over while it ran: the copy is removed unlanded.
+pub const CLAIM_LOST: &str = "the file was taken over by another node during the copy";
+
+fn copy_across(
+    dir: &OwnedFd,
+    name: &OsStr,
+    target: &Path,
+    key: FileKey,
+    still_ours: &dyn Fn() -> bool,
+) -> io::Result<Disposal> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut from = std::fs::File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
     // A hidden name of this file's own next to the target (another file copied to the same name
@@ -291,6 +307,12 @@ fn copy_across(dir: &OwnedFd, name: &OsStr, target: &Path, key: FileKey) -> io::
     io::copy(&mut from, &mut to)?;
     keep_metadata(&meta, &to)?;
     to.sync_all()?;
+    // A copy takes seconds to minutes: the node may have been frozen meanwhile and the file
+    // moved by the node that took it over. Only a holder lands its copy.
+    if !still_ours() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(io::Error::other(CLAIM_LOST));
+    }
     let target = rename_to_free_name(CWD, partial.as_path(), target)?;
     // The copy's name is durable before the source goes.
     if let Some(folder) = target.parent() {
@@ -404,7 +426,7 @@ mod tests {
             target.as_deref(),
             Some(done.join("sub/a (1).mp4").as_path())
         );
-        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        let disposal = apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         assert_eq!(disposal, Disposal::Moved(done.join("sub/a (1).mp4")));
         assert_eq!(std::fs::read(done.join("sub/a (1).mp4")).unwrap(), b"new");
         assert_eq!(std::fs::read(done.join("sub/a.mp4")).unwrap(), b"old");
@@ -426,7 +448,7 @@ mod tests {
         let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
             panic!("the file is the uploaded one")
         };
-        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        let disposal = apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         assert_eq!(disposal, Disposal::Moved(done.join("sub/a (2).mp4")));
         // The free name itself, with a stale error sidecar.
         std::fs::write(done.join("sub/b.mp4.error.json"), b"{}").unwrap();
@@ -435,7 +457,7 @@ mod tests {
         let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
             panic!("the file is the uploaded one")
         };
-        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        let disposal = apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         assert_eq!(disposal, Disposal::Moved(done.join("sub/b (1).mp4")));
     }
 
@@ -465,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_across_file_systems_whose_claim_was_lost_meanwhile_never_lands() {
+        use std::os::unix::fs::MetadataExt as _;
+        let (_d, root, _, ledger) = setup();
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            return eprintln!("no /dev/shm: cross-file-system move not tested");
+        };
+        let done = other.path().join("done");
+        let path = root.join("z.mp4");
+        std::fs::write(&path, b"zombie").unwrap();
+        assert_ne!(
+            std::fs::metadata(&path).unwrap().dev(),
+            std::fs::metadata(other.path()).unwrap().dev(),
+            "the test needs /dev/shm on a file system of its own"
+        );
+        let record = done_record(&ledger, &path, &root);
+        let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
+            panic!("act")
+        };
+        let asked = std::cell::Cell::new(0);
+        let lost = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        let error = apply(&record, &root, action, target.as_deref(), &lost).unwrap_err();
+        assert_eq!(error.to_string(), CLAIM_LOST);
+        assert_eq!(asked.get(), 1, "asked once, after the copy");
+        assert_eq!(std::fs::read(&path).unwrap(), b"zombie", "the source stays");
+        let left: Vec<_> = std::fs::read_dir(&done).unwrap().collect();
+        assert!(left.is_empty(), "no copy nor partial left: {left:?}");
+    }
+
+    #[test]
     fn a_move_across_file_systems_redoes_a_copy_a_crash_left_behind() {
         use std::os::unix::fs::MetadataExt as _;
         let (_d, root, _, ledger) = setup();
@@ -488,7 +542,7 @@ mod tests {
         let others = done.join(".a.mp4.999999.vodup-partial");
         std::fs::write(&partial, b"half").unwrap();
         std::fs::write(&others, b"another file's").unwrap();
-        let disposal = apply(&record, &root, action, target.as_deref()).unwrap();
+        let disposal = apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         assert_eq!(disposal, Disposal::Moved(done.join("a.mp4")));
         assert_eq!(std::fs::read(done.join("a.mp4")).unwrap(), b"content");
         assert!(!partial.exists() && !path.exists());
@@ -530,7 +584,7 @@ mod tests {
         let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
             panic!("act")
         };
-        apply(&record, &root, action, target.as_deref()).unwrap();
+        apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         let after = std::fs::metadata(done.join("a.mp4")).unwrap();
         assert_eq!(after.permissions().mode() & 0o7777, 0o644);
         assert_eq!(after.modified().unwrap(), mtime);
@@ -548,7 +602,7 @@ mod tests {
         let Plan::Act(action, target) = plan(&record, &w, &root).unwrap() else {
             panic!("act")
         };
-        apply(&record, &root, action, target.as_deref()).unwrap();
+        apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         let again = recover(&record, &w, &root, action, target.as_deref()).unwrap();
         assert_eq!(again, Ok(Disposal::Moved(done.join("a.mp4"))));
         std::fs::remove_file(done.join("a.mp4")).unwrap();

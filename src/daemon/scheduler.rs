@@ -131,6 +131,7 @@ impl Scheduler {
         let mut load = 0;
         let mut poll = tokio::time::interval(LEDGER_POLL);
         let ending = Ending {
+            lease: self.engine.holder().lease().clone(),
             ledger: self.ledger.clone(),
             hooks: self.hooks.clone(),
             watched: Arc::new(Watched::new(self.watches.clone())),
@@ -257,6 +258,8 @@ impl Scheduler {
 /// watch list its after-upload action follows, and the pace of an action that failed.
 #[derive(Clone)]
 struct Ending {
+    /// This node's lease: a copy across file systems checks the claim under it before it lands.
+    lease: crate::ledger::Lease,
     ledger: Ledger,
     hooks: Arc<Notify>,
     watched: Arc<Watched>,
@@ -316,7 +319,7 @@ impl Ending {
             return Ok(true);
         };
         let shown_path = shown(&record.path).to_string();
-        match dispose_now(&self.ledger, claim, &record, watch, &root).await {
+        match dispose_now(&self.ledger, (claim, &self.lease), &record, watch, &root).await {
             Ok(Some(disposal)) => {
                 debug!(path = %shown_path, ?disposal, "disposed");
                 if hook_for(watch, record.state).is_some() {
@@ -326,6 +329,10 @@ impl Ending {
             }
             Ok(None) => Ok(true),
             Err(DisposeError::Ledger(e)) => Err(e.into()),
+            Err(DisposeError::Io(e)) if e.to_string() == super::dispose::CLAIM_LOST => {
+                warn!(path = %shown_path, "another node took this file over during its copy: the copy is removed, the file is that node's now");
+                Ok(false)
+            }
             Err(DisposeError::Io(e)) => {
                 self.disposal_failed(claim, &record, &shown_path, &e)
                     .await?;
@@ -397,7 +404,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// `None` when nothing was disposed of.
 async fn dispose_now(
     ledger: &Ledger,
-    claim: Claim,
+    (claim, lease): (Claim, &crate::ledger::Lease),
     record: &FileRecord,
     watch: &Watch,
     root: &Path,
@@ -442,8 +449,19 @@ async fn dispose_now(
             held_for = Some(target.clone());
             // The action and its sidecar in one trip off the async workers.
             let (record, watch, root) = (record.clone(), watch.clone(), root.to_owned());
+            // Asked by a copy across file systems right before the copy takes its name: a node
+            // frozen mid-copy whose file was taken over meanwhile lands no second copy.
+            let still_ours = {
+                let (ledger, lease) = (ledger.clone(), lease.clone());
+                let runtime = tokio::runtime::Handle::current();
+                move || {
+                    runtime
+                        .block_on(ledger.renew(&lease, &[claim]))
+                        .is_ok_and(|held| !held.is_empty())
+                }
+            };
             blocking(move || {
-                let disposal = apply(&record, &root, action, target.as_deref())?;
+                let disposal = apply(&record, &root, action, target.as_deref(), &still_ours)?;
                 let written = sidecar::write_for(&record, &watch, &root, &disposal);
                 Ok::<_, std::io::Error>((disposal, Some(written)))
             })

@@ -453,7 +453,8 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
             .intend_disposal(claim, action, target.as_deref(), &hooks)
             .unwrap();
         let copy = snapshot(&db);
-        let disposal = vodup::daemon::apply(&record, &env.drop, action, target.as_deref()).unwrap();
+        let disposal =
+            vodup::daemon::apply(&record, &env.drop, action, target.as_deref(), &|| true).unwrap();
         ledger
             .mark_disposed(claim, &disposal.recorded(), disposal.target(), None)
             .unwrap();
