@@ -287,7 +287,7 @@ impl Intake {
                 })
             })
             .collect();
-        let mut queued = false;
+        let (mut queued, mut owed) = (false, None);
         for (path, found) in source::enqueue_all(&self.ledger, settled, self.part_size).await? {
             let found = match found {
                 // A failed file moved to the failed folder and moved back in: the operator
@@ -312,13 +312,20 @@ impl Intake {
                 Ok(_) => {}
                 Err(SourceError::Gone { .. }) => self.gone(path).await?,
                 Err(e @ SourceError::NotRegular { .. }) => warn!(error = %e, "not taken"),
+                // Said by the caller, which owes a scan shortly.
+                Err(e) if passing(&e) => {
+                    owed.get_or_insert(e);
+                }
                 Err(e) => warn!(path = %shown(&path), error = %e, "cannot take a settled file"),
             }
         }
         if queued {
             self.queued.notify_one();
         }
-        Ok(())
+        match owed {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// A file that settled is no longer at its path: say what happened to it.
@@ -337,6 +344,13 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// Whether a settled file could not be opened for a reason that passes (out of descriptors or
+/// memory): its scan is then owed and run again shortly, instead of at the next rescan.
+fn passing(error: &SourceError) -> bool {
+    matches!(error, SourceError::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)))
 }
 
 /// Watch `watches`, but those whose folders this process cannot make or write (see
@@ -465,4 +479,23 @@ async fn is_settled_already(
     });
     // A file uploaded under another path and moved or renamed here since.
     Ok(ended_here || ledger.uploaded(now).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_passes_and_a_refusal_does_not() {
+        let io = |errno| SourceError::Io {
+            path: PathBuf::from("/drop/a.mp4"),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert!(passing(&io(libc::EMFILE)));
+        assert!(passing(&io(libc::ENFILE)));
+        assert!(!passing(&io(libc::EACCES)));
+        assert!(!passing(&SourceError::Gone {
+            path: PathBuf::from("/drop/a.mp4")
+        }));
+    }
 }
