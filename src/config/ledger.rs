@@ -35,6 +35,8 @@ pub struct PostgresUrl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerTls {
     pub mode: TlsMode,
+    /// Every host is a loopback address or a Unix socket: nothing crosses a network.
+    pub local: bool,
     /// PEM file of the certificates that may sign the server's (`sslrootcert`); none: the
     /// system's trust store.
     pub root_file: Option<PathBuf>,
@@ -43,10 +45,10 @@ pub struct LedgerTls {
 /// Whether TLS is used. A certificate is always checked (chain and host name) when it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
-    /// `sslmode=disable`: clear text.
+    /// `sslmode=disable`: clear text. The default for a loopback host or a Unix socket, where
+    /// nothing crosses a network (and a local server's certificate is often a self-signed one).
     Disable,
-    /// TLS when the server offers it (`allow`, `prefer`; the default for a loopback host or a
-    /// Unix socket, where nothing crosses a network).
+    /// TLS when the server offers it (`allow`, `prefer`), its certificate checked.
     Prefer,
     /// TLS or no connection (`require`, `verify-ca`, `verify-full`; the default for any other
     /// host). `require` and `verify-ca` check the host name too: stricter than libpq.
@@ -111,9 +113,9 @@ impl PostgresUrl {
                         .is_ok_and(|ip| ip.is_loopback())
             }
             tokio_postgres::config::Host::Unix(_) => true,
-        });
+        }) && parsed.get_hostaddrs().iter().all(|ip| ip.is_loopback());
         let mode = mode.unwrap_or(if local {
-            TlsMode::Prefer
+            TlsMode::Disable
         } else {
             TlsMode::Require
         });
@@ -121,7 +123,11 @@ impl PostgresUrl {
             shown: without_password(text),
             driver: without_password(&driver),
             password: parsed.get_password().map(|p| LedgerPassword(p.to_vec())),
-            tls: LedgerTls { mode, root_file },
+            tls: LedgerTls {
+                mode,
+                local,
+                root_file,
+            },
         })
     }
 
@@ -322,9 +328,15 @@ mod tests {
         let mode = |url: &str| PostgresUrl::parse(url).unwrap().tls().mode;
         assert_eq!(mode("postgres://u@db.example/v"), TlsMode::Require);
         assert_eq!(mode("postgres://u@10.0.0.5:5432/v"), TlsMode::Require);
-        assert_eq!(mode("postgres://u@127.0.0.1/v"), TlsMode::Prefer);
-        assert_eq!(mode("postgres://u@localhost/v"), TlsMode::Prefer);
-        assert_eq!(mode("postgres://u@[::1]:5432/v"), TlsMode::Prefer);
+        assert_eq!(mode("postgres://u@127.0.0.1/v"), TlsMode::Disable);
+        assert_eq!(mode("postgres://u@localhost/v"), TlsMode::Disable);
+        assert_eq!(mode("postgres://u@[::1]:5432/v"), TlsMode::Disable);
+        assert_eq!(mode("postgres://u@%2Frun%2Fpostgresql/v"), TlsMode::Disable);
+        assert_eq!(
+            mode("postgres://u@localhost/v?hostaddr=203.0.113.9"),
+            TlsMode::Require,
+            "a remote address under a local name"
+        );
         assert_eq!(
             mode("postgres://u@db.example/v?sslmode=disable"),
             TlsMode::Disable

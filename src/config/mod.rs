@@ -372,6 +372,29 @@ impl Config {
                 }
             }
         }
+        // A delivery finds its key by its URL: one URL, one key.
+        let mut keys: Vec<(&str, Option<&crate::protocol::SecretKey>)> = Vec::new();
+        for (i, watch) in self.watch.iter().enumerate() {
+            for (field, hook) in [("on_done", &watch.on_done), ("on_failed", &watch.on_failed)] {
+                let Some((url, key)) = hook
+                    .as_ref()
+                    .and_then(|h| Some((h.webhook.as_deref()?, h.webhook_secret.as_ref())))
+                else {
+                    continue;
+                };
+                match keys.iter().find(|(u, _)| *u == url) {
+                    Some((_, other)) if *other != key => {
+                        return Err(error::invalid(
+                            format!("watch[{i}].{field}.webhook_secret_file"),
+                            "another hook posts to the same webhook with another key (or none): \
+                             give one URL one webhook_secret_file",
+                        ))
+                    }
+                    Some(_) => {}
+                    None => keys.push((url, key)),
+                }
+            }
+        }
         Ok(())
     }
 

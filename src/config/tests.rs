@@ -634,3 +634,32 @@ fn a_webhook_secret_file_is_read_at_load_and_refused_empty_or_without_a_webhook(
     let error = Config::load(&write(&unsigned)).unwrap_err().to_string();
     assert!(error.contains("no `webhook`"), "{error}");
 }
+
+#[test]
+fn one_webhook_url_takes_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.secret"), dir.path().join("b.secret"));
+    std::fs::write(&a, "key-a").unwrap();
+    std::fs::write(&b, "key-b").unwrap();
+    let watch = |name: &str, key: &Path| {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        format!(
+            "[[watch]]\npath = {:?}\n[watch.on_done]\nwebhook = \"https://cms.example/hook\"\n\
+             webhook_secret_file = {:?}\n",
+            folder.display().to_string(),
+            key.display().to_string()
+        )
+    };
+    let path = dir.path().join("c.toml");
+    let text = format!("{}{}{}", minimal(), watch("one", &a), watch("two", &b));
+    std::fs::write(&path, text).unwrap();
+    let error = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("watch[1].on_done.webhook_secret_file"),
+        "{error}"
+    );
+    let text = format!("{}{}{}", minimal(), watch("one", &a), watch("two", &a));
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap();
+}

@@ -280,7 +280,8 @@ fn rename_to_free_name<P: rustix::path::Arg + Copy>(
 }
 
 /// The error of a copy whose claim was taken over while it ran: the copy is removed unlanded.
-pub const CLAIM_LOST: &str = "the file was taken over by another node during the copy";
+pub const CLAIM_LOST: &str =
+    "the claim on the file could not be confirmed (another node took it over, or the ledger did not answer)";
 
 fn copy_across(
     dir: &OwnedFd,
@@ -289,6 +290,11 @@ fn copy_across(
     key: FileKey,
     still_ours: &dyn Fn() -> bool,
 ) -> io::Result<Disposal> {
+    // Before the partial (shared by this file's holders, one after another) is opened, and again
+    // before the copy lands.
+    if !still_ours() {
+        return Err(io::Error::other(CLAIM_LOST));
+    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut from = std::fs::File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
     // A hidden name of this file's own next to the target (another file copied to the same name
@@ -338,12 +344,18 @@ fn keep_metadata(meta: &std::fs::Metadata, to: &std::fs::File) -> io::Result<()>
     if fchown(to, Some(meta.uid()), Some(meta.gid())).is_err() {
         let _ = fchown(to, None, Some(meta.gid()));
     }
-    // After the owner: a change of owner clears the set-id bits.
-    to.set_permissions(meta.permissions())?;
+    // After the owner: a change of owner clears the set-id bits. Best effort, as `mv` does: a
+    // file system that keeps no modes or times (vfat, some CIFS mounts) does not fail the move.
+    if let Err(e) = to.set_permissions(meta.permissions()) {
+        warn!(error = %e, "the copy's mode could not be kept");
+    }
     let times = std::fs::FileTimes::new()
         .set_accessed(meta.accessed()?)
         .set_modified(meta.modified()?);
-    to.set_times(times)
+    if let Err(e) = to.set_times(times) {
+        warn!(error = %e, "the copy's times could not be kept");
+    }
+    Ok(())
 }
 
 /// `target`, or if it or one of its sidecar names is taken, the first of `STEM (1).EXT`,
@@ -512,7 +524,7 @@ mod tests {
         };
         let error = apply(&record, &root, action, target.as_deref(), &lost).unwrap_err();
         assert_eq!(error.to_string(), CLAIM_LOST);
-        assert_eq!(asked.get(), 1, "asked once, after the copy");
+        assert_eq!(asked.get(), 1, "asked before anything is written");
         assert_eq!(std::fs::read(&path).unwrap(), b"zombie", "the source stays");
         let left: Vec<_> = std::fs::read_dir(&done).unwrap().collect();
         assert!(left.is_empty(), "no copy nor partial left: {left:?}");

@@ -92,7 +92,7 @@ pub fn across_file_systems(watch: &Watch) -> Vec<String> {
 
 /// Whether a file made in `from` fails to be renamed into `to` with EXDEV.
 fn rename_is_cross_device(from: &Path, to: &Path) -> bool {
-    let name = format!(".vodup-probe-{}", std::process::id());
+    let name = format!(".vodup-probe-{:016x}", rand::random::<u64>());
     let (here, there) = (from.join(&name), to.join(&name));
     let made = std::fs::OpenOptions::new()
         .write(true)
@@ -109,7 +109,7 @@ fn rename_is_cross_device(from: &Path, to: &Path) -> bool {
 /// Create `dir` if missing, then create and remove a hidden file in it.
 fn probe(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let file = dir.join(format!(".vodup-probe-{}", std::process::id()));
+    let file = dir.join(format!(".vodup-probe-{:016x}", rand::random::<u64>()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

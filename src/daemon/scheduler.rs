@@ -330,7 +330,7 @@ impl Ending {
             Ok(None) => Ok(true),
             Err(DisposeError::Ledger(e)) => Err(e.into()),
             Err(DisposeError::Io(e)) if e.to_string() == super::dispose::CLAIM_LOST => {
-                warn!(path = %shown_path, "another node took this file over during its copy: the copy is removed, the file is that node's now");
+                warn!(path = %shown_path, "the file's claim could not be confirmed during its copy across file systems: the copy is removed; the file is taken again if it is still this node's");
                 Ok(false)
             }
             Err(DisposeError::Io(e)) => {
@@ -354,7 +354,9 @@ impl Ending {
     ) -> Result<(), EngineError> {
         let before = record.disposal_failed.as_ref().map_or(0, |f| f.failures);
         let delay = self.retry.ceiling(before, Pace::Slow);
-        let retry_in = i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX);
+        // Whole seconds on a clock of whole seconds: one more, so the wait is never shorter
+        // than the delay (nor than a second).
+        let retry_in = i64::try_from(delay.as_millis().div_ceil(1000) + 1).unwrap_or(i64::MAX);
         let reason = format!(
             "after-upload action failed: {}",
             super::folders::explain(error)

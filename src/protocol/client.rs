@@ -216,10 +216,22 @@ impl Client {
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         if response.status().is_redirection() {
+            // Where it pointed, without its query: a Location often echoes the request's,
+            // which carries the signature.
             let to = response
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                .map(|l| match reqwest::Url::parse(&l) {
+                    Ok(url) => format!(
+                        "{}://{}{}{}",
+                        url.scheme(),
+                        url.host_str().unwrap_or_default(),
+                        url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                        url.path()
+                    ),
+                    Err(_) => l.split(['?', '#']).next().unwrap_or_default().to_owned(),
+                })
                 .unwrap_or_default();
             return Err(CallError::Http {
                 action,

@@ -95,14 +95,10 @@ impl Postgres {
                     source,
                 })?;
         config.ssl_mode(tls::ssl_mode(url.tls()));
-        if url.tls().mode == crate::config::TlsMode::Disable {
+        let clear = url.tls().mode == crate::config::TlsMode::Disable;
+        if clear && !url.tls().local {
             tracing::warn!(ledger = %shown, "sslmode=disable: the ledger's traffic (its password included) crosses the network in clear text");
         }
-        let connector =
-            tls::connector(url.tls()).map_err(|message| LedgerError::PostgresSchema {
-                url: shown.clone(),
-                message,
-            })?;
         if let Some(password) = url.password() {
             config.password(password.reveal());
         }
@@ -124,13 +120,20 @@ impl Postgres {
         ));
         config.options(options.trim_start());
         config.keepalives(true).keepalives_idle(STUCK);
-        let manager = Manager::from_config(
-            config,
-            connector,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        // Clear text needs no connector (and a Unix socket has no host name to check).
+        let manager = if clear {
+            Manager::from_config(config, tokio_postgres::NoTls, recycling())
+        } else {
+            let connector =
+                tls::connector(url.tls()).map_err(|message| LedgerError::PostgresSchema {
+                    url: shown.clone(),
+                    message,
+                })?;
+            Manager::from_config(config, connector, recycling())
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
