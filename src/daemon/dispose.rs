@@ -573,7 +573,7 @@ mod tests {
         std::fs::write(&path, b"content").unwrap();
         let source = std::fs::File::options().write(true).open(&path).unwrap();
         source
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .set_permissions(std::fs::Permissions::from_mode(0o640))
             .unwrap();
         let day = std::time::Duration::from_secs(86_400);
         let (atime, mtime) = (
@@ -598,7 +598,7 @@ mod tests {
         };
         apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
         let after = std::fs::metadata(done.join("a.mp4")).unwrap();
-        assert_eq!(after.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(after.permissions().mode() & 0o7777, 0o640);
         assert_eq!(after.modified().unwrap(), mtime);
         assert_eq!(after.accessed().unwrap(), atime);
         assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
