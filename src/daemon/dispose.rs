@@ -498,25 +498,35 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"first", "left in place");
     }
 
+    /// A folder on another file system than `root` (in /dev/shm), where a move is a copy; none,
+    /// said on stderr, where there is no such place.
+    fn another_file_system(root: &Path) -> Option<tempfile::TempDir> {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm: cross-file-system move not tested");
+            return None;
+        };
+        let device = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        if device(root) == device(other.path()) {
+            eprintln!("/dev/shm is on the same file system: not tested");
+            return None;
+        }
+        Some(other)
+    }
+
     #[test]
     fn a_copy_across_file_systems_whose_claim_was_lost_meanwhile_never_lands() {
-        use std::os::unix::fs::MetadataExt as _;
         let (_d, root, _, ledger) = setup();
-        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
-            return eprintln!("no /dev/shm: cross-file-system move not tested");
-        };
+        let other = another_file_system(&root)
+            .expect("the test needs /dev/shm on a file system of its own");
         let done = other.path().join("done");
         let path = root.join("z.mp4");
         std::fs::write(&path, b"zombie").unwrap();
-        assert_ne!(
-            std::fs::metadata(&path).unwrap().dev(),
-            std::fs::metadata(other.path()).unwrap().dev(),
-            "the test needs /dev/shm on a file system of its own"
-        );
         let record = done_record(&ledger, &path, &root);
         let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
             panic!("act")
         };
+        // Lost before the copy starts: nothing is written.
         let asked = std::cell::Cell::new(0);
         let lost = || {
             asked.set(asked.get() + 1);
@@ -525,6 +535,16 @@ mod tests {
         let error = apply(&record, &root, action, target.as_deref(), &lost).unwrap_err();
         assert_eq!(error.to_string(), CLAIM_LOST);
         assert_eq!(asked.get(), 1, "asked before anything is written");
+        // Lost during the copy (a node frozen mid-copy, taken over meanwhile): the copy made is
+        // removed, never given its name.
+        asked.set(0);
+        let lost_meanwhile = || {
+            asked.set(asked.get() + 1);
+            asked.get() == 1
+        };
+        let error = apply(&record, &root, action, target.as_deref(), &lost_meanwhile).unwrap_err();
+        assert_eq!(error.to_string(), CLAIM_LOST);
+        assert_eq!(asked.get(), 2, "asked again once the copy was made");
         assert_eq!(std::fs::read(&path).unwrap(), b"zombie", "the source stays");
         let left: Vec<_> = std::fs::read_dir(&done).unwrap().collect();
         assert!(left.is_empty(), "no copy nor partial left: {left:?}");
@@ -532,18 +552,13 @@ mod tests {
 
     #[test]
     fn a_move_across_file_systems_redoes_a_copy_a_crash_left_behind() {
-        use std::os::unix::fs::MetadataExt as _;
         let (_d, root, _, ledger) = setup();
-        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
-            return eprintln!("no /dev/shm: cross-file-system move not tested");
+        let Some(other) = another_file_system(&root) else {
+            return;
         };
         let done = other.path().join("done");
         let path = root.join("a.mp4");
         std::fs::write(&path, b"content").unwrap();
-        if std::fs::metadata(&path).unwrap().dev() == std::fs::metadata(other.path()).unwrap().dev()
-        {
-            return eprintln!("/dev/shm is on the same file system: not tested");
-        }
         let record = done_record(&ledger, &path, &root);
         let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
             panic!("act")
@@ -565,8 +580,8 @@ mod tests {
     fn a_move_across_file_systems_keeps_the_mode_times_and_group_as_mv_does() {
         use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
         let (_d, root, _, ledger) = setup();
-        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
-            return eprintln!("no /dev/shm: cross-file-system move not tested");
+        let Some(other) = another_file_system(&root) else {
+            return;
         };
         let done = other.path().join("done");
         let path = root.join("a.mp4");
