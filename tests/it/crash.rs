@@ -1,6 +1,8 @@
 //! The real daemon binary killed and stopped in the middle of uploads.
 
-use crate::helpers::env::{assert_resent_at_most, slow_parts, test_bytes, wait_until, Env, PART};
+use crate::helpers::env::{
+    assert_resent_at_most, send_signal, slow_parts, test_bytes, wait_until, Env, PART,
+};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -125,14 +127,6 @@ async fn sigterm_drains_within_the_deadline_exits_zero_and_the_restart_finishes(
 }
 
 /// Send a signal with kill(1): the crate forbids `unsafe`, and tokio only sends SIGKILL.
-fn send_signal(pid: i32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
-    assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_watch_list() {
     let env = Env::new().await;

@@ -2,8 +2,8 @@
 //! restart), and JSON logs that carry fileSha.
 
 use crate::helpers::env::{
-    dumped, env_dump_hook, refuse, slow_parts, test_bytes, wait_until, Daemon, Env, PART,
-    SECRET_KEY,
+    dumped, env_dump_hook, free_port, refuse, send_signal, slow_parts, test_bytes, wait_until,
+    Daemon, Env, PART, SECRET_KEY,
 };
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use serde_json::Value;
@@ -12,14 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vodup::config::Hook;
 use vodup::emulator::Faults;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The value of one sample line of a Prometheus exposition (`name{labels} value`).
 /// The value of `series` in an exposition, as if it had no `node` label: the daemon labels
@@ -436,11 +428,7 @@ async fn webhooks_are_signed_with_the_key_of_their_secret_file_which_shows_nowhe
         !seen.lock().unwrap().is_empty()
     })
     .await;
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    send_signal(child.id().unwrap() as i32, "TERM");
     assert!(child.wait().await.unwrap().success());
 
     let (headers, body) = seen.lock().unwrap()[0].clone();

@@ -2,21 +2,13 @@
 //! inline code, nosniff, no referrer, no framing), GET only; and in a real browser (headless
 //! Chromium) the page lists the files, a hostile name shows as text and a done file its fileId.
 
-use crate::helpers::env::{test_bytes, wait_until, Daemon, Env, PART};
+use crate::helpers::env::{free_port, test_bytes, wait_until, Daemon, Env, PART};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The name of a file that would run script if a page put it in as markup.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>.mp4";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The daemon with the listener on a free loopback port, and `names` dropped and done (an empty
 /// name stays waiting).

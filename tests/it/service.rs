@@ -11,34 +11,6 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use vodup::config::{AfterUpload, Watch};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `vodup --config CONFIG ARGS`, its stdout and stderr.
-async fn vodup(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vodup"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("INVOCATION_ID")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("vodup runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
 }
@@ -91,7 +63,7 @@ async fn a_move_that_fails_is_shown_with_its_reason_retried_with_backoff_and_don
 
     // Shown: status (table and JSON), /files.json, metrics.
     let file = env.config_file("");
-    let (_, table, _) = vodup(&file, &["status"]).await;
+    let (_, table, _) = run_vodup(&file, &["status"]).await;
     // The file's line, then the reason on a line of its own under it.
     let mut lines = table.lines().skip_while(|l| !l.contains("clip.mp4"));
     assert!(lines.next().is_some_and(|l| l.contains("done")), "{table}");
@@ -99,7 +71,7 @@ async fn a_move_that_fails_is_shown_with_its_reason_retried_with_backoff_and_don
         .find(|l| l.contains("NOT DISPOSED"))
         .unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains("after-upload action failed"), "{line}");
-    let (_, json, _) = vodup(&file, &["status", "--json"]).await;
+    let (_, json, _) = run_vodup(&file, &["status", "--json"]).await;
     let rows: Value = serde_json::from_str(&json).unwrap();
     let row = rows
         .as_array()
@@ -202,7 +174,7 @@ async fn a_watch_whose_folders_cannot_be_written_is_refused_shown_and_taken_up_o
     assert!(why.contains("other"), "{why}");
     assert!(why.contains("failed_dir"), "{why}");
     assert!(why.contains("not-a-folder"), "{why}");
-    let (_, out, _) = vodup(&env.config_file(""), &["status"]).await;
+    let (_, out, _) = run_vodup(&env.config_file(""), &["status"]).await;
     let line = out
         .lines()
         .find(|l| l.contains("REFUSED"))
@@ -244,7 +216,7 @@ async fn check_config_warns_of_a_done_folder_on_another_file_system() {
         &format!("done_dir = {:?}", done.path().display().to_string()),
     );
     std::fs::write(&config, text).unwrap();
-    let (ok, _, stderr) = vodup(&config, &["check-config"]).await;
+    let (ok, _, stderr) = run_vodup(&config, &["check-config"]).await;
     assert!(ok, "{stderr}");
     let warning = stderr
         .lines()
@@ -260,10 +232,10 @@ async fn check_config_warns_of_a_done_folder_on_another_file_system() {
 #[tokio::test]
 async fn the_shipped_example_config_is_refused_until_its_placeholders_are_replaced() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-    let (ok, stdout, stderr) = vodup(&example, &["check-config"]).await;
+    let (ok, stdout, stderr) = run_vodup(&example, &["check-config"]).await;
     assert!(!ok, "check-config accepts the example: {stdout}");
     assert!(stderr.contains("placeholder"), "{stderr}");
-    let (ok, _, stderr) = vodup(&example, &["run"]).await;
+    let (ok, _, stderr) = run_vodup(&example, &["run"]).await;
     assert!(!ok);
     assert!(stderr.contains("placeholder"), "{stderr}");
 }
@@ -336,7 +308,7 @@ async fn systemd_hears_ready_reloading_and_a_refused_reload_and_errors_carry_the
     );
 
     // A good reload: RELOADING=1 first, then READY=1.
-    kill(pid, "HUP");
+    send_signal(pid, "HUP");
     notify
         .until("RELOADING=1", |m| m.contains("RELOADING=1"))
         .await;
@@ -347,7 +319,7 @@ async fn systemd_hears_ready_reloading_and_a_refused_reload_and_errors_carry_the
     // priority 3; the daemon runs on.
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{good}\nthis is = = not toml\n")).unwrap();
-    kill(pid, "HUP");
+    send_signal(pid, "HUP");
     notify
         .until("RELOADING=1", |m| m.contains("RELOADING=1"))
         .await;
@@ -364,7 +336,7 @@ async fn systemd_hears_ready_reloading_and_a_refused_reload_and_errors_carry_the
     )
     .await;
 
-    kill(pid, "TERM");
+    send_signal(pid, "TERM");
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .unwrap()
@@ -419,12 +391,4 @@ async fn a_refused_signature_is_an_error_that_names_the_file_and_the_key() {
     assert!(line.contains("signed.mp4"), "{line}");
     assert!(line.contains(&vodup::hash::sha1_hex(&data)), "{line}");
     assert!(!log.contains("not-the-key"), "the key never shows: {log}");
-}
-
-fn kill(pid: i32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
-    assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
 }

@@ -245,3 +245,42 @@ impl Daemon {
             .expect("daemon stops cleanly");
     }
 }
+
+/// A loopback port free a moment ago (for a listener the code under test binds).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `kill -SIGNAL pid`, asserted to work.
+pub fn send_signal(pid: i32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+}
+
+/// `vodup --config CONFIG ARGS` run to its end, outside systemd (no journal prefixes): whether
+/// it succeeded, its stdout and its stderr.
+pub async fn run_vodup(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("INVOCATION_ID")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("vodup runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
