@@ -27,8 +27,12 @@ pub async fn protocol(
     Extension(conn): Extension<ConnHandle>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
+    let agent = headers.get(axum::http::header::USER_AGENT);
+    app.stats
+        .call(agent.map_or("-", |a| a.to_str().unwrap_or("(not text)")));
     let query = Query::parse(uri.query());
     let action = match query.action() {
         Ok(action) => action,

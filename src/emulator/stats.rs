@@ -29,6 +29,9 @@ pub struct Stats {
     pub parts_by_sha: BTreeMap<String, u64>,
     /// Injected faults by kind (`retryable`, `final`, `http_500`, `http_503`, `drop`, `stall`).
     pub faults_injected: BTreeMap<String, u64>,
+    /// Protocol requests (any action, counted as they arrive) by `User-Agent` (`-` for none):
+    /// which client of a fleet called, since vodup names its node there.
+    pub calls_by_agent: BTreeMap<String, u64>,
 }
 
 /// Why a part request was refused: the keys of `parts_rejected`.
@@ -116,6 +119,10 @@ impl Recorder {
                 s.finish_failures += 1;
             }
         });
+    }
+
+    pub fn call(&self, agent: &str) {
+        self.with(|s| bump(&mut s.calls_by_agent, agent));
     }
 
     pub fn injected(&self, kind: &str) {

@@ -94,6 +94,19 @@ impl From<Bytes> for PartBody {
     }
 }
 
+/// `vodup/VERSION (node NAME)`, the name's characters outside printable ASCII (or a parenthesis)
+/// as `?`, so any node name makes a valid header.
+fn user_agent(node: &str) -> String {
+    let name: String = node
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '(' && c != ')' => c,
+            _ => '?',
+        })
+        .collect();
+    format!("vodup/{} (node {name})", env!("CARGO_PKG_VERSION"))
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -101,7 +114,9 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, timeouts: &Timeouts) -> Result<Client, ClientError> {
+    /// A client of `endpoint`. `node` names this host in the `User-Agent` (`vodup/VERSION (node
+    /// NAME)`), so the service's logs tell a fleet's nodes apart.
+    pub fn new(endpoint: &str, timeouts: &Timeouts, node: &str) -> Result<Client, ClientError> {
         let url = reqwest::Url::parse(endpoint)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -109,7 +124,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
-            .user_agent(concat!("vodup/", env!("CARGO_PKG_VERSION")))
+            .user_agent(user_agent(node))
             // A redirect is an answer, never followed: the signature, the parts and the finish go
             // to the configured endpoint only, and a fileId comes only from it.
             .redirect(reqwest::redirect::Policy::none())

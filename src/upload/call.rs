@@ -30,7 +30,8 @@ impl Retried {
     }
 }
 
-/// Call `f` until it succeeds or [`classify`] says to stop. `stale` tells whether the signature
+/// Call `f` until it succeeds or [`classify`] says to stop, each attempt only while this node's
+/// claim is fresh by its own clock ([`super::Holder::fence`]). `stale` tells whether the signature
 /// the call carries is expired or about to be, by our clock. Each retry is logged, counted and
 /// noted in the ledger as the file's last error.
 pub async fn with_retry<T, F, Fut>(
@@ -50,6 +51,7 @@ where
         if cancel.is_cancelled() {
             return Err(Interrupt::Stopped);
         }
+        inner.holder.fence(what.claim).await?;
         let error = match f().await {
             Ok(answer) => return Ok(answer),
             Err(error) => error,

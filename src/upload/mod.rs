@@ -175,8 +175,9 @@ struct Accounts {
 impl Accounts {
     fn new(config: &Config) -> Result<Accounts, ClientError> {
         let mut by_name = HashMap::new();
+        let node = crate::ledger::Lease::of(config).node;
         for account in config.accounts() {
-            let client = Client::new(&account.endpoint, &config.timeouts)?;
+            let client = Client::new(&account.endpoint, &config.timeouts, &node)?;
             let signer = Signer {
                 secret_id: account.secret_id,
                 secret_key: account.secret_key,

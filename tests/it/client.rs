@@ -20,7 +20,7 @@ fn client(emu: &TestEmulator) -> Client {
         connect: Duration::from_secs(2),
         request: Duration::from_secs(2),
     };
-    Client::new(&emu.endpoint, &timeouts).unwrap()
+    Client::new(&emu.endpoint, &timeouts, "test").unwrap()
 }
 
 fn init<'a>(sha: &'a str, size: usize, signature: &'a str) -> InitRequest<'a> {
@@ -316,7 +316,7 @@ async fn an_endless_answer_is_refused_as_not_a_protocol_answer_after_a_bounded_r
     };
     for (chunked, action) in [(true, "init"), (false, "init"), (true, "finish")] {
         let (endpoint, server) = endless_server(chunked).await;
-        let c = Client::new(&endpoint, &timeouts).unwrap();
+        let c = Client::new(&endpoint, &timeouts, "test").unwrap();
         let started = Instant::now();
         let error = match action {
             "init" => c

@@ -324,7 +324,8 @@ async fn a_node_killed_mid_upload_has_its_files_finished_by_the_others_within_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_frozen_past_its_lease_lands_no_write_and_moves_nothing_after_the_takeover() {
+async fn a_node_frozen_past_its_lease_calls_the_service_no_more_and_lands_nothing_after_the_takeover(
+) {
     let Some(cluster) = postgres::shared() else {
         return;
     };
@@ -352,6 +353,11 @@ async fn a_node_frozen_past_its_lease_lands_no_write_and_moves_nothing_after_the
         },
     )
     .await;
+    // Every call b had made before the freeze has reached the service by now.
+    let b_agent = format!("vodup/{} (node b)", env!("CARGO_PKG_VERSION"));
+    let b_calls = |stats: &vodup::emulator::Stats| stats.calls_by_agent.get(&b_agent).copied();
+    let before_thaw = b_calls(&env.emu.stats().await);
+    assert!(before_thaw.is_some_and(|n| n > 0), "b's calls are counted");
     b.signal(rustix::process::Signal::CONT);
     all_moved_once(&env, &c, &files, Duration::from_secs(60)).await;
     // b, thawed, learns it lost the files (its renewal or its next write says so) and stops.
@@ -382,6 +388,13 @@ async fn a_node_frozen_past_its_lease_lands_no_write_and_moves_nothing_after_the
         stats.finishes,
         files.len() as u64,
         "b finished a file at the service after losing it: {stats:?}"
+    );
+    // Thawed, b renewed (and found its files lost) before it said anything more to the service.
+    assert_eq!(
+        b_calls(&stats),
+        before_thaw,
+        "b called the service for a file it had lost: {:?}",
+        stats.calls_by_agent
     );
 }
 
