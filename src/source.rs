@@ -65,7 +65,7 @@ impl Source {
         }
         Ok(Source {
             identity: FileIdentity::of(&meta),
-            changed_ns: changed_ns(&meta),
+            changed_ns: ctime_ns(&meta),
             file,
         })
     }
@@ -84,7 +84,12 @@ impl Source {
     /// kept size and mtime (`dd conv=notrunc` then `touch -r`, `rsync --inplace -t`) shows only
     /// here; so does a chmod, which is why this calls for a look at the content, not a verdict.
     pub fn status_changed(&self) -> io::Result<bool> {
-        Ok(changed_ns(&self.file.metadata()?) != self.changed_ns)
+        Ok(ctime_ns(&self.file.metadata()?) != self.changed_ns)
+    }
+
+    /// Its `ctime` (ns) when it was opened: what the ledger stores beside a hash taken from it.
+    pub fn changed_ns(&self) -> i64 {
+        self.changed_ns
     }
 
     /// The open file, to read with `pread` (`FileExt::read_exact_at`).
@@ -93,7 +98,8 @@ impl Source {
     }
 }
 
-fn changed_ns(meta: &std::fs::Metadata) -> i64 {
+/// A `stat`'s ctime in nanoseconds since the epoch.
+pub fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
     use std::os::unix::fs::MetadataExt as _;
     meta.ctime() * 1_000_000_000 + meta.ctime_nsec()
 }

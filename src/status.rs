@@ -275,6 +275,7 @@ mod tests {
             account: None,
             node: None,
             lease_until: None,
+            hashed_ctime_ns: None,
         }
     }
 

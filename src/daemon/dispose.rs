@@ -83,6 +83,33 @@ fn lookup<'r>(
     }
 }
 
+const REWRITTEN: &str = "the file was rewritten in place after it was uploaded (its content is \
+     not what the service holds): not disposed of; its new content is taken once it settles";
+
+/// Whether a done file's path still holds the content that was uploaded, as far as a write could
+/// have changed it behind the same size, mtime and inode: its `ctime` is the one recorded with
+/// its hash, or, when the ctime moved (a chmod or a link moves it too; so does a write whose
+/// writer put the mtime back), its SHA-1 read again is the recorded one. A failed file's content
+/// was never vouched for: always true. Blocking (it may read the whole file).
+fn holds_upload(record: &FileRecord, root: &Path) -> io::Result<bool> {
+    let (FileState::Done, Some(sha)) = (record.state, &record.file_sha) else {
+        return Ok(true);
+    };
+    let source = match crate::source::Source::open(&record.path, Some(root)) {
+        Ok(source) => source,
+        // Gone or swapped meanwhile: the identity check that follows says what it is now.
+        Err(SourceError::Gone { .. } | SourceError::NotRegular { .. }) => return Ok(true),
+        Err(SourceError::Io { source, .. }) => return Err(source),
+        Err(SourceError::Outside { .. }) => return Ok(true),
+    };
+    if record.hashed_ctime_ns == Some(source.changed_ns()) {
+        return Ok(true);
+    }
+    info!(path = %shown(&record.path), "the file's status changed since it was hashed: reading it again before its after-upload action");
+    let now = crate::hash::sha1_now(&source)?;
+    Ok(now.as_deref() == Some(sha.as_str()) && record.is(&source.current()?))
+}
+
 /// Decide the after-upload action of a done or failed file. Blocking.
 pub fn plan(record: &FileRecord, watch: &Watch, root: &Path) -> io::Result<Plan> {
     let (dir, name) = match lookup(record, root)? {
@@ -91,6 +118,9 @@ pub fn plan(record: &FileRecord, watch: &Watch, root: &Path) -> io::Result<Plan>
     };
     let failed = record.state == FileState::Failed;
     match look(&dir, name)? {
+        Some(now) if record.is(&now) && !holds_upload(record, root)? => {
+            return Ok(Plan::Supersede(REWRITTEN));
+        }
         Some(now) if record.is(&now) => {}
         None => return Ok(Plan::Skip("the file is gone from its path")),
         Some(now) if record.inode.is_none_or(|i| i.ino == now.inode.ino) => {
@@ -137,7 +167,7 @@ pub fn apply(
         Ok(found) => found,
         Err(_) => return Ok(Disposal::Skipped("the file is gone from its path")),
     };
-    if !look(&dir, name)?.is_some_and(|now| record.is(&now)) {
+    if !look(&dir, name)?.is_some_and(|now| record.is(&now)) || !holds_upload(record, root)? {
         return Ok(Disposal::Skipped(
             "the file changed or went away just before its after-upload action",
         ));

@@ -322,18 +322,23 @@ impl Ledger {
         )
     }
 
-    /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
+    /// Store the hashing pass: the file's SHA-1 and part size, the MD5 of every part, and the
+    /// file's `ctime` (ns) when it was opened for the pass.
     pub async fn record_hash(
         &self,
         claim: Claim,
         sha: &str,
         part_size: u64,
         md5s: Vec<String>,
+        ctime_ns: Option<i64>,
     ) -> Result<()> {
         let owned = sha.to_owned();
         match &self.store {
-            Store::Sqlite(s) => sqlite!(s, |s| s.record_hash(claim, &owned, part_size, &md5s)),
-            Store::Postgres(p) => p.record_hash(claim, sha, part_size, &md5s).await,
+            Store::Sqlite(s) => {
+                sqlite!(s, |s| s
+                    .record_hash(claim, &owned, part_size, &md5s, ctime_ns))
+            }
+            Store::Postgres(p) => p.record_hash(claim, sha, part_size, &md5s, ctime_ns).await,
         }
     }
 

@@ -268,6 +268,10 @@ pub struct FileRecord {
     /// When that claim lapses unless renewed (Unix seconds, by the ledger's clock); none once
     /// released.
     pub lease_until: Option<i64>,
+    /// The file's `ctime` (ns) when `file_sha` was taken: while the file's ctime is still this,
+    /// no write reached it since (none on rows hashed before it was recorded).
+    #[serde(skip)]
+    pub hashed_ctime_ns: Option<i64>,
 }
 
 impl FileRecord {

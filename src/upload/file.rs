@@ -188,7 +188,11 @@ impl Journey {
     ) -> Result<(String, Vec<String>), Interrupt> {
         let (inner, key) = (&self.inner, record.key);
         let parts = plan(record.size, part_size).len();
-        if let Some(sha) = record.file_sha.clone() {
+        // A stored hash holds while no write reached the file since it was taken: a rewrite in
+        // place that put the mtime back (while vodup was down, or between attempts) moved the
+        // ctime, and the file is hashed again.
+        let unwritten = record.hashed_ctime_ns == Some(source.changed_ns());
+        if let Some(sha) = record.file_sha.clone().filter(|_| unwritten) {
             let stored = inner
                 .ledger
                 .part_md5s(&sha, part_size.bytes(), parts)
@@ -197,6 +201,9 @@ impl Journey {
                 return Ok((sha, md5s));
             }
         }
+        if record.file_sha.is_some() && !unwritten {
+            info!("the file's status changed since its hash was taken (or the hash is older than its ctime's record): hashing it again");
+        }
         if record.file_sha.is_some() {
             // A file never hashed was marked hashing as its attempt began.
             inner.ledger.set_state(claim, FileState::Hashing).await?;
@@ -204,7 +211,7 @@ impl Journey {
         let event = Event::Hashing { size: record.size };
         inner.progress.event(key, &record.path, event);
         let started = std::time::Instant::now();
-        let (token, source) = (self.cancel.clone(), source.clone());
+        let (token, source, ctime) = (self.cancel.clone(), source.clone(), source.changed_ns());
         let (progress, path) = (inner.progress.clone(), record.path.clone());
         let digest = tokio::task::spawn_blocking(move || {
             let read = |bytes| progress.event(key, &path, Event::Hashed { bytes });
@@ -222,7 +229,7 @@ impl Journey {
         let md5s = digest.part_md5s.clone();
         let ledger = &inner.ledger;
         ledger
-            .record_hash(claim, &digest.sha1, part_size.bytes(), md5s)
+            .record_hash(claim, &digest.sha1, part_size.bytes(), md5s, Some(ctime))
             .await?;
         Ok((digest.sha1, digest.part_md5s))
     }

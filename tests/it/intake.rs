@@ -295,12 +295,7 @@ async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
     // the mtime put back, as `dd conv=notrunc` then `touch -r` (or `rsync --inplace -t`) do:
     // the same inode, size and mtime, other bytes.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&file, b"another take", 0).unwrap();
-    file.set_modified(mtime).unwrap();
-    drop(file);
-    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    rewrite_in_place(&path, b"another take");
     let outcome = task.await.unwrap();
     assert!(
         matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
@@ -312,6 +307,108 @@ async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
         stats.finishes, 0,
         "but the rewritten file was never finished"
     );
+}
+
+/// Overwrite the start of `path` in place and put its mtime back, as `dd conv=notrunc` then
+/// `touch -r` (or `rsync --inplace -t`) do: the same inode, size and mtime, other bytes.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) {
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, bytes, 0).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_eq!(std::fs::metadata(path).unwrap().modified().unwrap(), mtime);
+}
+
+#[tokio::test]
+async fn a_file_rewritten_in_place_between_attempts_is_hashed_again_not_finished_as_it_was() {
+    let refused = Faults {
+        final_rate: 1.0,
+        actions: vec!["FinishUploadEx".into()],
+        ..Faults::default()
+    };
+    let env = Env::with_faults(refused).await;
+    let config = env.config();
+    let first = test_bytes(2 * PART as usize, 52);
+    let path = env.write(&env.drop, "between.mp4", &first);
+    let (key, task) = upload_in_background(&env, &config, &path).await;
+    let outcome = task.await.unwrap();
+    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    assert_eq!(
+        env.emu.stats().await.parts_accepted,
+        2,
+        "every part is held"
+    );
+    // While nothing runs (vodup stopped, or the file waiting for `vodup retry`), the file is
+    // rewritten behind the same size, mtime and inode.
+    rewrite_in_place(&path, b"another take");
+    let mut second = first.clone();
+    second[..12].copy_from_slice(b"another take");
+    env.emu.set_faults(&Faults::default()).await;
+    let ledger = Ledger::connect(&config).await.unwrap();
+    assert!(ledger.requeue(key).await.unwrap());
+    let engine = Engine::new(&config, ledger, Arc::new(NoProgress)).unwrap();
+    let Outcome::Done(done) = engine.upload(key, &CancellationToken::new()).await.unwrap() else {
+        panic!("the retried file is uploaded")
+    };
+    // The service holds what the file holds now, not the content hashed before the rewrite.
+    assert_eq!(fetch(done.url.as_deref().unwrap()).await, second);
+    let record = env.ledger().file(key).unwrap().unwrap();
+    assert_eq!(record.file_sha, Some(vodup::hash::sha1_hex(&second)));
+}
+
+#[tokio::test]
+async fn a_file_rewritten_in_place_after_finish_but_before_its_move_is_superseded_not_moved() {
+    let slow_finish = Faults {
+        latency_ms: 1500,
+        actions: vec!["FinishUploadEx".into()],
+        ..Faults::default()
+    };
+    let env = Env::with_faults(slow_finish).await;
+    let mut config = env.config();
+    let marker = env.dir.path().join("hooks.log");
+    config.watch[0].on_done = marker_hook(&marker);
+    let daemon = Daemon::start(config).await;
+    let first = test_bytes(PART as usize, 53);
+    let path = env.write(&env.drop, "rewritten.mp4", &first);
+    wait_until(
+        "the finish call is under way",
+        Duration::from_secs(20),
+        || async {
+            env.record(&path)
+                .is_some_and(|r| r.state == FileState::Finishing)
+        },
+    )
+    .await;
+    let first_key = env.record(&path).unwrap().key;
+    rewrite_in_place(&path, b"another take");
+    let mut second = first.clone();
+    second[..12].copy_from_slice(b"another take");
+    let moved = env.done.join("rewritten.mp4");
+    wait_until(
+        "the rewritten file is uploaded and moved",
+        Duration::from_secs(30),
+        || async { moved.exists() },
+    )
+    .await;
+    // What is in the done folder is exactly what the service holds under the recorded id.
+    assert_eq!(std::fs::read(&moved).unwrap(), second);
+    let record = env.ledger().file(first_key).unwrap().unwrap();
+    assert_eq!(record.state, FileState::Done);
+    assert_eq!(record.file_sha, Some(vodup::hash::sha1_hex(&second)));
+    assert_eq!(fetch(record.url.as_deref().unwrap()).await, second);
+    wait_until("the done hook ran", Duration::from_secs(10), || async {
+        marker.exists()
+    })
+    .await;
+    let log = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "one done hook, for the content moved: {log}"
+    );
+    assert!(log.contains(&vodup::hash::sha1_hex(&second)), "{log}");
+    daemon.stop().await;
 }
 
 #[tokio::test]

@@ -232,7 +232,8 @@ async fn postgres_a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder
     let z = AccountName::new("z");
     assert!(fenced(l.begin_attempt(old, Some(&z), true).await, key));
     assert!(fenced(
-        l.record_hash(old, "sha", PART, vec!["m".into()]).await,
+        l.record_hash(old, "sha", PART, vec!["m".into()], None)
+            .await,
         key
     ));
     assert!(fenced(
@@ -450,7 +451,7 @@ async fn postgres_an_upload_is_recorded_confirmed_finished_and_disposed_of_as_on
         "an account stays"
     );
     let md5s: Vec<String> = ["m0", "m1", "m2"].map(String::from).to_vec();
-    l.record_hash(claim, "sha", PART, md5s.clone())
+    l.record_hash(claim, "sha", PART, md5s.clone(), None)
         .await
         .unwrap();
     assert_eq!(l.part_md5s("sha", PART, 3).await.unwrap(), Some(md5s));
@@ -642,7 +643,7 @@ async fn postgres_a_waiting_or_set_aside_version_is_taken_again_when_it_settles_
         "the waiting version gave way"
     );
     let c = l.claim(full.key, &lease("n", 30)).await.unwrap().unwrap();
-    l.record_hash(c, "sha", PART, vec!["m".into(); 3])
+    l.record_hash(c, "sha", PART, vec!["m".into(); 3], None)
         .await
         .unwrap();
     l.set_aside(c, FileState::Gone, "moved away").await.unwrap();

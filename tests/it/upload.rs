@@ -245,7 +245,11 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
         .map(vodup::hash::md5_hex)
         .collect();
     let claim = env.claim(record.key);
-    ledger.record_hash(claim, &sha, PART, md5s).await.unwrap();
+    let ctime = vodup::source::ctime_ns(&std::fs::metadata(&path).unwrap());
+    ledger
+        .record_hash(claim, &sha, PART, md5s, Some(ctime))
+        .await
+        .unwrap();
     // The ledger believes it valid for a day: only the service's -10002 can reveal it.
     let upload = vodup::ledger::Upload {
         account: env.config().default_account().name.as_str().into(),

@@ -28,7 +28,7 @@ pub(super) const FILE_COLUMNS: &str = "f.id, f.watch, f.rel, f.size, f.mtime_ns,
      ELSE (SELECT COALESCE(SUM(c.len), 0)::bigint FROM confirmed_parts c \
            WHERE c.file_sha = f.file_sha AND c.account = f.account) END AS confirmed_bytes, \
      f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until, \
-     f.disposal_error, f.disposal_failures, f.disposal_retry_at";
+     f.disposal_error, f.disposal_failures, f.disposal_retry_at, f.hashed_ctime_ns";
 
 /// A row as a [`FileRecord`], its path under this host's folder of its watch (`roots`).
 pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Result<FileRecord> {
@@ -96,6 +96,7 @@ pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Resu
             .map(AccountName::new),
         node: row.try_get("node")?,
         lease_until: row.try_get("lease_until")?,
+        hashed_ctime_ns: row.try_get("hashed_ctime_ns")?,
     })
 }
 

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_initial.sql"),
     include_str!("../../../migrations/postgres/0002_waiting_large.sql"),
     include_str!("../../../migrations/postgres/0003_disposal_failures.sql"),
+    include_str!("../../../migrations/postgres/0004_hashed_ctime.sql"),
 ];
 
 /// The advisory lock key of migrations ("vodupmig"): one migration at a time per database.

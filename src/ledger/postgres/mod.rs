@@ -232,16 +232,19 @@ impl Postgres {
         sha: &str,
         part_size: u64,
         md5s: &[String],
+        ctime_ns: Option<i64>,
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = claimed(&mut client, claim).await?;
         let update = tx
             .prepare_cached(
-                "UPDATE files SET file_sha = $2, part_size = $3, updated_at = $4 WHERE id = $1",
+                "UPDATE files SET file_sha = $2, part_size = $3, updated_at = $4, \
+                 hashed_ctime_ns = $5 WHERE id = $1",
             )
             .await?;
         let size = int(part_size);
-        tx.execute(&update, &[&claim.key.0, &sha, &size, &unix_now_i64()])
+        let now = unix_now_i64();
+        tx.execute(&update, &[&claim.key.0, &sha, &size, &now, &ctime_ns])
             .await?;
         let offsets: Vec<i64> = (0..md5s.len()).map(|i| int(i as u64 * part_size)).collect();
         let insert = tx

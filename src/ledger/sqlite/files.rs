@@ -21,7 +21,7 @@ pub(super) const FILE_COLUMNS: &str =
      ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c \
            WHERE c.file_sha = f.file_sha AND c.account = f.account) END AS confirmed_bytes, \
      f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until, \
-     f.disposal_error, f.disposal_failures, f.disposal_retry_at";
+     f.disposal_error, f.disposal_failures, f.disposal_retry_at, f.hashed_ctime_ns";
 
 /// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
 /// Only rows of a watch (`vodup upload` runs its own files). Written as the partial index
@@ -66,6 +66,7 @@ mod col {
     pub const DISPOSAL_ERROR: usize = 29;
     pub const DISPOSAL_FAILURES: usize = 30;
     pub const DISPOSAL_RETRY_AT: usize = 31;
+    pub const HASHED_CTIME_NS: usize = 32;
 }
 
 pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
@@ -133,6 +134,7 @@ pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
             .map(AccountName::new),
         node: row.get(col::NODE)?,
         lease_until: row.get(col::LEASE_UNTIL)?,
+        hashed_ctime_ns: row.get(col::HASHED_CTIME_NS)?,
     })
 }
 
@@ -496,6 +498,7 @@ mod tests {
             (col::DISPOSAL_ERROR, "disposal_error"),
             (col::DISPOSAL_FAILURES, "disposal_failures"),
             (col::DISPOSAL_RETRY_AT, "disposal_retry_at"),
+            (col::HASHED_CTIME_NS, "hashed_ctime_ns"),
         ];
         assert_eq!(names.len(), expected.len(), "{names:?}");
         for (at, name) in expected {

@@ -241,13 +241,15 @@ impl Sqlite {
         sha: &str,
         part_size: u64,
         md5s: &[String],
+        ctime_ns: Option<i64>,
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
         exec(
             &tx,
-            "UPDATE files SET file_sha = ?2, part_size = ?3, updated_at = ?4 WHERE id = ?1",
-            params![claim.key, sha, part_size, unix_now_i64()],
+            "UPDATE files SET file_sha = ?2, part_size = ?3, updated_at = ?4, hashed_ctime_ns = ?5 \
+             WHERE id = ?1",
+            params![claim.key, sha, part_size, unix_now_i64(), ctime_ns],
         )?;
         {
             let mut insert = tx.prepare_cached(

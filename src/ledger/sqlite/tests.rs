@@ -130,6 +130,7 @@ fn confirmed_parts_survive_a_reopen() {
             "sha",
             1_048_576,
             &["m0".into(), "m1".into(), "m2".into()],
+            None,
         )
         .unwrap();
         confirm_part(&l, A, "sha", 0, 1_048_576);
@@ -207,7 +208,7 @@ fn finishing_for_one_account_keeps_another_accounts_upload_of_the_same_content()
     let (_d, l) = ledger();
     let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
     let other = "AKIDb@vod.example";
-    l.record_hash(claim(&l, f.key), "sha", 1_048_576, &["a".into()])
+    l.record_hash(claim(&l, f.key), "sha", 1_048_576, &["a".into()], None)
         .unwrap();
     confirm_part(&l, A, "sha", 0, 1_048_576);
     confirm_part(&l, other, "sha", 1_048_576, 1_048_576);
@@ -390,6 +391,7 @@ fn finishing_forgets_the_content_parts_hashes_and_signature() {
         "sha",
         1_048_576,
         &["a".into(), "b".into(), "c".into()],
+        None,
     )
     .unwrap();
     confirm_part(&l, A, "sha", 0, 1_048_576);
@@ -410,6 +412,7 @@ fn a_revived_row_keeps_its_hash_only_for_the_same_inode() {
         "sha-of-old",
         1_048_576,
         &vec!["m".to_string(); 3],
+        None,
     )
     .unwrap();
     l.set_aside(claim(&l, first.key), FileState::Gone, "moved away")
