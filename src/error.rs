@@ -26,6 +26,17 @@ pub enum Error {
     Watch { path: PathBuf, message: String },
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// Another process runs under this node name: starting too would take its files from it.
+    #[error(
+        "node {node:?} is in use: another vodup process ({instance}) renews its claims under this \
+         name (last {age} s ago, and again while this one waited). Give each host its own `node` \
+         in the config (default: the host name), or stop the other process"
+    )]
+    NodeInUse {
+        node: String,
+        instance: String,
+        age: i64,
+    },
     /// A daemon task failed: the daemon stopped because of it.
     #[error("{task}: {error}")]
     Task {

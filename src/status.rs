@@ -196,10 +196,10 @@ pub fn nodes_table(nodes: &[NodeInfo], lease: std::time::Duration) -> String {
     );
     for n in nodes {
         let ago = |t: i64| format!("{}s ago", (now - t).max(0));
-        let state = if now - n.seen_at > lease {
-            "silent"
-        } else {
-            "alive"
+        let state = match &n.instance {
+            None => "stopped",
+            Some(_) if now - n.seen_at > lease => "silent",
+            Some(_) => "alive",
         };
         out.push_str(&format!(
             "{:<24} {:<10} {:>14} {:>14} {:>6}\n",
@@ -209,6 +209,9 @@ pub fn nodes_table(nodes: &[NodeInfo], lease: std::time::Duration) -> String {
             ago(n.seen_at),
             n.holds
         ));
+        if let Some(process) = &n.instance {
+            out.push_str(&format!("{:<24} process {}\n", "", line(process)));
+        }
         for refused in n.refused.iter().flat_map(|r| r.lines()) {
             out.push_str(&format!("{:<24} refused watch {}\n", "", line(refused)));
         }

@@ -69,9 +69,13 @@ pub async fn run_with(
     metrics.set_lease(config.lease);
     let engine =
         Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
-    // Claims a previous run of this node left are its own: nothing of that run goes on.
-    ledger.start_node(engine.holder().lease()).await?;
-    info!(node = %engine.holder().lease().node, "node started");
+    let mut shutdown = std::pin::pin!(shutdown);
+    let lease = engine.holder().lease().clone();
+    tokio::select! {
+        started = start_node(&ledger, &lease) => started?,
+        () = &mut shutdown => return Ok(()),
+    }
+    info!(node = %lease.node, instance = crate::ledger::instance(), "node started");
     let cancel = CancellationToken::new();
     let mut tasks = Tasks::new(cancel.clone());
     let queued = Arc::new(Notify::new());
@@ -112,7 +116,8 @@ pub async fn run_with(
     tasks.spawn("hooks", runner.run(cancel.child_token()));
     if let Some(listen) = config.http_listen() {
         let hosts = config.http.allowed_hosts.clone();
-        let serve = crate::http::serve(listen, hosts, metrics, ledger, cancel.child_token());
+        let serve =
+            crate::http::serve(listen, hosts, metrics, ledger.clone(), cancel.child_token());
         tasks.spawn("http", async move {
             // Uploads go on without the page and metrics; the operator sees why in the log.
             if let Err(e) = serve.await {
@@ -132,8 +137,52 @@ pub async fn run_with(
     tasks.until(shutdown).await;
     systemd::stopping();
     tasks.shut_down(config.shutdown_deadline).await?;
+    // The name is free for the next start at once (a run that ends otherwise makes it wait).
+    if let Err(e) = ledger.stop_node(&lease).await {
+        warn!(error = %e, "the ledger was not told this node stopped: its next start waits a renewal period");
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Take this node's name for this process. The claims a previous run of it left are its own:
+/// nothing of that run goes on. A name another process renewed within the lease is either a run
+/// that died without stopping (it renews no more) or a live process elsewhere with the same
+/// `node` (a copied config): wait one renewal period and look again, and refuse to start if it
+/// renewed meanwhile.
+async fn start_node(ledger: &Ledger, lease: &crate::ledger::Lease) -> Result<(), Error> {
+    use crate::ledger::NodeStart;
+    let NodeStart::InUse {
+        instance,
+        seen_at,
+        age,
+    } = ledger.start_node(lease, None).await?
+    else {
+        return Ok(());
+    };
+    let wait = lease.length / 3 + std::time::Duration::from_secs(2);
+    warn!(
+        node = %lease.node,
+        other = %instance,
+        seen_secs_ago = age,
+        wait_secs = wait.as_secs(),
+        "another process ran under this node name until moments ago (a run that did not stop \
+         cleanly, or another host with the same `node`): waiting to see whether it still renews"
+    );
+    systemd::status(&format!(
+        "waiting {} s: node name {} was renewed {age} s ago by {instance}",
+        wait.as_secs(),
+        lease.node
+    ));
+    tokio::time::sleep(wait).await;
+    match ledger.start_node(lease, Some(seen_at)).await? {
+        NodeStart::Started => Ok(()),
+        NodeStart::InUse { instance, age, .. } => Err(Error::NodeInUse {
+            node: lease.node.clone(),
+            instance,
+            age,
+        }),
+    }
 }
 
 /// Once the intake watches: tell systemd, and the caller if it asked.

@@ -25,8 +25,9 @@ mod sqlite;
 pub use error::{LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
-    Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, FileVersion,
-    Health, Inode, Lease, NewFile, NodeInfo, RecordedError, Upload, Wanted, WatchRoot,
+    instance, Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState,
+    FileVersion, Health, Inode, Lease, NewFile, NodeInfo, NodeStart, RecordedError, Upload, Wanted,
+    WatchRoot,
 };
 use sqlite::Worker;
 pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
@@ -241,11 +242,21 @@ impl Ledger {
 
     // ---- claims ----
 
-    /// This node starts: it is recorded (or seen again), and the claims a previous run of it
-    /// left are released, since nothing of it runs any more.
-    pub async fn start_node(&self, lease: &Lease) -> Result<()> {
+    /// This node starts as this process ([`instance`]): it is recorded, and the claims a
+    /// previous run of it left are released, since nothing of it runs any more. Unless another
+    /// process holds the name and renewed within the lease (at a time other than `seen_before`,
+    /// what an earlier [`NodeStart::InUse`] said): then nothing is changed, and the caller
+    /// waits a renewal period to tell a live process from a run that died.
+    pub async fn start_node(&self, lease: &Lease, seen_before: Option<i64>) -> Result<NodeStart> {
+        let owned = lease.clone();
+        dispatch!(self, |s| s.start_node(&owned, seen_before), |p| p
+            .start_node(lease, seen_before))
+    }
+
+    /// This node stops cleanly: the name is free for its next start at once.
+    pub async fn stop_node(&self, lease: &Lease) -> Result<()> {
         let node = lease.node.clone();
-        dispatch!(self, |s| s.start_node(&node), |p| p.start_node(&lease.node))
+        dispatch!(self, |s| s.stop_node(&node), |p| p.stop_node(&lease.node))
     }
 
     /// Take up to `wanted.limit` files that are owed work (an upload, or the after-upload action

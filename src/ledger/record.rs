@@ -78,6 +78,8 @@ pub struct NodeInfo {
     pub holds: u64,
     /// The watch folders it refused at its last start or reload, one line each (`PATH: why`).
     pub refused: Option<String>,
+    /// The process that runs it ([`instance`]); none once it stopped cleanly.
+    pub instance: Option<String>,
 }
 
 /// A version of a file's content as the file system describes it: size and modification time.
@@ -358,6 +360,35 @@ impl WatchRoot {
             path: watch.folder(),
         }
     }
+}
+
+/// This process among the runs of a node name: `host:pid:random`, drawn once per process. The
+/// ledger records it with the node a daemon runs, so a second process under a name that is alive
+/// is told apart from a restart of the first.
+pub fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let random: u32 = rand::random();
+        format!("{host}:{}:{random:08x}", std::process::id())
+    })
+}
+
+/// What [`super::Ledger::start_node`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeStart {
+    /// The name is this process's now; the claims a previous run left are released.
+    Started,
+    /// Another process (`instance`) runs under this name, or did until it stopped without saying
+    /// so: it renewed at `seen_at` (Unix seconds, the ledger's clock), `age` seconds ago.
+    InUse {
+        instance: String,
+        seen_at: i64,
+        age: i64,
+    },
 }
 
 /// Who takes files: this node's name in the ledger, and how long a claim lasts unrenewed.

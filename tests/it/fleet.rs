@@ -100,7 +100,12 @@ struct Node {
 
 impl Node {
     fn start(env: &Env, ledger: &str, name: &'static str) -> Node {
-        let config = env.dir.path().join(format!("{name}.toml"));
+        Node::start_as(env, ledger, name, name)
+    }
+
+    /// A process under the node name `name`, with its config and log named `label`.
+    fn start_as(env: &Env, ledger: &str, label: &str, name: &'static str) -> Node {
+        let config = env.dir.path().join(format!("{label}.toml"));
         let text = format!(
             "endpoint = {endpoint:?}\nsecret_id = {SECRET_ID:?}\nsecret_key = {SECRET_KEY:?}\n\
              ledger = {ledger:?}\nnode = {name:?}\nlease = \"{LEASE_SECS}s\"\n\
@@ -116,7 +121,7 @@ impl Node {
             failed = env.failed.display().to_string(),
         );
         std::fs::write(&config, text).unwrap();
-        let log = env.dir.path().join(format!("{name}.log"));
+        let log = env.dir.path().join(format!("{label}.log"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
             .arg("--config")
             .arg(&config)
@@ -152,6 +157,23 @@ impl Node {
     /// Still running: it did not exit on its own (a ledger outage is not fatal).
     fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// `vodup nodes` through this node's config.
+    async fn nodes(&self) -> String {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vodup"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("nodes")
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// `vodup status --json` through this node's config: every file the shared ledger knows.
@@ -396,6 +418,56 @@ async fn a_node_frozen_past_its_lease_calls_the_service_no_more_and_lands_nothin
         "b called the service for a file it had lost: {:?}",
         stats.calls_by_agent
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_under_a_live_node_name_refuses_to_start_and_takes_nothing() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let ledger = cluster.create_database();
+    let env = Env::with_faults(slow_parts(300)).await;
+    let files = drop_files(&env, 2, 24, 4);
+    let mut a = Node::start(&env, &ledger, "a");
+    wait_until("a uploads both files", Duration::from_secs(30), || async {
+        uploading_on(&a, "a").await.len() == 2
+    })
+    .await;
+    let before = env.emu.stats().await;
+    // A copied config on another host: the same `node`.
+    let mut copy = Node::start_as(&env, &ledger, "a-copy", "a");
+    let exited = tokio::time::timeout(Duration::from_secs(LEASE_SECS + 15), copy.child.wait())
+        .await
+        .expect("the second process gives up")
+        .unwrap();
+    assert!(!exited.success(), "{exited:?}");
+    let log = copy.log();
+    assert!(log.contains("is in use"), "{log}");
+    assert!(log.contains("Give each host its own"), "{log}");
+    // a kept its claims all along: nothing was taken from it and sent again.
+    all_moved_once(&env, &a, &files, Duration::from_secs(60)).await;
+    let after = env.emu.stats().await;
+    assert_eq!(
+        after.duplicate_parts, before.duplicate_parts,
+        "parts were sent twice: a's files changed hands"
+    );
+    assert!(!a.log().contains("claim lost"), "{}", a.log());
+    let nodes = a.nodes().await;
+    let runs: Vec<&str> = nodes.lines().filter(|l| l.contains("process ")).collect();
+    assert_eq!(runs.len(), 1, "one process runs node a: {nodes}");
+    // A run that died (kill -9) leaves the name renewed moments ago: the next start waits a
+    // renewal period, sees no renewal, and takes the name.
+    a.signal(rustix::process::Signal::KILL);
+    a.child.wait().await.unwrap();
+    let mut again = Node::start_as(&env, &ledger, "a-again", "a");
+    wait_until(
+        "a restart after a crash starts",
+        Duration::from_secs(LEASE_SECS + 15),
+        || async { again.log().contains("node started") },
+    )
+    .await;
+    assert!(again.is_running(), "{}", again.log());
+    assert!(again.log().contains("waiting to see"), "{}", again.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,7 +289,10 @@ async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
     let root = [drop_at("/drop")];
     let f = l.enqueue(watched(&root[0], "a.mp4")).await.unwrap();
     let n1 = lease("n1", 30);
-    l.start_node(&n1).await.unwrap();
+    assert_eq!(
+        l.start_node(&n1, None).await.unwrap(),
+        vodup::ledger::NodeStart::Started
+    );
     let (claim, _) = l.claim_next(&n1, wanted(&root, 1)).await.unwrap().remove(0);
     assert_eq!(l.renew(&n1, &[claim]).await.unwrap(), [claim]);
     assert!(l
@@ -308,7 +311,10 @@ async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
         (seen + 29..=seen + 31).contains(&lease_until),
         "{lease_until} {seen}"
     );
-    l.start_node(&n1).await.unwrap();
+    assert_eq!(
+        l.start_node(&n1, None).await.unwrap(),
+        vodup::ledger::NodeStart::Started
+    );
     assert_eq!(l.nodes().await.unwrap()[0].holds, 0);
     let again = l.claim_next(&n1, wanted(&root, 1)).await.unwrap();
     assert_eq!(again[0].0.key, f.key);

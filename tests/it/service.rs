@@ -151,14 +151,14 @@ async fn a_watch_whose_folders_cannot_be_written_is_refused_shown_and_taken_up_o
     let data = test_bytes(PART as usize + 3, 6);
     let good = env.write(&env.drop, "good.mp4", &data);
     let done = env.done.join("good.mp4");
+    // The file lands in the done folder a moment before the ledger records the move.
     wait_until(
-        "the good watch's file moved",
+        "the good watch's file moved and recorded so",
         Duration::from_secs(30),
-        || async { done.exists() },
+        || async { done.exists() && env.record(&good).is_some_and(|r| r.disposed) },
     )
     .await;
     assert_eq!(std::fs::read(&done).unwrap(), data);
-    assert!(env.record(&good).unwrap().disposed);
     // Long past the refused watch's settle time and a rescan.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(

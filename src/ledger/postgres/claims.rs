@@ -6,7 +6,9 @@
 
 use super::files::{file_from_row, FILE_COLUMNS};
 use super::{Postgres, NOW};
-use crate::ledger::{Claim, FileKey, FileRecord, Lease, NodeInfo, Result, WatchRoot};
+use crate::ledger::{
+    instance, Claim, FileKey, FileRecord, Lease, NodeInfo, NodeStart, Result, WatchRoot,
+};
 use tokio_postgres::types::ToSql;
 
 /// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
@@ -35,17 +37,36 @@ fn lease_secs(lease: &Lease) -> i64 {
 
 impl Postgres {
     /// See [`crate::ledger::Ledger::start_node`]. The node's times are the server's.
-    pub async fn start_node(&self, node: &str) -> Result<()> {
+    pub async fn start_node(&self, lease: &Lease, seen_before: Option<i64>) -> Result<NodeStart> {
+        let (node, me) = (lease.node.as_str(), instance());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let seen = tx
             .prepare_cached(&format!(
-                "INSERT INTO nodes (name, started_at, seen_at) VALUES ($1, {NOW}, {NOW}) \
+                "INSERT INTO nodes (name, started_at, seen_at, instance) \
+                 VALUES ($1, {NOW}, {NOW}, $2) \
                  ON CONFLICT (name) DO UPDATE SET started_at = excluded.started_at, \
-                 seen_at = excluded.seen_at"
+                 seen_at = excluded.seen_at, instance = excluded.instance \
+                 WHERE nodes.instance IS NULL OR nodes.instance = $2 \
+                 OR nodes.seen_at <= {NOW} - $3 OR nodes.seen_at IS NOT DISTINCT FROM $4"
             ))
             .await?;
-        tx.execute(&seen, &[&node]).await?;
+        let params: [&(dyn ToSql + Sync); 4] = [&node, &me, &lease_secs(lease), &seen_before];
+        if tx.execute(&seen, &params).await? == 0 {
+            let held = tx
+                .prepare_cached(&format!(
+                    "SELECT instance, seen_at, {NOW} - seen_at AS age FROM nodes WHERE name = $1"
+                ))
+                .await?;
+            let row = tx.query_one(&held, &[&node]).await?;
+            return Ok(NodeStart::InUse {
+                instance: row
+                    .try_get::<_, Option<String>>("instance")?
+                    .unwrap_or_default(),
+                seen_at: row.try_get("seen_at")?,
+                age: row.try_get("age")?,
+            });
+        }
         let release = tx
             .prepare_cached(
                 "UPDATE files SET lease_until = NULL WHERE node = $1 AND lease_until IS NOT NULL",
@@ -53,6 +74,16 @@ impl Postgres {
             .await?;
         tx.execute(&release, &[&node]).await?;
         tx.commit().await?;
+        Ok(NodeStart::Started)
+    }
+
+    /// See [`crate::ledger::Ledger::stop_node`].
+    pub async fn stop_node(&self, node: &str) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("UPDATE nodes SET instance = NULL WHERE name = $1 AND instance = $2")
+            .await?;
+        client.execute(&stmt, &[&node, &instance()]).await?;
         Ok(())
     }
 
@@ -137,10 +168,11 @@ impl Postgres {
         let seen = tx
             .prepare_cached(&format!(
                 "INSERT INTO nodes (name, started_at, seen_at) VALUES ($1, {NOW}, {NOW}) \
-                 ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at"
+                 ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at \
+                 WHERE nodes.instance IS NULL OR nodes.instance = $2"
             ))
             .await?;
-        tx.execute(&seen, &[&lease.node]).await?;
+        tx.execute(&seen, &[&lease.node, &instance()]).await?;
         let extend = tx
             .prepare_cached(&format!(
                 "UPDATE files f SET lease_until = {NOW} + $4 \
@@ -194,7 +226,7 @@ impl Postgres {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT n.name, n.started_at, n.seen_at, n.refused, \
+                "SELECT n.name, n.started_at, n.seen_at, n.refused, n.instance, \
                  (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= {NOW}) \
                  AS holds FROM nodes n ORDER BY n.name"
             ))
@@ -208,6 +240,7 @@ impl Postgres {
                     seen_at: r.try_get("seen_at")?,
                     holds: super::unsigned(r.try_get("holds")?),
                     refused: r.try_get("refused")?,
+                    instance: r.try_get("instance")?,
                 })
             })
             .collect()

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0002_waiting_large.sql"),
     include_str!("../../../migrations/postgres/0003_disposal_failures.sql"),
     include_str!("../../../migrations/postgres/0004_hashed_ctime.sql"),
+    include_str!("../../../migrations/postgres/0005_node_instance.sql"),
 ];
 
 /// The advisory lock key of migrations ("vodupmig"): one migration at a time per database.

@@ -6,27 +6,55 @@
 use super::files::{file_from_row, FILE_COLUMNS, OWED};
 use super::{begin, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
-use crate::ledger::{Claim, FileKey, FileRecord, Lease, NodeInfo, Result};
+use crate::ledger::{instance, Claim, FileKey, FileRecord, Lease, NodeInfo, NodeStart, Result};
+use rusqlite::OptionalExtension as _;
 use rusqlite::{params, Connection, TransactionBehavior};
 
 impl Sqlite {
     /// See [`crate::ledger::Ledger::start_node`].
-    pub fn start_node(&self, node: &str) -> Result<()> {
-        let t = unix_now_i64();
+    pub fn start_node(&self, lease: &Lease, seen_before: Option<i64>) -> Result<NodeStart> {
+        let (t, node, me) = (unix_now_i64(), lease.node.as_str(), instance());
         let mut conn = self.conn();
-        let tx = begin(&mut conn, TransactionBehavior::Deferred)?;
-        exec(
+        let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
+        let taken = exec(
             &tx,
-            "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (name) DO UPDATE SET started_at = ?2, seen_at = ?2",
-            params![node, t],
-        )?;
+            "INSERT INTO nodes (name, started_at, seen_at, instance) VALUES (?1, ?2, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET started_at = ?2, seen_at = ?2, instance = ?3 \
+             WHERE nodes.instance IS NULL OR nodes.instance = ?3 OR nodes.seen_at <= ?2 - ?4 \
+             OR nodes.seen_at IS ?5",
+            params![node, t, me, lease_secs(lease), seen_before],
+        )? == 1;
+        if !taken {
+            let (other, seen_at) = tx
+                .query_row(
+                    "SELECT instance, seen_at FROM nodes WHERE name = ?1",
+                    [node],
+                    |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?
+                .unwrap_or_default();
+            return Ok(NodeStart::InUse {
+                instance: other.unwrap_or_default(),
+                seen_at,
+                age: t - seen_at,
+            });
+        }
         exec(
             &tx,
             "UPDATE files SET lease_until = NULL WHERE node = ?1 AND lease_until IS NOT NULL",
             [node],
         )?;
         tx.commit()?;
+        Ok(NodeStart::Started)
+    }
+
+    /// See [`crate::ledger::Ledger::stop_node`].
+    pub fn stop_node(&self, node: &str) -> Result<()> {
+        exec(
+            &self.conn(),
+            "UPDATE nodes SET instance = NULL WHERE name = ?1 AND instance = ?2",
+            params![node, instance()],
+        )?;
         Ok(())
     }
 
@@ -120,8 +148,9 @@ impl Sqlite {
         exec(
             &tx,
             "INSERT INTO nodes (name, started_at, seen_at) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (name) DO UPDATE SET seen_at = ?2",
-            params![lease.node, t],
+             ON CONFLICT (name) DO UPDATE SET seen_at = ?2 \
+             WHERE nodes.instance IS NULL OR nodes.instance = ?3",
+            params![lease.node, t, instance()],
         )?;
         let mut held = Vec::with_capacity(claims.len());
         for claim in claims {
@@ -165,7 +194,7 @@ impl Sqlite {
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT n.name, n.started_at, n.seen_at, n.refused, \
+            "SELECT n.name, n.started_at, n.seen_at, n.refused, n.instance, \
              (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= ?1) AS holds \
              FROM nodes n ORDER BY n.name",
         )?;
@@ -176,6 +205,7 @@ impl Sqlite {
                 seen_at: r.get("seen_at")?,
                 holds: r.get("holds")?,
                 refused: r.get("refused")?,
+                instance: r.get("instance")?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_claims.sql"),
     include_str!("../../../migrations/0007_disposal_failures.sql"),
     include_str!("../../../migrations/0008_hashed_ctime.sql"),
+    include_str!("../../../migrations/0009_node_instance.sql"),
 ];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup

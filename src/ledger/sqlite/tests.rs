@@ -589,7 +589,10 @@ fn a_restarted_node_releases_what_its_previous_run_held() {
         .claim_next(&lease("n1"), 1, &[drop_watch()], None, false)
         .unwrap()
         .is_empty());
-    l.start_node("n1").unwrap();
+    assert_eq!(
+        l.start_node(&lease("n1"), None).unwrap(),
+        crate::ledger::NodeStart::Started
+    );
     let again = l
         .claim_next(&lease("n1"), 1, &[drop_watch()], None, false)
         .unwrap();

@@ -1,0 +1,4 @@
+-- The process that runs each node name (`host:pid:random`, drawn at its start), or NULL once it
+-- stopped cleanly: a second process started under a name that is alive is refused instead of
+-- releasing the first one's claims. Append-only: a shipped migration is never edited.
+ALTER TABLE nodes ADD COLUMN instance TEXT;
