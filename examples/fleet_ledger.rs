@@ -56,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     watches: &watches,
                     queued_before: None,
                     one_part: false,
+                    accounts: &[],
                 };
                 let taken = ledger.claim_next(&lease, wanted).await?;
                 if taken.is_empty() {

@@ -212,6 +212,9 @@ pub fn nodes_table(nodes: &[NodeInfo], lease: std::time::Duration) -> String {
         if let Some(process) = &n.instance {
             out.push_str(&format!("{:<24} process {}\n", "", line(process)));
         }
+        for account in n.accounts.iter().flat_map(|a| a.lines()) {
+            out.push_str(&format!("{:<24} account {}\n", "", line(account)));
+        }
         for refused in n.refused.iter().flat_map(|r| r.lines()) {
             out.push_str(&format!("{:<24} refused watch {}\n", "", line(refused)));
         }

@@ -26,12 +26,18 @@ impl AccountName {
         &self.0
     }
 
-    /// `secret_id@host` (with `:port` when the endpoint names one).
+    /// `secret_id@host` (with `:port` when the endpoint names one other than its scheme's), the
+    /// host as the URL parser normalises it (lower case) and any loopback address spelled
+    /// `localhost`: nodes whose configs spell one endpoint differently name one account alike.
     fn derived(secret_id: &str, endpoint: &str) -> AccountName {
         let host = url::Url::parse(endpoint)
             .ok()
             .and_then(|u| {
-                let host = u.host_str()?.to_owned();
+                let host = match u.host()? {
+                    url::Host::Ipv4(ip) if ip.is_loopback() => "localhost".to_owned(),
+                    url::Host::Ipv6(ip) if ip.is_loopback() => "localhost".to_owned(),
+                    host => host.to_string(),
+                };
                 Some(u.port().map_or(host.clone(), |p| format!("{host}:{p}")))
             })
             .unwrap_or_default();

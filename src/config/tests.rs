@@ -310,7 +310,7 @@ fn a_watch_with_its_own_keys_has_its_own_account_and_one_without_inherits_the_to
     config.validate().unwrap();
     config.resolve_accounts();
     let own = config.account_of(&config.watch[0]);
-    assert_eq!(own.name.as_str(), "AKIDb@127.0.0.1:9000");
+    assert_eq!(own.name.as_str(), "AKIDb@localhost:9000");
     assert_eq!(own.secret_id, "AKIDb");
     assert_eq!(own.secret_key, SecretKey::new("s3cr3t-b"));
     assert_eq!(own.endpoint, "http://127.0.0.1:9000/v2/index.php");
@@ -323,6 +323,34 @@ fn a_watch_with_its_own_keys_has_its_own_account_and_one_without_inherits_the_to
     assert_eq!(config.watch[0].account_name.as_ref(), Some(&own.name));
     assert_eq!(config.watch[1].account_name.as_ref(), Some(&inherited.name));
     assert!(!format!("{config:?}").contains("s3cr3t-b"));
+}
+
+#[test]
+fn an_endpoint_spelled_differently_names_the_same_account() {
+    let name = |endpoint: &str| {
+        let mut config = Config::parse(&format!(
+            "endpoint = {endpoint:?}\nsecret_id = \"AKIDa\"\nsecret_key = \"k\"\n"
+        ))
+        .unwrap();
+        config.resolve_secret(None).unwrap();
+        config.default_account().name.as_str().to_owned()
+    };
+    for loopback in [
+        "http://127.0.0.1:9000/v2/index.php",
+        "http://localhost:9000/v2/index.php",
+        "http://LOCALHOST:9000/v2/index.php",
+        "http://[::1]:9000/v2/index.php",
+        "http://127.0.0.2:9000/",
+    ] {
+        assert_eq!(name(loopback), "AKIDa@localhost:9000", "{loopback}");
+    }
+    for remote in [
+        "https://VOD.Example/v2/index.php",
+        "https://vod.example:443/v2/index.php",
+    ] {
+        assert_eq!(name(remote), "AKIDa@vod.example", "{remote}");
+    }
+    assert_eq!(name("https://vod.example:8443/"), "AKIDa@vod.example:8443");
 }
 
 #[test]

@@ -71,11 +71,14 @@ pub async fn run_with(
         Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     let lease = engine.holder().lease().clone();
+    let accounts = engine.account_names();
+    let listed = accounts.join("\n");
     tokio::select! {
-        started = start_node(&ledger, &lease) => started?,
+        started = start_node(&ledger, &lease, &listed) => started?,
         () = &mut shutdown => return Ok(()),
     }
     info!(node = %lease.node, instance = crate::ledger::instance(), "node started");
+    warn_of_foreign_accounts(&ledger, &accounts).await;
     let cancel = CancellationToken::new();
     let mut tasks = Tasks::new(cancel.clone());
     let queued = Arc::new(Notify::new());
@@ -150,13 +153,18 @@ pub async fn run_with(
 /// that died without stopping (it renews no more) or a live process elsewhere with the same
 /// `node` (a copied config): wait one renewal period and look again, and refuse to start if it
 /// renewed meanwhile.
-async fn start_node(ledger: &Ledger, lease: &crate::ledger::Lease) -> Result<(), Error> {
+async fn start_node(
+    ledger: &Ledger,
+    lease: &crate::ledger::Lease,
+    accounts: &str,
+) -> Result<(), Error> {
     use crate::ledger::NodeStart;
+    let first = ledger.start_node(lease, None, accounts).await?;
     let NodeStart::InUse {
         instance,
         seen_at,
         age,
-    } = ledger.start_node(lease, None).await?
+    } = first
     else {
         return Ok(());
     };
@@ -175,13 +183,29 @@ async fn start_node(ledger: &Ledger, lease: &crate::ledger::Lease) -> Result<(),
         lease.node
     ));
     tokio::time::sleep(wait).await;
-    match ledger.start_node(lease, Some(seen_at)).await? {
+    match ledger.start_node(lease, Some(seen_at), accounts).await? {
         NodeStart::Started => Ok(()),
         NodeStart::InUse { instance, age, .. } => Err(Error::NodeInUse {
             node: lease.node.clone(),
             instance,
             age,
         }),
+    }
+}
+
+/// Files owed an upload to an account this node does not have are left to the nodes that have
+/// it: say so once at start, so a fleet whose configs disagree is noticed.
+async fn warn_of_foreign_accounts(ledger: &Ledger, ours: &[String]) {
+    let Ok(owed) = ledger.owed_accounts().await else {
+        return;
+    };
+    for (account, files) in owed.iter().filter(|(a, _)| !ours.contains(a)) {
+        warn!(
+            account = %crate::shown::line(account),
+            files,
+            "files wait for an account this node does not have: they are left to a node whose \
+             config has it (vodup nodes shows each node's accounts)"
+        );
     }
 }
 

@@ -193,6 +193,7 @@ impl Scheduler {
     ) -> Result<(), EngineError> {
         let places = self.files_in_flight * SHARES;
         let no_room = *load >= places;
+        let accounts = self.engine.account_names();
         let mut shares_offered = false;
         loop {
             if cancel.is_cancelled() {
@@ -222,6 +223,7 @@ impl Scheduler {
                 watches: &list.roots,
                 queued_before,
                 one_part,
+                accounts: &accounts,
             };
             let claimed = self.ledger.claim_next(holder.lease(), wanted).await?;
             let all = claimed.len() == limit;

@@ -247,10 +247,22 @@ impl Ledger {
     /// process holds the name and renewed within the lease (at a time other than `seen_before`,
     /// what an earlier [`NodeStart::InUse`] said): then nothing is changed, and the caller
     /// waits a renewal period to tell a live process from a run that died.
-    pub async fn start_node(&self, lease: &Lease, seen_before: Option<i64>) -> Result<NodeStart> {
-        let owned = lease.clone();
-        dispatch!(self, |s| s.start_node(&owned, seen_before), |p| p
-            .start_node(lease, seen_before))
+    /// `accounts` (one per line) is what `vodup nodes` shows the node has.
+    pub async fn start_node(
+        &self,
+        lease: &Lease,
+        seen_before: Option<i64>,
+        accounts: &str,
+    ) -> Result<NodeStart> {
+        let (owned, listed) = (lease.clone(), accounts.to_owned());
+        dispatch!(self, |s| s.start_node(&owned, seen_before, &listed), |p| p
+            .start_node(lease, seen_before, accounts))
+    }
+
+    /// The accounts of files owed an upload, with how many each: what a node compares with its
+    /// own to warn of files that only another node can upload.
+    pub async fn owed_accounts(&self) -> Result<Vec<(String, u64)>> {
+        dispatch!(self, |s| s.owed_accounts(), |p| p.owed_accounts())
     }
 
     /// This node stops cleanly: the name is free for its next start at once.
@@ -274,12 +286,13 @@ impl Ledger {
             watches,
             queued_before,
             one_part,
+            accounts,
         } = wanted;
         let (owned, roots) = (lease.clone(), watches.to_vec());
         dispatch!(
             self,
             |s| s.claim_next(&owned, limit, &roots, queued_before, one_part),
-            |p| p.claim_next(lease, limit, watches, queued_before, one_part)
+            |p| p.claim_next(lease, limit, watches, (queued_before, one_part), accounts)
         )
     }
 

@@ -80,6 +80,8 @@ pub struct NodeInfo {
     pub refused: Option<String>,
     /// The process that runs it ([`instance`]); none once it stopped cleanly.
     pub instance: Option<String>,
+    /// The accounts its config has, one per line, as of its last start.
+    pub accounts: Option<String>,
 }
 
 /// A version of a file's content as the file system describes it: size and modification time.
@@ -428,6 +430,10 @@ pub struct Wanted<'a> {
     /// still waiting: the room left is a share of a place, which only such a file fits (see the
     /// scheduler), and a small file must not overtake a larger one into it.
     pub one_part: bool,
+    /// Only files of these accounts (or of none yet): a file of an account this node lacks is
+    /// left to a node that has it. SQLite serves one host, which takes every file (one whose
+    /// account left the config fails there with the reason, for `vodup retry`).
+    pub accounts: &'a [String],
 }
 
 /// An upload as the ledger keys it: a content (fileSha) for an account, with its size and part

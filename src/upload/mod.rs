@@ -317,6 +317,15 @@ impl Engine {
         &self.inner.ledger
     }
 
+    /// The names of the accounts this engine can sign for, in order.
+    pub fn account_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = (self.inner.accounts.by_name.keys())
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// This node's claims, kept alive by [`Holder::renew`] (which the caller runs).
     pub fn holder(&self) -> &Arc<Holder> {
         &self.inner.holder

@@ -105,6 +105,11 @@ impl Node {
 
     /// A process under the node name `name`, with its config and log named `label`.
     fn start_as(env: &Env, ledger: &str, label: &str, name: &'static str) -> Node {
+        Node::launch(env, ledger, label, name, &env.emu.endpoint)
+    }
+
+    /// A process under the node name `name` that reaches the service at `endpoint`.
+    fn launch(env: &Env, ledger: &str, label: &str, name: &'static str, endpoint: &str) -> Node {
         let config = env.dir.path().join(format!("{label}.toml"));
         let text = format!(
             "endpoint = {endpoint:?}\nsecret_id = {SECRET_ID:?}\nsecret_key = {SECRET_KEY:?}\n\
@@ -115,7 +120,6 @@ impl Node {
              [timeouts]\nconnect = \"2s\"\nrequest = \"5s\"\n\
              [[watch]]\nname = \"shared\"\npath = {drop:?}\nafter_upload = \"move\"\ndone_dir = {done:?}\n\
              failed_dir = {failed:?}\nsettle = \"300ms\"\nsettle_unseen = \"1s\"\n",
-            endpoint = env.emu.endpoint,
             drop = env.drop.display().to_string(),
             done = env.done.display().to_string(),
             failed = env.failed.display().to_string(),
@@ -418,6 +422,37 @@ async fn a_node_frozen_past_its_lease_calls_the_service_no_more_and_lands_nothin
         "b called the service for a file it had lost: {:?}",
         stats.calls_by_agent
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_spell_the_endpoint_differently_share_one_account_and_fail_nothing() {
+    let Some(cluster) = postgres::shared() else {
+        return;
+    };
+    let ledger = cluster.create_database();
+    let env = Env::new().await;
+    assert!(
+        env.emu.endpoint.contains("127.0.0.1"),
+        "{}",
+        env.emu.endpoint
+    );
+    let spelled = env.emu.endpoint.replace("127.0.0.1", "localhost");
+    let a = Node::start(&env, &ledger, "a");
+    let b = Node::launch(&env, &ledger, "b", "b", &spelled);
+    let files = drop_files(&env, 8, 3, 5);
+    all_moved_once(&env, &a, &files, Duration::from_secs(60)).await;
+    for row in a.status().await {
+        assert_eq!(row["state"], "done", "{row:#}");
+    }
+    let nodes = a.nodes().await;
+    let accounts: Vec<&str> = nodes.lines().filter(|l| l.contains("account ")).collect();
+    assert_eq!(accounts.len(), 2, "{nodes}");
+    assert_eq!(
+        accounts[0].trim(),
+        accounts[1].trim(),
+        "one account: {nodes}"
+    );
+    assert!(!b.log().contains("not in the config"), "{}", b.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

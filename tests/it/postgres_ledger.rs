@@ -88,8 +88,12 @@ fn wanted(watches: &[WatchRoot], limit: usize) -> Wanted<'_> {
         watches,
         queued_before: None,
         one_part: false,
+        accounts: &ACCOUNTS,
     }
 }
+
+/// The accounts the test nodes have: `A`.
+static ACCOUNTS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec![A.into()]);
 
 fn upload(sha: &str) -> Upload {
     Upload {
@@ -283,6 +287,35 @@ async fn postgres_a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder
 }
 
 #[tokio::test]
+async fn postgres_a_file_of_an_account_a_node_lacks_is_left_to_a_node_that_has_it() {
+    let Some(url) = database() else { return };
+    let l = node(&url).await;
+    let root = [drop_at("/drop")];
+    let mut other = watched(&root[0], "other.mp4");
+    other.account = Some(AccountName::new("AKIDb@vod.example"));
+    let theirs = l.enqueue(other).await.unwrap();
+    let ours = l.enqueue(watched(&root[0], "ours.mp4")).await.unwrap();
+    let n1 = lease("n1", 30);
+    let taken = l.claim_next(&n1, wanted(&root, 10)).await.unwrap();
+    let keys: Vec<_> = taken.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(keys, [ours.key], "only the file of an account n1 has");
+    assert_eq!(
+        l.owed_accounts().await.unwrap().len(),
+        2,
+        "both accounts are owed files"
+    );
+    let b = vec!["AKIDb@vod.example".to_owned()];
+    let n2 = lease("n2", 30);
+    let wanted_b = Wanted {
+        accounts: &b,
+        ..wanted(&root, 10)
+    };
+    let taken = l.claim_next(&n2, wanted_b).await.unwrap();
+    let keys: Vec<_> = taken.iter().map(|(c, _)| c.key).collect();
+    assert_eq!(keys, [theirs.key], "the node that has the account takes it");
+}
+
+#[tokio::test]
 async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
     let Some(url) = database() else { return };
     let l = node(&url).await;
@@ -290,7 +323,7 @@ async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
     let f = l.enqueue(watched(&root[0], "a.mp4")).await.unwrap();
     let n1 = lease("n1", 30);
     assert_eq!(
-        l.start_node(&n1, None).await.unwrap(),
+        l.start_node(&n1, None, A).await.unwrap(),
         vodup::ledger::NodeStart::Started
     );
     let (claim, _) = l.claim_next(&n1, wanted(&root, 1)).await.unwrap().remove(0);
@@ -312,7 +345,7 @@ async fn postgres_a_restarted_node_releases_what_its_previous_run_held() {
         "{lease_until} {seen}"
     );
     assert_eq!(
-        l.start_node(&n1, None).await.unwrap(),
+        l.start_node(&n1, None, A).await.unwrap(),
         vodup::ledger::NodeStart::Started
     );
     assert_eq!(l.nodes().await.unwrap()[0].holds, 0);

@@ -37,21 +37,28 @@ fn lease_secs(lease: &Lease) -> i64 {
 
 impl Postgres {
     /// See [`crate::ledger::Ledger::start_node`]. The node's times are the server's.
-    pub async fn start_node(&self, lease: &Lease, seen_before: Option<i64>) -> Result<NodeStart> {
+    pub async fn start_node(
+        &self,
+        lease: &Lease,
+        seen_before: Option<i64>,
+        accounts: &str,
+    ) -> Result<NodeStart> {
         let (node, me) = (lease.node.as_str(), instance());
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let seen = tx
             .prepare_cached(&format!(
-                "INSERT INTO nodes (name, started_at, seen_at, instance) \
-                 VALUES ($1, {NOW}, {NOW}, $2) \
+                "INSERT INTO nodes (name, started_at, seen_at, instance, accounts) \
+                 VALUES ($1, {NOW}, {NOW}, $2, $5) \
                  ON CONFLICT (name) DO UPDATE SET started_at = excluded.started_at, \
-                 seen_at = excluded.seen_at, instance = excluded.instance \
+                 seen_at = excluded.seen_at, instance = excluded.instance, \
+                 accounts = excluded.accounts \
                  WHERE nodes.instance IS NULL OR nodes.instance = $2 \
                  OR nodes.seen_at <= {NOW} - $3 OR nodes.seen_at IS NOT DISTINCT FROM $4"
             ))
             .await?;
-        let params: [&(dyn ToSql + Sync); 4] = [&node, &me, &lease_secs(lease), &seen_before];
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&node, &me, &lease_secs(lease), &seen_before, &accounts];
         if tx.execute(&seen, &params).await? == 0 {
             let held = tx
                 .prepare_cached(&format!(
@@ -77,6 +84,21 @@ impl Postgres {
         Ok(NodeStart::Started)
     }
 
+    /// See [`crate::ledger::Ledger::owed_accounts`].
+    pub async fn owed_accounts(&self) -> Result<Vec<(String, u64)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT account, COUNT(*) AS n FROM files WHERE account IS NOT NULL \
+                 AND state IN ('queued', 'hashing', 'uploading', 'finishing') GROUP BY account",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("account")?, super::unsigned(r.try_get("n")?))))
+            .collect()
+    }
+
     /// See [`crate::ledger::Ledger::stop_node`].
     pub async fn stop_node(&self, node: &str) -> Result<()> {
         let client = self.client().await?;
@@ -94,8 +116,8 @@ impl Postgres {
         lease: &Lease,
         limit: usize,
         watches: &[WatchRoot],
-        queued_before: Option<i64>,
-        one_part: bool,
+        (queued_before, one_part): (Option<i64>, bool),
+        accounts: &[String],
     ) -> Result<Vec<(Claim, FileRecord)>> {
         let sql = format!(
             "UPDATE files f SET node = $1, lease_until = {NOW} + $2, epoch = f.epoch + 1 \
@@ -104,19 +126,21 @@ impl Postgres {
                  AND (o.disposal_retry_at IS NULL OR o.disposal_retry_at <= {NOW}) \
                  AND ($4::bigint IS NULL OR o.created_at <= $4) \
                  AND (NOT $6 OR {one_part}) \
+                 AND (o.account IS NULL OR o.account = ANY($7)) \
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              RETURNING f.epoch, {FILE_COLUMNS}",
             one_part = one_part_sql()
         );
         let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 6] = [
+        let params: [&(dyn ToSql + Sync); 7] = [
             &lease.node,
             &lease_secs(lease),
             &names,
             &queued_before,
             &limit,
             &one_part,
+            &accounts,
         ];
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await?;
@@ -226,7 +250,7 @@ impl Postgres {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT n.name, n.started_at, n.seen_at, n.refused, n.instance, \
+                "SELECT n.name, n.started_at, n.seen_at, n.refused, n.instance, n.accounts, \
                  (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= {NOW}) \
                  AS holds FROM nodes n ORDER BY n.name"
             ))
@@ -241,6 +265,7 @@ impl Postgres {
                     holds: super::unsigned(r.try_get("holds")?),
                     refused: r.try_get("refused")?,
                     instance: r.try_get("instance")?,
+                    accounts: r.try_get("accounts")?,
                 })
             })
             .collect()

@@ -12,17 +12,24 @@ use rusqlite::{params, Connection, TransactionBehavior};
 
 impl Sqlite {
     /// See [`crate::ledger::Ledger::start_node`].
-    pub fn start_node(&self, lease: &Lease, seen_before: Option<i64>) -> Result<NodeStart> {
+    pub fn start_node(
+        &self,
+        lease: &Lease,
+        seen_before: Option<i64>,
+        accounts: &str,
+    ) -> Result<NodeStart> {
         let (t, node, me) = (unix_now_i64(), lease.node.as_str(), instance());
         let mut conn = self.conn();
         let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
         let taken = exec(
             &tx,
-            "INSERT INTO nodes (name, started_at, seen_at, instance) VALUES (?1, ?2, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET started_at = ?2, seen_at = ?2, instance = ?3 \
+            "INSERT INTO nodes (name, started_at, seen_at, instance, accounts) \
+             VALUES (?1, ?2, ?2, ?3, ?6) \
+             ON CONFLICT (name) DO UPDATE SET started_at = ?2, seen_at = ?2, instance = ?3, \
+             accounts = ?6 \
              WHERE nodes.instance IS NULL OR nodes.instance = ?3 OR nodes.seen_at <= ?2 - ?4 \
              OR nodes.seen_at IS ?5",
-            params![node, t, me, lease_secs(lease), seen_before],
+            params![node, t, me, lease_secs(lease), seen_before, accounts],
         )? == 1;
         if !taken {
             let (other, seen_at) = tx
@@ -46,6 +53,17 @@ impl Sqlite {
         )?;
         tx.commit()?;
         Ok(NodeStart::Started)
+    }
+
+    /// See [`crate::ledger::Ledger::owed_accounts`].
+    pub fn owed_accounts(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT account, COUNT(*) FROM files WHERE account IS NOT NULL \
+             AND state IN ('queued', 'hashing', 'uploading', 'finishing') GROUP BY account",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// See [`crate::ledger::Ledger::stop_node`].
@@ -194,7 +212,7 @@ impl Sqlite {
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT n.name, n.started_at, n.seen_at, n.refused, n.instance, \
+            "SELECT n.name, n.started_at, n.seen_at, n.refused, n.instance, n.accounts, \
              (SELECT COUNT(*) FROM files f WHERE f.node = n.name AND f.lease_until >= ?1) AS holds \
              FROM nodes n ORDER BY n.name",
         )?;
@@ -206,6 +224,7 @@ impl Sqlite {
                 holds: r.get("holds")?,
                 refused: r.get("refused")?,
                 instance: r.get("instance")?,
+                accounts: r.get("accounts")?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

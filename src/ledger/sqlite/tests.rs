@@ -590,7 +590,7 @@ fn a_restarted_node_releases_what_its_previous_run_held() {
         .unwrap()
         .is_empty());
     assert_eq!(
-        l.start_node(&lease("n1"), None).unwrap(),
+        l.start_node(&lease("n1"), None, "").unwrap(),
         crate::ledger::NodeStart::Started
     );
     let again = l
