@@ -31,7 +31,8 @@ pub struct PostgresUrl {
     tls: LedgerTls,
 }
 
-/// How the connection to PostgreSQL is encrypted: libpq's `sslmode` and `sslrootcert`.
+/// How the connection to PostgreSQL is encrypted: libpq's `sslmode`, `sslrootcert`, and the
+/// client certificate `sslcert` with its key `sslkey`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerTls {
     pub mode: TlsMode,
@@ -40,6 +41,9 @@ pub struct LedgerTls {
     /// PEM file of the certificates that may sign the server's (`sslrootcert`); none: the
     /// system's trust store.
     pub root_file: Option<PathBuf>,
+    /// The PEM files of this client's certificate (chain) and its private key (`sslcert`,
+    /// `sslkey`), for servers that authenticate clients by certificate (`cert` in pg_hba.conf).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// Whether TLS is used. A certificate is always checked (chain and host name) when it is.
@@ -100,7 +104,7 @@ impl PostgresUrl {
     /// part of `user:password@` before the first `@`, percent-encoded), keeping the password
     /// apart. The error names what is wrong without quoting the URL.
     pub fn parse(text: &str) -> Result<PostgresUrl, String> {
-        let (driver, mode, root_file) = without_tls(text)?;
+        let (driver, mode, files) = without_tls(text)?;
         let parsed: tokio_postgres::Config = driver
             .parse()
             .map_err(|e| format!("is not a PostgreSQL URL ({e}); its value is not shown"))?;
@@ -126,7 +130,8 @@ impl PostgresUrl {
             tls: LedgerTls {
                 mode,
                 local,
-                root_file,
+                root_file: files.root,
+                client: files.client,
             },
         })
     }
@@ -151,13 +156,22 @@ impl PostgresUrl {
     }
 }
 
-/// `text` less its `sslmode` and `sslrootcert` parameters, and what they said. An `sslmode`
-/// that libpq does not know is an error.
-fn without_tls(text: &str) -> Result<(String, Option<TlsMode>, Option<PathBuf>), String> {
+/// The files a ledger URL names for TLS.
+#[derive(Debug, Default)]
+struct TlsFiles {
+    root: Option<PathBuf>,
+    client: Option<(PathBuf, PathBuf)>,
+}
+
+/// `text` less its `sslmode`, `sslrootcert`, `sslcert` and `sslkey` parameters, and what they
+/// said. An `sslmode` that libpq does not know, or a certificate without its key (or a key
+/// without its certificate), is an error.
+fn without_tls(text: &str) -> Result<(String, Option<TlsMode>, TlsFiles), String> {
     let Some((address, query)) = text.split_once('?') else {
-        return Ok((text.to_owned(), None, None));
+        return Ok((text.to_owned(), None, TlsFiles::default()));
     };
     let (mut mode, mut root_file, mut kept) = (None, None, Vec::new());
+    let (mut cert, mut key) = (None, None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let decoded = url::form_urlencoded::parse(pair.as_bytes()).next();
         match decoded.as_ref().map(|(k, v)| (k.as_ref(), v.as_ref())) {
@@ -174,14 +188,25 @@ fn without_tls(text: &str) -> Result<(String, Option<TlsMode>, Option<PathBuf>),
                 })
             }
             Some(("sslrootcert", value)) => root_file = Some(PathBuf::from(value)),
+            Some(("sslcert", value)) => cert = Some(PathBuf::from(value)),
+            Some(("sslkey", value)) => key = Some(PathBuf::from(value)),
             _ => kept.push(pair),
         }
     }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("has sslcert or sslkey without the other: give both".into()),
+    };
     let driver = match kept.is_empty() {
         true => address.to_owned(),
         false => format!("{address}?{}", kept.join("&")),
     };
-    Ok((driver, mode, root_file))
+    let files = TlsFiles {
+        root: root_file,
+        client,
+    };
+    Ok((driver, mode, files))
 }
 
 /// `scheme://user:password@rest?password=…` as `scheme://user@rest`: the credentials are what
@@ -321,6 +346,34 @@ mod tests {
             "postgresql://db.example/vodup?sslmode=disable"
         );
         assert!(plain.password().is_none());
+    }
+
+    #[test]
+    fn a_client_certificate_is_read_from_sslcert_and_sslkey_together() {
+        let url = PostgresUrl::parse(
+            "postgres://u@db.example/v?sslcert=%2Fetc%2Fvodup%2Fc.pem&connect_timeout=5&sslkey=%2Fetc%2Fvodup%2Fc.key",
+        )
+        .unwrap();
+        assert_eq!(
+            url.tls().client,
+            Some(("/etc/vodup/c.pem".into(), "/etc/vodup/c.key".into()))
+        );
+        assert_eq!(
+            url.for_driver(),
+            "postgres://u@db.example/v?connect_timeout=5"
+        );
+        assert_eq!(
+            PostgresUrl::parse("postgres://u@db.example/v")
+                .unwrap()
+                .tls()
+                .client,
+            None
+        );
+        for half in ["sslcert=/c.pem", "sslkey=/c.key"] {
+            let error =
+                PostgresUrl::parse(&format!("postgres://u@db.example/v?{half}")).unwrap_err();
+            assert!(error.contains("without the other"), "{error}");
+        }
     }
 
     #[test]

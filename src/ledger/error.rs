@@ -39,10 +39,10 @@ pub enum LedgerError {
     PostgresPool(String),
     /// A statement failed, or the connection under it (PostgreSQL restarting, say): the caller
     /// retries.
-    #[error("ledger: {0}")]
+    #[error("ledger: {}", causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No connection from the pool (the server is down, or every connection busy too long).
-    #[error("ledger: no PostgreSQL connection: {0}")]
+    #[error("ledger: no PostgreSQL connection: {}", causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A watch's file whose path is not in the watch's folder (a caller's mistake).
     #[error("file {}: not in the folder of watch {watch}", crate::shown::shown(.path))]

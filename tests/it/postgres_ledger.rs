@@ -886,4 +886,29 @@ async fn postgres_over_tls_uploads_and_refuses_clear_text_and_an_unknown_certifi
     let (ok, text) = run_vodup(&unknown, &["check-config"]).await;
     assert!(!ok, "{text}");
     assert!(text.to_lowercase().contains("certificate"), "{text}");
+
+    // A role the server admits by client certificate only (`cert` in pg_hba.conf).
+    cluster.admin("CREATE ROLE vodup_cert LOGIN");
+    cluster.admin(&format!("CREATE DATABASE {db}_cert OWNER vodup_cert"));
+    let (cert, key) = cluster.client_cert();
+    let as_cert = |query: &str| {
+        format!(
+            "postgres://vodup_cert@localhost:{port}/{db}_cert?sslmode=verify-full&sslrootcert={ca}{query}"
+        )
+    };
+    let with_cert = config_for(&as_cert(&format!(
+        "&sslcert={}&sslkey={}",
+        cert.display(),
+        key.display()
+    )));
+    let (ok, text) = run_vodup(&with_cert, &["check-config"]).await;
+    assert!(ok && text.contains("over TLS"), "{text}");
+    let (ok, text) = run_vodup(&with_cert, &["status"]).await;
+    assert!(ok, "{text}");
+    let without = config_for(&as_cert(""));
+    let (ok, text) = run_vodup(&without, &["check-config"]).await;
+    assert!(!ok, "admitted without its certificate: {text}");
+    let key_only = config_for(&as_cert(&format!("&sslkey={}", key.display())));
+    let (ok, text) = run_vodup(&key_only, &["check-config"]).await;
+    assert!(!ok && text.contains("without the other"), "{text}");
 }

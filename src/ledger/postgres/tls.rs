@@ -1,11 +1,12 @@
 //! TLS to the PostgreSQL ledger: the rustls connector the pool opens connections with, trusting
-//! the `sslrootcert` file of the ledger URL or else the system's store, and checking the server's
-//! certificate chain and host name whenever TLS is used. What `sslmode` means is the config's
+//! the `sslrootcert` file of the ledger URL or else the system's store, checking the server's
+//! certificate chain and host name whenever TLS is used, and presenting the `sslcert` client
+//! certificate (with its `sslkey`) when the URL names one. What `sslmode` means is the config's
 //! ([`crate::config::TlsMode`]); this module only builds the connector.
 
 use crate::config::{LedgerTls, TlsMode};
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -44,10 +45,31 @@ pub fn connector(tls: &LedgerTls) -> Result<MakeRustlsConnect, String> {
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match &tls.client {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let (cert_shown, key_shown) = (
+                crate::shown::shown(cert_file),
+                crate::shown::shown(key_file),
+            );
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .map_err(|e| format!("sslcert {cert_shown}: {e}"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("sslcert {cert_shown}: {e}"))?;
+            if chain.is_empty() {
+                return Err(format!("sslcert {cert_shown}: no certificate in it"));
+            }
+            // The key's own bytes never appear in an error: only its file's name.
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| format!("sslkey {key_shown}: not a PEM private key ({e})"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("sslcert {cert_shown} with sslkey {key_shown}: {e}"))?
+        }
+    };
     Ok(MakeRustlsConnect::new(config))
 }

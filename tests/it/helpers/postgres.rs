@@ -84,6 +84,13 @@ impl Cluster {
         Cluster::start_with(true)
     }
 
+    /// The client certificate and key of a [`Cluster::start_tls`] cluster, for the role
+    /// `vodup_cert`, whom the server admits by certificate only (create it with [`Cluster::admin`]).
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        let dir = self.ca_file().parent().expect("the cluster's directory");
+        (dir.join("client.crt"), dir.join("client.key"))
+    }
+
     /// The CA file of a [`Cluster::start_tls`] cluster.
     pub fn ca_file(&self) -> &Path {
         &self.tls.as_ref().expect("a TLS cluster").0
@@ -195,6 +202,12 @@ impl Cluster {
     /// its own, so it may be called from async tests and from plain ones alike.
     pub fn create_database(&self) -> String {
         let name = format!("vodup_{:016x}", rand::random::<u64>());
+        self.admin(&format!("CREATE DATABASE {name}"));
+        self.url(&name)
+    }
+
+    /// Run `sql` as the superuser. Blocking, like [`Cluster::create_database`].
+    pub fn admin(&self, sql: &str) {
         let server = match &self.tls {
             Some((_, admin)) => admin.as_str(),
             None => self.server.as_str(),
@@ -205,9 +218,9 @@ impl Cluster {
                 .unwrap_or_else(|e| panic!("connecting to {server}: {e}"));
             tokio::spawn(connection);
             client
-                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .batch_execute(sql)
                 .await
-                .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {server}: {e}"));
+                .unwrap_or_else(|e| panic!("{sql} on {server}: {e}"));
         };
         std::thread::scope(|scope| {
             scope
@@ -221,7 +234,6 @@ impl Cluster {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         });
-        self.url(&name)
     }
 
     /// Shut the server down (fast: connections are closed, then it stops), keeping its data.
@@ -363,6 +375,50 @@ impl Own {
             ],
             "openssl: the server's certificate",
         );
+        // A client certificate for the role `vodup_cert`, which may log in by certificate only.
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=vodup_cert",
+            ],
+            "openssl: the client's request",
+        );
+        std::fs::write(
+            self.dir.join("client.ext"),
+            "basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=clientAuth
+",
+        )
+        .expect("client.ext");
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "client.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "client.ext",
+            ],
+            "openssl: the client's certificate",
+        );
         if self.as_postgres {
             let mut chown = Command::new("chown");
             chown
@@ -372,7 +428,8 @@ impl Own {
             self.run(chown, "chown the server's key to postgres");
         }
         let settings = format!(
-            "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+            "ssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n\
+             ssl_ca_file = '{0}/ca.crt'\n",
             self.dir.display()
         );
         OpenOptions::new()
@@ -382,8 +439,8 @@ impl Own {
             .expect("postgresql.conf takes the TLS settings");
         std::fs::write(
             self.data().join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n\
-             host all all 127.0.0.1/32 reject\n",
+            "local all all trust\nhostssl all vodup_cert 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n",
         )
         .expect("pg_hba.conf");
         self.dir.join("ca.crt")
