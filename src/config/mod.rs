@@ -102,10 +102,17 @@ pub struct HttpConfig {
     /// Host names the page answers to besides IP literals and `localhost` (a request naming
     /// another is refused: DNS rebinding), e.g. the name a reverse proxy passes on.
     pub allowed_hosts: Vec<String>,
-    /// Listen on an address other than loopback. The page has no login of its own, so this is
-    /// refused unless set: say that the network in front of it (a firewall, a reverse proxy
-    /// that authenticates) is trusted.
+    /// Listen on an address other than loopback without `token_file`: refused unless set, to
+    /// say that the network in front of it (a firewall, a reverse proxy that authenticates) is
+    /// trusted.
     pub public: bool,
+    /// A file holding the token every request must carry: `Authorization: Bearer TOKEN`, or
+    /// HTTP basic authentication with the token as the password (any user name; what a browser
+    /// asks for). With it, the listener may take a non-loopback address.
+    pub token_file: Option<PathBuf>,
+    /// The token `token_file` holds, read at load.
+    #[serde(skip)]
+    pub token: Option<crate::protocol::SecretKey>,
 }
 
 /// `[metrics] listen`, the listener's first name, kept working.
@@ -174,6 +181,7 @@ impl Config {
         config.resolve_secret(secret_from_env(SECRET_KEY_ENV))?;
         config.resolve_ledger_password(secret_from_env(LEDGER_PASSWORD_ENV))?;
         config.resolve_webhook_secrets()?;
+        config.resolve_http_token()?;
         config.validate()?;
         config.resolve_accounts();
         Ok(config)
@@ -335,14 +343,15 @@ impl Config {
             ));
         }
         if let Some(listen) = self.http_listen() {
-            if !listen.ip().is_loopback() && !self.http.public {
+            let guarded = self.http.public || self.http.token_file.is_some();
+            if !listen.ip().is_loopback() && !guarded {
                 return Err(invalid(
                     "http.listen",
                     format!(
                         "{listen} is not a loopback address, and the status page and metrics \
-                         have no login of their own: keep them on 127.0.0.1 behind a reverse \
-                         proxy that authenticates, or set http.public = true if the network in \
-                         front of them is trusted"
+                         have no login unless http.token_file is set: set it, keep them on \
+                         127.0.0.1 behind a reverse proxy that authenticates, or set \
+                         http.public = true if the network in front of them is trusted"
                     ),
                 ));
             }
@@ -351,6 +360,18 @@ impl Config {
             watch.validate(&format!("watch[{i}]"))?;
         }
         self.validate_accounts()
+    }
+
+    /// Read `http.token_file`; an empty or unreadable one is an error naming the key.
+    fn resolve_http_token(&mut self) -> Result<(), ConfigError> {
+        let key = "http.token_file";
+        if let Some(token) = secrets::read_key(key, self.http.token_file.as_deref(), None)? {
+            if token.is_empty() {
+                return Err(error::invalid(key, "the file it names is empty"));
+            }
+            self.http.token = Some(token);
+        }
+        Ok(())
     }
 
     /// Read each hook's `webhook_secret_file`; an empty or unreadable one is an error naming it.

@@ -118,9 +118,17 @@ pub async fn run_with(
     };
     tasks.spawn("hooks", runner.run(cancel.child_token()));
     if let Some(listen) = config.http_listen() {
-        let hosts = config.http.allowed_hosts.clone();
-        let serve =
-            crate::http::serve(listen, hosts, metrics, ledger.clone(), cancel.child_token());
+        let access = crate::http::Access {
+            allowed_hosts: config.http.allowed_hosts.clone(),
+            token: config.http.token.clone(),
+        };
+        let serve = crate::http::serve(
+            listen,
+            access,
+            metrics,
+            ledger.clone(),
+            cancel.child_token(),
+        );
         tasks.spawn("http", async move {
             // Uploads go on without the page and metrics; the operator sees why in the log.
             if let Err(e) = serve.await {

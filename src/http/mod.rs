@@ -5,10 +5,10 @@
 //! GET only; every answer carries a strict Content-Security-Policy (scripts and styles from this
 //! origin only, no inline code), `nosniff`, `no-referrer` and `DENY` framing. The page shows what
 //! the ledger's records hold (no secret, no signature, no config), names escaped by
-//! [`crate::shown`] and put in the DOM as text by the script. It has no authentication: it
-//! listens on loopback unless configured otherwise, behind a reverse proxy that authenticates
-//! (README). What a file looks like on the page is `files.rs`; the metrics are
-//! [`crate::metrics`].
+//! [`crate::shown`] and put in the DOM as text by the script. With `[http] token_file`, every
+//! request must carry the token (bearer, or basic authentication's password, which a browser asks
+//! for); without it, it listens on loopback unless configured otherwise (README). What a file
+//! looks like on the page is `files.rs`; the metrics are [`crate::metrics`].
 //!
 //! It answers only requests whose `Host` is an IP literal, `localhost` or one of
 //! `[http] allowed_hosts` (a page reached through another name is a DNS rebinding), and holds at
@@ -57,18 +57,26 @@ struct Shared {
     ledger: Ledger,
 }
 
-/// Serve the page and `/metrics` on `listen` until `cancel`; `allowed_hosts` as in
-/// [`router`].
+/// Who may be answered: requests naming one of these hosts (besides IP literals and
+/// `localhost`), carrying the token if there is one.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub allowed_hosts: Vec<String>,
+    pub token: Option<crate::protocol::SecretKey>,
+}
+
+/// Serve the page and `/metrics` on `listen` until `cancel`, to the requests `access` admits.
 pub async fn serve(
     listen: SocketAddr,
-    allowed_hosts: Vec<String>,
+    access: Access,
     metrics: Metrics,
     ledger: Ledger,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "status page and metrics listening");
-    let router = router(metrics, ledger, allowed_hosts);
+    let login = access.token.is_some();
+    tracing::info!(%listen, login, "status page and metrics listening");
+    let router = router(metrics, ledger, access);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -104,13 +112,15 @@ pub async fn serve(
 }
 
 /// The routes, each GET only (other methods get 405), with the security headers on every answer,
-/// for requests whose `Host` is an IP literal, `localhost` or one of `allowed_hosts` (others get
-/// 421).
-pub fn router(metrics: Metrics, ledger: Ledger, allowed_hosts: Vec<String>) -> Router {
-    let allowed: Arc<[String]> = allowed_hosts
+/// for requests whose `Host` is an IP literal, `localhost` or one of `access.allowed_hosts`
+/// (others get 421) and that carry `access.token` if there is one (others get 401).
+pub fn router(metrics: Metrics, ledger: Ledger, access: Access) -> Router {
+    let allowed: Arc<[String]> = access
+        .allowed_hosts
         .into_iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
+    let token = Arc::new(access.token);
     Router::new()
         .route(
             "/",
@@ -127,6 +137,9 @@ pub fn router(metrics: Metrics, ledger: Ledger, allowed_hosts: Vec<String>) -> R
         .route("/files.json", get(files_json))
         .route("/metrics", get(metrics_text))
         .with_state(Shared { metrics, ledger })
+        .layer(axum::middleware::from_fn(move |request, next| {
+            authenticated(token.clone(), request, next)
+        }))
         .layer(axum::middleware::from_fn(move |request, next| {
             host_checked(allowed.clone(), request, next)
         }))
@@ -151,6 +164,53 @@ async fn host_checked(
         )
             .into_response(),
     }
+}
+
+/// With a token, only requests that carry it: `Authorization: Bearer TOKEN`, or `Basic` with
+/// the token as the password. Others get 401 with a `Basic` challenge, so a browser asks.
+async fn authenticated(
+    token: Arc<Option<crate::protocol::SecretKey>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token.as_ref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(credential);
+    if given.is_some_and(|given| token.verifies(&given)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"vodup\", charset=\"UTF-8\"",
+        )],
+        "this status page asks for its token (http.token_file): as a bearer token, or as the \
+         password of basic authentication\n",
+    )
+        .into_response()
+}
+
+/// The token an `Authorization` value carries: a bearer token, or a basic password.
+fn credential(value: &str) -> Option<Vec<u8>> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().as_bytes().to_vec());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
 }
 
 /// Whether `host` (a `Host` header: name or address, maybe with a port) may be answered: an IP

@@ -48,6 +48,20 @@ impl SecretKey {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// Whether `given` (a password or token a client sent) is this secret, compared in time that
+    /// does not depend on where they differ (their SHA-256 digests are compared).
+    pub fn verifies(&self, given: &[u8]) -> bool {
+        use sha2::Digest as _;
+        let (ours, theirs) = (
+            sha2::Sha256::digest(self.0.as_bytes()),
+            sha2::Sha256::digest(given),
+        );
+        ours.iter()
+            .zip(theirs.iter())
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
+    }
+
     /// Whether the key is `text` (the example config's placeholder, say), compared without
     /// handing the key out.
     pub fn is(&self, text: &str) -> bool {

@@ -288,6 +288,71 @@ async fn the_page_answers_only_its_own_host_names() {
 }
 
 #[tokio::test]
+async fn with_a_token_the_page_and_metrics_answer_only_requests_that_carry_it() {
+    let env = Env::new().await;
+    let port = free_port();
+    let token_file = env.dir.path().join("http.token");
+    std::fs::write(&token_file, "t0ken-of-the-page\n").unwrap();
+    let text = std::fs::read_to_string(env.config_file(&format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = {:?}\n",
+        token_file.display().to_string()
+    )))
+    .unwrap();
+    let path = env.dir.path().join("token.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = vodup::config::Config::load(&path).unwrap();
+    assert!(!format!("{config:?}").contains("t0ken-of-the-page"));
+    let daemon = Daemon::start(config).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for route in ["/", "/files.json", "/metrics", "/app.js"] {
+        let url = format!("{base}{route}");
+        let bare = http.get(&url).send().await.unwrap();
+        assert_eq!(bare.status(), 401, "{route}");
+        let challenge = bare.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Basic realm="), "{challenge}");
+        let body = bare.text().await.unwrap();
+        assert!(!body.contains("t0ken"), "{body}");
+        let wrong = http.get(&url).bearer_auth("t0ken-of-the-pag").send().await;
+        assert_eq!(wrong.unwrap().status(), 401, "{route}: a near miss");
+        let bearer = http.get(&url).bearer_auth("t0ken-of-the-page").send().await;
+        assert_eq!(bearer.unwrap().status(), 200, "{route}: bearer");
+        let basic = http
+            .get(&url)
+            .basic_auth("anyone", Some("t0ken-of-the-page"))
+            .send()
+            .await;
+        assert_eq!(basic.unwrap().status(), 200, "{route}: basic");
+        let basic_wrong = http
+            .get(&url)
+            .basic_auth("t0ken-of-the-page", None::<&str>)
+            .send();
+        assert_eq!(
+            basic_wrong.await.unwrap().status(),
+            401,
+            "{route}: token as user"
+        );
+    }
+    // A browser given the token as basic authentication's password (as it would ask for it)
+    // shows the page, whose script then reads /files.json with the same credentials.
+    if let Some(browser) = chromium() {
+        let data = test_bytes(PART as usize, 61);
+        let file = env.write(&env.drop, "behind a token.mp4", &data);
+        wait_until("the file is done", Duration::from_secs(30), || async {
+            env.record(&file)
+                .is_some_and(|r| r.state == vodup::ledger::FileState::Done)
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        let url = format!("http://viewer:t0ken-of-the-page@127.0.0.1:{port}/");
+        let dom = browse(&browser, profile.path(), &["--dump-dom"], &url).await;
+        assert!(dom.contains("behind a token.mp4"), "{dom}");
+        assert!(dom.contains("<tr class=\"state-done\">"), "{dom}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn a_page_on_a_public_address_needs_http_public() {
     let env = Env::new().await;
     let mut config = env.config();
@@ -295,6 +360,10 @@ async fn a_page_on_a_public_address_needs_http_public() {
     let error = config.validate().unwrap_err().to_string();
     assert!(error.contains("http.public"), "{error}");
     config.http.public = true;
+    config.validate().unwrap();
+    // A token of its own is a login: no need to vouch for the network.
+    config.http.public = false;
+    config.http.token_file = Some(env.dir.path().join("http.token"));
     config.validate().unwrap();
 }
 

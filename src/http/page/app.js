@@ -138,7 +138,10 @@ function render() {
 }
 
 async function page(before) {
-  let url = "/files.json?limit=" + PAGE;
+  // From the origin, not the document's URL: a page opened as http://user:token@host/ would
+  // make a relative URL carry those credentials, which fetch refuses (the browser sends the
+  // basic credentials it already holds for this origin).
+  let url = location.origin + "/files.json?limit=" + PAGE;
   if (before !== null && before !== undefined) url += "&before=" + encodeURIComponent(before);
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error("HTTP " + response.status);
