@@ -46,11 +46,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show every file in the ledger: state, progress, file id, last error.
+    /// Show the files of the ledger: state, progress, file id, last error. By default every file
+    /// still owed something (an upload, an after-upload action) and the latest ones that ended,
+    /// with a line saying how many older ones there are; the options select otherwise.
     Status {
-        /// Print JSON instead of a table.
+        /// Print one JSON object per file, one per line, instead of a table.
         #[arg(long)]
         json: bool,
+        /// Every file, however old.
+        #[arg(long)]
+        all: bool,
+        /// Only files in this state (queued, hashing, uploading, finishing, done, failed,
+        /// waiting, superseded, gone); repeat for several.
+        #[arg(long, value_parser = parse_state)]
+        state: Vec<crate::ledger::FileState>,
+        /// Only files changed within this long (e.g. "24h", "7d").
+        #[arg(long, value_parser = parse_age)]
+        since: Option<std::time::Duration>,
+        /// Only files of the watch of this name (its `name`, else its path).
+        #[arg(long)]
+        watch: Option<String>,
+        /// At most this many files (by default, of those that ended: 50).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// List the nodes that share the ledger: when each last renewed its claims, and how many
     /// files it holds. A node silent for longer than `lease` is presumed dead; its files are
@@ -80,4 +98,17 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+fn parse_state(text: &str) -> Result<crate::ledger::FileState, String> {
+    crate::ledger::FileState::parse(text).ok_or_else(|| {
+        "not a state: use queued, hashing, uploading, finishing, done, failed, waiting, \
+         superseded or gone"
+            .into()
+    })
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("not a duration like \"24h\" or \"7d\": {e}"))
 }

@@ -207,25 +207,101 @@ fn error_json(path: &Path, code: i64, message: &str, code_desc: &str) -> serde_j
     })
 }
 
-/// `vodup status`: every file in the ledger.
-pub async fn status(config: &Config, json: bool) -> Result<ExitCode, Error> {
+/// What `vodup status` shows.
+#[derive(Debug, Default)]
+pub struct StatusQuery {
+    pub json: bool,
+    pub all: bool,
+    pub states: Vec<FileState>,
+    pub since: Option<std::time::Duration>,
+    pub watch: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Files that ended shown by default.
+pub const STATUS_ENDED: usize = 50;
+
+/// `vodup status`: by default every file still owed something and the latest that ended (with
+/// how many older ones there are); `--all`, `--state`, `--since`, `--watch` and `--limit`
+/// select. Read a page at a time and printed as it is read, so memory stays flat whatever the
+/// ledger holds; `--json` prints one object per line.
+pub async fn status(config: &Config, query: &StatusQuery) -> Result<ExitCode, Error> {
+    use crate::ledger::Listing;
+    use std::io::Write as _;
     let ledger = Ledger::connect(config).await?;
-    let mut hooks = ledger.undelivered_hooks().await?;
-    let mut rows = Vec::new();
-    for record in ledger.files().await? {
-        let speed = crate::status::speed(&ledger, &record).await?;
-        let (mine, rest) = hooks.into_iter().partition(|h| h.file_key == record.key);
-        hooks = rest;
-        rows.push((record, speed, mine));
-    }
-    let refused = crate::status::refused_lines(&ledger.nodes().await?);
-    if json {
-        // The JSON stays one array of files; what was refused is said on stderr.
+    let watch = match &query.watch {
+        Some(name) => Some(
+            config
+                .watch
+                .iter()
+                .find(|w| &w.ledger_name() == name)
+                .map(crate::ledger::WatchRoot::of)
+                .ok_or_else(|| Error::Watch {
+                    path: name.into(),
+                    message: "no watch of this name in the config".into(),
+                })?,
+        ),
+        None => None,
+    };
+    let nodes = ledger.nodes().await?;
+    let refused = crate::status::refused_lines(&nodes);
+    let mut printer = crate::status::Printer::new(
+        query.json,
+        crate::status::TableContext {
+            accounts: config.accounts().len(),
+            nodes: nodes.len(),
+        },
+        ledger.undelivered_hooks().await?,
+    );
+    let mut out = std::io::stdout().lock();
+    // What was refused goes on stderr with --json, which stays one object per line.
+    if query.json {
         eprint!("{refused}");
-        println!("{}", crate::status::to_json(&rows));
     } else {
-        print!("{refused}{}", crate::status::to_table(&rows));
+        let _ = write!(out, "{refused}");
     }
+    printer.header(&mut out);
+    let filtered =
+        query.all || !query.states.is_empty() || query.since.is_some() || watch.is_some();
+    let base = Listing {
+        states: &query.states,
+        since: query
+            .since
+            .map(|d| crate::clock::unix_now_i64() - i64::try_from(d.as_secs()).unwrap_or(0)),
+        watch: watch.as_ref(),
+        ..Listing::default()
+    };
+    if filtered {
+        let limit = query.limit.unwrap_or(usize::MAX);
+        printer.print_all(&ledger, &mut out, &base, limit).await?;
+    } else {
+        let open = Listing {
+            open: Some(true),
+            ..base.clone()
+        };
+        printer
+            .print_all(&ledger, &mut out, &open, usize::MAX)
+            .await?;
+        let ended = Listing {
+            open: Some(false),
+            ..base.clone()
+        };
+        let limit = query.limit.unwrap_or(STATUS_ENDED);
+        let shown = printer.print_all(&ledger, &mut out, &ended, limit).await?;
+        let older = ledger.count(&ended).await?.saturating_sub(shown);
+        if older > 0 {
+            let note = format!(
+                "{older} older file(s) not shown: vodup status --all (or --since, --state, \
+                 --watch, --limit)\n"
+            );
+            if query.json {
+                eprint!("{note}");
+            } else {
+                let _ = write!(out, "{note}");
+            }
+        }
+    }
+    let _ = out.flush();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -69,7 +69,24 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
             }
             Ok(runtime.block_on(commands::upload(config, files, json))?)
         }
-        Command::Status { json } => Ok(runtime.block_on(commands::status(&load()?, json))?),
+        Command::Status {
+            json,
+            all,
+            state,
+            since,
+            watch,
+            limit,
+        } => {
+            let query = commands::StatusQuery {
+                json,
+                all,
+                states: state,
+                since,
+                watch,
+                limit,
+            };
+            Ok(runtime.block_on(commands::status(&load()?, &query))?)
+        }
         Command::Nodes { json } => Ok(runtime.block_on(commands::nodes(&load()?, json))?),
         Command::Retry { file, failed: _ } => {
             let config = load()?;

@@ -46,22 +46,109 @@ pub fn percent(record: &FileRecord) -> f64 {
     (confirmed(record) as f64 * 100.0 / record.size as f64).min(100.0)
 }
 
-pub fn to_json(records: &[Row]) -> String {
-    let rows: Vec<FileStatus<'_>> = records
-        .iter()
-        .map(|(record, speed, hooks)| FileStatus {
-            record,
-            percent: percent(record),
-            speed: *speed,
-            pending_hooks: hooks.iter().collect(),
-        })
-        .collect();
-    serde_json::to_string_pretty(&rows).expect("status serializes")
+/// Files read from the ledger at a time by [`Printer::print_all`]: what the memory of `vodup
+/// status` is bounded by, whatever the ledger holds.
+pub const PAGE: usize = 500;
+
+/// What a table's rows show beyond the file: its account when the config has more than one, its
+/// node when the ledger has more than one (a fleet).
+#[derive(Debug, Clone, Copy)]
+pub struct TableContext {
+    pub accounts: usize,
+    pub nodes: usize,
 }
 
-/// A table for people. Each file's account is shown when the files went to more than one; the
-/// node that holds a file under way is shown, and the node that handled each file when more than
-/// one node did (a fleet).
+/// `vodup status`'s output, written as the ledger is read: a table, or one JSON object a line.
+pub struct Printer {
+    json: bool,
+    context: TableContext,
+    /// Undelivered hook deliveries by file (few: delivered ones are not read).
+    hooks: std::collections::HashMap<crate::ledger::FileKey, Vec<Delivery>>,
+}
+
+impl Printer {
+    pub fn new(json: bool, context: TableContext, hooks: Vec<Delivery>) -> Printer {
+        let mut by_file = std::collections::HashMap::<_, Vec<Delivery>>::new();
+        for hook in hooks {
+            by_file.entry(hook.file_key).or_default().push(hook);
+        }
+        Printer {
+            json,
+            context,
+            hooks: by_file,
+        }
+    }
+
+    /// The table's header (nothing for JSON).
+    pub fn header(&self, out: &mut impl std::io::Write) {
+        if !self.json {
+            let _ = out.write_all(table_header().as_bytes());
+        }
+    }
+
+    /// Print the files `listing` selects, newest first, at most `limit`, [`PAGE`] at a time; how
+    /// many were printed. A closed stdout (`| head`) ends the output quietly.
+    pub async fn print_all(
+        &mut self,
+        ledger: &Ledger,
+        out: &mut impl std::io::Write,
+        listing: &crate::ledger::Listing<'_>,
+        limit: usize,
+    ) -> Result<u64, LedgerError> {
+        let (mut before, mut shown) = (None, 0usize);
+        while shown < limit {
+            let want = (limit - shown).min(PAGE);
+            let page = ledger
+                .list(&crate::ledger::Listing {
+                    before,
+                    limit: want,
+                    ..listing.clone()
+                })
+                .await?;
+            let full = page.len() == want;
+            before = page.last().map(|r| r.key);
+            let now = crate::clock::unix_now_i64();
+            for record in page {
+                let speed = speed(ledger, &record).await?;
+                let hooks = self.hooks.remove(&record.key).unwrap_or_default();
+                let text = match self.json {
+                    true => json_line(&record, speed, &hooks),
+                    false => table_row(&record, speed, &hooks, self.context, now),
+                };
+                if out.write_all(text.as_bytes()).is_err() {
+                    return Ok(shown as u64);
+                }
+                shown += 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(shown as u64)
+    }
+}
+
+/// One file as a line of `--json`: one object, then a newline.
+pub fn json_line(record: &FileRecord, speed: u64, hooks: &[Delivery]) -> String {
+    let status = FileStatus {
+        record,
+        percent: percent(record),
+        speed,
+        pending_hooks: hooks.iter().collect(),
+    };
+    serde_json::to_string(&status).expect("status serializes") + "\n"
+}
+
+fn table_header() -> String {
+    format!(
+        "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
+        "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
+    )
+}
+
+/// A table for people of `records` alone. Each file's account is shown when the files went to
+/// more than one; the node that holds a file under way is shown, and the node that handled each
+/// file when more than one node did (a fleet).
 pub fn to_table(records: &[Row]) -> String {
     let accounts: std::collections::BTreeSet<_> = records
         .iter()
@@ -71,15 +158,31 @@ pub fn to_table(records: &[Row]) -> String {
         .iter()
         .filter_map(|(r, ..)| r.node.as_ref())
         .collect();
+    let context = TableContext {
+        accounts: accounts.len(),
+        nodes: nodes.len(),
+    };
     let now = crate::clock::unix_now_i64();
-    let mut out = format!(
-        "{:<10} {:>6} {:>21} {:>10} {:<20} {}\n",
-        "STATE", "DONE", "BYTES", "SPEED", "FILE ID", "PATH / ERROR"
-    );
+    let mut out = table_header();
     for (r, speed, hooks) in records {
+        out.push_str(&table_row(r, *speed, hooks, context, now));
+    }
+    out
+}
+
+/// One file's lines in the table.
+fn table_row(
+    r: &FileRecord,
+    speed: u64,
+    hooks: &[Delivery],
+    context: TableContext,
+    now: i64,
+) -> String {
+    let mut out = String::new();
+    {
         let bytes = format!("{}/{}", human(confirmed(r)), human(r.size));
-        let speed = if *speed > 0 {
-            format!("{}/s", human(*speed))
+        let speed = if speed > 0 {
+            format!("{}/s", human(speed))
         } else {
             "-".into()
         };
@@ -98,7 +201,7 @@ pub fn to_table(records: &[Row]) -> String {
         if let Some(url) = r.url.as_deref() {
             out.push_str(&format!("{:>71} {}\n", "url", line(url)));
         }
-        if let Some(account) = r.account.as_ref().filter(|_| accounts.len() > 1) {
+        if let Some(account) = r.account.as_ref().filter(|_| context.accounts > 1) {
             out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
         }
         if let Some(node) = &r.node {
@@ -114,7 +217,7 @@ pub fn to_table(records: &[Row]) -> String {
                     "node",
                     line(node)
                 )),
-                None if nodes.len() > 1 => {
+                None if context.nodes > 1 => {
                     out.push_str(&format!("{:>71} {}\n", "node", line(node)))
                 }
                 None => {}
@@ -322,10 +425,11 @@ mod tests {
 
     #[test]
     fn the_json_keeps_the_drop_path_and_moved_to() {
-        let json = to_json(&[(moved_record(), 0, Vec::new())]);
-        let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(rows[0]["path"], "/srv/drop/show/ep1.mp4");
-        assert_eq!(rows[0]["movedTo"], "/srv/done/show/ep1.mp4");
+        let json = json_line(&moved_record(), 0, &[]);
+        assert_eq!(json.lines().count(), 1, "{json}");
+        let row: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(row["path"], "/srv/drop/show/ep1.mp4");
+        assert_eq!(row["movedTo"], "/srv/done/show/ep1.mp4");
         assert_eq!(
             moved_to(&moved_record()),
             Some(Path::new("/srv/done/show/ep1.mp4"))

@@ -26,8 +26,8 @@ pub use error::{LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
     instance, Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState,
-    FileVersion, Health, Inode, Lease, NewFile, NodeInfo, NodeStart, RecordedError, Upload, Wanted,
-    WatchRoot,
+    FileVersion, Health, Inode, Lease, Listing, NewFile, NodeInfo, NodeStart, RecordedError,
+    Upload, Wanted, WatchRoot,
 };
 use sqlite::Worker;
 pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
@@ -54,6 +54,40 @@ macro_rules! sqlite {
     ($worker:expr, |$s:ident| $call:expr) => {
         $worker.run(move |$s| $call).await
     };
+}
+
+/// A [`Listing`] that can go to the SQLite thread.
+struct OwnedListing {
+    open: Option<bool>,
+    states: Vec<FileState>,
+    since: Option<i64>,
+    watch: Option<WatchRoot>,
+    before: Option<FileKey>,
+    limit: usize,
+}
+
+impl OwnedListing {
+    fn of(l: &Listing<'_>) -> OwnedListing {
+        OwnedListing {
+            open: l.open,
+            states: l.states.to_vec(),
+            since: l.since,
+            watch: l.watch.cloned(),
+            before: l.before,
+            limit: l.limit,
+        }
+    }
+
+    fn listing(&self) -> Listing<'_> {
+        Listing {
+            open: self.open,
+            states: &self.states,
+            since: self.since,
+            watch: self.watch.as_ref(),
+            before: self.before,
+            limit: self.limit,
+        }
+    }
 }
 
 /// One call of either backend: SQLite's on its thread, PostgreSQL's awaited.
@@ -107,6 +141,18 @@ impl Ledger {
     /// Every file, newest first.
     pub async fn files(&self) -> Result<Vec<FileRecord>> {
         dispatch!(self, |s| s.files(), |p| p.files())
+    }
+
+    /// The files `listing` selects, newest first (at most `listing.limit`).
+    pub async fn list(&self, listing: &Listing<'_>) -> Result<Vec<FileRecord>> {
+        let owned = OwnedListing::of(listing);
+        dispatch!(self, |s| s.list(&owned.listing()), |p| p.list(listing))
+    }
+
+    /// How many files `listing` selects (its `before` and `limit` aside).
+    pub async fn count(&self, listing: &Listing<'_>) -> Result<u64> {
+        let owned = OwnedListing::of(listing);
+        dispatch!(self, |s| s.count(&owned.listing()), |p| p.count(listing))
     }
 
     /// A page of files, newest first: at most `limit` of those with a key below `before`.

@@ -416,6 +416,25 @@ impl Lease {
     }
 }
 
+/// Which files [`super::Ledger::list`] and [`super::Ledger::count`] read: those that match every
+/// filter given, newest first, a page at a time (`before`, `limit`).
+#[derive(Debug, Clone, Default)]
+pub struct Listing<'a> {
+    /// `Some(true)`: only files still owed something (an upload, an after-upload action) or
+    /// waiting for content; `Some(false)`: only the others; `None`: both.
+    pub open: Option<bool>,
+    /// Only files in one of these states (none: any).
+    pub states: &'a [FileState],
+    /// Only files changed at or after this (Unix seconds).
+    pub since: Option<i64>,
+    /// Only files of this watch.
+    pub watch: Option<&'a WatchRoot>,
+    /// Only files with a key below this one (the next page after a page that ended there).
+    pub before: Option<FileKey>,
+    /// At most this many (`list` only).
+    pub limit: usize,
+}
+
 /// What [`super::Ledger::claim_next`] may take.
 #[derive(Debug, Clone)]
 pub struct Wanted<'a> {

@@ -89,7 +89,7 @@ async fn a_final_error_fails_one_file_and_the_other_still_uploads() {
     assert_eq!(fetch(results[1]["url"].as_str().unwrap()).await, good);
 
     let status = run(vodup(&config).args(["status", "--json"])).await;
-    let rows: Vec<Value> = serde_json::from_slice(&status.stdout).unwrap();
+    let rows: Vec<Value> = crate::helpers::env::json_lines(&status.stdout);
     let failed = rows
         .iter()
         .find(|r| r["path"] == bad_path.display().to_string())

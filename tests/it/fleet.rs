@@ -194,7 +194,7 @@ impl Node {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        crate::helpers::env::json_lines(&out.stdout)
     }
 }
 

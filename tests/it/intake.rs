@@ -71,7 +71,8 @@ async fn a_writer_that_pauses_longer_than_settle_gets_its_whole_file_uploaded_on
     assert_eq!(std::fs::read(&moved).unwrap(), whole);
     assert_eq!(env.emu.stats().await.finishes, 1);
     wait_until("the done hook ran", Duration::from_secs(10), || async {
-        marker.exists()
+        // Created by the shell's `>>` a moment before the line is written.
+        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
     })
     .await;
     let log = std::fs::read_to_string(&marker).unwrap();
@@ -398,7 +399,8 @@ async fn a_file_rewritten_in_place_after_finish_but_before_its_move_is_supersede
     assert_eq!(record.file_sha, Some(vodup::hash::sha1_hex(&second)));
     assert_eq!(fetch(record.url.as_deref().unwrap()).await, second);
     wait_until("the done hook ran", Duration::from_secs(10), || async {
-        marker.exists()
+        // Created by the shell's `>>` a moment before the line is written.
+        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
     })
     .await;
     let log = std::fs::read_to_string(&marker).unwrap();
@@ -484,7 +486,8 @@ async fn a_file_changed_after_finish_but_before_its_move_is_superseded_not_moved
     assert_eq!(fetch(done[0].url.as_deref().unwrap()).await, final_bytes);
     assert!(!env.done.join("still-growing (1).mp4").exists());
     wait_until("the done hook ran", Duration::from_secs(10), || async {
-        marker.exists()
+        // Created by the shell's `>>` a moment before the line is written.
+        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
     })
     .await;
     let log = std::fs::read_to_string(&marker).unwrap();
@@ -566,7 +569,8 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
     );
     let daemon = Daemon::start(config).await;
     wait_until("the hook ran", Duration::from_secs(10), || async {
-        marker.exists()
+        // Created by the shell's `>>` a moment before the line is written.
+        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
     })
     .await;
     let after = env.ledger().file(key).unwrap().unwrap();

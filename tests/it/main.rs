@@ -11,6 +11,7 @@ mod emulator;
 mod fleet;
 mod helpers;
 mod intake;
+mod ledger_age;
 mod operations;
 mod page;
 mod postgres_ledger;

@@ -865,7 +865,7 @@ async fn postgres_over_tls_uploads_and_refuses_clear_text_and_an_unknown_certifi
     let (ok, text) = run_vodup(&good, &["upload", file.to_str().unwrap()]).await;
     assert!(ok, "{text}");
     let (_, status) = run_vodup(&good, &["status", "--json"]).await;
-    let rows: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let rows = crate::helpers::env::json_lines(status.as_bytes());
     let url = rows[0]["url"].as_str().unwrap();
     assert_eq!(crate::helpers::env::fetch(url).await, data);
 

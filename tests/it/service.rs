@@ -72,10 +72,8 @@ async fn a_move_that_fails_is_shown_with_its_reason_retried_with_backoff_and_don
         .unwrap_or_else(|| panic!("{table}"));
     assert!(line.contains("after-upload action failed"), "{line}");
     let (_, json, _) = run_vodup(&file, &["status", "--json"]).await;
-    let rows: Value = serde_json::from_str(&json).unwrap();
+    let rows: Vec<Value> = crate::helpers::env::json_lines(json.as_bytes());
     let row = rows
-        .as_array()
-        .unwrap()
         .iter()
         .find(|r| r["path"] == dropped.display().to_string())
         .unwrap();

@@ -10,7 +10,7 @@ use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
     Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, Health, Inode,
-    LedgerError, NewFile, RecordedError, Result,
+    LedgerError, Listing, NewFile, RecordedError, Result,
 };
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
@@ -144,6 +144,37 @@ pub(super) async fn records(
     rows.iter().map(|row| file_from_row(row, roots)).collect()
 }
 
+/// The `WHERE` of a [`Listing`] on `f`, and its parameters (`$1`, `$2`... in order).
+fn listing_filter(listing: &Listing<'_>) -> (String, Vec<Box<dyn ToSql + Sync>>) {
+    let mut filter = vec!["TRUE".to_owned()];
+    let mut params: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    let open = "(f.state IN ('queued', 'hashing', 'uploading', 'finishing', 'waiting') \
+         OR (f.state IN ('done', 'failed') AND f.watch IS NOT NULL AND NOT f.disposed))";
+    match listing.open {
+        Some(true) => filter.push(open.to_owned()),
+        Some(false) => filter.push(format!("NOT {open}")),
+        None => {}
+    }
+    if !listing.states.is_empty() {
+        let states: Vec<String> = listing.states.iter().map(|s| s.as_str().into()).collect();
+        params.push(Box::new(states));
+        filter.push(format!("f.state = ANY(${})", params.len()));
+    }
+    if let Some(since) = listing.since {
+        params.push(Box::new(since));
+        filter.push(format!("f.updated_at >= ${}", params.len()));
+    }
+    if let Some(watch) = listing.watch {
+        params.push(Box::new(watch.name.clone()));
+        filter.push(format!("f.watch = ${}", params.len()));
+    }
+    if let Some(before) = listing.before {
+        params.push(Box::new(before.0));
+        filter.push(format!("f.id < ${}", params.len()));
+    }
+    (filter.join(" AND "), params)
+}
+
 /// The done row of `identity` (under a key other than `except`, if given). Matched on the inode
 /// number and version, not the device: the hosts of a shared folder number its mount each their
 /// own way, while the inode number is the file server's (see `FileRecord::is`).
@@ -262,6 +293,34 @@ impl Postgres {
     /// Every file, newest first.
     pub async fn files(&self) -> Result<Vec<FileRecord>> {
         self.select("TRUE ORDER BY f.id DESC", &[]).await
+    }
+
+    /// See [`crate::ledger::Ledger::list`].
+    pub async fn list(&self, listing: &Listing<'_>) -> Result<Vec<FileRecord>> {
+        let limit = i64::try_from(listing.limit).unwrap_or(i64::MAX);
+        let (filter, mut params) = listing_filter(listing);
+        params.push(Box::new(limit));
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files f WHERE {filter} ORDER BY f.id DESC LIMIT ${}",
+            params.len()
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+        let client = self.client().await?;
+        records(&client, &sql, &refs, &self.roots(&[])).await
+    }
+
+    /// See [`crate::ledger::Ledger::count`].
+    pub async fn count(&self, listing: &Listing<'_>) -> Result<u64> {
+        let (filter, params) = listing_filter(&Listing {
+            before: None,
+            ..listing.clone()
+        });
+        let sql = format!("SELECT COUNT(*) AS n FROM files f WHERE {filter}");
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        let row = client.query_one(&stmt, &refs).await?;
+        Ok(unsigned(row.try_get("n")?))
     }
 
     /// See [`crate::ledger::Sqlite::recent`].

@@ -8,8 +8,9 @@ use crate::clock::unix_now_i64;
 use crate::config::{AccountName, AfterUpload};
 use crate::ledger::{
     Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, Health, Inode,
-    NewFile, RecordedError, Result,
+    Listing, NewFile, RecordedError, Result,
 };
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 
@@ -218,6 +219,34 @@ impl Sqlite {
         )
     }
 
+    /// See [`crate::ledger::Ledger::list`].
+    pub fn list(&self, listing: &Listing<'_>) -> Result<Vec<FileRecord>> {
+        let (filter, mut values) = listing_filter(listing);
+        values.push(Value::Integer(
+            i64::try_from(listing.limit).unwrap_or(i64::MAX),
+        ));
+        let limit = values.len();
+        self.select(
+            &format!("{filter} ORDER BY f.id DESC LIMIT ?{limit}"),
+            rusqlite::params_from_iter(values),
+        )
+    }
+
+    /// See [`crate::ledger::Ledger::count`].
+    pub fn count(&self, listing: &Listing<'_>) -> Result<u64> {
+        let (filter, values) = listing_filter(&Listing {
+            before: None,
+            ..listing.clone()
+        });
+        let sql = format!("SELECT COUNT(*) FROM files f WHERE {filter}");
+        Ok(query_one(
+            &self.conn(),
+            &sql,
+            rusqlite::params_from_iter(values),
+            |r| r.get(0),
+        )?)
+    }
+
     /// The most recent version of a path, whatever its state.
     pub fn latest_for_path(&self, path: &Path) -> Result<Option<FileRecord>> {
         Ok(self
@@ -406,6 +435,42 @@ impl Sqlite {
             })
         })?)
     }
+}
+
+/// The `WHERE` of a [`Listing`] on `f`, and its parameters (`?1`, `?2`... in order).
+fn listing_filter(listing: &Listing<'_>) -> (String, Vec<Value>) {
+    let mut filter = vec!["1 = 1".to_owned()];
+    let mut values = Vec::new();
+    let open = "(f.state IN ('queued', 'hashing', 'uploading', 'finishing', 'waiting') \
+         OR (f.state IN ('done', 'failed') AND f.origin IS NOT NULL AND f.disposed = 0))";
+    match listing.open {
+        Some(true) => filter.push(open.to_owned()),
+        Some(false) => filter.push(format!("NOT {open}")),
+        None => {}
+    }
+    if !listing.states.is_empty() {
+        let states: Vec<String> = listing
+            .states
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        filter.push(format!("f.state IN ({})", states.join(", ")));
+    }
+    let mut param = |filter: &mut Vec<String>, sql: &str, value: Value| {
+        values.push(value);
+        filter.push(sql.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(since) = listing.since {
+        param(&mut filter, "f.updated_at >= ?", Value::Integer(since));
+    }
+    if let Some(watch) = listing.watch {
+        let root = path_bytes(&watch.path).to_vec();
+        param(&mut filter, "f.origin = ?", Value::Blob(root));
+    }
+    if let Some(before) = listing.before {
+        param(&mut filter, "f.id < ?", Value::Integer(before.0));
+    }
+    (filter.join(" AND "), values)
 }
 
 /// Record one file version in `tx` (see [`Sqlite::enqueue`]).

@@ -284,3 +284,15 @@ pub async fn run_vodup(config: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The objects of `vodup status --json`'s output, one a line.
+pub fn json_lines(text: &[u8]) -> Vec<serde_json::Value> {
+    std::str::from_utf8(text)
+        .expect("UTF-8")
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object: {line}: {e}"))
+        })
+        .collect()
+}
