@@ -16,8 +16,8 @@ path = \"$WORK/drop\""
 mkdir -p "$WORK/drop"
 EMPTY="$WORK/empty.toml"
 sed "s|^ledger = .*|ledger = \"$WORK/empty.db\"|" "$CONFIG" >"$EMPTY"
-"$BIN/vodup" --config "$CONFIG" check-config >/dev/null 2>&1 || true  # creates the schema
-"$BIN/vodup" --config "$EMPTY" check-config >/dev/null 2>&1 || true
+"$BIN/vodup" --config "$CONFIG" status >/dev/null  # creates the schema
+"$BIN/vodup" --config "$EMPTY" status >/dev/null
 python3 - "$WORK/ledger.db" "$ROWS" "$WORK/drop" <<'PY'
 import sqlite3, sys, time
 db, rows, origin = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -441,10 +441,14 @@ impl Sqlite {
 fn listing_filter(listing: &Listing<'_>) -> (String, Vec<Value>) {
     let mut filter = vec!["1 = 1".to_owned()];
     let mut values = Vec::new();
-    let open = "(f.state IN ('queued', 'hashing', 'uploading', 'finishing', 'waiting') \
-         OR (f.state IN ('done', 'failed') AND f.origin IS NOT NULL AND f.disposed = 0))";
+    // As keys found by the indexes (`files_state`, `files_owed`): the open files are few in a
+    // ledger of millions, and a predicate on the row would read every one to find them.
+    let open = format!(
+        "f.id IN (SELECT id FROM files WHERE state IN ('queued', 'hashing', 'uploading', \
+         'finishing', 'waiting') UNION SELECT id FROM files INDEXED BY files_owed WHERE {OWED})"
+    );
     match listing.open {
-        Some(true) => filter.push(open.to_owned()),
+        Some(true) => filter.push(open),
         Some(false) => filter.push(format!("NOT {open}")),
         None => {}
     }
