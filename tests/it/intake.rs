@@ -70,11 +70,7 @@ async fn a_writer_that_pauses_longer_than_settle_gets_its_whole_file_uploaded_on
     assert_eq!(fetch(rows[0].url.as_deref().unwrap()).await, whole);
     assert_eq!(std::fs::read(&moved).unwrap(), whole);
     assert_eq!(env.emu.stats().await.finishes, 1);
-    wait_until("the done hook ran", Duration::from_secs(10), || async {
-        // Created by the shell's `>>` a moment before the line is written.
-        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
-    })
-    .await;
+    hook_ran(&marker).await;
     let log = std::fs::read_to_string(&marker).unwrap();
     assert!(log.starts_with("done "), "{log}");
     assert!(!log.contains("failed"), "no failed hook: {log}");
@@ -310,6 +306,59 @@ async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
     );
 }
 
+/// Wait until the marker hook wrote its line (the shell's `>>` creates the file a moment before
+/// it writes the line).
+async fn hook_ran(marker: &Path) {
+    wait_until("the hook ran", Duration::from_secs(10), || async {
+        std::fs::read_to_string(marker).is_ok_and(|log| log.ends_with('\n'))
+    })
+    .await;
+}
+
+/// A daemon whose service answers finish slowly, with a done hook writing to `marker`, and a
+/// file `name` of one part whose finish call is under way.
+struct FinishingSlowly {
+    env: Env,
+    daemon: Daemon,
+    path: PathBuf,
+    first: Vec<u8>,
+    key: FileKey,
+    marker: PathBuf,
+}
+
+async fn finishing_slowly(name: &str, seed: u64) -> FinishingSlowly {
+    let slow_finish = Faults {
+        latency_ms: 1500,
+        actions: vec!["FinishUploadEx".into()],
+        ..Faults::default()
+    };
+    let env = Env::with_faults(slow_finish).await;
+    let mut config = env.config();
+    let marker = env.dir.path().join("hooks.log");
+    config.watch[0].on_done = marker_hook(&marker);
+    let daemon = Daemon::start(config).await;
+    let first = test_bytes(PART as usize, seed);
+    let path = env.write(&env.drop, name, &first);
+    wait_until(
+        "the finish call is under way",
+        Duration::from_secs(20),
+        || async {
+            env.record(&path)
+                .is_some_and(|r| r.state == FileState::Finishing)
+        },
+    )
+    .await;
+    let key = env.record(&path).unwrap().key;
+    FinishingSlowly {
+        env,
+        daemon,
+        path,
+        first,
+        key,
+        marker,
+    }
+}
+
 /// Overwrite the start of `path` in place and put its mtime back, as `dd conv=notrunc` then
 /// `touch -r` (or `rsync --inplace -t`) do: the same inode, size and mtime, other bytes.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) {
@@ -360,28 +409,14 @@ async fn a_file_rewritten_in_place_between_attempts_is_hashed_again_not_finished
 
 #[tokio::test]
 async fn a_file_rewritten_in_place_after_finish_but_before_its_move_is_superseded_not_moved() {
-    let slow_finish = Faults {
-        latency_ms: 1500,
-        actions: vec!["FinishUploadEx".into()],
-        ..Faults::default()
-    };
-    let env = Env::with_faults(slow_finish).await;
-    let mut config = env.config();
-    let marker = env.dir.path().join("hooks.log");
-    config.watch[0].on_done = marker_hook(&marker);
-    let daemon = Daemon::start(config).await;
-    let first = test_bytes(PART as usize, 53);
-    let path = env.write(&env.drop, "rewritten.mp4", &first);
-    wait_until(
-        "the finish call is under way",
-        Duration::from_secs(20),
-        || async {
-            env.record(&path)
-                .is_some_and(|r| r.state == FileState::Finishing)
-        },
-    )
-    .await;
-    let first_key = env.record(&path).unwrap().key;
+    let FinishingSlowly {
+        env,
+        daemon,
+        path,
+        first,
+        key: first_key,
+        marker,
+    } = finishing_slowly("rewritten.mp4", 53).await;
     rewrite_in_place(&path, b"another take");
     let mut second = first.clone();
     second[..12].copy_from_slice(b"another take");
@@ -398,11 +433,7 @@ async fn a_file_rewritten_in_place_after_finish_but_before_its_move_is_supersede
     assert_eq!(record.state, FileState::Done);
     assert_eq!(record.file_sha, Some(vodup::hash::sha1_hex(&second)));
     assert_eq!(fetch(record.url.as_deref().unwrap()).await, second);
-    wait_until("the done hook ran", Duration::from_secs(10), || async {
-        // Created by the shell's `>>` a moment before the line is written.
-        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
-    })
-    .await;
+    hook_ran(&marker).await;
     let log = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(
         log.lines().count(),
@@ -434,28 +465,14 @@ async fn a_chmod_during_the_upload_is_not_a_change_of_content() {
 
 #[tokio::test]
 async fn a_file_changed_after_finish_but_before_its_move_is_superseded_not_moved() {
-    let slow_finish = Faults {
-        latency_ms: 1500,
-        actions: vec!["FinishUploadEx".into()],
-        ..Faults::default()
-    };
-    let env = Env::with_faults(slow_finish).await;
-    let mut config = env.config();
-    let marker = env.dir.path().join("hooks.log");
-    config.watch[0].on_done = marker_hook(&marker);
-    let daemon = Daemon::start(config).await;
-    let first = test_bytes(PART as usize, 49);
-    let path = env.write(&env.drop, "still-growing.mp4", &first);
-    wait_until(
-        "the finish call is under way",
-        Duration::from_secs(20),
-        || async {
-            env.record(&path)
-                .is_some_and(|r| r.state == FileState::Finishing)
-        },
-    )
-    .await;
-    let first_key = env.record(&path).unwrap().key;
+    let FinishingSlowly {
+        env,
+        daemon,
+        path,
+        first,
+        key: first_key,
+        marker,
+    } = finishing_slowly("still-growing.mp4", 49).await;
     let mut writer = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
@@ -485,11 +502,7 @@ async fn a_file_changed_after_finish_but_before_its_move_is_superseded_not_moved
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(fetch(done[0].url.as_deref().unwrap()).await, final_bytes);
     assert!(!env.done.join("still-growing (1).mp4").exists());
-    wait_until("the done hook ran", Duration::from_secs(10), || async {
-        // Created by the shell's `>>` a moment before the line is written.
-        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
-    })
-    .await;
+    hook_ran(&marker).await;
     let log = std::fs::read_to_string(&marker).unwrap();
     assert_eq!(
         log.lines().count(),
@@ -568,11 +581,7 @@ async fn a_move_whose_record_a_power_cut_lost_is_recovered_as_moved_with_its_don
         "but the move happened"
     );
     let daemon = Daemon::start(config).await;
-    wait_until("the hook ran", Duration::from_secs(10), || async {
-        // Created by the shell's `>>` a moment before the line is written.
-        std::fs::read_to_string(&marker).is_ok_and(|log| log.ends_with('\n'))
-    })
-    .await;
+    hook_ran(&marker).await;
     let after = env.ledger().file(key).unwrap().unwrap();
     assert_eq!((after.state, after.disposed), (FileState::Done, true));
     assert_eq!(after.disposal, Some(vodup::ledger::Disposed::Moved));
