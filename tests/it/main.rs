@@ -12,6 +12,7 @@ mod fleet;
 mod helpers;
 mod intake;
 mod ledger_age;
+mod ledger_contract;
 mod operations;
 mod page;
 mod postgres_ledger;
