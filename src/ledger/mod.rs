@@ -20,17 +20,18 @@
 mod error;
 mod postgres;
 mod record;
+mod row;
 mod sqlite;
 
 pub use error::{LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
-    instance, Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState,
-    FileVersion, Health, Inode, Lease, Listing, NewFile, NodeInfo, NodeStart, RecordedError,
-    Upload, Wanted, WatchRoot,
+    instance, Claim, Delivery, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord,
+    FileState, FileVersion, Health, HookKind, Inode, Lease, Listing, NewDelivery, NewFile,
+    NodeInfo, NodeStart, RecordedError, Upload, Wanted, WatchRoot,
 };
+pub use sqlite::Sqlite;
 use sqlite::Worker;
-pub use sqlite::{Delivery, HookKind, NewDelivery, Sqlite};
 
 use crate::config::{AfterUpload, Config, LedgerLocation};
 use crate::protocol::Signature;

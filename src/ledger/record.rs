@@ -196,6 +196,27 @@ impl FileState {
         })
     }
 
+    /// The states of a row owed an upload (what a start resumes). The ledger's SQL is built
+    /// from this list and the next two.
+    pub const ACTIVE: [FileState; 4] = [
+        FileState::Queued,
+        FileState::Hashing,
+        FileState::Uploading,
+        FileState::Finishing,
+    ];
+
+    /// The states of an ended row whose after-upload action runs (until it is disposed of).
+    pub const TAKES_ACTION: [FileState; 2] = [FileState::Done, FileState::Failed];
+
+    /// The states of a row still open: owed an upload, or waiting for content.
+    pub const OPEN: [FileState; 5] = [
+        FileState::Queued,
+        FileState::Hashing,
+        FileState::Uploading,
+        FileState::Finishing,
+        FileState::Waiting,
+    ];
+
     /// Whether this row is over: uploaded, failed, or no longer describing a file to upload.
     pub fn is_final(self) -> bool {
         !self.is_active()
@@ -203,10 +224,7 @@ impl FileState {
 
     /// Whether an upload of this row is owed (what a start resumes).
     pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            FileState::Queued | FileState::Hashing | FileState::Uploading | FileState::Finishing
-        )
+        FileState::ACTIVE.contains(&self)
     }
 }
 
@@ -463,4 +481,54 @@ pub struct Upload {
     pub sha: String,
     pub size: u64,
     pub part_size: u64,
+}
+
+/// How a hook is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookKind {
+    Command,
+    Webhook,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::Command => "command",
+            HookKind::Webhook => "webhook",
+        }
+    }
+
+    /// The stored text back; anything but `command` is a webhook.
+    pub fn parse(text: &str) -> HookKind {
+        match text {
+            "command" => HookKind::Command,
+            _ => HookKind::Webhook,
+        }
+    }
+}
+
+/// A delivery to record.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub event: &'static str,
+    pub kind: HookKind,
+    /// JSON argv for a command, the URL for a webhook.
+    pub target: String,
+    pub payload: String,
+}
+
+/// A recorded delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub file_key: FileKey,
+    pub event: String,
+    pub kind: HookKind,
+    pub target: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+    pub delivered: bool,
 }

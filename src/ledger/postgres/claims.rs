@@ -4,18 +4,13 @@
 //! that locks the rows it takes and skips rows another node is taking (`FOR UPDATE SKIP
 //! LOCKED`): two nodes claiming at once never get the same file.
 
-use super::files::{file_from_row, FILE_COLUMNS};
+use super::files::{file_from_row, FILE_COLUMNS, OWED};
 use super::{Postgres, NOW};
+use crate::ledger::row;
 use crate::ledger::{
     instance, Claim, FileKey, FileRecord, Lease, NodeInfo, NodeStart, Result, WatchRoot,
 };
 use tokio_postgres::types::ToSql;
-
-/// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
-/// Only rows of a watch (`vodup upload` runs its own files). As `files_owed` indexes them.
-pub(super) const OWED: &str = "o.watch IS NOT NULL \
-     AND (o.state IN ('queued', 'hashing', 'uploading', 'finishing') \
-          OR (o.state IN ('done', 'failed') AND NOT o.disposed))";
 
 /// A file of one part queued before every larger file of these watches still waiting (see
 /// [`crate::ledger::Wanted::one_part`]); the first of those is found on `files_waiting_large`.
@@ -23,8 +18,9 @@ fn one_part_sql() -> String {
     format!(
         "o.size <= o.part_size AND o.id < (SELECT COALESCE(MIN(b.id), 9223372036854775807) \
          FROM files b WHERE b.watch IS NOT NULL AND b.watch = ANY($3) \
-         AND b.state IN ('queued', 'hashing', 'uploading', 'finishing') \
-         AND (b.lease_until IS NULL OR b.lease_until < {NOW}) AND b.size > b.part_size)"
+         AND b.state IN {active} \
+         AND (b.lease_until IS NULL OR b.lease_until < {NOW}) AND b.size > b.part_size)",
+        active = row::ACTIVE
     )
 }
 
@@ -88,10 +84,11 @@ impl Postgres {
     pub async fn owed_accounts(&self) -> Result<Vec<(String, u64)>> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT account, COUNT(*) AS n FROM files WHERE account IS NOT NULL \
-                 AND state IN ('queued', 'hashing', 'uploading', 'finishing') GROUP BY account",
-            )
+                 AND state IN {} GROUP BY account",
+                row::ACTIVE
+            ))
             .await?;
         let rows = client.query(&stmt, &[]).await?;
         rows.iter()
@@ -128,7 +125,7 @@ impl Postgres {
                  AND (NOT $6 OR {one_part}) \
                  AND (o.account IS NULL OR o.account = ANY($7)) \
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING f.epoch, {FILE_COLUMNS}",
+             RETURNING {FILE_COLUMNS}, f.epoch",
             one_part = one_part_sql()
         );
         let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();

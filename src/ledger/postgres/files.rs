@@ -4,13 +4,13 @@
 //! under this host's folder of that watch. Claims are `claims.rs`; the content's parts, hashes and
 //! signature `mod.rs`; hook deliveries `hooks.rs`.
 
-use super::claims::OWED;
 use super::{claimed, int, path_bytes, path_from, unsigned, Postgres};
 use crate::clock::unix_now_i64;
-use crate::config::{AccountName, AfterUpload};
+use crate::config::AccountName;
+use crate::ledger::row;
 use crate::ledger::{
-    Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, Health, Inode,
-    LedgerError, Listing, NewFile, RecordedError, Result,
+    Claim, FileIdentity, FileKey, FileRecord, FileState, Health, LedgerError, Listing, NewFile,
+    RecordedError, Result,
 };
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
@@ -30,74 +30,15 @@ pub(super) const FILE_COLUMNS: &str = "f.id, f.watch, f.rel, f.size, f.mtime_ns,
      f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until, \
      f.disposal_error, f.disposal_failures, f.disposal_retry_at, f.hashed_ctime_ns";
 
-/// A row as a [`FileRecord`], its path under this host's folder of its watch (`roots`).
+/// Rows owed work a node may take ([`row::owed`]), as `files_owed` indexes them.
+pub(super) static OWED: row::Built = row::Built::new(|| row::owed("o.", "watch", "NOT o.disposed"));
+
+/// A row of [`FILE_COLUMNS`] as a record, its path under this host's folder of its watch
+/// (`roots`).
 pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Result<FileRecord> {
-    let state: String = row.try_get("state")?;
-    let inode = match (
-        row.try_get::<_, Option<i64>>("dev")?,
-        row.try_get::<_, Option<i64>>("ino")?,
-    ) {
-        (Some(dev), Some(ino)) => Some(Inode {
-            dev: dev as u64,
-            ino: ino as u64,
-        }),
-        _ => None,
-    };
-    let error = match row.try_get::<_, Option<i64>>("error_code")? {
-        Some(code) => Some(RecordedError {
-            code,
-            message: row
-                .try_get::<_, Option<String>>("error_message")?
-                .unwrap_or_default(),
-            code_desc: row
-                .try_get::<_, Option<String>>("error_desc")?
-                .unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let (path, origin) = located(roots, row.try_get("watch")?, row.try_get("rel")?);
-    Ok(FileRecord {
-        key: FileKey(row.try_get("id")?),
-        path,
-        size: unsigned(row.try_get("size")?),
-        mtime_ns: row.try_get("mtime_ns")?,
-        inode,
-        part_size: unsigned(row.try_get("part_size")?),
-        state: FileState::parse(&state).unwrap_or(FileState::Failed),
-        file_sha: row.try_get("file_sha")?,
-        origin,
-        processing: row.try_get("processing")?,
-        attempts: u32::try_from(row.try_get::<_, i64>("attempts")?).unwrap_or(u32::MAX),
-        error,
-        file_id: row.try_get("file_id")?,
-        url: row.try_get("url")?,
-        instant: row.try_get("instant")?,
-        disposed: row.try_get("disposed")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
-        confirmed_bytes: unsigned(row.try_get("confirmed_bytes")?),
-        disposal: row
-            .try_get::<_, Option<String>>("disposal")?
-            .map(|d| Disposed::parse(&d)),
-        disposal_failed: DisposalFailed::from_columns(
-            row.try_get("disposal_error")?,
-            row.try_get("disposal_failures")?,
-            row.try_get("disposal_retry_at")?,
-        ),
-        intent_target: row
-            .try_get::<_, Option<Vec<u8>>>("intent_target")?
-            .map(path_from),
-        intent: row
-            .try_get::<_, Option<String>>("intent")?
-            .and_then(|i| AfterUpload::parse(&i)),
-        account: row
-            .try_get::<_, Option<String>>("account")?
-            .map(AccountName::new),
-        node: row.try_get("node")?,
-        lease_until: row.try_get("lease_until")?,
-        hashed_ctime_ns: row.try_get("hashed_ctime_ns")?,
-    })
+    let watch = row.try_get(row::LOCATION.0)?;
+    let location = located(roots, watch, row.try_get(row::LOCATION.1)?);
+    Ok(row::file(row, location)?)
 }
 
 /// The path and origin of a row: under this host's folder of its watch; `<watch>/<rel>` (and no
@@ -151,8 +92,9 @@ fn listing_filter(listing: &Listing<'_>) -> (String, Vec<Box<dyn ToSql + Sync>>)
     // As keys found by the indexes (`files_state`, `files_owed`): the open files are few in a
     // ledger of millions, and a predicate on the row would read every one to find them.
     let open = format!(
-        "f.id IN (SELECT id FROM files WHERE state IN ('queued', 'hashing', 'uploading', \
-         'finishing', 'waiting') UNION SELECT o.id FROM files o WHERE {OWED})"
+        "f.id IN (SELECT id FROM files WHERE state IN {open} \
+         UNION SELECT o.id FROM files o WHERE {OWED})",
+        open = row::OPEN
     );
     match listing.open {
         Some(true) => filter.push(open),

@@ -6,34 +6,11 @@
 use super::{claimed, path_bytes, unsigned, Postgres, NOW};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
-use crate::ledger::{Claim, Delivery, Disposed, FileKey, HookKind, NewDelivery, Result};
+use crate::ledger::row::{self, HOOK_COLUMNS};
+use crate::ledger::{Claim, Delivery, Disposed, NewDelivery, Result};
 use deadpool_postgres::Transaction;
 use std::path::Path;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
-
-const COLUMNS: &str =
-    "id, file_key, event, kind, target, payload, attempts, next_at, last_error, delivered_at";
-
-fn delivery(row: &Row) -> Result<Delivery> {
-    let kind: String = row.try_get("kind")?;
-    Ok(Delivery {
-        id: row.try_get("id")?,
-        file_key: FileKey(row.try_get("file_key")?),
-        event: row.try_get("event")?,
-        kind: if kind == "command" {
-            HookKind::Command
-        } else {
-            HookKind::Webhook
-        },
-        target: row.try_get("target")?,
-        payload: row.try_get("payload")?,
-        attempts: u32::try_from(row.try_get::<_, i64>("attempts")?).unwrap_or(u32::MAX),
-        next_at: row.try_get("next_at")?,
-        last_error: row.try_get("last_error")?,
-        delivered: row.try_get::<_, Option<i64>>("delivered_at")?.is_some(),
-    })
-}
 
 impl Postgres {
     /// See [`crate::ledger::Sqlite::intend_disposal`]. The durability point before the action:
@@ -132,14 +109,14 @@ impl Postgres {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM hook_deliveries \
+                "SELECT {HOOK_COLUMNS} FROM hook_deliveries \
                  WHERE delivered_at IS NULL AND NOT held AND next_at <= $1 \
                  ORDER BY next_at, id LIMIT $2"
             ))
             .await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client.query(&stmt, &[&at, &limit]).await?;
-        rows.iter().map(delivery).collect()
+        rows.iter().map(|r| Ok(row::delivery(r)?)).collect()
     }
 
     /// See [`crate::ledger::Ledger::take_due_hooks`]: one statement, skipping deliveries another
@@ -150,14 +127,17 @@ impl Postgres {
             .prepare_cached(&format!(
                 "UPDATE hook_deliveries SET next_at = $3 WHERE id IN (SELECT id FROM hook_deliveries \
                  WHERE delivered_at IS NULL AND NOT held AND next_at <= $1 \
-                 ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
+                 ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING {HOOK_COLUMNS}"
             ))
             .await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(&stmt, &[&at, &limit, &at.saturating_add(hold)])
             .await?;
-        let mut due: Vec<Delivery> = rows.iter().map(delivery).collect::<Result<_>>()?;
+        let mut due: Vec<Delivery> = rows
+            .iter()
+            .map(|r| Ok(row::delivery(r)?))
+            .collect::<Result<_>>()?;
         due.sort_by_key(|d| d.id);
         Ok(due)
     }

@@ -26,6 +26,7 @@ mod tls;
 
 pub use migrate::SchemaState;
 
+use super::row::{self, path_bytes, path_from, unsigned};
 use super::{Claim, FileState, LedgerError, Result, Upload, WatchRoot};
 use crate::clock::unix_now_i64;
 use crate::config::PostgresUrl;
@@ -74,12 +75,15 @@ impl Postgres {
             .get()
             .await
             .map_err(|source| ledger.unreachable(source))?;
-        migrate::migrate(&mut client)
-            .await?
-            .map_err(|message| LedgerError::PostgresSchema {
-                url: ledger.url.clone(),
-                message,
-            })?;
+        let schema_err = |message| LedgerError::PostgresSchema {
+            url: ledger.url.clone(),
+            message,
+        };
+        migrate::migrate(&mut client).await?.map_err(schema_err)?;
+        let select = format!("SELECT {} FROM files f", files::FILE_COLUMNS);
+        let stmt = client.prepare(&select).await?;
+        let names = stmt.columns().iter().map(|c| c.name());
+        row::check_order(names, ["watch", "rel"]).map_err(schema_err)?;
         Ok(ledger)
     }
 
@@ -465,22 +469,6 @@ async fn claimed(client: &mut deadpool_postgres::Object, claim: Claim) -> Result
 /// A count or size as PostgreSQL's BIGINT (the ledger's numbers are far below 2^63).
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// A BIGINT read back as a count or size.
-fn unsigned(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-/// A path as the ledger stores it: the bytes of the name, lossless (UTF-8 or not).
-fn path_bytes(path: &Path) -> &[u8] {
-    use std::os::unix::ffi::OsStrExt as _;
-    path.as_os_str().as_bytes()
-}
-
-fn path_from(bytes: Vec<u8>) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt as _;
-    PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use super::files::{file_from_row, FILE_COLUMNS, OWED};
 use super::{begin, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
+use crate::ledger::row;
 use crate::ledger::{instance, Claim, FileKey, FileRecord, Lease, NodeInfo, NodeStart, Result};
 use rusqlite::OptionalExtension as _;
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -58,10 +59,11 @@ impl Sqlite {
     /// See [`crate::ledger::Ledger::owed_accounts`].
     pub fn owed_accounts(&self) -> Result<Vec<(String, u64)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT account, COUNT(*) FROM files WHERE account IS NOT NULL \
-             AND state IN ('queued', 'hashing', 'uploading', 'finishing') GROUP BY account",
-        )?;
+             AND state IN {} GROUP BY account",
+            row::ACTIVE
+        ))?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

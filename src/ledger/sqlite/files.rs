@@ -3,20 +3,21 @@
 //! callers see as [`FileRecord`]s, and every change of a row's state. Not claims (`claims.rs`),
 //! the content's parts, hashes and signature (`mod.rs`) nor the hook deliveries (`hooks.rs`).
 
-use super::{begin, claimed, exec, path_bytes, path_from, query_one, Sqlite};
+use super::{begin, claimed, exec, query_one, Sqlite};
 use crate::clock::unix_now_i64;
-use crate::config::{AccountName, AfterUpload};
+use crate::config::AccountName;
+use crate::ledger::row::{self, path_bytes, path_from};
 use crate::ledger::{
-    Claim, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord, FileState, Health, Inode,
-    Listing, NewFile, RecordedError, Result,
+    Claim, FileIdentity, FileKey, FileRecord, FileState, Health, Listing, NewFile, RecordedError,
+    Result,
 };
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::Path;
 
 pub(super) const FILE_COLUMNS: &str =
-    "f.id, f.path, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
-     f.origin, f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
+    "f.id, f.path, f.origin, f.size, f.mtime_ns, f.part_size, f.state, f.file_sha, \
+     f.processing, f.attempts, f.error_code, f.error_message, f.error_desc, f.file_id, \
      f.url, f.instant, f.disposed, f.created_at, f.updated_at, f.finished_at, \
      CASE WHEN f.state = 'done' THEN f.size \
      ELSE (SELECT COALESCE(SUM(c.len), 0) FROM confirmed_parts c \
@@ -24,119 +25,16 @@ pub(super) const FILE_COLUMNS: &str =
      f.disposal, f.dev, f.ino, f.intent_target, f.intent, f.account, f.node, f.lease_until, \
      f.disposal_error, f.disposal_failures, f.disposal_retry_at, f.hashed_ctime_ns";
 
-/// Rows owed work a node may take: an upload, or the after-upload action of a file that ended.
-/// Only rows of a watch (`vodup upload` runs its own files). Written as the partial index
-/// `files_owed` (migration 0006) is: the claim walks that index in id order (`INDEXED BY`: left
-/// to itself the planner sorts every queued row for each claim), never the done rows.
-pub(super) const OWED: &str =
-    "origin IS NOT NULL AND (state IN ('queued', 'hashing', 'uploading', 'finishing') \
-     OR (state IN ('done', 'failed') AND disposed = 0))";
+/// Rows owed work a node may take ([`row::owed`]), as the partial index `files_owed` (migration
+/// 0006) has them: the claim walks that index in id order (`INDEXED BY`: left to itself the
+/// planner sorts every queued row for each claim), never the done rows.
+pub(super) static OWED: row::Built = row::Built::new(|| row::owed("", "origin", "disposed = 0"));
 
-/// Where each column of [`FILE_COLUMNS`] stands: rows are read by position, since a lookup by
-/// name compares every column's name (a test checks these against the names).
-mod col {
-    pub const ID: usize = 0;
-    pub const PATH: usize = 1;
-    pub const SIZE: usize = 2;
-    pub const MTIME_NS: usize = 3;
-    pub const PART_SIZE: usize = 4;
-    pub const STATE: usize = 5;
-    pub const FILE_SHA: usize = 6;
-    pub const ORIGIN: usize = 7;
-    pub const PROCESSING: usize = 8;
-    pub const ATTEMPTS: usize = 9;
-    pub const ERROR_CODE: usize = 10;
-    pub const ERROR_MESSAGE: usize = 11;
-    pub const ERROR_DESC: usize = 12;
-    pub const FILE_ID: usize = 13;
-    pub const URL: usize = 14;
-    pub const INSTANT: usize = 15;
-    pub const DISPOSED: usize = 16;
-    pub const CREATED_AT: usize = 17;
-    pub const UPDATED_AT: usize = 18;
-    pub const FINISHED_AT: usize = 19;
-    pub const CONFIRMED_BYTES: usize = 20;
-    pub const DISPOSAL: usize = 21;
-    pub const DEV: usize = 22;
-    pub const INO: usize = 23;
-    pub const INTENT_TARGET: usize = 24;
-    pub const INTENT: usize = 25;
-    pub const ACCOUNT: usize = 26;
-    pub const NODE: usize = 27;
-    pub const LEASE_UNTIL: usize = 28;
-    pub const DISPOSAL_ERROR: usize = 29;
-    pub const DISPOSAL_FAILURES: usize = 30;
-    pub const DISPOSAL_RETRY_AT: usize = 31;
-    pub const HASHED_CTIME_NS: usize = 32;
-}
-
+/// A row of [`FILE_COLUMNS`] as a record.
 pub(super) fn file_from_row(row: &Row<'_>) -> rusqlite::Result<FileRecord> {
-    let state: String = row.get(col::STATE)?;
-    let code: Option<i64> = row.get(col::ERROR_CODE)?;
-    let inode = match (
-        row.get::<_, Option<i64>>(col::DEV)?,
-        row.get::<_, Option<i64>>(col::INO)?,
-    ) {
-        (Some(dev), Some(ino)) => Some(Inode {
-            dev: dev as u64,
-            ino: ino as u64,
-        }),
-        _ => None,
-    };
-    Ok(FileRecord {
-        key: row.get(col::ID)?,
-        path: path_from(row.get(col::PATH)?),
-        size: row.get(col::SIZE)?,
-        mtime_ns: row.get(col::MTIME_NS)?,
-        part_size: row.get(col::PART_SIZE)?,
-        state: FileState::parse(&state).unwrap_or(FileState::Failed),
-        file_sha: row.get(col::FILE_SHA)?,
-        origin: row.get::<_, Option<Vec<u8>>>(col::ORIGIN)?.map(path_from),
-        processing: row.get(col::PROCESSING)?,
-        attempts: row.get(col::ATTEMPTS)?,
-        error: code
-            .map(|code| -> rusqlite::Result<RecordedError> {
-                Ok(RecordedError {
-                    code,
-                    message: row
-                        .get::<_, Option<String>>(col::ERROR_MESSAGE)?
-                        .unwrap_or_default(),
-                    code_desc: row
-                        .get::<_, Option<String>>(col::ERROR_DESC)?
-                        .unwrap_or_default(),
-                })
-            })
-            .transpose()?,
-        file_id: row.get(col::FILE_ID)?,
-        url: row.get(col::URL)?,
-        instant: row.get(col::INSTANT)?,
-        disposed: row.get(col::DISPOSED)?,
-        created_at: row.get(col::CREATED_AT)?,
-        updated_at: row.get(col::UPDATED_AT)?,
-        finished_at: row.get(col::FINISHED_AT)?,
-        confirmed_bytes: row.get(col::CONFIRMED_BYTES)?,
-        disposal: row
-            .get::<_, Option<String>>(col::DISPOSAL)?
-            .map(|d| Disposed::parse(&d)),
-        disposal_failed: DisposalFailed::from_columns(
-            row.get(col::DISPOSAL_ERROR)?,
-            row.get(col::DISPOSAL_FAILURES)?,
-            row.get(col::DISPOSAL_RETRY_AT)?,
-        ),
-        inode,
-        intent_target: row
-            .get::<_, Option<Vec<u8>>>(col::INTENT_TARGET)?
-            .map(path_from),
-        intent: row
-            .get::<_, Option<String>>(col::INTENT)?
-            .and_then(|i| AfterUpload::parse(&i)),
-        account: row
-            .get::<_, Option<String>>(col::ACCOUNT)?
-            .map(AccountName::new),
-        node: row.get(col::NODE)?,
-        lease_until: row.get(col::LEASE_UNTIL)?,
-        hashed_ctime_ns: row.get(col::HASHED_CTIME_NS)?,
-    })
+    let path = path_from(row.get(row::LOCATION.0)?);
+    let origin: Option<Vec<u8>> = row.get(row::LOCATION.1)?;
+    row::file(row, (path, origin.map(path_from)))
 }
 
 /// The done row of `identity` (under a path other than `except`, if given).
@@ -444,8 +342,9 @@ fn listing_filter(listing: &Listing<'_>) -> (String, Vec<Value>) {
     // As keys found by the indexes (`files_state`, `files_owed`): the open files are few in a
     // ledger of millions, and a predicate on the row would read every one to find them.
     let open = format!(
-        "f.id IN (SELECT id FROM files WHERE state IN ('queued', 'hashing', 'uploading', \
-         'finishing', 'waiting') UNION SELECT id FROM files INDEXED BY files_owed WHERE {OWED})"
+        "f.id IN (SELECT id FROM files WHERE state IN {open} \
+         UNION SELECT id FROM files INDEXED BY files_owed WHERE {OWED})",
+        open = row::OPEN
     );
     match listing.open {
         Some(true) => filter.push(open),
@@ -526,52 +425,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_are_read_where_their_columns_stand() {
+    fn a_select_out_of_the_row_mappings_order_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Sqlite::open(&dir.path().join("ledger.db")).unwrap();
         let conn = ledger.conn();
+        let swapped = FILE_COLUMNS.replacen("f.size, f.mtime_ns", "f.mtime_ns, f.size", 1);
         let stmt = conn
-            .prepare(&format!("SELECT {FILE_COLUMNS} FROM files f"))
+            .prepare(&format!("SELECT {swapped} FROM files f"))
             .unwrap();
-        let names = stmt.column_names();
-        let expected = [
-            (col::ID, "id"),
-            (col::PATH, "path"),
-            (col::SIZE, "size"),
-            (col::MTIME_NS, "mtime_ns"),
-            (col::PART_SIZE, "part_size"),
-            (col::STATE, "state"),
-            (col::FILE_SHA, "file_sha"),
-            (col::ORIGIN, "origin"),
-            (col::PROCESSING, "processing"),
-            (col::ATTEMPTS, "attempts"),
-            (col::ERROR_CODE, "error_code"),
-            (col::ERROR_MESSAGE, "error_message"),
-            (col::ERROR_DESC, "error_desc"),
-            (col::FILE_ID, "file_id"),
-            (col::URL, "url"),
-            (col::INSTANT, "instant"),
-            (col::DISPOSED, "disposed"),
-            (col::CREATED_AT, "created_at"),
-            (col::UPDATED_AT, "updated_at"),
-            (col::FINISHED_AT, "finished_at"),
-            (col::CONFIRMED_BYTES, "confirmed_bytes"),
-            (col::DISPOSAL, "disposal"),
-            (col::DEV, "dev"),
-            (col::INO, "ino"),
-            (col::INTENT_TARGET, "intent_target"),
-            (col::INTENT, "intent"),
-            (col::ACCOUNT, "account"),
-            (col::NODE, "node"),
-            (col::LEASE_UNTIL, "lease_until"),
-            (col::DISPOSAL_ERROR, "disposal_error"),
-            (col::DISPOSAL_FAILURES, "disposal_failures"),
-            (col::DISPOSAL_RETRY_AT, "disposal_retry_at"),
-            (col::HASHED_CTIME_NS, "hashed_ctime_ns"),
-        ];
-        assert_eq!(names.len(), expected.len(), "{names:?}");
-        for (at, name) in expected {
-            assert_eq!(names[at], name);
-        }
+        let refused = row::check_order(stmt.column_names(), ["path", "origin"]);
+        assert_eq!(
+            refused,
+            Err("file column 3 is \"mtime_ns\", not \"size\"".into())
+        );
     }
 }

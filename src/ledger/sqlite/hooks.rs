@@ -5,74 +5,10 @@
 use super::{begin, claimed, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
-use crate::ledger::{Claim, Disposed, FileKey, LedgerError, Result};
-use rusqlite::{params, Connection, Row};
-use serde::Serialize;
+use crate::ledger::row::{self, HOOK_COLUMNS};
+use crate::ledger::{Claim, Delivery, Disposed, FileKey, LedgerError, NewDelivery, Result};
+use rusqlite::{params, Connection};
 use std::path::Path;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HookKind {
-    Command,
-    Webhook,
-}
-
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::Command => "command",
-            HookKind::Webhook => "webhook",
-        }
-    }
-}
-
-/// A delivery to record.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub event: &'static str,
-    pub kind: HookKind,
-    /// JSON argv for a command, the URL for a webhook.
-    pub target: String,
-    pub payload: String,
-}
-
-/// A recorded delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Delivery {
-    pub id: i64,
-    pub file_key: FileKey,
-    pub event: String,
-    pub kind: HookKind,
-    pub target: String,
-    pub payload: String,
-    pub attempts: u32,
-    pub next_at: i64,
-    pub last_error: Option<String>,
-    pub delivered: bool,
-}
-
-const COLUMNS: &str =
-    "id, file_key, event, kind, target, payload, attempts, next_at, last_error, delivered_at";
-
-fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let kind: String = row.get("kind")?;
-    Ok(Delivery {
-        id: row.get("id")?,
-        file_key: row.get("file_key")?,
-        event: row.get("event")?,
-        kind: if kind == "command" {
-            HookKind::Command
-        } else {
-            HookKind::Webhook
-        },
-        target: row.get("target")?,
-        payload: row.get("payload")?,
-        attempts: row.get("attempts")?,
-        next_at: row.get("next_at")?,
-        last_error: row.get("last_error")?,
-        delivered: row.get::<_, Option<i64>>("delivered_at")?.is_some(),
-    })
-}
 
 impl Sqlite {
     /// The after-upload action about to run on a file: `intent` (`keep`, `delete` or `move`), its
@@ -187,12 +123,12 @@ impl Sqlite {
     /// Deliveries due at `at` (Unix seconds), oldest first.
     pub fn due_hooks(&self, at: i64, limit: usize) -> Result<Vec<Delivery>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 AND next_at <= ?1 \
+            "SELECT {HOOK_COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 AND next_at <= ?1 \
              ORDER BY next_at, id LIMIT ?2"
         );
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![at, limit as i64], delivery)?;
+        let rows = stmt.query_map(params![at, limit as i64], |r| row::delivery(r))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -202,11 +138,11 @@ impl Sqlite {
         let tx = begin(&mut conn, rusqlite::TransactionBehavior::Immediate)?;
         let due = {
             let sql = format!(
-                "SELECT {COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 \
+                "SELECT {HOOK_COLUMNS} FROM hook_deliveries WHERE delivered_at IS NULL AND held = 0 \
                  AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
             );
             let mut stmt = tx.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![at, limit as i64], delivery)?;
+            let rows = stmt.query_map(params![at, limit as i64], |r| row::delivery(r))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
         for d in &due {

@@ -13,9 +13,9 @@ mod hooks;
 mod migrate;
 mod worker;
 
-pub use hooks::{Delivery, HookKind, NewDelivery};
 pub use worker::Worker;
 
+use super::row::{self, path_bytes};
 use super::{Claim, FileKey, FileState, LedgerError, Result, Upload};
 use crate::clock::unix_now_i64;
 use crate::protocol::Signature;
@@ -23,7 +23,7 @@ use rusqlite::{
     params, Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior,
 };
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -103,12 +103,6 @@ fn claimed(conn: &mut Connection, claim: Claim) -> Result<Write<'_>> {
     Ok(tx)
 }
 
-/// A path as the ledger stores it: the bytes of the name, lossless (UTF-8 or not).
-fn path_bytes(path: &Path) -> &[u8] {
-    use std::os::unix::ffi::OsStrExt as _;
-    path.as_os_str().as_bytes()
-}
-
 /// `execute` through the connection's statement cache: each statement is parsed once.
 fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
@@ -122,11 +116,6 @@ fn query_one<T, P: rusqlite::Params>(
     row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     conn.prepare_cached(sql)?.query_row(params, row)
-}
-
-fn path_from(bytes: Vec<u8>) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt as _;
-    PathBuf::from(std::ffi::OsString::from_vec(bytes))
 }
 
 impl Sqlite {
@@ -151,12 +140,17 @@ impl Sqlite {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        let schema_err = |message| LedgerError::Schema {
+            path: path.to_owned(),
+            message,
+        };
         migrate::migrate(&mut conn)
             .map_err(open_err)?
-            .map_err(|message| LedgerError::Schema {
-                path: path.to_owned(),
-                message,
-            })?;
+            .map_err(schema_err)?;
+        let select = format!("SELECT {} FROM files f", files::FILE_COLUMNS);
+        let stmt = conn.prepare(&select).map_err(open_err)?;
+        row::check_order(stmt.column_names(), ["path", "origin"]).map_err(schema_err)?;
+        drop(stmt);
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
             durable_batch: Arc::default(),

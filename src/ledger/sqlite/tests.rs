@@ -8,6 +8,7 @@ use crate::config::AfterUpload;
 use crate::ledger::{
     FileIdentity, FileRecord, FileState, FileVersion, Inode, Lease, NewFile, WatchRoot,
 };
+use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::Duration;
 
