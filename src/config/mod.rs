@@ -26,6 +26,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://vod2.qcloud.com/v2/index.php";
+/// The fewest parts in flight `parts_in_flight = "auto"` goes down to, and so the least
+/// `max_parts_in_flight`.
+pub const MIN_PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -300,7 +303,7 @@ impl Config {
                 ));
             }
         }
-        if !(crate::upload::window::MIN..=256).contains(&self.max_parts_in_flight) {
+        if !(MIN_PARTS_IN_FLIGHT..=256).contains(&self.max_parts_in_flight) {
             return Err(invalid("max_parts_in_flight", "must be between 2 and 256"));
         }
         if self.files_in_flight == 0 {

@@ -185,7 +185,7 @@ async fn send(
     };
     let (changed, this_part) = (AtomicBool::new(false), round.child_token());
     // When the last attempt went out, for the window's latency (not a retry's back-off).
-    let attempt = std::sync::Mutex::new(std::time::Instant::now());
+    let attempt = std::sync::Mutex::new(tokio::time::Instant::now());
     let sent = with_retry(
         &inner,
         what,
@@ -206,7 +206,7 @@ async fn send(
             let attempt = &attempt;
             async move {
                 inner.throttle.acquire(part.len).await;
-                *attempt.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+                *attempt.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
                 let answer = job.account.client.upload_part(request, body).await;
                 // Before a retry: is the file still the one hashed? After a -10006, re-hash it.
                 if let Err(error) = &answer {
