@@ -14,15 +14,15 @@
 //! scheduler (`watches`), which needs a file's watch for its after-upload action. A list that
 //! cannot be watched is never published: both keep the old one.
 
-mod dispose;
+mod after;
 pub mod folders;
 mod intake;
 mod scheduler;
-mod sidecar;
 mod systemd;
 mod tasks;
+mod watched;
 
-pub use dispose::{apply, plan, recover, Disposal, Plan};
+pub use after::{apply, decide, plan, recover, Disposal, Plan};
 
 use crate::config::{Account, Config, Watch};
 use crate::error::Error;
