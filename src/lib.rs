@@ -1,8 +1,7 @@
 //! vodup: resumable, exactly-once uploads of video files to a VOD service over the UGC upload
 //! protocol.
 //!
-//! How a file flows: the watcher ([`watcher`]) notices it and [`stability`] waits until it is
-//! fully written; the [`ledger`] records it; the upload engine ([`upload`]) hashes it once
+//! How a file flows: the daemon's intake notices it and waits until it is fully written; the [`ledger`] records it; the upload engine ([`upload`]) hashes it once
 //! ([`hash`]), signs it and speaks the protocol ([`protocol`]) to init, send the missing parts
 //! concurrently and finish; the ledger records every part the service confirmed, so a restart
 //! resumes from there. The [`daemon`] wires these tasks together (and [`http`] shows their progress
@@ -30,7 +29,5 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod shown;
 pub mod source;
-pub mod stability;
 pub mod status;
 pub mod upload;
-pub mod watcher;

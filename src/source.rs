@@ -9,7 +9,7 @@
 //! ledger from such a descriptor (`vodup upload` uses it), [`enqueue_all`] a batch of them (the
 //! intake uses it).
 //!
-//! This module does not decide when a file is complete ([`crate::stability`]) nor what to do with
+//! This module does not decide when a file is complete (`daemon::intake`) nor what to do with
 //! it afterwards ([`crate::daemon`]'s disposal, which uses [`open_parent`] and [`look`]).
 
 use crate::config::AccountName;

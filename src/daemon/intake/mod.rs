@@ -1,5 +1,5 @@
-//! The intake: scans and watches the drop folders, waits for each file to be complete (by the
-//! evidence rules of [`crate::stability`]), records it in the ledger and pokes the scheduler,
+//! The intake: scans and watches the drop folders ([`watcher`]), waits for each file to be
+//! complete (by the evidence rules of [`settle`], on the thread of [`settling`]), records it in the ledger and pokes the scheduler,
 //! which claims it from there (with other nodes, on a shared ledger). A folder that
 //! appears is scanned at once. Rescans on start, when events may have been lost, every
 //! `rescan_interval`, and when the watch list is reloaded. An empty file is recorded as
@@ -11,14 +11,18 @@
 //! kept, for both. The intake owns the published list, so the scheduler never sees a list that is
 //! not being watched.
 
+mod settle;
+mod settling;
+mod watcher;
+
 use super::folders;
 use crate::config::Watch;
 use crate::error::Error;
 use crate::ledger::{FileIdentity, FileRecord, FileState, FileVersion, Ledger, WatchRoot};
 use crate::shown::shown;
 use crate::source::{self, Settled, SourceError};
-use crate::stability::{Evidence, Polled, Rule, Settler};
-use crate::watcher::{self, Filter, Noticed, RescanFlag};
+use settle::{Evidence, Polled, Rule};
+use settling::Settling;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +30,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use watcher::{Filter, Noticed, RescanFlag};
 
 /// How often a scan the ledger could not answer is tried again.
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
-/// How often every settling file is looked at: for changes and removals no event tells of, and
-/// for files no event or scan looked at. (Each file is also judged at the end of its quiet period.)
-const SETTLE_POLL: Duration = Duration::from_secs(1);
-/// How long after the first of them the files whose quiet period ended are judged: the ends that
-/// fall this close together are judged in one look.
-const DUE_SLACK: Duration = Duration::from_millis(5);
 /// Settled files recorded in one ledger call, at most.
 const TAKE_BATCH: usize = 256;
 /// Events buffered between the notify thread and this task; past that, a rescan.
@@ -97,13 +96,15 @@ impl Intake {
         let first = self.watches.borrow().clone();
         let (mut active, refused) = activate(first, events_tx.clone(), rescan.clone()).await?;
         super::systemd::status(&self.publish(&active, refused).await);
-        let mut settler = Settler::default();
+        let (settler, mut settled) = Settling::start().map_err(|e| Error::Watch {
+            path: PathBuf::new(),
+            message: format!("cannot start the settling thread: {e}"),
+        })?;
         // A scan the ledger could not answer (a PostgreSQL ledger restarting) is owed, and run
         // again every LEDGER_RETRY until it gets through; so is one after a file could not be
         // recorded.
-        let mut scan_owed = self.scan(&active, &mut settler).await.is_err();
+        let mut scan_owed = self.scan(&active, &settler).await.is_err();
         let _ = ready.send(());
-        let mut poll = tokio::time::interval(SETTLE_POLL);
         let mut owed = tokio::time::interval(LEDGER_RETRY);
         let period = if self.rescan_interval.is_zero() {
             Duration::from_secs(86_400 * 365)
@@ -111,27 +112,25 @@ impl Intake {
             self.rescan_interval
         };
         let mut periodic = tokio::time::interval_at(Instant::now() + period, period);
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
-            let due = settler.next_due();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 Some(noticed) = events.recv() => match noticed {
                     Noticed::File(path, evidence, version) => {
                         if let Some(rule) = rule_for(&active, &path) {
-                            settler.note(path, evidence, version, rule, Instant::now());
+                            settler.note(path, evidence, version, rule);
                         }
                     }
                     Noticed::Folder(path, evidence) => {
-                        scan_folder(&active, path, evidence, &mut settler).await;
+                        scan_folder(&active, path, evidence, &settler).await;
                     }
-                    Noticed::Renamed { from, to } => settler.renamed(&from, &to),
+                    Noticed::Renamed { from, to } => settler.renamed(from, to),
                 },
                 () = rescan.raised() => {
                     if rescan.take() {
                         warn!("file events may have been lost: rescanning");
                         settler.evidence_lost();
-                        scan_owed = self.scan(&active, &mut settler).await.is_err();
+                        scan_owed = self.scan(&active, &settler).await.is_err();
                     }
                 }
                 _ = periodic.tick() => {
@@ -145,10 +144,10 @@ impl Intake {
                             super::systemd::status(&self.publish(&active, refused).await);
                         }
                     }
-                    scan_owed = self.scan(&active, &mut settler).await.is_err();
+                    scan_owed = self.scan(&active, &settler).await.is_err();
                 }
                 _ = owed.tick(), if scan_owed => {
-                    scan_owed = self.scan(&active, &mut settler).await.is_err();
+                    scan_owed = self.scan(&active, &settler).await.is_err();
                 }
                 Ok(()) = self.wanted.changed() => {
                     let watches = self.wanted.borrow_and_update().clone();
@@ -157,7 +156,7 @@ impl Intake {
                             info!(watches = reloaded.filters.len(), "watch list reloaded");
                             active = reloaded;
                             super::systemd::reloaded(&self.publish(&active, refused).await);
-                            scan_owed = self.scan(&active, &mut settler).await.is_err();
+                            scan_owed = self.scan(&active, &settler).await.is_err();
                         }
                         Err(e) => {
                             error!(error = %e, "reload refused: watch list not reloaded; keeping the old one");
@@ -167,14 +166,7 @@ impl Intake {
                         }
                     }
                 }
-                _ = poll.tick(), if !settler.is_empty() => {
-                    let (back, polled) = look(std::mem::take(&mut settler), Settler::poll).await;
-                    settler = back;
-                    scan_owed |= self.settled(&active, polled).await.is_err();
-                }
-                () = tokio::time::sleep_until(due.unwrap_or(far) + DUE_SLACK), if due.is_some() => {
-                    let (back, polled) = look(std::mem::take(&mut settler), Settler::due).await;
-                    settler = back;
+                Some(polled) = settled.recv() => {
                     scan_owed |= self.settled(&active, polled).await.is_err();
                 }
             }
@@ -217,7 +209,7 @@ impl Intake {
     }
 
     /// Every matching file not already uploaded (or failed) in its current version starts settling.
-    async fn scan(&self, active: &Active, settler: &mut Settler) -> Result<(), Error> {
+    async fn scan(&self, active: &Active, settler: &Settling) -> Result<(), Error> {
         let scanned = self.scan_now(active, settler).await;
         if let Err(e) = &scanned {
             warn!(error = %e, "scan not finished; trying again shortly");
@@ -225,7 +217,7 @@ impl Intake {
         scanned
     }
 
-    async fn scan_now(&self, active: &Active, settler: &mut Settler) -> Result<(), Error> {
+    async fn scan_now(&self, active: &Active, settler: &Settling) -> Result<(), Error> {
         let filters = active.filters.clone();
         let listed = tokio::task::spawn_blocking(move || {
             let mut listed = Vec::new();
@@ -403,24 +395,9 @@ fn activate_now(
     Ok((active, refused))
 }
 
-/// How the settler looks at its files: all of them ([`Settler::poll`]), or those whose quiet period
-/// ended ([`Settler::due`]).
-type Look = fn(&mut Settler, Instant, fn(&Path) -> Option<FileVersion>) -> Polled;
-
-/// Let the settler look at its files on the blocking pool; it comes back with what it found.
-async fn look(mut settler: Settler, how: Look) -> (Settler, Polled) {
-    let now = Instant::now();
-    tokio::task::spawn_blocking(move || {
-        let polled = how(&mut settler, now, FileVersion::at);
-        (settler, polled)
-    })
-    .await
-    .expect("looking at settling files does not panic")
-}
-
 /// A folder appeared: every file in it starts settling now, with the folder's evidence (a
 /// folder moved in whole brings closed files; a new folder, files not seen being written).
-async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settler: &mut Settler) {
+async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settler: &Settling) {
     let Some((filter, watch)) = active.filters.iter().find(|(f, _)| f.takes_folder(&folder)) else {
         return;
     };
@@ -437,9 +414,8 @@ async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settl
     .expect("scan does not panic");
     info!(folder = %shown_folder, files = found.len(), "folder appeared: scanned");
     let evidence = (evidence == Evidence::Closed).then_some(Evidence::Closed);
-    let now = Instant::now();
     for (version, path) in found {
-        settler.note(path, evidence, version, rule, now);
+        settler.note(path, evidence, version, rule);
     }
 }
 

@@ -7,11 +7,11 @@
 //! the evidence it carries ([`Evidence`]: written to, closed after writing, renamed in), and a
 //! folder that appears (created, or moved in whole with one rename) is passed on as a folder, for
 //! the intake to scan at once. This module does not decide when a file is complete
-//! ([`crate::stability`] does).
+//! ([`super::settle`] does).
 
+use super::settle::Evidence;
 use crate::config::Watch;
 use crate::ledger::FileVersion;
-use crate::stability::Evidence;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
