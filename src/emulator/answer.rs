@@ -3,6 +3,8 @@
 //! Owns the wire shape only: field names, which fields appear, and the constructors the handlers
 //! use. It does not decide which code a situation deserves; the handlers do.
 
+use super::params::Action;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -119,6 +121,16 @@ impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         Json(self).into_response()
     }
+}
+
+/// `codeDesc` of a part or finish call whose signature is valid but not the latest init's.
+pub const STALE_SIGNATURE: &str =
+    "signature is not the one of the most recent init of this fileSha";
+
+/// The answer to a request made with the wrong method, if it was.
+pub fn wrong_method(method: &Method, expected: Method, action: Action) -> Option<Answer> {
+    let desc = format!("{} takes {expected}, not {method}", action.name());
+    (*method != expected).then(|| Answer::param(desc))
 }
 
 #[cfg(test)]

@@ -1,21 +1,15 @@
-//! The shared state every request sees, and the routes that lead to the handlers.
-//!
-//! Owns the wiring only: which path goes to which handler, and the few facts the handlers share
-//! (secrets, verify key, the emulator's own base url). The protocol rules live in the handlers and
-//! in [`super::state`].
+//! The shared state every request sees: the store, the faults, the counters, and the few facts
+//! the handlers share (secrets, verify key, the emulator's own base url). Not the routes
+//! ([`super::routes`]), nor the protocol rules ([`super::rules`], the handlers, [`super::state`]).
 
 use super::disk::FinishedRecord;
 use super::faults::FaultInjector;
+use super::rules::{self, Refused, Signed};
 use super::state::Store;
 use super::stats::Recorder;
-use super::{admin, files, handlers};
 use crate::clock::unix_now;
-use crate::protocol::signature::{self, Claims, SignatureError};
 use crate::protocol::SecretKey;
-use axum::routing::{any, get};
-use axum::Router;
 use std::collections::HashMap;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Path of the protocol endpoint, as on the real service.
@@ -38,9 +32,8 @@ pub struct App {
 
 impl App {
     /// The service's signature checks (PROTOCOL.md §5) against the configured secrets, now.
-    pub fn verify(&self, encoded: &str, file_sha: &str) -> Result<Claims, SignatureError> {
-        let lookup = |id: &str| self.secrets.get(id).cloned();
-        signature::verify(encoded, lookup, file_sha, unix_now())
+    pub fn verify(&self, encoded: &str, file_sha: &str) -> Result<Signed, Refused> {
+        rules::check_signature(encoded, &self.secrets, file_sha, unix_now())
     }
 
     /// `http://ADDR/files/{fileId}/{name}`, the name percent-encoded as one path segment.
@@ -55,17 +48,8 @@ impl App {
     /// `verify_content` of a finish answer for this file, valid for a day from now.
     pub fn verify_content(&self, file: &FinishedRecord) -> String {
         let exp_time = unix_now() + VERIFY_CONTENT_VALIDITY_SECS;
-        signature::verify_content(&self.verify_key, exp_time, &file.file_id)
+        rules::verify_content(&self.verify_key, exp_time, &file.file_id)
     }
-}
-
-/// Every route the emulator serves.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route(ENDPOINT_PATH, any(handlers::protocol))
-        .route("/files/{file_id}/{name}", get(files::download))
-        .merge(admin::routes())
-        .with_state(app)
 }
 
 #[cfg(test)]
@@ -104,6 +88,7 @@ mod tests {
 
     #[test]
     fn signatures_verify_against_the_configured_secrets_only() {
+        use crate::protocol::Claims;
         let (_dir, mut app) = app();
         app.secrets.insert("id".into(), SecretKey::new("key"));
         let now = unix_now();
@@ -120,11 +105,16 @@ mod tests {
             processing: Default::default(),
         };
         let good = claims("id").sign(&SecretKey::new("key")).encoded;
-        assert_eq!(app.verify(&good, sha), Ok(claims("id")));
-        let unknown = claims("other").sign(&SecretKey::new("key")).encoded;
+        let signed = Signed {
+            secret_id: "id".into(),
+            file_name: "a.mp4".into(),
+        };
         assert_eq!(
-            app.verify(&unknown, sha),
-            Err(SignatureError::UnknownSecretId)
+            app.verify(&good, sha),
+            Ok(signed),
+            "the client's signature passes"
         );
+        let unknown = claims("other").sign(&SecretKey::new("key")).encoded;
+        assert_eq!(app.verify(&unknown, sha), Err(Refused::UnknownSecretId));
     }
 }

@@ -5,13 +5,14 @@
 //! outcome gets. Fault injection runs first, before any state is read or changed. The state and
 //! its rules are [`super::state`]'s.
 
-use super::answer::{Answer, ListedPart};
+use super::answer::{wrong_method, Answer, ListedPart, STALE_SIGNATURE};
 use super::app::App;
 use super::body;
 use super::conn::ConnHandle;
 use super::inject::{self, Gate};
 use super::params::{Action, FinishParams, InitParams, Query};
 use super::part;
+use super::rules;
 use super::state::{FinishOutcome, InitOutcome};
 use crate::protocol::plan::PartSize;
 use axum::body::Body;
@@ -61,12 +62,6 @@ pub async fn protocol(
     .into_response()
 }
 
-/// The answer to a request made with the wrong method, if it was.
-pub fn wrong_method(method: &Method, expected: Method, action: Action) -> Option<Answer> {
-    let desc = format!("{} takes {expected}, not {method}", action.name());
-    (*method != expected).then(|| Answer::param(desc))
-}
-
 async fn init(app: &App, method: &Method, query: &Query) -> Answer {
     let answer = match init_checked(app, method, query).await {
         Ok(answer) | Err(answer) => answer,
@@ -88,10 +83,11 @@ async fn init_checked(app: &App, method: &Method, query: &Query) -> Result<Answe
     let p = InitParams::from_query(query).map_err(|e| Answer::param(e.to_string()))?;
     app.verify(&p.signature, &p.file_sha)
         .map_err(|e| Answer::signature(e.to_string()))?;
-    let part_size = PartSize::from_bytes(p.data_size).ok_or_else(|| {
+    if !rules::PART_SIZES.contains(&p.data_size) {
         let desc = format!("dataSize {} is neither 524288 nor 1048576", p.data_size);
-        Answer::protocol(false, desc)
-    })?;
+        return Err(Answer::protocol(false, desc));
+    }
+    let part_size = PartSize::from_bytes(p.data_size).expect("one of the part sizes");
     if p.file_size == 0 {
         return Err(Answer::protocol(false, "fileSize must be at least 1"));
     }
@@ -182,7 +178,3 @@ async fn finish_checked(app: &App, method: &Method, query: &Query) -> Result<Ans
         ),
     })
 }
-
-/// `codeDesc` of a part or finish call whose signature is valid but not the latest init's.
-pub const STALE_SIGNATURE: &str =
-    "signature is not the one of the most recent init of this fileSha";

@@ -21,6 +21,8 @@ mod inject;
 mod lanes;
 mod params;
 mod part;
+mod routes;
+mod rules;
 mod state;
 mod stats;
 
@@ -134,7 +136,7 @@ impl Emulator {
     pub async fn run(self, cancel: CancellationToken) -> Result<(), EmulatorError> {
         let mut app = self.app;
         app.shutdown = cancel.clone();
-        let router = app::router(Arc::new(app));
+        let router = routes::router(Arc::new(app));
         conn::serve(self.listener, router, cancel).await;
         tracing::info!(addr = %self.addr, "emulator stopped");
         Ok(())

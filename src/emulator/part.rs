@@ -5,10 +5,9 @@
 //! one is drained, see [`body`]); the store then hashes and writes it on a blocking thread. Every
 //! part request is counted as accepted or as rejected with a reason.
 
-use super::answer::Answer;
+use super::answer::{wrong_method, Answer, STALE_SIGNATURE};
 use super::app::App;
 use super::body;
-use super::handlers::{wrong_method, STALE_SIGNATURE};
 use super::lanes::Coming;
 use super::params::{Action, PartParams, Query};
 use super::state::{PartCheck, PartReceived, PartTicket};

@@ -35,6 +35,11 @@ impl SecretKey {
         HmacSha1::new_from_slice(self.0.as_bytes()).expect("hmac accepts keys of any length")
     }
 
+    /// The key itself, for the emulator, which plays the service and so holds the apps' keys.
+    pub(crate) fn held_by_the_service(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -4,7 +4,7 @@
 use super::{EntryState, Store};
 use crate::emulator::disk::{DiskError, FinishedRecord, UploadRecord};
 use crate::emulator::params::FinishParams;
-use crate::protocol::plan::{self, PartSize};
+use crate::emulator::rules;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -53,13 +53,11 @@ impl Store {
         if !latest {
             return Ok(FinishOutcome::StaleSignature);
         }
-        let part_size =
-            PartSize::from_bytes(upload.part_size).expect("a recorded part size is valid");
-        let all = plan::plan(upload.file_size, part_size);
+        let all: Vec<(u64, u64)> = rules::parts(upload.file_size, upload.part_size).collect();
         let missing: Vec<u64> = all
             .iter()
-            .filter(|part| state.parts.get(&part.offset).map(|h| h.len) != Some(part.len))
-            .map(|part| part.offset)
+            .filter(|(offset, len)| state.parts.get(offset).map(|h| h.len) != Some(*len))
+            .map(|(offset, _)| *offset)
             .collect();
         if !missing.is_empty() {
             return Ok(FinishOutcome::Missing {
@@ -144,6 +142,7 @@ mod tests {
     use crate::emulator::params::PartParams;
     use crate::emulator::state::{InitOutcome, PartCheck, PartReceived};
     use crate::hash::{md5_hex, sha1_hex};
+    use crate::protocol::plan::PartSize;
     use bytes::Bytes;
 
     /// The bytes of a finished file, its part files concatenated without their headers.

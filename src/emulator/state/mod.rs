@@ -16,7 +16,8 @@ pub use parts::{PartCheck, PartReceived, PartTicket};
 
 use super::disk::{self, Disk, DiskError, FinishedRecord, HeldPart, ShaRecord, UploadRecord};
 use super::params::InitParams;
-use crate::protocol::plan::{self, PartSize};
+use crate::emulator::rules;
+use crate::protocol::plan::PartSize;
 use prefix::Prefix;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -136,10 +137,8 @@ impl Store {
     /// The finished file with this fileId.
     pub fn file(&self, file_id: &str) -> Option<FileRef> {
         let f = self.files.lock().expect("files lock").get(file_id)?.clone();
-        let part_size = PartSize::from_bytes(f.part_size)?;
-        let parts = plan::plan(f.file_size, part_size)
-            .iter()
-            .map(|part| self.disk.finished_part_path(file_id, part.offset))
+        let parts = rules::parts(f.file_size, f.part_size)
+            .map(|(offset, _)| self.disk.finished_part_path(file_id, offset))
             .collect();
         Some(FileRef {
             name: f.file_name,

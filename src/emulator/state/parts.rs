@@ -6,7 +6,7 @@ use super::{HeldPart, Store};
 use crate::emulator::disk::DiskError;
 use crate::emulator::lanes::Coming;
 use crate::emulator::params::PartParams;
-use crate::protocol::plan::{self, PartSize};
+use crate::emulator::rules;
 use bytes::Bytes;
 
 /// Permission to receive a part, taken before its body is read.
@@ -57,8 +57,7 @@ impl Store {
                 p.offset
             ));
         }
-        let part_size = PartSize::from_bytes(part).expect("a recorded part size is valid");
-        if !plan::is_valid_part(size, part_size, p.offset, p.data_size) {
+        if !rules::is_part(size, part, p.offset, p.data_size) {
             let expected = part.min(size - p.offset);
             return PartCheck::BadSize(format!(
                 "dataSize {} at offset {} must be {expected}",
@@ -131,6 +130,7 @@ mod tests {
     use super::super::tests::*;
     use super::*;
     use crate::hash::{md5_hex, sha1_hex};
+    use crate::protocol::plan::PartSize;
 
     #[tokio::test]
     async fn parts_must_match_the_latest_signature_and_the_plan() {
