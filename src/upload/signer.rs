@@ -44,7 +44,7 @@ impl Signer {
     /// service's to judge.
     pub fn made(&self, signature: &Signature, sha: &str, processing: &Processing) -> bool {
         let ours = |id: &str| (id == self.secret_id).then(|| self.secret_key.clone());
-        authentic(&signature.encoded, ours).is_ok_and(|claims| {
+        authentic(&signature.encoded, ours).is_some_and(|claims| {
             claims.file_sha == sha && claims.uid == self.uid && claims.processing == *processing
         })
     }
