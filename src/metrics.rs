@@ -114,89 +114,9 @@ impl Metrics {
             lease: Gauge::default(),
             registry: Registry::default(),
         };
+        inner.register_uploads(&mut registry);
+        inner.register_after(&mut registry);
         let r = &mut registry;
-        r.register("files", "Files in the ledger by state", inner.files.clone());
-        r.register(
-            "bytes_confirmed",
-            "Part bytes the service confirmed",
-            inner.bytes_confirmed.clone(),
-        );
-        r.register(
-            "parts",
-            "Part uploads by outcome and code",
-            inner.parts.clone(),
-        );
-        r.register(
-            "instant_uploads",
-            "Files completed by instant upload",
-            inner.instant_uploads.clone(),
-        );
-        r.register(
-            "upload_duration_seconds",
-            "Time from upload start to done",
-            inner.upload_seconds.clone(),
-        );
-        r.register(
-            "parts_in_flight",
-            "Parts being sent now",
-            inner.parts_in_flight.clone(),
-        );
-        r.register(
-            "parts_in_flight_limit",
-            "Parts allowed in flight now (parts_in_flight, or the window \"auto\" found)",
-            inner.parts_window.clone(),
-        );
-        r.register(
-            "queue_length",
-            "Files queued in the ledger, waiting for a node to take them",
-            inner.queue_length.clone(),
-        );
-        r.register(
-            "last_error_time_seconds",
-            "Unix time of the last failed call",
-            inner.last_error_time.clone(),
-        );
-        r.register(
-            "hook_deliveries",
-            "Completion hook deliveries by outcome",
-            inner.hooks.clone(),
-        );
-        r.register(
-            "hooks_pending",
-            "Completion hook deliveries not yet delivered",
-            inner.hooks_pending.clone(),
-        );
-        r.register(
-            "hooks_oldest_pending_seconds",
-            "Age of the oldest completion hook delivery not yet delivered (0: none)",
-            inner.hooks_oldest_pending.clone(),
-        );
-        r.register(
-            "disposals_failing",
-            "Uploaded files whose after-upload action failed and waits to be tried again",
-            inner.disposals_failing.clone(),
-        );
-        r.register(
-            "disposal_failures",
-            "After-upload actions (move, delete) that failed on this node",
-            inner.disposal_failures.clone(),
-        );
-        r.register(
-            "queue_oldest_seconds",
-            "Age of the oldest file still queued in the ledger (0: none)",
-            inner.queue_oldest.clone(),
-        );
-        r.register(
-            "node_seen_age_seconds",
-            "Seconds since each node of the ledger (this one included) last renewed its claims; \
-             nodes unseen for 7 days are left out",
-            inner.node_seen_age.clone(),
-        );
-        r.register(
-            "lease_seconds",
-            "This node's lease: a node silent for longer loses its files to others",
-            inner.lease.clone(),
-        );
         r.register(
             "build",
             "Build information",
@@ -329,5 +249,96 @@ pub struct InFlight(Gauge);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+impl Inner {
+    /// The upload engine's and the queue's metrics.
+    fn register_uploads(&self, r: &mut Registry) {
+        r.register("files", "Files in the ledger by state", self.files.clone());
+        r.register(
+            "bytes_confirmed",
+            "Part bytes the service confirmed",
+            self.bytes_confirmed.clone(),
+        );
+        r.register(
+            "parts",
+            "Part uploads by outcome and code",
+            self.parts.clone(),
+        );
+        r.register(
+            "instant_uploads",
+            "Files completed by instant upload",
+            self.instant_uploads.clone(),
+        );
+        r.register(
+            "upload_duration_seconds",
+            "Time from upload start to done",
+            self.upload_seconds.clone(),
+        );
+        r.register(
+            "parts_in_flight",
+            "Parts being sent now",
+            self.parts_in_flight.clone(),
+        );
+        r.register(
+            "parts_in_flight_limit",
+            "Parts allowed in flight now (parts_in_flight, or the window \"auto\" found)",
+            self.parts_window.clone(),
+        );
+        r.register(
+            "queue_length",
+            "Files queued in the ledger, waiting for a node to take them",
+            self.queue_length.clone(),
+        );
+        r.register(
+            "last_error_time_seconds",
+            "Unix time of the last failed call",
+            self.last_error_time.clone(),
+        );
+    }
+
+    /// The after-upload step's, the hooks' and the fleet's metrics.
+    fn register_after(&self, r: &mut Registry) {
+        r.register(
+            "hook_deliveries",
+            "Completion hook deliveries by outcome",
+            self.hooks.clone(),
+        );
+        r.register(
+            "hooks_pending",
+            "Completion hook deliveries not yet delivered",
+            self.hooks_pending.clone(),
+        );
+        r.register(
+            "hooks_oldest_pending_seconds",
+            "Age of the oldest completion hook delivery not yet delivered (0: none)",
+            self.hooks_oldest_pending.clone(),
+        );
+        r.register(
+            "disposals_failing",
+            "Uploaded files whose after-upload action failed and waits to be tried again",
+            self.disposals_failing.clone(),
+        );
+        r.register(
+            "disposal_failures",
+            "After-upload actions (move, delete) that failed on this node",
+            self.disposal_failures.clone(),
+        );
+        r.register(
+            "queue_oldest_seconds",
+            "Age of the oldest file still queued in the ledger (0: none)",
+            self.queue_oldest.clone(),
+        );
+        r.register(
+            "node_seen_age_seconds",
+            "Seconds since each node of the ledger (this one included) last renewed its claims; \
+             nodes unseen for 7 days are left out",
+            self.node_seen_age.clone(),
+        );
+        r.register(
+            "lease_seconds",
+            "This node's lease: a node silent for longer loses its files to others",
+            self.lease.clone(),
+        );
     }
 }

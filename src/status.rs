@@ -179,97 +179,113 @@ fn table_row(
     now: i64,
 ) -> String {
     let mut out = String::new();
-    {
-        let bytes = format!("{}/{}", human(confirmed(r)), human(r.size));
-        let speed = if speed > 0 {
-            format!("{}/s", human(speed))
-        } else {
-            "-".into()
-        };
-        out.push_str(&format!(
-            "{:<10} {:>5.1}% {:>21} {:>10} {:<20} {}\n",
-            r.state.as_str(),
-            percent(r),
-            bytes,
-            speed,
-            r.file_id.as_deref().unwrap_or("-"),
-            shown(moved_to(r).unwrap_or(&r.path))
-        ));
-        if moved_to(r).is_some() {
-            out.push_str(&format!("{:>71} {}\n", "from", shown(&r.path)));
-        }
-        if let Some(url) = r.url.as_deref() {
-            out.push_str(&format!("{:>71} {}\n", "url", line(url)));
-        }
-        if let Some(account) = r.account.as_ref().filter(|_| context.accounts > 1) {
-            out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
-        }
-        if let Some(node) = &r.node {
-            match r.lease_until {
-                Some(until) if until >= now => out.push_str(&format!(
-                    "{:>71} {} (lease {}s left)\n",
-                    "node",
-                    line(node),
-                    until - now
-                )),
-                Some(_) => out.push_str(&format!(
-                    "{:>71} {} (lease lapsed: another node may take it over)\n",
-                    "node",
-                    line(node)
-                )),
-                None if context.nodes > 1 => {
-                    out.push_str(&format!("{:>71} {}\n", "node", line(node)))
-                }
-                None => {}
-            }
-        }
-        if let Some(failed) = r.disposal_failed.as_ref().filter(|_| !r.disposed) {
-            let next = (failed.retry_at - now).max(0);
-            out.push_str(&format!(
-                "{:>71} {} ({} failure(s), next try in {next}s)\n",
-                "NOT DISPOSED",
-                line(&failed.reason),
-                failed.failures
-            ));
-        }
-        if let Some(Disposed::Skipped(skipped)) = &r.disposal {
-            out.push_str(&format!("{:>71} {}\n", "left alone", line(skipped)));
-        }
-        if r.state == FileState::Waiting {
-            out.push_str(&format!(
-                "{:>71} empty: taken once it has content\n",
-                "waiting"
-            ));
-        }
-        match &r.error {
-            Some(e) if matches!(r.state, FileState::Superseded | FileState::Gone) => {
-                out.push_str(&format!("{:>71} {}\n", "why", line(&e.message)));
-            }
-            Some(e) => out.push_str(&format!(
-                "{:>71} code {}: {} {}\n",
-                "error",
-                e.code,
-                line(&e.message),
-                line(&e.code_desc)
+    first_line(&mut out, r, speed);
+    where_lines(&mut out, r, context, now);
+    trouble_lines(&mut out, r, now);
+    hook_lines(&mut out, hooks);
+    out
+}
+
+/// State, progress, speed, file id and path.
+fn first_line(out: &mut String, r: &FileRecord, speed: u64) {
+    let bytes = format!("{}/{}", human(confirmed(r)), human(r.size));
+    let speed = if speed > 0 {
+        format!("{}/s", human(speed))
+    } else {
+        "-".into()
+    };
+    out.push_str(&format!(
+        "{:<10} {:>5.1}% {:>21} {:>10} {:<20} {}\n",
+        r.state.as_str(),
+        percent(r),
+        bytes,
+        speed,
+        r.file_id.as_deref().unwrap_or("-"),
+        shown(moved_to(r).unwrap_or(&r.path))
+    ));
+}
+
+/// Where it came from and went, its URL, account and node.
+fn where_lines(out: &mut String, r: &FileRecord, context: TableContext, now: i64) {
+    if moved_to(r).is_some() {
+        out.push_str(&format!("{:>71} {}\n", "from", shown(&r.path)));
+    }
+    if let Some(url) = r.url.as_deref() {
+        out.push_str(&format!("{:>71} {}\n", "url", line(url)));
+    }
+    if let Some(account) = r.account.as_ref().filter(|_| context.accounts > 1) {
+        out.push_str(&format!("{:>71} {}\n", "account", line(account.as_str())));
+    }
+    if let Some(node) = &r.node {
+        match r.lease_until {
+            Some(until) if until >= now => out.push_str(&format!(
+                "{:>71} {} (lease {}s left)\n",
+                "node",
+                line(node),
+                until - now
             )),
+            Some(_) => out.push_str(&format!(
+                "{:>71} {} (lease lapsed: another node may take it over)\n",
+                "node",
+                line(node)
+            )),
+            None if context.nodes > 1 => out.push_str(&format!("{:>71} {}\n", "node", line(node))),
             None => {}
         }
-        for hook in hooks {
-            let error = hook
-                .last_error
-                .as_deref()
-                .map(|e| format!(", last error: {}", line(e)));
-            out.push_str(&format!(
-                "{:>71} {:?} on {} pending, {} attempt(s){}\n",
-                "hook",
-                hook.kind,
-                hook.event,
-                hook.attempts,
-                error.unwrap_or_default()
-            ));
-        }
     }
-    out
+}
+
+/// What stands in its way or set it aside.
+fn trouble_lines(out: &mut String, r: &FileRecord, now: i64) {
+    if let Some(failed) = r.disposal_failed.as_ref().filter(|_| !r.disposed) {
+        let next = (failed.retry_at - now).max(0);
+        out.push_str(&format!(
+            "{:>71} {} ({} failure(s), next try in {next}s)\n",
+            "NOT DISPOSED",
+            line(&failed.reason),
+            failed.failures
+        ));
+    }
+    if let Some(Disposed::Skipped(skipped)) = &r.disposal {
+        out.push_str(&format!("{:>71} {}\n", "left alone", line(skipped)));
+    }
+    if r.state == FileState::Waiting {
+        out.push_str(&format!(
+            "{:>71} empty: taken once it has content\n",
+            "waiting"
+        ));
+    }
+    match &r.error {
+        Some(e) if matches!(r.state, FileState::Superseded | FileState::Gone) => {
+            out.push_str(&format!("{:>71} {}\n", "why", line(&e.message)));
+        }
+        Some(e) => out.push_str(&format!(
+            "{:>71} code {}: {} {}\n",
+            "error",
+            e.code,
+            line(&e.message),
+            line(&e.code_desc)
+        )),
+        None => {}
+    }
+}
+
+/// Its hook deliveries still pending.
+fn hook_lines(out: &mut String, hooks: &[Delivery]) {
+    for hook in hooks {
+        let error = hook
+            .last_error
+            .as_deref()
+            .map(|e| format!(", last error: {}", line(e)));
+        out.push_str(&format!(
+            "{:>71} {:?} on {} pending, {} attempt(s){}\n",
+            "hook",
+            hook.kind,
+            hook.event,
+            hook.attempts,
+            error.unwrap_or_default()
+        ));
+    }
 }
 
 /// The watch folders nodes refused (at their start or last reload), one line each, for the top
