@@ -269,6 +269,17 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_service()?;
+        self.validate_engine()?;
+        self.validate_node()?;
+        for (i, watch) in self.watch.iter().enumerate() {
+            watch.validate(&format!("watch[{i}]"))?;
+        }
+        self.validate_accounts()
+    }
+
+    /// The endpoint and the top-level credentials.
+    fn validate_service(&self) -> Result<(), ConfigError> {
         let url = url::Url::parse(&self.endpoint)
             .map_err(|e| invalid("endpoint", format!("`{}` is not a URL: {e}", self.endpoint)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -289,6 +300,11 @@ impl Config {
         if self.uid.trim().is_empty() {
             return Err(invalid("uid", "must not be empty"));
         }
+        Ok(())
+    }
+
+    /// Part size, the windows, signatures, timeouts and retries.
+    fn validate_engine(&self) -> Result<(), ConfigError> {
         if self.part_size().is_none() {
             return Err(invalid(
                 "part_size",
@@ -328,6 +344,11 @@ impl Config {
                 return Err(invalid(key, "must be more than zero"));
             }
         }
+        Ok(())
+    }
+
+    /// The lease, the node's name, and the page's listener.
+    fn validate_node(&self) -> Result<(), ConfigError> {
         if self.lease < Duration::from_secs(3) {
             // Renewed every third of it, by the second.
             return Err(invalid("lease", "must be at least 3s"));
@@ -359,10 +380,7 @@ impl Config {
                 ));
             }
         }
-        for (i, watch) in self.watch.iter().enumerate() {
-            watch.validate(&format!("watch[{i}]"))?;
-        }
-        self.validate_accounts()
+        Ok(())
     }
 
     /// Read `http.token_file`; an empty or unreadable one is an error naming the key.

@@ -231,23 +231,7 @@ impl Client {
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         if response.status().is_redirection() {
-            // Where it pointed, without its query: a Location often echoes the request's,
-            // which carries the signature.
-            let to = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
-                .map(|l| match reqwest::Url::parse(&l) {
-                    Ok(url) => format!(
-                        "{}://{}{}{}",
-                        url.scheme(),
-                        url.host_str().unwrap_or_default(),
-                        url.port().map(|p| format!(":{p}")).unwrap_or_default(),
-                        url.path()
-                    ),
-                    Err(_) => l.split(['?', '#']).next().unwrap_or_default().to_owned(),
-                })
-                .unwrap_or_default();
+            let to = redirected_to(&response);
             return Err(CallError::Http {
                 action,
                 status,
@@ -257,47 +241,80 @@ impl Client {
         let answer = read_answer(&mut response, limit).await.map_err(transport)?;
         // Dropping a response whose body was not read to its end closes the connection.
         drop(response);
-        let text = match answer {
-            Answer::Whole(text) => text,
-            Answer::TooLong(start) if status == 200 => {
-                return Err(CallError::BadBody {
-                    action,
-                    status,
-                    body: format!("{}… (longer than {limit} bytes)", excerpt(&start)),
-                })
-            }
-            Answer::TooLong(start) => start,
-        };
-        tracing::trace!(action = action.as_str(), status, body = %excerpt(&text), "answer");
-        if status != 200 {
-            return Err(CallError::Http {
+        parse_answer(action, status, answer, limit)
+    }
+}
+
+/// Where a redirect pointed, without its query: a Location often echoes the request's, which
+/// carries the signature.
+fn redirected_to(response: &reqwest::Response) -> String {
+    let Some(location) = response.headers().get(reqwest::header::LOCATION) else {
+        return String::new();
+    };
+    let location = String::from_utf8_lossy(location.as_bytes()).into_owned();
+    match reqwest::Url::parse(&location) {
+        Ok(url) => format!(
+            "{}://{}{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            url.path()
+        ),
+        Err(_) => location
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}
+
+/// An answer's body read as far as `limit`: the service's answer, or why it is none.
+fn parse_answer(
+    action: Action,
+    status: u16,
+    answer: Answer,
+    limit: u64,
+) -> Result<RawAnswer, CallError> {
+    let text = match answer {
+        Answer::Whole(text) => text,
+        Answer::TooLong(start) if status == 200 => {
+            return Err(CallError::BadBody {
+                action,
+                status,
+                body: format!("{}… (longer than {limit} bytes)", excerpt(&start)),
+            })
+        }
+        Answer::TooLong(start) => start,
+    };
+    tracing::trace!(action = action.as_str(), status, body = %excerpt(&text), "answer");
+    if status != 200 {
+        return Err(CallError::Http {
+            action,
+            status,
+            body: excerpt(&text),
+        });
+    }
+    let raw: RawAnswer = match serde_json::from_slice(&text) {
+        Ok(raw @ RawAnswer { code: Some(_), .. }) => raw,
+        _ => {
+            return Err(CallError::BadBody {
                 action,
                 status,
                 body: excerpt(&text),
-            });
+            })
         }
-        let raw: RawAnswer = match serde_json::from_slice(&text) {
-            Ok(raw @ RawAnswer { code: Some(_), .. }) => raw,
-            _ => {
-                return Err(CallError::BadBody {
-                    action,
-                    status,
-                    body: excerpt(&text),
-                })
-            }
-        };
-        match raw.code {
-            Some(code) if is_error_code(code) => Err(CallError::Service {
-                action,
-                error: ServiceError {
-                    code,
-                    message: raw.message,
-                    code_desc: raw.code_desc,
-                    can_retry: raw.can_retry,
-                },
-            }),
-            _ => Ok(raw),
-        }
+    };
+    match raw.code {
+        Some(code) if is_error_code(code) => Err(CallError::Service {
+            action,
+            error: ServiceError {
+                code,
+                message: raw.message,
+                code_desc: raw.code_desc,
+                can_retry: raw.can_retry,
+            },
+        }),
+        _ => Ok(raw),
     }
 }
 
