@@ -64,11 +64,7 @@ pub async fn run_with(
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .expect("can install a SIGHUP handler")
     });
-    let ledger = Ledger::connect(&config).await?;
-    let metrics = Metrics::for_node(&crate::ledger::Lease::of(&config).node);
-    metrics.set_lease(config.lease);
-    let engine =
-        Engine::new(&config, ledger.clone(), Arc::new(NoProgress))?.with_metrics(metrics.clone());
+    let (ledger, metrics, engine) = open(&config).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let lease = engine.holder().lease().clone();
     let accounts = engine.account_names();
@@ -81,6 +77,69 @@ pub async fn run_with(
     warn_of_foreign_accounts(&ledger, &accounts).await;
     let cancel = CancellationToken::new();
     let mut tasks = Tasks::new(cancel.clone());
+    let wanted_tx = spawn_files(
+        &mut tasks,
+        &cancel,
+        &config,
+        engine,
+        &metrics,
+        options.ready,
+    );
+    if let Some(listen) = config.http_listen() {
+        spawn_http(
+            &mut tasks,
+            &cancel,
+            &config,
+            listen,
+            metrics,
+            ledger.clone(),
+        );
+    }
+    let stop = cancel.child_token();
+    tasks.spawn("watchdog", until_cancelled(stop.clone(), feed_watchdog()));
+    let reloader = reload_on_hangup(
+        options.reload_from.zip(hangups),
+        config.accounts(),
+        wanted_tx,
+    );
+    tasks.spawn("reloader", until_cancelled(stop, reloader));
+    tasks.until(shutdown).await;
+    systemd::stopping();
+    tasks.shut_down(config.shutdown_deadline).await?;
+    stopped(&ledger, &lease).await;
+    Ok(())
+}
+
+/// Tell the ledger this node stopped cleanly: the name is free for the next start at once (a
+/// run that ends otherwise makes it wait).
+async fn stopped(ledger: &Ledger, lease: &crate::ledger::Lease) {
+    if let Err(e) = ledger.stop_node(lease).await {
+        warn!(error = %e, "the ledger was not told this node stopped: its next start waits a renewal period");
+    }
+    info!("stopped");
+}
+
+/// The ledger, this node's metrics, and the engine that uploads with both.
+async fn open(config: &Config) -> Result<(Ledger, Metrics, Engine), Error> {
+    let ledger = Ledger::connect(config).await?;
+    let metrics = Metrics::for_node(&crate::ledger::Lease::of(config).node);
+    metrics.set_lease(config.lease);
+    let engine = Engine::new(config, ledger.clone(), Arc::new(NoProgress))?;
+    Ok((ledger, metrics.clone(), engine.with_metrics(metrics)))
+}
+
+/// The tasks that take files in and through: the scheduler, the intake (its readiness
+/// announced once its first scan is done), and the hook runner. Returns where a reload sends
+/// the watch list it wants.
+fn spawn_files(
+    tasks: &mut Tasks,
+    cancel: &CancellationToken,
+    config: &Config,
+    engine: Engine,
+    metrics: &Metrics,
+    ready: Option<oneshot::Sender<()>>,
+) -> watch::Sender<Vec<Watch>> {
+    let ledger = engine.ledger().clone();
     let queued = Arc::new(Notify::new());
     let (wanted_tx, wanted) = watch::channel(config.watch.clone());
     let hook_watches = wanted.clone();
@@ -99,7 +158,7 @@ pub async fn run_with(
     };
     tasks.spawn("scheduler", scheduler.run(cancel.child_token()));
     let intake = intake::Intake {
-        node: crate::ledger::Lease::of(&config).node,
+        node: crate::ledger::Lease::of(config).node,
         ledger: ledger.clone(),
         wanted,
         watches,
@@ -109,7 +168,7 @@ pub async fn run_with(
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     tasks.spawn("intake", intake.run(cancel.child_token(), ready_tx));
-    tasks.spawn("ready", announce_ready(ready_rx, options.ready));
+    tasks.spawn("ready", announce_ready(ready_rx, ready));
     let runner = HookRunner {
         ledger: ledger.clone(),
         metrics: metrics.clone(),
@@ -117,43 +176,36 @@ pub async fn run_with(
         watches: hook_watches,
     };
     tasks.spawn("hooks", runner.run(cancel.child_token()));
-    if let Some(listen) = config.http_listen() {
-        let access = crate::http::Access {
-            allowed_hosts: config.http.allowed_hosts.clone(),
-            token: config.http.token.clone(),
-        };
-        let serve = crate::http::serve(
-            listen,
-            access,
-            metrics,
-            ledger.clone(),
-            cancel.child_token(),
-        );
-        tasks.spawn("http", async move {
-            // Uploads go on without the page and metrics; the operator sees why in the log.
-            if let Err(e) = serve.await {
-                tracing::error!(%listen, error = %e, "http listener failed");
-            }
-            Ok::<_, Error>(())
-        });
-    }
-    let stop = cancel.child_token();
-    tasks.spawn("watchdog", until_cancelled(stop.clone(), feed_watchdog()));
-    let reloader = reload_on_hangup(
-        options.reload_from.zip(hangups),
-        config.accounts(),
-        wanted_tx,
+    wanted_tx
+}
+
+/// The status page and metrics listener: uploads go on without it if it fails.
+fn spawn_http(
+    tasks: &mut Tasks,
+    cancel: &CancellationToken,
+    config: &Config,
+    listen: std::net::SocketAddr,
+    metrics: Metrics,
+    ledger: Ledger,
+) {
+    let access = crate::http::Access {
+        allowed_hosts: config.http.allowed_hosts.clone(),
+        token: config.http.token.clone(),
+    };
+    let serve = crate::http::serve(
+        listen,
+        access,
+        metrics,
+        ledger.clone(),
+        cancel.child_token(),
     );
-    tasks.spawn("reloader", until_cancelled(stop, reloader));
-    tasks.until(shutdown).await;
-    systemd::stopping();
-    tasks.shut_down(config.shutdown_deadline).await?;
-    // The name is free for the next start at once (a run that ends otherwise makes it wait).
-    if let Err(e) = ledger.stop_node(&lease).await {
-        warn!(error = %e, "the ledger was not told this node stopped: its next start waits a renewal period");
-    }
-    info!("stopped");
-    Ok(())
+    tasks.spawn("http", async move {
+        // Uploads go on without the page and metrics; the operator sees why in the log.
+        if let Err(e) = serve.await {
+            tracing::error!(%listen, error = %e, "http listener failed");
+        }
+        Ok::<_, Error>(())
+    });
 }
 
 /// Take this node's name for this process. The claims a previous run of it left are its own:

@@ -131,8 +131,6 @@ pub enum EngineError {
     UnknownFile(FileKey),
     #[error("another node is uploading this file now")]
     HeldElsewhere(FileKey),
-    #[error("{path}: after-upload action failed: {message}")]
-    Disposal { path: String, message: String },
 }
 
 /// The engine; cheap to clone, shared by every file task.

@@ -11,6 +11,7 @@
 //! kept, for both. The intake owns the published list, so the scheduler never sees a list that is
 //! not being watched.
 
+mod active;
 mod settle;
 mod settling;
 mod watcher;
@@ -21,7 +22,8 @@ use crate::error::Error;
 use crate::ledger::{FileIdentity, FileRecord, FileState, FileVersion, Ledger, WatchRoot};
 use crate::shown::shown;
 use crate::source::{self, Settled, SourceError};
-use settle::{Evidence, Polled, Rule};
+use active::{activate, rule, rule_for, Active};
+use settle::{Evidence, Polled};
 use settling::Settling;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use watcher::{Filter, Noticed, RescanFlag};
+use watcher::{Noticed, RescanFlag};
 
 /// How often a scan the ledger could not answer is tried again.
 const LEDGER_RETRY: Duration = Duration::from_secs(2);
@@ -51,19 +53,6 @@ pub struct Intake {
     pub rescan_interval: Duration,
     /// Poked once a file is queued.
     pub queued: Arc<Notify>,
-}
-
-/// The watches as the intake uses them: each with its filter.
-struct Active {
-    filters: Vec<(Filter, Watch)>,
-    _watcher: notify::RecommendedWatcher,
-}
-
-impl Active {
-    /// The watch (and its filter) that takes `path`, if any.
-    fn watch_for(&self, path: &Path) -> Option<&(Filter, Watch)> {
-        self.filters.iter().find(|(f, _)| f.matches(path))
-    }
 }
 
 impl Intake {
@@ -115,17 +104,7 @@ impl Intake {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                Some(noticed) = events.recv() => match noticed {
-                    Noticed::File(path, evidence, version) => {
-                        if let Some(rule) = rule_for(&active, &path) {
-                            settler.note(path, evidence, version, rule);
-                        }
-                    }
-                    Noticed::Folder(path, evidence) => {
-                        scan_folder(&active, path, evidence, &settler).await;
-                    }
-                    Noticed::Renamed { from, to } => settler.renamed(from, to),
-                },
+                Some(noticed) = events.recv() => noticed_one(&active, &settler, noticed).await,
                 () = rescan.raised() => {
                     if rescan.take() {
                         warn!("file events may have been lost: rescanning");
@@ -134,41 +113,68 @@ impl Intake {
                     }
                 }
                 _ = periodic.tick() => {
-                    // A refused watch whose folders are writable now (a mount that came late,
-                    // a folder made or granted) is taken up without a reload.
-                    if self.a_refused_watch_passes(&active).await {
-                        let watches = self.wanted.borrow().clone();
-                        if let Ok((now, refused)) = activate(watches, events_tx.clone(), rescan.clone()).await {
-                            info!(watches = now.filters.len(), "a refused watch's folders are writable now: watching it");
-                            active = now;
-                            super::systemd::status(&self.publish(&active, refused).await);
-                        }
-                    }
+                    self.take_up_refused(&mut active, &events_tx, &rescan).await;
                     scan_owed = self.scan(&active, &settler).await.is_err();
                 }
                 _ = owed.tick(), if scan_owed => {
                     scan_owed = self.scan(&active, &settler).await.is_err();
                 }
                 Ok(()) = self.wanted.changed() => {
-                    let watches = self.wanted.borrow_and_update().clone();
-                    match activate(watches, events_tx.clone(), rescan.clone()).await {
-                        Ok((reloaded, refused)) => {
-                            info!(watches = reloaded.filters.len(), "watch list reloaded");
-                            active = reloaded;
-                            super::systemd::reloaded(&self.publish(&active, refused).await);
-                            scan_owed = self.scan(&active, &settler).await.is_err();
-                        }
-                        Err(e) => {
-                            error!(error = %e, "reload refused: watch list not reloaded; keeping the old one");
-                            super::systemd::reloaded(&format!(
-                                "reload refused: {e}; the previous watch list still runs"
-                            ));
-                        }
+                    if self.reload(&mut active, &events_tx, &rescan).await {
+                        scan_owed = self.scan(&active, &settler).await.is_err();
                     }
                 }
                 Some(polled) = settled.recv() => {
                     scan_owed |= self.settled(&active, polled).await.is_err();
                 }
+            }
+        }
+    }
+
+    /// A refused watch whose folders are writable now (a mount that came late, a folder made or
+    /// granted) is taken up without a reload.
+    async fn take_up_refused(
+        &self,
+        active: &mut Active,
+        events: &mpsc::Sender<Noticed>,
+        rescan: &Arc<RescanFlag>,
+    ) {
+        if !self.a_refused_watch_passes(active).await {
+            return;
+        }
+        let watches = self.wanted.borrow().clone();
+        if let Ok((now, refused)) = activate(watches, events.clone(), rescan.clone()).await {
+            info!(
+                watches = now.filters.len(),
+                "a refused watch's folders are writable now: watching it"
+            );
+            *active = now;
+            super::systemd::status(&self.publish(active, refused).await);
+        }
+    }
+
+    /// The reloader wants a new watch list: watch it, or keep the old one if it cannot be
+    /// watched. Whether it is watched now (and wants a scan).
+    async fn reload(
+        &mut self,
+        active: &mut Active,
+        events: &mpsc::Sender<Noticed>,
+        rescan: &Arc<RescanFlag>,
+    ) -> bool {
+        let watches = self.wanted.borrow_and_update().clone();
+        match activate(watches, events.clone(), rescan.clone()).await {
+            Ok((reloaded, refused)) => {
+                info!(watches = reloaded.filters.len(), "watch list reloaded");
+                *active = reloaded;
+                super::systemd::reloaded(&self.publish(active, refused).await);
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "reload refused: watch list not reloaded; keeping the old one");
+                super::systemd::reloaded(&format!(
+                    "reload refused: {e}; the previous watch list still runs"
+                ));
+                false
             }
         }
     }
@@ -345,54 +351,17 @@ fn passing(error: &SourceError) -> bool {
         if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)))
 }
 
-/// Watch `watches`, but those whose folders this process cannot make or write (see
-/// [`folders::check`]): those are refused, each with its reason (returned, and logged at ERROR),
-/// and the others run. On the blocking pool: notify's recursive set-up walks the whole tree.
-async fn activate(
-    watches: Vec<Watch>,
-    events: mpsc::Sender<Noticed>,
-    rescan: Arc<RescanFlag>,
-) -> Result<(Active, Vec<String>), Error> {
-    tokio::task::spawn_blocking(move || activate_now(&watches, events, rescan))
-        .await
-        .expect("starting the watcher does not panic")
-}
-
-fn activate_now(
-    watches: &[Watch],
-    events: mpsc::Sender<Noticed>,
-    rescan: Arc<RescanFlag>,
-) -> Result<(Active, Vec<String>), Error> {
-    let mut filters = Vec::new();
-    let mut refused = Vec::new();
-    for watch in watches {
-        // Made where missing; a folder that cannot be made or written refuses this watch only,
-        // so the service starts (and says why) whatever one watch's folders are.
-        let checked = folders::check(watch);
-        if let Some(why) = checked.refused {
-            error!(watch = %shown(&watch.path), why, "watch refused: its files are not taken");
-            refused.push(format!("{}: {why}", shown(&watch.path)));
-            continue;
+/// What the watcher noticed, told to the settler (a folder that appeared is scanned first).
+async fn noticed_one(active: &Active, settler: &Settling, noticed: Noticed) {
+    match noticed {
+        Noticed::File(path, evidence, version) => {
+            if let Some(rule) = rule_for(active, &path) {
+                settler.note(path, evidence, version, rule);
+            }
         }
-        for warning in checked.warnings {
-            warn!("{warning}");
-        }
-        let filter = Filter::new(watch).map_err(|e| Error::Watch {
-            path: watch.path.clone(),
-            message: e.to_string(),
-        })?;
-        filters.push((filter, watch.clone()));
+        Noticed::Folder(path, evidence) => scan_folder(active, path, evidence, settler).await,
+        Noticed::Renamed { from, to } => settler.renamed(from, to),
     }
-    let only: Vec<Filter> = filters.iter().map(|(f, _)| f.clone()).collect();
-    let watcher = watcher::watch(&only, events, rescan).map_err(|e| Error::Watch {
-        path: watches.first().map(|w| w.path.clone()).unwrap_or_default(),
-        message: e.to_string(),
-    })?;
-    let active = Active {
-        filters,
-        _watcher: watcher,
-    };
-    Ok((active, refused))
 }
 
 /// A folder appeared: every file in it starts settling now, with the folder's evidence (a
@@ -417,17 +386,6 @@ async fn scan_folder(active: &Active, folder: PathBuf, evidence: Evidence, settl
     for (version, path) in found {
         settler.note(path, evidence, version, rule);
     }
-}
-
-fn rule(watch: &Watch) -> Rule {
-    Rule {
-        settle: watch.settle,
-        settle_unseen: watch.settle_unseen,
-    }
-}
-
-fn rule_for(active: &Active, path: &Path) -> Option<Rule> {
-    active.watch_for(path).map(|(_, w)| rule(w))
 }
 
 /// A failed file that was moved to the failed folder (not copied, not kept) and is back at its
