@@ -176,56 +176,23 @@ async fn send(
     let Some(first) = checked.await else {
         return Err(Interrupt::Changed(CHANGED));
     };
-    let first = std::sync::Mutex::new(Some(first));
-    let md5 = &job.md5s[part.index as usize];
     debug!(offset = part.offset, len = part.len, "sending part");
     let what = Retried {
         claim: job.claim,
         offset: Some(part.offset),
     };
-    let (changed, this_part) = (AtomicBool::new(false), round.child_token());
-    // When the last attempt went out, for the window's latency (not a retry's back-off).
-    let attempt = std::sync::Mutex::new(tokio::time::Instant::now());
-    let sent = with_retry(
-        &inner,
-        what,
-        &this_part,
-        || job.signature_stale(),
-        || {
-            let request = PartRequest {
-                file_sha: &job.sha,
-                offset: part.offset,
-                data_size: part.len,
-                data_md5: md5,
-                signature: job.signature_text(),
-            };
-            // The first attempt sends the chunk read with the check; a retry reads it again.
-            let head = first.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let body = PartBody::streamed(part.len, chunks(job.clone(), part, head));
-            let (inner, job, changed, this_part) = (&inner, &job, &changed, &this_part);
-            let attempt = &attempt;
-            async move {
-                inner.throttle.acquire(part.len).await;
-                *attempt.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-                let answer = job.account.client.upload_part(request, body).await;
-                // Before a retry: is the file still the one hashed? After a -10006, re-hash it.
-                if let Err(error) = &answer {
-                    let mismatch = error.is_body_mismatch();
-                    let still = blocking(job, move |job| match mismatch {
-                        true => matches_its_hash(job, part),
-                        false => job.unchanged(),
-                    });
-                    if !still.await {
-                        changed.store(true, Ordering::SeqCst);
-                        this_part.cancel();
-                    }
-                }
-                answer
-            }
-        },
-    )
-    .await;
-    if changed.load(Ordering::SeqCst) {
+    let attempt = Attempt {
+        inner: &inner,
+        job: &job,
+        part,
+        first: std::sync::Mutex::new(Some(first)),
+        changed: AtomicBool::new(false),
+        this_part: round.child_token(),
+        sent: std::sync::Mutex::new(tokio::time::Instant::now()),
+    };
+    let stale = || job.signature_stale();
+    let sent = with_retry(&inner, what, &attempt.this_part, stale, || attempt.once()).await;
+    if attempt.changed.load(Ordering::SeqCst) {
         return Err(Interrupt::Changed(CHANGED));
     }
     sent?;
@@ -235,12 +202,58 @@ async fn send(
         .push((part.offset, part.len));
     debug!(offset = part.offset, "part confirmed");
     inner.metrics.part_confirmed(part.len);
-    let sent = *attempt.lock().unwrap_or_else(|p| p.into_inner());
+    let sent = *attempt.sent.lock().unwrap_or_else(|p| p.into_inner());
     inner.window.confirmed(part.len, sent);
     inner.metrics.set_parts_window(inner.window.limit());
     let event = Event::PartConfirmed { len: part.len };
     inner.progress.event(job.claim.key, &job.path, event);
     Ok(())
+}
+
+/// What the attempts at one part share.
+struct Attempt<'a> {
+    inner: &'a Inner,
+    job: &'a Arc<Job>,
+    part: Part,
+    /// The chunk read with the identity check, for the first attempt (a retry reads it again).
+    first: std::sync::Mutex<Option<std::io::Result<Bytes>>>,
+    /// Set when the file turned out changed: the part stops (`this_part` is cancelled).
+    changed: AtomicBool,
+    this_part: CancellationToken,
+    /// When the last attempt went out, for the window's latency (not a retry's back-off).
+    sent: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Attempt<'_> {
+    /// Send the part once; before a retry, make sure the file is still the one hashed (after a
+    /// -10006, re-hash this part).
+    async fn once(&self) -> Result<(), crate::protocol::CallError> {
+        let (inner, job, part) = (self.inner, self.job, self.part);
+        let request = PartRequest {
+            file_sha: &job.sha,
+            offset: part.offset,
+            data_size: part.len,
+            data_md5: &job.md5s[part.index as usize],
+            signature: job.signature_text(),
+        };
+        let head = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let body = PartBody::streamed(part.len, chunks(job.clone(), part, head));
+        inner.throttle.acquire(part.len).await;
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        let answer = job.account.client.upload_part(request, body).await;
+        if let Err(error) = &answer {
+            let mismatch = error.is_body_mismatch();
+            let still = blocking(job, move |job| match mismatch {
+                true => matches_its_hash(job, part),
+                false => job.unchanged(),
+            });
+            if !still.await {
+                self.changed.store(true, Ordering::SeqCst);
+                self.this_part.cancel();
+            }
+        }
+        answer
+    }
 }
 
 /// How much of a part is read from the file at a time as it is sent.
