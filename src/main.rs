@@ -32,6 +32,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// `vodup run`: the daemon, reloading from the config file it was started with.
+async fn daemon(cli: &Cli, config: Config) -> Result<(), vodup::error::Error> {
+    logging::init(cli.log_format, cli.verbose, Some(config.log_format));
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let options = vodup::daemon::Options {
+        reload_from: Some(cli.config.clone()),
+        ready: None,
+    };
+    vodup::daemon::run_with(config, options, logging::shutdown_signal()).await
+}
+
 fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
     let load = || Config::load(&cli.config).map_err(anyhow::Error::from);
     match cli.command {
@@ -45,19 +58,7 @@ fn dispatch(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<ExitC
         }
         Command::Run => {
             let config = load()?;
-            logging::init(cli.log_format, cli.verbose, Some(config.log_format));
-            for warning in &config.warnings {
-                tracing::warn!("{warning}");
-            }
-            let options = vodup::daemon::Options {
-                reload_from: Some(cli.config.clone()),
-                ready: None,
-            };
-            runtime.block_on(vodup::daemon::run_with(
-                config,
-                options,
-                logging::shutdown_signal(),
-            ))?;
+            runtime.block_on(daemon(&cli, config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Upload { files, json } => {

@@ -86,23 +86,8 @@ pub async fn status(config: &Config, query: &StatusQuery) -> Result<ExitCode, Er
         let limit = query.limit.unwrap_or(usize::MAX);
         printer.print_all(&ledger, &mut out, &base, limit).await?;
     } else {
-        let open = Listing {
-            open: Some(true),
-            ..base.clone()
-        };
-        printer
-            .print_all(&ledger, &mut out, &open, usize::MAX)
-            .await?;
-        let ended = Listing {
-            open: Some(false),
-            ..base.clone()
-        };
         let limit = query.limit.unwrap_or(STATUS_ENDED);
-        let shown = printer.print_all(&ledger, &mut out, &ended, limit).await?;
-        // All less the open ones: a count the indexes answer, where counting the ended ones
-        // would read every row.
-        let (all, open) = (ledger.count(&base).await?, ledger.count(&open).await?);
-        let older = all.saturating_sub(open).saturating_sub(shown);
+        let older = print_default(&mut printer, &ledger, &mut out, &base, limit).await?;
         if older > 0 {
             let note = format!(
                 "{older} older file(s) not shown: vodup status --all (or --since, --state, \
@@ -113,6 +98,32 @@ pub async fn status(config: &Config, query: &StatusQuery) -> Result<ExitCode, Er
     }
     let _ = out.flush();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The default view: every open file, then the latest `limit` that ended. How many older ones
+/// were left out.
+async fn print_default(
+    printer: &mut crate::status::Printer,
+    ledger: &Ledger,
+    out: &mut std::io::StdoutLock<'_>,
+    base: &crate::ledger::Listing<'_>,
+    limit: usize,
+) -> Result<u64, Error> {
+    use crate::ledger::Listing;
+    let open = Listing {
+        open: Some(true),
+        ..base.clone()
+    };
+    printer.print_all(ledger, out, &open, usize::MAX).await?;
+    let ended = Listing {
+        open: Some(false),
+        ..base.clone()
+    };
+    let shown = printer.print_all(ledger, out, &ended, limit).await?;
+    // All less the open ones: a count the indexes answer, where counting the ended ones would
+    // read every row.
+    let (all, open) = (ledger.count(base).await?, ledger.count(&open).await?);
+    Ok(all.saturating_sub(open).saturating_sub(shown))
 }
 
 /// A note beside the listing: on stdout with the table, on stderr with `--json`.

@@ -79,7 +79,7 @@ impl Scheduler {
         let mut running: JoinSet<usize> = JoinSet::new();
         let mut load = 0;
         let mut poll = tokio::time::interval(LEDGER_POLL);
-        let ending = After {
+        let after = After {
             lease: self.engine.holder().lease().clone(),
             ledger: self.ledger.clone(),
             hooks: self.hooks.clone(),
@@ -91,7 +91,7 @@ impl Scheduler {
             // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the
             // next poll; files under way go on meanwhile.
             if let Err(e) = self
-                .take_more(&mut running, &mut load, cancel, &ending)
+                .take_more(&mut running, &mut load, cancel, &after)
                 .await
             {
                 warn!(error = %e, "no file taken from the ledger; trying again shortly");
@@ -138,7 +138,7 @@ impl Scheduler {
         running: &mut JoinSet<usize>,
         load: &mut usize,
         cancel: &CancellationToken,
-        ending: &After,
+        after: &After,
     ) -> Result<(), EngineError> {
         let places = self.files_in_flight * SHARES;
         let no_room = *load >= places;
@@ -165,8 +165,7 @@ impl Scheduler {
             if limit == 0 {
                 return Ok(());
             }
-            let holder = self.engine.holder();
-            let list = ending.watched.current();
+            let list = after.watched.current();
             let wanted = Wanted {
                 limit,
                 watches: &list.roots,
@@ -174,33 +173,45 @@ impl Scheduler {
                 one_part,
                 accounts: &accounts,
             };
-            let claimed = self.ledger.claim_next(holder.lease(), wanted).await?;
+            let lease = self.engine.holder().lease();
+            let claimed = self.ledger.claim_next(lease, wanted).await?;
             let all = claimed.len() == limit;
             for (claim, record) in claimed {
-                let held = holder.hold(claim);
-                let (engine, cancel, ending) =
-                    (self.engine.clone(), cancel.clone(), ending.clone());
-                let taken = shares(&record);
-                *load += taken;
-                running.spawn(async move {
-                    if record.state.is_final() {
-                        ending.ended(held, record, None).await;
-                        return taken;
-                    }
-                    // Lost to another node: the upload is dropped where it stands.
-                    let lost = held.lost().clone();
-                    let upload = engine.upload_claimed(claim, record.clone(), &cancel);
-                    let outcome = lost.run_until_cancelled(upload).await;
-                    let outcome = outcome.unwrap_or(Ok(Outcome::TakenOver));
-                    ending.ended(held, record, Some(outcome)).await;
-                    taken
-                });
+                *load += shares(&record);
+                running.spawn(self.run_one(claim, record, cancel, after));
             }
             // Round again for the room left, unless the queue ran short of files for whole
             // places or this was the last offer (waited files).
             if queued_before.is_some() || (!all && !one_part) {
                 return Ok(());
             }
+        }
+    }
+
+    /// A claimed file's task: its upload (unless it ended already), then its after-upload step.
+    /// It returns the shares it took.
+    fn run_one(
+        &self,
+        claim: crate::ledger::Claim,
+        record: FileRecord,
+        cancel: &CancellationToken,
+        after: &After,
+    ) -> impl std::future::Future<Output = usize> + Send + 'static {
+        let held = self.engine.holder().hold(claim);
+        let (engine, cancel, after) = (self.engine.clone(), cancel.clone(), after.clone());
+        let taken = shares(&record);
+        async move {
+            if record.state.is_final() {
+                after.ended(held, record, None).await;
+                return taken;
+            }
+            // Lost to another node: the upload is dropped where it stands.
+            let lost = held.lost().clone();
+            let upload = engine.upload_claimed(claim, record.clone(), &cancel);
+            let outcome = lost.run_until_cancelled(upload).await;
+            let outcome = outcome.unwrap_or(Ok(Outcome::TakenOver));
+            after.ended(held, record, Some(outcome)).await;
+            taken
         }
     }
 }

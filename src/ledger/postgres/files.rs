@@ -41,6 +41,50 @@ pub(super) fn file_from_row(row: &Row, roots: &HashMap<String, PathBuf>) -> Resu
     Ok(row::file(row, location)?)
 }
 
+/// Record `new` at its key (`watch`, `rel`), at `t`: a new row, or a row of the same version
+/// that was waiting or set aside, revived (its hash kept only for the same inode).
+async fn insert_or_revive(
+    tx: &deadpool_postgres::Transaction<'_>,
+    new: &NewFile,
+    (watch, rel): (Option<&str>, &[u8]),
+    t: i64,
+) -> Result<()> {
+    let FileIdentity { inode, version } = new.identity;
+    let (size, mtime) = (int(version.size), version.mtime_ns);
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO files (watch, rel, size, mtime_ns, dev, ino, part_size, state, \
+             processing, created_at, updated_at, account) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+             ON CONFLICT (watch, rel, size, mtime_ns) DO UPDATE SET state = excluded.state, \
+             file_sha = CASE WHEN files.ino IS NOT DISTINCT FROM excluded.ino \
+                        THEN files.file_sha END, \
+             dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
+             error_code = NULL, error_message = NULL, error_desc = NULL, attempts = 0, \
+             updated_at = excluded.updated_at \
+             WHERE files.state IN ('waiting', 'superseded', 'gone') \
+             AND files.state != excluded.state",
+        )
+        .await?;
+    let (dev, ino) = (inode.dev as i64, inode.ino as i64);
+    let account = new.account.as_ref().map(AccountName::as_str);
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &watch,
+        &rel,
+        &size,
+        &mtime,
+        &dev,
+        &ino,
+        &int(new.part_size),
+        &new.state.as_str(),
+        &new.processing,
+        &t,
+        &account,
+    ];
+    tx.execute(&insert, &params).await?;
+    Ok(())
+}
+
 /// The path and origin of a row: under this host's folder of its watch; `<watch>/<rel>` (and no
 /// origin) for a watch this host does not have; the absolute path of a `vodup upload` row.
 fn located(
@@ -168,7 +212,7 @@ impl Postgres {
         let roots = self.roots(new.watch.as_slice());
         let (watch, rel) = key_of(new)?;
         let t = unix_now_i64();
-        let FileIdentity { inode, version } = new.identity;
+        let version = new.identity.version;
         let (size, mtime) = (int(version.size), version.mtime_ns);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -183,37 +227,7 @@ impl Postgres {
             .await?;
         tx.execute(&drop_waiting, &[&watch, &rel, &size, &mtime])
             .await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO files (watch, rel, size, mtime_ns, dev, ino, part_size, state, \
-                 processing, created_at, updated_at, account) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
-                 ON CONFLICT (watch, rel, size, mtime_ns) DO UPDATE SET state = excluded.state, \
-                 file_sha = CASE WHEN files.ino IS NOT DISTINCT FROM excluded.ino \
-                            THEN files.file_sha END, \
-                 dev = excluded.dev, ino = excluded.ino, account = excluded.account, \
-                 error_code = NULL, error_message = NULL, error_desc = NULL, attempts = 0, \
-                 updated_at = excluded.updated_at \
-                 WHERE files.state IN ('waiting', 'superseded', 'gone') \
-                 AND files.state != excluded.state",
-            )
-            .await?;
-        let (dev, ino) = (inode.dev as i64, inode.ino as i64);
-        let account = new.account.as_ref().map(AccountName::as_str);
-        let params: [&(dyn ToSql + Sync); 11] = [
-            &watch,
-            &rel,
-            &size,
-            &mtime,
-            &dev,
-            &ino,
-            &int(new.part_size),
-            &new.state.as_str(),
-            &new.processing,
-            &t,
-            &account,
-        ];
-        tx.execute(&insert, &params).await?;
+        insert_or_revive(&tx, new, (watch, rel), t).await?;
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM files f WHERE f.watch IS NOT DISTINCT FROM $1 \
              AND f.rel = $2 AND f.size = $3 AND f.mtime_ns = $4"

@@ -113,17 +113,7 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("vodup");
         }
-        // A node frozen (or cut off) in the middle of a transaction would keep its rows locked,
-        // and `FOR UPDATE SKIP LOCKED` would skip its files for as long: the server ends such a
-        // transaction after STUCK, below the least lease (3 s), and a claim waits on a row lock
-        // no longer than that. Keepalives find a dead host's connection.
-        let stuck = STUCK.as_millis();
-        let mut options = config.get_options().unwrap_or_default().to_owned();
-        options.push_str(&format!(
-            " -c idle_in_transaction_session_timeout={stuck} -c lock_timeout={stuck}"
-        ));
-        config.options(options.trim_start());
-        config.keepalives(true).keepalives_idle(STUCK);
+        bound_stuck_sessions(&mut config);
         let recycling = || ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
@@ -469,6 +459,21 @@ async fn claimed(client: &mut deadpool_postgres::Object, claim: Claim) -> Result
 /// A count or size as PostgreSQL's BIGINT (the ledger's numbers are far below 2^63).
 fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// What every connection of the pool is told, besides the URL's own settings.
+fn bound_stuck_sessions(config: &mut tokio_postgres::Config) {
+    // A node frozen (or cut off) in the middle of a transaction would keep its rows locked,
+    // and `FOR UPDATE SKIP LOCKED` would skip its files for as long: the server ends such a
+    // transaction after STUCK, below the least lease (3 s), and a claim waits on a row lock
+    // no longer than that. Keepalives find a dead host's connection.
+    let stuck = STUCK.as_millis();
+    let mut options = config.get_options().unwrap_or_default().to_owned();
+    options.push_str(&format!(
+        " -c idle_in_transaction_session_timeout={stuck} -c lock_timeout={stuck}"
+    ));
+    config.options(options.trim_start());
+    config.keepalives(true).keepalives_idle(STUCK);
 }
 
 #[cfg(test)]
