@@ -1,4 +1,12 @@
-//! The domain types of the ledger boundary: callers see these, never rows or SQL strings.
+//! The domain types of the ledger boundary: callers see these, never rows or SQL strings. A
+//! file's record and what describes it here; the fleet's ([`fleet`]: claims, nodes, leases) and
+//! the hooks' ([`hooks`]) beside it.
+
+mod fleet;
+mod hooks;
+
+pub use fleet::{instance, Claim, Lease, NodeInfo, NodeStart, Wanted};
+pub use hooks::{Delivery, HookKind, NewDelivery};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -12,16 +20,6 @@ impl std::fmt::Display for FileKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }
-}
-
-/// A node's hold on one file: the file and the claim epoch it was taken at. Every write for a
-/// file under way takes its claim, and the ledger refuses it ([`super::LedgerError::Fenced`])
-/// once another node took the file over (a newer epoch): a node frozen past its lease finds out
-/// at its next write, and stops there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Claim {
-    pub key: FileKey,
-    pub epoch: i64,
 }
 
 /// What the after-upload action did to the source, as recorded.
@@ -64,24 +62,6 @@ impl Serialize for Disposed {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.as_text())
     }
-}
-
-/// A node of the fleet as the ledger last heard of it (`vodup nodes`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeInfo {
-    pub name: String,
-    /// When it last renewed its claims (Unix seconds, by the ledger's clock).
-    pub seen_at: i64,
-    /// When it started (Unix seconds).
-    pub started_at: i64,
-    /// Files it holds a live claim on.
-    pub holds: u64,
-    /// The watch folders it refused at its last start or reload, one line each (`PATH: why`).
-    pub refused: Option<String>,
-    /// The process that runs it ([`instance`]); none once it stopped cleanly.
-    pub instance: Option<String>,
-    /// The accounts its config has, one per line, as of its last start.
-    pub accounts: Option<String>,
 }
 
 /// A version of a file's content as the file system describes it: size and modification time.
@@ -382,59 +362,7 @@ impl WatchRoot {
     }
 }
 
-/// This process among the runs of a node name: `host:pid:random`, drawn once per process. The
-/// ledger records it with the node a daemon runs, so a second process under a name that is alive
-/// is told apart from a restart of the first.
-pub fn instance() -> &'static str {
-    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    INSTANCE.get_or_init(|| {
-        let host = rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned();
-        let random: u32 = rand::random();
-        format!("{host}:{}:{random:08x}", std::process::id())
-    })
-}
-
-/// What [`super::Ledger::start_node`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeStart {
-    /// The name is this process's now; the claims a previous run left are released.
-    Started,
-    /// Another process (`instance`) runs under this name, or did until it stopped without saying
-    /// so: it renewed at `seen_at` (Unix seconds, the ledger's clock), `age` seconds ago.
-    InUse {
-        instance: String,
-        seen_at: i64,
-        age: i64,
-    },
-}
-
-/// Who takes files: this node's name in the ledger, and how long a claim lasts unrenewed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub node: String,
-    pub length: std::time::Duration,
-}
-
-impl Lease {
-    /// This host's: the config's `node` (default: the host name) and `lease`.
-    pub fn of(config: &crate::config::Config) -> Lease {
-        let node = config.node.clone().unwrap_or_else(|| {
-            rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned()
-        });
-        Lease {
-            node,
-            length: config.lease,
-        }
-    }
-}
-
-/// Which files [`super::Ledger::list`] and [`super::Ledger::count`] read: those that match every
+/// Which files [`crate::ledger::Ledger::list`] and [`crate::ledger::Ledger::count`] read: those that match every
 /// filter given, newest first, a page at a time (`before`, `limit`).
 #[derive(Debug, Clone, Default)]
 pub struct Listing<'a> {
@@ -453,26 +381,6 @@ pub struct Listing<'a> {
     pub limit: usize,
 }
 
-/// What [`super::Ledger::claim_next`] may take.
-#[derive(Debug, Clone)]
-pub struct Wanted<'a> {
-    /// At most this many files.
-    pub limit: usize,
-    /// Only files of these watches (the ones this node watches).
-    pub watches: &'a [WatchRoot],
-    /// Only files queued before this (Unix seconds): the ones that waited long enough to run
-    /// beside the files already running.
-    pub queued_before: Option<i64>,
-    /// Only files of one part (no larger than their part size) queued before every larger file
-    /// still waiting: the room left is a share of a place, which only such a file fits (see the
-    /// scheduler), and a small file must not overtake a larger one into it.
-    pub one_part: bool,
-    /// Only files of these accounts (or of none yet): a file of an account this node lacks is
-    /// left to a node that has it. SQLite serves one host, which takes every file (one whose
-    /// account left the config fails there with the reason, for `vodup retry`).
-    pub accounts: &'a [String],
-}
-
 /// An upload as the ledger keys it: a content (fileSha) for an account, with its size and part
 /// size. The same content for two accounts is two uploads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,54 +389,4 @@ pub struct Upload {
     pub sha: String,
     pub size: u64,
     pub part_size: u64,
-}
-
-/// How a hook is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HookKind {
-    Command,
-    Webhook,
-}
-
-impl HookKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::Command => "command",
-            HookKind::Webhook => "webhook",
-        }
-    }
-
-    /// The stored text back; anything but `command` is a webhook.
-    pub fn parse(text: &str) -> HookKind {
-        match text {
-            "command" => HookKind::Command,
-            _ => HookKind::Webhook,
-        }
-    }
-}
-
-/// A delivery to record.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub event: &'static str,
-    pub kind: HookKind,
-    /// JSON argv for a command, the URL for a webhook.
-    pub target: String,
-    pub payload: String,
-}
-
-/// A recorded delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Delivery {
-    pub id: i64,
-    pub file_key: FileKey,
-    pub event: String,
-    pub kind: HookKind,
-    pub target: String,
-    pub payload: String,
-    pub attempts: u32,
-    pub next_at: i64,
-    pub last_error: Option<String>,
-    pub delivered: bool,
 }
