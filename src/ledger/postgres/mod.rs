@@ -21,6 +21,7 @@
 mod claims;
 mod files;
 mod hooks;
+mod listing;
 mod migrate;
 mod tls;
 
