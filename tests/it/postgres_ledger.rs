@@ -143,11 +143,16 @@ async fn postgres_two_nodes_claiming_at_once_never_get_the_same_file() {
             .await
             .unwrap();
     }
+    // Both start together and pause a moment between rounds, so that on a busy machine one
+    // does not take all 200 before the other is scheduled.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
     let claimer = |ledger: Ledger, name: &'static str| {
-        let root = root.clone();
+        let (root, start) = (root.clone(), start.clone());
         tokio::spawn(async move {
             let (lease, mut taken) = (lease(name, 60), Vec::new());
+            start.wait().await;
             loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 let claims = ledger
                     .claim_next(&lease, wanted(std::slice::from_ref(&root), 5))
                     .await
