@@ -1,18 +1,8 @@
-//! The daemon (`vodup run`): opens the ledger, resumes every unfinished file, rescans and watches
-//! the drop folders, and uploads what settles there, until its shutdown future resolves.
-//!
-//! Tasks, in one set of named tasks (`tasks.rs`: the first error ends the daemon, named; the
-//! shutdown drain and its deadline): the scheduler (claim from the ledger, upload, after-upload
-//! action, release; it keeps its claims alive until its drain ends) and the intake (watch,
-//! settle, record), which pokes it; the hook runner, poked by the scheduler after each
-//! recorded disposal; the HTTP listener (status page and
-//! metrics, [`crate::http`]; its failure is logged, not fatal); the systemd watchdog; the SIGHUP
-//! reloader.
-//!
-//! The watch list travels on two `watch` channels: the reloader sends the list it read to the
-//! intake (`wanted`), and the intake, once it watches that list's folders, publishes it to the
-//! scheduler (`watches`), which needs a file's watch for its after-upload action. A list that
-//! cannot be watched is never published: both keep the old one.
+//! The daemon (`vodup run`): its named tasks (`tasks.rs`) until its shutdown future resolves:
+//! the intake (watch, settle, record), the scheduler (claim, upload, the after-upload step), the
+//! hook runner, the HTTP listener, the systemd watchdog and the SIGHUP reloader. The reloader
+//! sends the watch list it read to the intake, which publishes it to the scheduler only once it
+//! watches its folders. Not the upload itself ([`crate::upload`]) nor the ledger.
 
 mod after;
 pub mod folders;

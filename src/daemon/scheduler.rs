@@ -1,17 +1,9 @@
 //! The queue, which lives in the ledger: the scheduler claims files owed work, oldest first,
-//! `files_in_flight` at a time (their parts share the engine's global limit, so a huge file and
-//! small ones interleave), and runs each in a task of its own: its upload, then its after-upload
-//! step ([`super::after`]), which lets it go. A file of
-//! one part takes an eighth of a place (see [`SHARES`]): it has no hashing pass worth bounding and
-//! one part in the window, and its time is mostly round trips, so a burst of small files runs
-//! eight times as wide. Several nodes on one PostgreSQL ledger share the queue this way; on
-//! SQLite the one host has it alone.
-//!
-//! It looks for work when the intake pokes it, when a file ends, and every second (files queued
-//! from outside: `vodup retry`, other nodes, claims of a dead node that lapsed). A claim it could
-//! not end cleanly (ledger trouble) is not released: it lapses after the lease and the file is
-//! taken again then, by this node or another. On shutdown it takes nothing new and lets running
-//! files drain (the daemon bounds the drain by `shutdown_deadline`).
+//! `files_in_flight` places at a time (a file of one part takes an eighth of one, see
+//! [`SHARES`]), and runs each in a task of its own: its upload, then its after-upload step
+//! ([`super::after`]). It looks when the intake pokes it, when a file ends and every second. A
+//! claim it could not end cleanly lapses after the lease. On shutdown it takes nothing new and
+//! lets running files drain. Not the upload, the after-upload step or the watch list.
 
 use super::after::After;
 use super::watched::Watched;

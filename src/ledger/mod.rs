@@ -1,21 +1,12 @@
-//! The ledger: what vodup knows about every file, behind one async boundary that speaks the
-//! domain. It remembers every file version seen, its state, last error, the service's file id and
-//! URL, the part MD5s of each content, the parts the service confirmed, the after-upload intent
-//! and the hook deliveries, and which node holds each file.
+//! The ledger: what vodup knows of every file version (its state, error, file id and URL, the
+//! after-upload intent, the node that holds it), each content's part hashes, signature and
+//! confirmed parts, and the hook deliveries. [`Ledger`] is the one handle callers hold, over
+//! SQLite ([`Sqlite`], one host) or PostgreSQL ([`Postgres`], a fleet), with one contract that
+//! `tests/it/ledger_contract/` holds both to. Not when a file is complete, nor what is sent.
 //!
-//! Two backends: SQLite ([`Sqlite`], embedded, one host; its blocking calls run on the ledger's
-//! own thread) and PostgreSQL ([`Postgres`], a fleet of hosts on one shared folder; async, a pool of
-//! connections). [`Ledger`] is the one handle callers hold; [`Ledger::connect`] picks the backend
-//! from the config's `ledger` value. Every method of the facade dispatches to both, with the same
-//! contract.
-//!
-//! Invariants every backend keeps:
-//! - An offset is written to the confirmed parts only after the service confirmed that part
-//!   (a code 0, or a resume list). Nothing else writes there.
-//! - A file under way is held by one node at a time through a [`Claim`]: taking a file writes the
-//!   node, a lease expiry and a new epoch in one statement. Every write for that file takes the
-//!   claim and is refused ([`LedgerError::Fenced`]) once the epoch moved on, so a node frozen past
-//!   its lease never records, moves or deletes a file another node took over.
+//! Every backend keeps two invariants: an offset is confirmed only after the service confirmed
+//! it, and every write under a [`Claim`] is refused ([`LedgerError::Fenced`]) once another node
+//! took the file over.
 
 mod claimed;
 mod error;

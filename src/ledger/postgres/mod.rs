@@ -1,22 +1,10 @@
-//! The PostgreSQL ledger: one database shared by a fleet of hosts watching one shared folder. Its
-//! methods are `async` and keep the SQLite backend's contracts (see [`super::Sqlite`]'s doc of each);
-//! what differs is written here and in `migrations/postgres/0001_initial.sql`:
-//!
-//! - A file of a watch is keyed on the watch's name and its path relative to the watch folder,
-//!   since hosts may mount the shared folder at different paths. This host's folders
-//!   ([`Postgres::know_watches`]) turn a row back into [`FileRecord::path`] and `origin`; a row of
-//!   a watch this host does not know has no origin and shows as `<watch name>/<rel>`.
-//! - Leases are judged by the database's clock (`now()` of the server), never a host's.
-//! - Claims take rows with `FOR UPDATE SKIP LOCKED`, so two nodes claiming at once never get the
-//!   same file, and only files of the watches the claiming node has.
-//! - Every write under a claim opens its transaction by locking the file's row and checking its
-//!   epoch ([`LedgerError::Fenced`] otherwise).
-//!
-//! Connections come from a pool (deadpool-postgres) that drops a connection the server closed and
-//! opens another, so the ledger recovers when PostgreSQL restarts: a call made meanwhile fails,
-//! and its caller retries. This file opens the pool, migrates, checks claims, maps paths, and owns
-//! each content's part hashes, signature and confirmed parts; the `files` table is `files.rs`,
-//! claims `claims.rs`, hook deliveries `hooks.rs`, the schema `migrate.rs`.
+//! The PostgreSQL ledger: one database shared by a fleet. This file opens the pool (which
+//! reconnects after a server restart), migrates and maps paths; the `files` table is `files.rs`,
+//! listings `listing.rs`, a content's hashes and parts `content.rs`, claims `claims.rs`, hook
+//! deliveries `hooks.rs`. Where it differs from SQLite (see `migrations/postgres/`): files of a
+//! watch are keyed on the watch's name and their path in its folder, since hosts mount it at
+//! different paths; leases are judged by the server's clock; claims skip rows another node is
+//! taking; a write under a claim locks the row and checks its epoch first.
 
 mod claims;
 mod content;
