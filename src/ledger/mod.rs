@@ -17,7 +17,7 @@ mod row;
 mod sqlite;
 mod writes;
 
-pub use error::{LedgerError, Result};
+pub use error::{BackendError, LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
     instance, Claim, Delivery, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord,

@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vodup::config::{AccountName, Config, LedgerLocation};
+use vodup::ledger::BackendError;
 use vodup::ledger::{
     FileIdentity, FileKey, FileState, FileVersion, Inode, Lease, Ledger, LedgerError, NewFile,
     Postgres, Wanted, WatchRoot,
@@ -270,7 +271,10 @@ async fn postgres_nodes_connecting_at_the_same_moment_migrate_once() {
     };
     let refused = Ledger::connect(&config).await.unwrap_err();
     assert!(
-        matches!(refused, LedgerError::PostgresSchema { .. }),
+        matches!(
+            refused,
+            LedgerError::Backend(BackendError::PostgresSchema { .. })
+        ),
         "{refused}"
     );
     let shown = format!("{refused} {refused:?}");

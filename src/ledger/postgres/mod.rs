@@ -20,6 +20,7 @@ use super::row::{self, path_bytes, path_from, unsigned};
 use super::{Claim, FileState, LedgerError, Result, Upload, WatchRoot};
 use crate::clock::unix_now_i64;
 use crate::config::PostgresUrl;
+use crate::ledger::BackendError;
 use crate::protocol::Signature;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use std::collections::{BTreeSet, HashMap};
@@ -65,7 +66,7 @@ impl Postgres {
             .get()
             .await
             .map_err(|source| ledger.unreachable(source))?;
-        let schema_err = |message| LedgerError::PostgresSchema {
+        let schema_err = |message| BackendError::PostgresSchema {
             url: ledger.url.clone(),
             message,
         };
@@ -84,7 +85,7 @@ impl Postgres {
         let mut config: tokio_postgres::Config =
             url.for_driver()
                 .parse()
-                .map_err(|source| LedgerError::PostgresUrl {
+                .map_err(|source| BackendError::PostgresUrl {
                     url: shown.clone(),
                     source,
                 })?;
@@ -112,7 +113,7 @@ impl Postgres {
             Manager::from_config(config, tokio_postgres::NoTls, recycling())
         } else {
             let connector =
-                tls::connector(url.tls()).map_err(|message| LedgerError::PostgresSchema {
+                tls::connector(url.tls()).map_err(|message| BackendError::PostgresSchema {
                     url: shown.clone(),
                     message,
                 })?;
@@ -125,7 +126,7 @@ impl Postgres {
             .wait_timeout(Some(WAIT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| LedgerError::PostgresPool(e.to_string()))?;
+            .map_err(|e| BackendError::PostgresPool(e.to_string()))?;
         Ok(Postgres {
             pool,
             url: shown,
@@ -175,10 +176,11 @@ impl Postgres {
     }
 
     fn unreachable(&self, source: deadpool_postgres::PoolError) -> LedgerError {
-        LedgerError::Unreachable {
+        BackendError::Unreachable {
             url: self.url.clone(),
             source,
         }
+        .into()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {

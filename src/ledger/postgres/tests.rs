@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::LedgerLocation;
+use crate::ledger::BackendError;
 
 const PASSWORD: &str = "s3cr3t-pw";
 
@@ -29,14 +30,15 @@ async fn no_error_or_debug_output_shows_the_password() {
         ledger.server_version().await.unwrap_err(),
         ledger.schema().await.unwrap_err(),
         LedgerError::from(direct),
-        LedgerError::PostgresSchema {
+        BackendError::PostgresSchema {
             url: ledger.url.clone(),
             message: SchemaState {
                 applied: 2,
                 known: 1,
             }
             .to_string(),
-        },
+        }
+        .into(),
     ];
     for error in &errors {
         let shown = format!("{error} | {error:?}");

@@ -6,7 +6,8 @@ use super::{begin, claimed, exec, path_bytes, query_one, Sqlite};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
 use crate::ledger::row::{self, HOOK_COLUMNS};
-use crate::ledger::{Claim, Delivery, Disposed, FileKey, LedgerError, NewDelivery, Result};
+use crate::ledger::BackendError;
+use crate::ledger::{Claim, Delivery, Disposed, FileKey, NewDelivery, Result};
 use rusqlite::{params, Connection};
 use std::path::Path;
 
@@ -26,9 +27,8 @@ impl Sqlite {
         let key = claim.key;
         // In a batch, the ledger thread commits it with FULL, if this call was queued as durable.
         if self.in_transaction() && !self.batch_is_durable() {
-            return Err(LedgerError::Task(
-                "an after-upload intent must be queued as durable".into(),
-            ));
+            let why = "an after-upload intent must be queued as durable";
+            return Err(BackendError::Task(why.into()).into());
         }
         let mut conn = self.conn();
         let alone = conn.is_autocommit();

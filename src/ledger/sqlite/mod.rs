@@ -18,6 +18,7 @@ pub use worker::Worker;
 use super::row::{self, path_bytes};
 use super::{Claim, FileKey, FileState, LedgerError, Result, Upload};
 use crate::clock::unix_now_i64;
+use crate::ledger::BackendError;
 use crate::protocol::Signature;
 use rusqlite::{
     params, Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior,
@@ -125,7 +126,7 @@ impl Sqlite {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let open_err = |source| LedgerError::Open {
+        let open_err = |source| BackendError::Open {
             path: path.to_owned(),
             source,
         };
@@ -140,7 +141,7 @@ impl Sqlite {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
-        let schema_err = |message| LedgerError::Schema {
+        let schema_err = |message| BackendError::Schema {
             path: path.to_owned(),
             message,
         };
@@ -204,9 +205,10 @@ impl Sqlite {
         let conn = self.conn();
         self.durable_batch.store(false, Ordering::SeqCst);
         let committed = if conn.is_autocommit() {
-            Err(LedgerError::Task(
-                "the batch's transaction was rolled back by SQLite".into(),
-            ))
+            Err(
+                BackendError::Task("the batch's transaction was rolled back by SQLite".into())
+                    .into(),
+            )
         } else {
             conn.execute_batch("COMMIT").map_err(LedgerError::from)
         };

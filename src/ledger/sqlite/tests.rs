@@ -5,6 +5,7 @@
 use super::*;
 use crate::config::AccountName;
 use crate::config::AfterUpload;
+use crate::ledger::BackendError;
 use crate::ledger::{
     FileIdentity, FileRecord, FileState, FileVersion, Inode, Lease, NewFile, WatchRoot,
 };
@@ -216,7 +217,10 @@ async fn a_panicking_call_fails_alone_and_the_ledger_thread_goes_on() {
     let (_d, l) = ledger();
     let worker = Worker::start(l);
     let panicked = worker.run(|_| -> Result<()> { panic!("a bug in one call") });
-    assert!(matches!(panicked.await, Err(LedgerError::Task(_))));
+    assert!(matches!(
+        panicked.await,
+        Err(LedgerError::Backend(BackendError::Task(_)))
+    ));
     let record = worker
         .run(|s| s.enqueue(&new_file(Path::new("/after.mp4"))))
         .await
@@ -258,7 +262,10 @@ async fn an_intent_in_a_batch_must_be_queued_as_durable() {
         }
     };
     let refused = in_a_batch(false, ca).await;
-    assert!(matches!(refused, Err(LedgerError::Task(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(LedgerError::Backend(BackendError::Task(_)))),
+        "{refused:?}"
+    );
     assert_eq!(l.file(a.key).unwrap().unwrap().intent, None);
     assert!(in_a_batch(true, cb).await.unwrap());
     assert_eq!(

@@ -11,7 +11,8 @@
 //! durable call (an after-upload intent) commits with `synchronous=FULL`.
 
 use super::Sqlite;
-use crate::ledger::{LedgerError, Result};
+use crate::ledger::BackendError;
+use crate::ledger::Result;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -71,7 +72,7 @@ impl Worker {
             let result = call(sqlite);
             Box::new(move |uncommitted: Option<&str>| {
                 let result = match uncommitted {
-                    Some(why) => Err(LedgerError::Task(format!("not committed: {why}"))),
+                    Some(why) => Err(BackendError::Task(format!("not committed: {why}")).into()),
                     None => result,
                 };
                 let _ = answer.send(result);
@@ -79,10 +80,10 @@ impl Worker {
         });
         self.queue
             .send(Call { run, durable })
-            .map_err(|_| LedgerError::Task("the ledger thread has ended".into()))?;
+            .map_err(|_| BackendError::Task("the ledger thread has ended".into()))?;
         answered
             .await
-            .map_err(|_| LedgerError::Task("a ledger call panicked".into()))?
+            .map_err(|_| BackendError::Task("a ledger call panicked".into()))?
     }
 }
 
