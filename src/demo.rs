@@ -36,8 +36,7 @@ pub async fn demo(
         faults: Faults::default(),
         seed: 0,
     })
-    .await
-    .map_err(|e| Error::Emulator(e.to_string()))?;
+    .await?;
     let endpoint = emulator.endpoint();
     let stop_emulator = CancellationToken::new();
     let served = tokio::spawn(emulator.run(stop_emulator.clone()));

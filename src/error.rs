@@ -20,8 +20,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The demo's emulator could not start.
     #[error("emulator: {0}")]
-    Emulator(String),
+    Emulator(#[from] crate::emulator::EmulatorError),
     #[error("watch {}: {message}", crate::shown::shown(.path))]
     Watch { path: PathBuf, message: String },
     #[error(transparent)]

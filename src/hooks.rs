@@ -128,7 +128,7 @@ impl HookRunner {
     /// nothing is lost, the deliveries wait in it. On cancel, the deliveries under way are let
     /// finish and recorded (dropped between the receiver's answer and the record, one would be
     /// sent twice); the shutdown deadline bounds the wait.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), LedgerError> {
+    pub async fn run(self, cancel: CancellationToken) {
         use futures::StreamExt as _;
         let http = reqwest::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
@@ -142,7 +142,7 @@ impl HookRunner {
                 while let Some(recorded) = under_way.next().await {
                     self.recorded(recorded);
                 }
-                return Ok(());
+                return;
             }
             let next = match self.take_due(BATCH - under_way.len()).await {
                 Ok((due, next)) => {

@@ -49,7 +49,7 @@ pub async fn upload(config: Config, files: Vec<PathBuf>, json: bool) -> Result<E
     let tasks = run.start(&config, &ledger, &engine, &cancel, files).await?;
     run.collect(tasks).await?;
     renewing.cancel();
-    renewer.await.expect("the claims renewer does not panic")?;
+    renewer.await.expect("the claims renewer does not panic");
     if !json {
         // On stdout after the results: stderr stays the log's (JSON lines under --log-format json).
         println!("{}", run.summary.line(counted.sent()));

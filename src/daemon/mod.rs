@@ -146,7 +146,7 @@ fn spawn_files(
         metrics: metrics.clone(),
         retry: config.retry.clone(),
     };
-    tasks.spawn("scheduler", scheduler.run(cancel.child_token()));
+    tasks.spawn_infallible("scheduler", scheduler.run(cancel.child_token()));
     let intake = intake::Intake {
         node: crate::ledger::Lease::of(config).node,
         ledger: ledger.clone(),
@@ -165,7 +165,7 @@ fn spawn_files(
         poke: poke_hooks,
         watches: hook_watches,
     };
-    tasks.spawn("hooks", runner.run(cancel.child_token()));
+    tasks.spawn_infallible("hooks", runner.run(cancel.child_token()));
     wanted_tx
 }
 

@@ -54,19 +54,17 @@ pub struct Scheduler {
 impl Scheduler {
     /// Work until cancelled, then drain; this node's claims are renewed all along, the drain
     /// included.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), EngineError> {
+    pub async fn run(self, cancel: CancellationToken) {
         let renewing = CancellationToken::new();
         let renew = self.engine.holder().clone().renew(renewing.clone());
         let work = async {
-            let worked = self.work(&cancel).await;
+            self.work(&cancel).await;
             renewing.cancel();
-            worked
         };
-        let (worked, renewed) = tokio::join!(work, renew);
-        worked.and(renewed.map_err(EngineError::from))
+        tokio::join!(work, renew);
     }
 
-    async fn work(&self, cancel: &CancellationToken) -> Result<(), EngineError> {
+    async fn work(&self, cancel: &CancellationToken) {
         // Each file's task returns the shares it took; `load` is their sum.
         let mut running: JoinSet<usize> = JoinSet::new();
         let mut load = 0;
@@ -112,7 +110,6 @@ impl Scheduler {
         while let Some(ended) = running.join_next().await {
             ended.expect("file task does not panic");
         }
-        Ok(())
     }
 
     /// Claim what there is room for: up to `files_in_flight` places, or up to twice that for files

@@ -35,6 +35,18 @@ impl Tasks {
     }
 
     /// Run `task` in the set under `name`.
+    /// [`Tasks::spawn`] for a task that cannot fail: it ends only when it is done.
+    pub fn spawn_infallible(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.spawn(name, async move {
+            task.await;
+            Ok::<(), Error>(())
+        });
+    }
+
     pub fn spawn<E: Into<Error>>(
         &mut self,
         name: &'static str,
@@ -128,7 +140,10 @@ mod tests {
             Ok::<_, Error>(())
         });
         tasks.spawn("broken", async {
-            Err(Error::Emulator("out of order".into()))
+            Err(Error::Watch {
+                path: "/drop".into(),
+                message: "out of order".into(),
+            })
         });
         tasks.until(std::future::pending()).await;
         let error = tasks.shut_down(Duration::from_secs(5)).await.unwrap_err();
@@ -136,7 +151,7 @@ mod tests {
             matches!(error, Error::Task { task: "broken", .. }),
             "{error:?}"
         );
-        assert_eq!(error.to_string(), "broken: emulator: out of order");
+        assert_eq!(error.to_string(), "broken: watch /drop: out of order");
         assert!(cancel.is_cancelled());
     }
 

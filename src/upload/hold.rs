@@ -91,12 +91,12 @@ impl Holder {
 
     /// Renew every held claim every third of the lease, until cancelled. A failed renewal is
     /// logged and tried again at the next tick: the lease leaves room for two misses.
-    pub async fn renew(self: Arc<Holder>, cancel: CancellationToken) -> Result<(), LedgerError> {
+    pub async fn renew(self: Arc<Holder>, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.lease.length / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
+                () = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
             if let Err(e) = self.renew_now().await {
