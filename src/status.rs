@@ -3,20 +3,94 @@
 //! and `movedTo`. Also what the status page shows of a file ([`speed`], [`moved_to`]).
 //! `--json` always shows each file's `account`.
 
-use crate::ledger::{Delivery, Disposed, FileRecord, FileState, Ledger, LedgerError, NodeInfo};
+use crate::ledger::{Delivery, DisposalFailed, Disposed, FileKey, FileRecord, FileState, Ledger};
+use crate::ledger::{LedgerError, NodeInfo, RecordedError};
 use crate::shown::{line, shown};
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// One file as `vodup status --json` shows it.
 #[derive(Debug, Serialize)]
 pub struct FileStatus<'a> {
     #[serde(flatten)]
-    pub record: &'a FileRecord,
+    pub record: FileJson<'a>,
     pub percent: f64,
     /// Upload speed over the last seconds, bytes/s (0 when idle).
     pub speed: u64,
     /// Completion hook deliveries still owed for this file.
     pub pending_hooks: Vec<&'a Delivery>,
+}
+
+/// A file as `vodup status --json` shows it: the ledger's record, paths escaped by
+/// [`crate::shown`], with the names the JSON has always had.
+#[derive(Debug, Serialize)]
+pub struct FileJson<'a> {
+    pub key: &'a FileKey,
+    #[serde(serialize_with = "crate::shown::serialize_path")]
+    pub path: &'a PathBuf,
+    pub size: &'a u64,
+    pub mtime_ns: &'a i64,
+    pub part_size: &'a u64,
+    pub state: &'a FileState,
+    #[serde(rename = "fileSha")]
+    pub file_sha: &'a Option<String>,
+    #[serde(serialize_with = "crate::shown::serialize_opt_path")]
+    pub origin: &'a Option<PathBuf>,
+    pub processing: &'a String,
+    pub attempts: &'a u32,
+    pub error: &'a Option<RecordedError>,
+    #[serde(rename = "fileId")]
+    pub file_id: &'a Option<String>,
+    pub url: &'a Option<String>,
+    pub instant: &'a bool,
+    pub disposed: &'a bool,
+    pub created_at: &'a i64,
+    pub updated_at: &'a i64,
+    pub finished_at: &'a Option<i64>,
+    pub confirmed_bytes: &'a u64,
+    pub disposal: &'a Option<Disposed>,
+    #[serde(rename = "disposalFailed")]
+    pub disposal_failed: &'a Option<DisposalFailed>,
+    #[serde(
+        rename = "movedTo",
+        serialize_with = "crate::shown::serialize_opt_path"
+    )]
+    pub intent_target: &'a Option<PathBuf>,
+    pub account: &'a Option<crate::config::AccountName>,
+    pub node: &'a Option<String>,
+    pub lease_until: &'a Option<i64>,
+}
+
+impl<'a> From<&'a FileRecord> for FileJson<'a> {
+    fn from(r: &'a FileRecord) -> FileJson<'a> {
+        FileJson {
+            key: &r.key,
+            path: &r.path,
+            size: &r.size,
+            mtime_ns: &r.mtime_ns,
+            part_size: &r.part_size,
+            state: &r.state,
+            file_sha: &r.file_sha,
+            origin: &r.origin,
+            processing: &r.processing,
+            attempts: &r.attempts,
+            error: &r.error,
+            file_id: &r.file_id,
+            url: &r.url,
+            instant: &r.instant,
+            disposed: &r.disposed,
+            created_at: &r.created_at,
+            updated_at: &r.updated_at,
+            finished_at: &r.finished_at,
+            confirmed_bytes: &r.confirmed_bytes,
+            disposal: &r.disposal,
+            disposal_failed: &r.disposal_failed,
+            intent_target: &r.intent_target,
+            account: &r.account,
+            node: &r.node,
+            lease_until: &r.lease_until,
+        }
+    }
 }
 
 /// One row of the status: a file, its recent speed, and its undelivered hooks.
@@ -131,7 +205,7 @@ impl Printer {
 /// One file as a line of `--json`: one object, then a newline.
 pub fn json_line(record: &FileRecord, speed: u64, hooks: &[Delivery]) -> String {
     let status = FileStatus {
-        record,
+        record: FileJson::from(record),
         percent: percent(record),
         speed,
         pending_hooks: hooks.iter().collect(),

@@ -31,7 +31,7 @@ async fn sidecar_of(env: &Env, after_upload: AfterUpload, name: &str) -> (Option
     sidecar.push(".vod.json");
     let sidecar = std::path::PathBuf::from(sidecar);
     let read = |p: &Path| serde_json::from_slice(&std::fs::read(p).ok()?).ok();
-    let json = serde_json::to_value(&record).unwrap();
+    let json = serde_json::to_value(vodup::status::FileJson::from(&record)).unwrap();
     (read(&sidecar), json)
 }
 

@@ -218,27 +218,23 @@ pub struct RecordedError {
     pub code_desc: String,
 }
 
-/// One file version as the ledger knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One file version as the ledger knows it. Its JSON form is `vodup status --json`'s
+/// (`crate::status::FileJson`); the page's is `crate::http::files::FileRow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRecord {
     pub key: FileKey,
-    #[serde(serialize_with = "crate::shown::serialize_path")]
     pub path: PathBuf,
     pub size: u64,
     pub mtime_ns: i64,
     /// The inode it settled as (rows of older ledgers have none).
-    #[serde(skip)]
     pub inode: Option<Inode>,
     pub part_size: u64,
     pub state: FileState,
-    #[serde(rename = "fileSha")]
     pub file_sha: Option<String>,
-    #[serde(serialize_with = "crate::shown::serialize_opt_path")]
     pub origin: Option<PathBuf>,
     pub processing: String,
     pub attempts: u32,
     pub error: Option<RecordedError>,
-    #[serde(rename = "fileId")]
     pub file_id: Option<String>,
     pub url: Option<String>,
     pub instant: bool,
@@ -251,16 +247,10 @@ pub struct FileRecord {
     /// What the after-upload action did.
     pub disposal: Option<Disposed>,
     /// The after-upload action failed and waits to be tried again (cleared once it succeeds).
-    #[serde(rename = "disposalFailed")]
     pub disposal_failed: Option<DisposalFailed>,
     /// Where the after-upload action moves (or moved) the file, once it was decided.
-    #[serde(
-        rename = "movedTo",
-        serialize_with = "crate::shown::serialize_opt_path"
-    )]
     pub intent_target: Option<PathBuf>,
     /// The after-upload action decided for it (recorded before it runs).
-    #[serde(skip)]
     pub intent: Option<crate::config::AfterUpload>,
     /// The account it goes to (none on rows queued before accounts were recorded, or re-queued:
     /// the engine takes the watch's account then).
@@ -272,7 +262,6 @@ pub struct FileRecord {
     pub lease_until: Option<i64>,
     /// The file's `ctime` (ns) when `file_sha` was taken: while the file's ctime is still this,
     /// no write reached it since (none on rows hashed before it was recorded).
-    #[serde(skip)]
     pub hashed_ctime_ns: Option<i64>,
 }
 

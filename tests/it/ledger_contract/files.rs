@@ -200,7 +200,7 @@ pub async fn paths_that_are_not_utf8_are_stored_and_found_exactly(b: &Backend) {
     assert_eq!(found.map(|r| r.key), Some(f.key));
     let lossy = PathBuf::from("/mnt/dr\u{fffd}p/bad\u{fffd}name.mp4");
     assert!(l.latest_for_path(&lossy).await.unwrap().is_none());
-    let json = serde_json::to_string(&f).unwrap();
+    let json = serde_json::to_string(&vodup::status::FileJson::from(&f)).unwrap();
     assert!(
         json.contains(r#""path":"/mnt/dr\\xF6p/bad\\xFFname.mp4""#),
         "{json}"
