@@ -6,6 +6,28 @@ use crate::config::AfterUpload;
 use crate::ledger::{FileIdentity, Lease, NewFile, Sqlite, WatchRoot};
 use std::path::{Path, PathBuf};
 
+/// The action planned for `record`, which must be one.
+fn act(record: &FileRecord, watch: &Watch, root: &Path) -> (AfterUpload, Option<PathBuf>) {
+    match plan(record, watch, root).unwrap() {
+        Plan::Act(action, target) => (action, target),
+        other => panic!("not an action: {other:?}"),
+    }
+}
+
+/// A move to another file system's `done`, if this host has another one: the folder guard, and
+/// the file `a.mp4` with `content`, uploaded.
+fn across(
+    root: &Path,
+    ledger: &Sqlite,
+) -> Option<(tempfile::TempDir, PathBuf, PathBuf, FileRecord)> {
+    let other = another_file_system(root)?;
+    let done = other.path().join("done");
+    let path = root.join("a.mp4");
+    std::fs::write(&path, b"content").unwrap();
+    let record = done_record(ledger, &path, root);
+    Some((other, done, path, record))
+}
+
 fn done_record(ledger: &Sqlite, path: &Path, root: &Path) -> FileRecord {
     let identity = FileIdentity::of(&std::fs::metadata(path).unwrap());
     let watch = WatchRoot {
@@ -55,9 +77,7 @@ fn moves_keep_the_relative_path_and_never_overwrite() {
     std::fs::write(done.join("sub/a.mp4"), b"old").unwrap();
     std::fs::write(root.join("sub/a.mp4"), b"new").unwrap();
     let record = done_record(&ledger, &root.join("sub/a.mp4"), &root);
-    let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
-        panic!("the file is the uploaded one")
-    };
+    let (action, target) = act(&record, &watch(&root, &done), &root);
     assert_eq!(
         target.as_deref(),
         Some(done.join("sub/a (1).mp4").as_path())
@@ -81,18 +101,14 @@ fn a_moved_file_never_lands_beside_another_files_sidecar() {
     .unwrap();
     std::fs::write(root.join("sub/a.mp4"), b"new").unwrap();
     let record = done_record(&ledger, &root.join("sub/a.mp4"), &root);
-    let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
-        panic!("the file is the uploaded one")
-    };
+    let (action, target) = act(&record, &watch(&root, &done), &root);
     let disposal = apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
     assert_eq!(disposal, Disposal::Moved(done.join("sub/a (2).mp4")));
     // The free name itself, with a stale error sidecar.
     std::fs::write(done.join("sub/b.mp4.error.json"), b"{}").unwrap();
     std::fs::write(root.join("sub/b.mp4"), b"bee").unwrap();
     let record = done_record(&ledger, &root.join("sub/b.mp4"), &root);
-    let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
-        panic!("the file is the uploaded one")
-    };
+    let (action, target) = act(&record, &watch(&root, &done), &root);
     let disposal = apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
     assert_eq!(disposal, Disposal::Moved(done.join("sub/b (1).mp4")));
 }
@@ -147,9 +163,7 @@ fn a_copy_across_file_systems_whose_claim_was_lost_meanwhile_never_lands() {
     let path = root.join("z.mp4");
     std::fs::write(&path, b"zombie").unwrap();
     let record = done_record(&ledger, &path, &root);
-    let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
-        panic!("act")
-    };
+    let (action, target) = act(&record, &watch(&root, &done), &root);
     // Lost before the copy starts: nothing is written.
     let asked = std::cell::Cell::new(0);
     let lost = || {
@@ -177,16 +191,10 @@ fn a_copy_across_file_systems_whose_claim_was_lost_meanwhile_never_lands() {
 #[test]
 fn a_move_across_file_systems_redoes_a_copy_a_crash_left_behind() {
     let (_d, root, _, ledger) = setup();
-    let Some(other) = another_file_system(&root) else {
+    let Some((_other, done, path, record)) = across(&root, &ledger) else {
         return;
     };
-    let done = other.path().join("done");
-    let path = root.join("a.mp4");
-    std::fs::write(&path, b"content").unwrap();
-    let record = done_record(&ledger, &path, &root);
-    let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
-        panic!("act")
-    };
+    let (action, target) = act(&record, &watch(&root, &done), &root);
     std::fs::create_dir_all(&done).unwrap();
     // A crash's half copy of this file, and another file's copy under way to the same name.
     let partial = done.join(format!(".a.mp4.{}.vodup-partial", record.key));
@@ -232,9 +240,7 @@ fn a_move_across_file_systems_keeps_the_mode_times_and_group_as_mv_does() {
         return eprintln!("/dev/shm is on the same file system: not tested");
     }
     let record = done_record(&ledger, &path, &root);
-    let Plan::Act(action, target) = plan(&record, &watch(&root, &done), &root).unwrap() else {
-        panic!("act")
-    };
+    let (action, target) = act(&record, &watch(&root, &done), &root);
     apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
     let after = std::fs::metadata(done.join("a.mp4")).unwrap();
     assert_eq!(after.permissions().mode() & 0o7777, 0o640);
@@ -250,9 +256,7 @@ fn recovery_recognises_a_move_whose_outcome_was_lost() {
     std::fs::write(&path, b"content").unwrap();
     let record = done_record(&ledger, &path, &root);
     let w = watch(&root, &done);
-    let Plan::Act(action, target) = plan(&record, &w, &root).unwrap() else {
-        panic!("act")
-    };
+    let (action, target) = act(&record, &w, &root);
     apply(&record, &root, action, target.as_deref(), &|| true).unwrap();
     let again = recover(&record, &w, &root, action, target.as_deref()).unwrap();
     assert_eq!(again, Plan::Recovered(Disposal::Moved(done.join("a.mp4"))));
