@@ -4,10 +4,9 @@
 //!
 //! Written atomically (a hidden temporary file in the same folder, synced, then renamed) and
 //! never over another file's sidecar: one already there is replaced only when it describes the
-//! same source path (an earlier attempt or version of this file). The caller
-//! ([`super::scheduler`]) writes them in the disposal step, after the action and before its
-//! outcome is recorded, so a crash in between rewrites the same sidecar, never a second one.
-//! Not the action itself ([`super::dispose`]).
+//! same source path (an earlier attempt or version of this file). The after-upload step writes
+//! them after the action and before its outcome is recorded, so a crash in between rewrites the
+//! same sidecar, never a second one. Not the action itself ([`super::apply`]).
 
 use super::Disposal;
 use crate::config::Watch;
