@@ -92,24 +92,27 @@ pub fn check_signature(
     let (tag, plain) = raw.split_at(20);
     let fields = fields(plain)?;
     let field = |key: &'static str| fields.get(key).ok_or(Refused::Missing(key));
-    let key = keys.get(field("s")?).ok_or(Refused::UnknownSecretId)?;
-    let mut mac = Hmac::<Sha1>::new_from_slice(key.held_by_the_service())
-        .expect("hmac takes a key of any length");
-    mac.update(plain);
-    mac.verify_slice(tag).map_err(|_| Refused::BadHmac)?;
     let seconds = |key: &'static str| -> Result<u64, Refused> {
         let text = field(key)?;
         text.parse()
             .map_err(|_| Refused::Malformed(format!("`{key}` is not an unsigned integer")))
     };
-    let (issued, expires) = (seconds("t")?, seconds("e")?);
+    // Every required key first, then the key and the HMAC, then what the keys say.
     let r = field("r")?;
     if r.is_empty() || r.len() > 10 || !r.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Refused::Malformed("`r` must be at most 10 digits".into()));
     }
+    let secret_id = field("s")?;
+    let (issued, expires) = (seconds("t")?, seconds("e")?);
+    let (name, signed_sha) = (field("f")?, field("fs")?);
     for required in ["ft", "uid"] {
         field(required)?;
     }
+    let key = keys.get(secret_id).ok_or(Refused::UnknownSecretId)?;
+    let mut mac = Hmac::<Sha1>::new_from_slice(key.held_by_the_service())
+        .expect("hmac takes a key of any length");
+    mac.update(plain);
+    mac.verify_slice(tag).map_err(|_| Refused::BadHmac)?;
     if expires < issued || expires - issued > LONGEST {
         return Err(Refused::TooLong);
     }
@@ -119,15 +122,14 @@ pub fn check_signature(
     if now > expires {
         return Err(Refused::Expired);
     }
-    if field("fs")? != file_sha {
+    if signed_sha != file_sha {
         return Err(Refused::FileShaMismatch);
     }
-    let name = field("f")?;
     if name.is_empty() || name.len() > NAME_BYTES || name.contains(NOT_IN_NAMES) {
         return Err(Refused::BadFileName);
     }
     Ok(Signed {
-        secret_id: field("s")?.clone(),
+        secret_id: secret_id.clone(),
         file_name: name.clone(),
     })
 }

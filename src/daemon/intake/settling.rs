@@ -80,6 +80,14 @@ fn run(told: &mpsc::Receiver<Told>, settled: &UnboundedSender<Polled>) {
     let mut settler = Settler::default();
     let mut next_poll = Instant::now();
     loop {
+        // Everything told so far is heard before the next look, however long looks take.
+        loop {
+            match told.try_recv() {
+                Ok(told) => hear(&mut settler, told),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
         let now = Instant::now();
         let due = settler.next_due().map(|due| due + DUE_SLACK);
         let wake = due.map_or(next_poll, |due| due.min(next_poll));
@@ -87,8 +95,10 @@ fn run(told: &mpsc::Receiver<Told>, settled: &UnboundedSender<Polled>) {
             // Looked at before anything more is heard, so a stream of events never starves it.
             let polled = match next_poll <= now {
                 true => {
-                    next_poll = now + SETTLE_POLL;
-                    settler.poll(now, FileVersion::at)
+                    let polled = settler.poll(now, FileVersion::at);
+                    // From the end of this poll: a slow one does not run into the next.
+                    next_poll = Instant::now() + SETTLE_POLL;
+                    polled
                 }
                 false => settler.due(now, FileVersion::at),
             };

@@ -79,6 +79,17 @@ fn each_check_of_section_5_refuses_on_its_own() {
         &plain(EXPIRES, "a.mp4").replace("&uid=1234", ""),
     );
     assert_eq!(check(&no_uid, SHA, at), Err(Refused::Missing("uid")));
+    let without = |key: &str| plain(EXPIRES, "a.mp4").replace(key, "");
+    let no_uid_nor_key = signed("another key", &without("&uid=1234"));
+    let first = "a missing key is said before the HMAC is checked";
+    assert_eq!(
+        check(&no_uid_nor_key, SHA, at),
+        Err(Refused::Missing("uid")),
+        "{first}"
+    );
+    let no_fs = signed(SECRET_KEY, &without(&format!("&fs={SHA}")));
+    let late = check(&no_fs, SHA, EXPIRES + 1);
+    assert_eq!(late, Err(Refused::Missing("fs")), "and before the times");
     let long_r = signed(
         SECRET_KEY,
         &plain(EXPIRES, "a.mp4").replace("r=123456789", "r=12345678901"),
