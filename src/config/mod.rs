@@ -77,6 +77,11 @@ pub struct Config {
     /// reported); 0 disables the periodic rescan.
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
+    /// A file's row is forgotten this long after it ended, once its source left its path
+    /// (deleted, moved, or never in a watch): the ledger stops growing. 0 (the default) keeps
+    /// every row.
+    #[serde(with = "humantime_serde")]
+    pub forget_after: Duration,
     /// `auto` (human on a terminal, plain under systemd), `human` or `json`.
     pub log_format: LogFormat,
     /// Processing options signed for `vodup upload` (watches have their own).
@@ -148,6 +153,7 @@ impl Default for Config {
             signature_validity: Duration::from_secs(24 * 3600),
             shutdown_deadline: Duration::from_secs(30),
             rescan_interval: Duration::from_secs(300),
+            forget_after: Duration::ZERO,
             log_format: LogFormat::Auto,
             processing: Processing::default(),
             max_upload_rate: None,

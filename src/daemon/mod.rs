@@ -1,12 +1,13 @@
 //! The daemon (`vodup run`): its named tasks (`tasks.rs`) until its shutdown future resolves:
 //! the intake (watch, settle, record), the scheduler (claim, upload, the after-upload step), the
-//! hook runner, the HTTP listener, the systemd watchdog and the SIGHUP reloader. The reloader
+//! hook runner, retention (`forget_after`), the HTTP listener, the systemd watchdog and the SIGHUP reloader. The reloader
 //! sends the watch list it read to the intake, which publishes it to the scheduler only once it
 //! watches its folders. Not the upload itself ([`crate::upload`]) nor the ledger.
 
 mod after;
 pub mod folders;
 mod intake;
+mod retention;
 mod scheduler;
 mod systemd;
 mod tasks;
@@ -166,6 +167,14 @@ fn spawn_files(
         watches: hook_watches,
     };
     tasks.spawn_infallible("hooks", runner.run(cancel.child_token()));
+    if !config.forget_after.is_zero() {
+        let retention = retention::Retention {
+            ledger,
+            after: config.forget_after,
+        };
+        let forget = until_cancelled(cancel.child_token(), retention.run());
+        tasks.spawn("retention", forget);
+    }
     wanted_tx
 }
 

@@ -21,8 +21,8 @@ pub use error::{BackendError, LedgerError, Result};
 pub use postgres::{Postgres, SchemaState};
 pub use record::{
     instance, Claim, Delivery, DisposalFailed, Disposed, FileIdentity, FileKey, FileRecord,
-    FileState, FileVersion, Health, HookKind, Inode, Lease, Listing, NewDelivery, NewFile,
-    NodeInfo, NodeStart, RecordedError, Upload, Wanted, WatchRoot,
+    FileState, FileVersion, Forgetting, Health, HookKind, Inode, Lease, Listing, NewDelivery,
+    NewFile, NodeInfo, NodeStart, RecordedError, Upload, Wanted, WatchRoot,
 };
 pub use sqlite::Sqlite;
 use sqlite::Worker;

@@ -107,6 +107,24 @@ pub(super) fn owed(alias: &str, watched: &str, not_disposed: &str) -> String {
     )
 }
 
+/// The ended rows retention may forget, in one backend's dialect (`watched`: the watch column;
+/// `disposed`: the dialect's test of the `disposed` flag): set aside, from `vodup upload` (no
+/// watch), or disposed of in a way that took the source away from its path. Never a row owed
+/// work, nor one whose source was left in place (kept, copied): a rescan would find that file
+/// again and upload it again.
+pub(super) fn forgettable(watched: &str, disposed: &str) -> String {
+    let away = [Disposed::Deleted, Disposed::Moved].map(|d| format!("'{}'", d.as_text()));
+    let skipped = Disposed::Skipped(String::new()).as_text();
+    debug_assert!(Disposed::Skipped(String::new()).left_the_path());
+    format!(
+        "(state IN {set_aside} OR (state IN {ended} AND ({watched} IS NULL \
+         OR ({disposed} AND (disposal IN ({away}) OR disposal LIKE '{skipped}%')))))",
+        set_aside = states(&FileState::SET_ASIDE),
+        ended = states(&FileState::TAKES_ACTION),
+        away = away.join(", "),
+    )
+}
+
 /// Whether a select's column names are [`FILE_COLUMNS`], the two location columns being
 /// `location`; the first name out of place otherwise.
 pub(super) fn check_order<'a>(
@@ -282,6 +300,36 @@ mod tests {
         ] {
             let index = format!("CREATE INDEX files_owed ON files (id) WHERE {predicate};");
             assert!(words(migration).contains(&words(&index)), "{index}");
+        }
+    }
+
+    /// What retention forgets is what left the path: every outcome [`Disposed::left_the_path`]
+    /// names is in the predicate, and no other.
+    #[test]
+    fn a_row_is_forgettable_only_once_its_source_left_the_path() {
+        let sql = forgettable("watch", "disposed");
+        let outcomes = [
+            Disposed::Kept,
+            Disposed::Deleted,
+            Disposed::Moved,
+            Disposed::Copied,
+            Disposed::Skipped("gone".into()),
+        ];
+        for outcome in outcomes {
+            let text = outcome.as_text();
+            let named = sql.contains(&format!("'{text}'"))
+                || text.starts_with(
+                    sql.split("LIKE '")
+                        .nth(1)
+                        .unwrap()
+                        .split('%')
+                        .next()
+                        .unwrap(),
+                );
+            assert_eq!(named, outcome.left_the_path(), "{text}");
+        }
+        for state in FileState::OPEN {
+            assert!(!sql.contains(&format!("'{}'", state.as_str())), "{state:?}");
         }
     }
 

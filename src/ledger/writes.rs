@@ -1,7 +1,8 @@
 //! What is recorded without a claim (new file versions, re-queues, hook outcomes) and the
 //! claims themselves: a node's start and stop, taking files, renewing and releasing them.
 
-use super::{Claim, FileKey, FileRecord, Lease, Ledger, NewFile, NodeStart, Result, Store, Wanted};
+use super::{Claim, FileKey, FileRecord, Forgetting, Lease, Ledger, NewFile, NodeStart, Result};
+use super::{Store, Wanted};
 use std::path::Path;
 
 impl Ledger {
@@ -37,6 +38,30 @@ impl Ledger {
             async |p| p.requeue_failed(path).await,
         )
         .await
+    }
+
+    /// One batch of retention: of the `batch` rows after `after`, forget those that ended before
+    /// `ended_before` (Unix seconds) and whose source left its path (see [`Sqlite::forget`]).
+    pub async fn forget(
+        &self,
+        ended_before: i64,
+        after: FileKey,
+        batch: usize,
+    ) -> Result<Forgetting> {
+        self.either(
+            move |s| s.forget(ended_before, after, batch),
+            async |p| p.forget(ended_before, after, batch).await,
+        )
+        .await
+    }
+
+    /// Give up to `pages` free pages of a SQLite ledger back to the file system; how many are
+    /// left. PostgreSQL's autovacuum does this on its own: always 0 there.
+    pub async fn give_back_space(&self, pages: u32) -> Result<u64> {
+        match &self.store {
+            Store::Sqlite(s) => s.run(move |s| s.give_back_space(pages)).await,
+            Store::Postgres(_) => Ok(0),
+        }
     }
 
     pub async fn hook_delivered(&self, id: i64) -> Result<()> {

@@ -1,9 +1,11 @@
 //! A ledger a year old: a million rows, built directly (not through uploads), and what people
 //! read from it stays small: `vodup status` by default, and the status page.
 
-use crate::helpers::env::{free_port, json_lines, Daemon, Env};
+use crate::helpers::env::{free_port, json_lines, test_bytes, wait_until, Daemon, Env, PART};
 use std::process::Stdio;
 use std::time::Duration;
+use vodup::config::AfterUpload;
+use vodup::ledger::FileState;
 
 const ROWS: i64 = 1_000_000;
 
@@ -156,4 +158,51 @@ async fn a_million_files_the_default_status_shows_the_open_ones_and_the_latest_i
     let page: serde_json::Value = page.json().await.unwrap();
     assert_eq!(page["files"].as_array().unwrap().len(), 50, "{page}");
     let _ = tokio::time::timeout(Duration::from_secs(30), daemon.stop()).await;
+}
+
+/// With `forget_after`, the row of a file moved away is forgotten once that long passed; the row
+/// of a file kept in its watch stays, so rescans do not upload it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_row_of_a_moved_file_is_forgotten_and_a_kept_file_is_not_uploaded_again() {
+    let env = Env::new().await;
+    let keep = env.dir.path().canonicalize().unwrap().join("keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    let mut config = env.config();
+    config.forget_after = Duration::from_secs(2);
+    let mut kept_watch = config.watch[0].clone();
+    kept_watch.path = keep.clone();
+    kept_watch.after_upload = AfterUpload::Keep;
+    config.watch.push(kept_watch);
+    let daemon = Daemon::start(config).await;
+    let moved = env.write(&env.drop, "moved.mp4", &test_bytes(PART as usize + 5, 1));
+    let kept = env.write(&keep, "kept.mp4", &test_bytes(PART as usize + 7, 2));
+    let landed = env.done.join("moved.mp4");
+    wait_until("the moved file lands", Duration::from_secs(30), || async {
+        landed.exists()
+    })
+    .await;
+    // A file's row, found by its drop path or where it was moved.
+    let row_of = |path: &std::path::Path| {
+        let rows = env.ledger().files().unwrap();
+        rows.into_iter()
+            .find(|r| r.path == path || r.intent_target.as_deref() == Some(path))
+    };
+    wait_until(
+        "the moved file's row is forgotten",
+        Duration::from_secs(30),
+        || async { row_of(&moved).is_none() && row_of(&landed).is_none() },
+    )
+    .await;
+    let kept_row = row_of(&kept).expect("the kept file's row stays");
+    assert_eq!(kept_row.state, FileState::Done);
+    // Two rescans later, the kept file is still the one upload.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(row_of(&kept).map(|r| r.key), Some(kept_row.key));
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.finishes, 2, "one upload of each file");
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        test_bytes(PART as usize + 7, 2)
+    );
+    daemon.stop().await;
 }

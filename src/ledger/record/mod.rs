@@ -11,6 +11,14 @@ pub use hooks::{Delivery, HookKind, NewDelivery};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// What one batch of [`crate::ledger::Ledger::forget`] did: how many rows it forgot, and the
+/// key the next batch starts after (none once every row old enough was looked at).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forgetting {
+    pub forgotten: u64,
+    pub next: Option<FileKey>,
+}
+
 /// A file version's row in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -44,6 +52,16 @@ impl Disposed {
             Disposed::Copied => "copied".into(),
             Disposed::Skipped(why) => format!("skipped: {why}").into(),
         }
+    }
+
+    /// The outcomes that took the source away from its path in the watch: a rescan cannot find
+    /// it there again (`Skipped` too: the path was gone, or named another version, with a row of
+    /// its own).
+    pub fn left_the_path(&self) -> bool {
+        matches!(
+            self,
+            Disposed::Deleted | Disposed::Moved | Disposed::Skipped(_)
+        )
     }
 
     /// The stored text back; text this version does not know reads as skipped for that reason.
@@ -196,6 +214,10 @@ impl FileState {
         FileState::Finishing,
         FileState::Waiting,
     ];
+
+    /// The states of a row set aside: it no longer describes a file to upload, and no action is
+    /// owed for it.
+    pub const SET_ASIDE: [FileState; 2] = [FileState::Superseded, FileState::Gone];
 
     /// Whether this row is over: uploaded, failed, or no longer describing a file to upload.
     pub fn is_final(self) -> bool {

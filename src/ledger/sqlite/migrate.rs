@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_disposal_failures.sql"),
     include_str!("../../../migrations/0008_hashed_ctime.sql"),
     include_str!("../../../migrations/0009_node_instance.sql"),
+    include_str!("../../../migrations/0010_hook_file_index.sql"),
 ];
 
 /// Bring the schema up to date. Running it again is a no-op. A ledger written by a newer vodup

@@ -5,12 +5,13 @@
 //!
 //! This file opens the ledger, checks claims, and owns each content's part hashes, signature and
 //! confirmed parts; the `files` table (file versions, their states and claims) is `files.rs`, hook
-//! deliveries `hooks.rs`, the schema `migrate.rs`.
+//! deliveries `hooks.rs`, forgetting old rows `retention.rs`, the schema `migrate.rs`.
 
 mod claims;
 mod files;
 mod hooks;
 mod migrate;
+mod retention;
 mod worker;
 
 pub use worker::Worker;
@@ -134,6 +135,10 @@ impl Sqlite {
         // Every statement the ledger runs stays parsed (there are a few dozen).
         conn.set_prepared_statement_cache_capacity(128);
         conn.busy_timeout(Duration::from_secs(10))
+            .map_err(open_err)?;
+        // A new ledger can give the pages of forgotten rows back ([`Sqlite::give_back_space`]);
+        // an existing one keeps the mode it was made with until it is rebuilt.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;

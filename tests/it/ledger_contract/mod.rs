@@ -8,6 +8,7 @@
 mod after;
 mod claims;
 mod files;
+mod retention;
 mod uploads;
 
 use crate::helpers::postgres;
@@ -107,6 +108,7 @@ contract! {
     after::a_disposal_intent_holds_its_hooks_until_the_outcome_is_recorded,
     after::a_failed_file_whose_disposal_is_under_way_is_not_requeued,
     after::a_taken_delivery_is_not_taken_again_until_its_hold_passes,
+    retention::old_ended_rows_are_forgotten_once_their_source_left_the_path,
 }
 
 /// The watch the test files are found in, at `/drop` on this host.
