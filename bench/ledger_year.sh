@@ -5,6 +5,11 @@
 # command runs RUNS times (default 5); the median wall time and the peak RSS are printed, with
 # the ratio of the big ledger's median to the empty one's. Goal: the default view within 0.2 s
 # and 64 MiB at any ledger size; --json --all streams, so its memory stays flat too.
+# L2, retention: the daemon with forget_after = "90d" on a copy of that ledger (every done row
+# moved a year ago) forgets them while a file dropped meanwhile uploads; printed: how long the
+# forgetting took, the ledger's size before and after (a new ledger gives its pages back), and
+# the dropped file's time from drop to done against the same drop on the daemon without
+# retention, same ledger, same run.
 # Usage: bench/ledger_year.sh [ROWS] [RUNS]
 source "$(dirname "$0")/common.sh"
 ROWS="${1:-1000000}"
@@ -58,4 +63,63 @@ for args in "status" "status --json" "status --json --all"; do
     read -r year rss <<<"$(measure "$BIN/vodup" --config "$CONFIG" $args)"
     ratio=$(python3 -c "print(f'{$year / $base:.1f}')")
     printf '%-28s %10s %10s %9s MiB %7sx\n' "vodup $args" "$base" "$year" "$((rss / 1024))" "$ratio"
+done
+
+# L2: retention, against the same daemon without it.
+start_emulator
+cp "$WORK/ledger.db" "$WORK/keep.db"
+for mode in keep forget; do
+    db="$WORK/$mode.db"
+    [ "$mode" = forget ] && cp "$WORK/ledger.db" "$db" && forget='forget_after = "90d"' || forget=""
+    write_config "$forget
+[[watch]]
+path = \"$WORK/drop-$mode\"
+after_upload = \"move\"
+done_dir = \"$WORK/done-$mode\"
+settle = \"1s\""
+    sed -i "s|^ledger = .*|ledger = \"$db\"|" "$CONFIG"
+    mkdir -p "$WORK/drop-$mode" "$WORK/done-$mode"
+    before=$(du -m "$db" | cut -f1)
+    "$BIN/vodup" --config "$CONFIG" run >"$WORK/daemon-$mode.log" 2>&1 &
+    DAEMON_PID=$!
+    read -r done_s forgot_s forgotten left <<<"$(python3 - "$db" "$WORK/drop-$mode/fresh.mp4" "$mode" "$((ROWS + 3))" <<'PY'
+import os, sqlite3, sys, time
+db, path, mode, rows = sys.argv[1:]
+rows = int(rows)
+c = sqlite3.connect(db, timeout=30)
+# What retention must forget: done rows moved away more than 90 days ago.
+old = c.execute("SELECT COUNT(*) FROM files WHERE state = 'done' AND disposal = 'moved' "
+                "AND updated_at < strftime('%s', 'now') - 90 * 86400").fetchone()[0]
+t0 = time.monotonic()
+with open(path + ".tmp", "wb") as f:
+    f.write(os.urandom(5 * 1048576))
+os.rename(path + ".tmp", path)
+done = forgot = None
+while time.monotonic() - t0 < 600:
+    if done is None and c.execute("SELECT 1 FROM files WHERE CAST(path AS TEXT) = ? AND state = 'done'", (path,)).fetchone():
+        done = time.monotonic() - t0
+    left = c.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+    if forgot is None and left <= rows + 1 - old:
+        forgot = time.monotonic() - t0
+    if done is not None and (mode == "keep" or forgot is not None):
+        break
+    time.sleep(0.1)
+# Then the freed pages given back.
+while mode == "forget" and time.monotonic() - t0 < 600:
+    if c.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+        break
+    time.sleep(0.2)
+print(f"{done or -1:.2f} {forgot or -1:.1f} {rows + 1 - left} {left}")
+PY
+)"
+    kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=
+    after=$(du -m "$db" | cut -f1)   # the daemon's last checkpoint truncated it
+    if [ "$mode" = keep ]; then
+        base_done=$done_s
+        echo "without retention: a file dropped is done in $done_s s; $left rows, $before MB -> $after MB"
+    else
+        ratio=$(python3 -c "print(f'{$done_s / $base_done:.2f}')")
+        echo "forget_after = 90d: $forgotten rows (those older than 90 days) forgotten in $forgot_s s from the start; $left rows, $before MB -> $after MB"
+        echo "  a file dropped meanwhile is done in $done_s s (${ratio}x the daemon without retention)"
+    fi
 done

@@ -54,8 +54,11 @@ impl Retention {
             tokio::time::sleep(PAUSE).await;
         }
         if forgotten > 0 {
-            let age = humantime::format_duration(self.after);
-            info!(forgotten, "forgot the files that ended more than {age} ago");
+            info!(
+                forgotten,
+                "forgot the files that ended more than {} ago",
+                shown(self.after)
+            );
             self.give_back_space().await;
         }
         forgotten
@@ -76,5 +79,13 @@ impl Retention {
             }
             tokio::time::sleep(PAUSE).await;
         }
+    }
+}
+
+/// `forget_after` as people write it: whole days as days ("90d"), else as humantime has it.
+fn shown(after: Duration) -> String {
+    match after.as_secs() {
+        secs if secs >= 86_400 && secs % 86_400 == 0 => format!("{}d", secs / 86_400),
+        _ => humantime::format_duration(after).to_string(),
     }
 }

@@ -15,8 +15,10 @@
 //!   quarter; from then on it grows one part at a time, as TCP after a loss.
 //! - Congestion (a timeout, a reset, a quota answer) halves it and forgets the best goodput.
 //!
-//! Latency counts only full-length parts sent since the window last moved, and a sample counts
-//! only time with parts in flight.
+//! A sample's latency is the lower quartile of its full-length parts' times, sent since the window
+//! last moved: a queue delays every part, while a lost packet delays only the parts it hit (by a
+//! retransmission), so a lossy path is not taken for a queue. A sample counts only time with
+//! parts in flight.
 
 use crate::config::MIN_PARTS_IN_FLIGHT as MIN;
 use std::time::Duration;
@@ -66,7 +68,7 @@ pub struct Reading {
     pub goodput: f64,
     /// The best goodput of a sample since the last congestion.
     pub best: f64,
-    /// The sample's mean part latency over the fastest sample's (1: no queue).
+    /// The sample's part latency (its lower quartile) over the fastest sample's (1: no queue).
     pub inflation: f64,
     /// Whether every permit was in use at some point: the window, not the files, was the limit.
     pub saturated: bool,
@@ -94,16 +96,15 @@ pub fn judge(limit: usize, max: usize, reading: &Reading, phase: Phase) -> Step 
 }
 
 /// The parts of the sample under way.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sample {
     /// When it began, moved on by any time the window stood empty.
     started: Instant,
     bytes: u64,
     parts: usize,
     saturated: bool,
-    /// Seconds from send to confirmation, summed over `timed` full-length parts.
-    latency: f64,
-    timed: usize,
+    /// Seconds from send to confirmation of each full-length part.
+    latencies: Vec<f64>,
 }
 
 impl Sample {
@@ -113,9 +114,17 @@ impl Sample {
             bytes: 0,
             parts: 0,
             saturated: false,
-            latency: 0.0,
-            timed: 0,
+            latencies: Vec::new(),
         }
+    }
+
+    /// The time a part takes without bad luck: the lower quartile of the timed parts.
+    fn latency(&mut self) -> Option<f64> {
+        let quartile = self.latencies.len().checked_sub(1)? / 4;
+        let (_, low, _) = self
+            .latencies
+            .select_nth_unstable_by(quartile, f64::total_cmp);
+        Some(*low)
     }
 }
 
@@ -123,7 +132,7 @@ impl Sample {
 #[derive(Debug, Clone, Copy)]
 struct Baseline {
     best: f64,
-    /// The lowest mean part latency of a sample (let drift up a little each sample), for parts
+    /// The lowest part latency of a sample (let drift up a little each sample), for parts
     /// of `full` bytes: the last part of a file is shorter, and is not compared.
     fastest: f64,
     full: u64,
@@ -190,23 +199,24 @@ impl Controller {
         (sample.bytes, sample.parts, self.last) = (sample.bytes + len, sample.parts + 1, now);
         if len > baseline.full {
             (baseline.full, baseline.fastest) = (len, f64::INFINITY);
-            (sample.latency, sample.timed) = (0.0, 0);
+            sample.latencies.clear();
         }
         if len == baseline.full && sent >= self.moved {
-            sample.latency += now.saturating_duration_since(sent).as_secs_f64();
-            sample.timed += 1;
+            let took = now.saturating_duration_since(sent).as_secs_f64();
+            sample.latencies.push(took);
         }
         let elapsed = now.saturating_duration_since(sample.started);
-        let round = self.phase == Phase::SlowStart && sample.saturated && sample.timed >= limit;
+        let timed = sample.latencies.len();
+        let round = self.phase == Phase::SlowStart && sample.saturated && timed >= limit;
         if !round && (elapsed < SAMPLE || sample.parts < limit) {
             return None;
         }
-        let mean = (sample.timed > 0).then(|| sample.latency / sample.timed as f64);
+        let latency = sample.latency();
         let reading = Reading {
             goodput: sample.bytes as f64 / elapsed.as_secs_f64(),
             best: baseline.best,
-            inflation: match mean {
-                Some(mean) if mean > 0.0 => mean / baseline.fastest.min(mean),
+            inflation: match latency {
+                Some(latency) if latency > 0.0 => latency / baseline.fastest.min(latency),
                 _ => 1.0,
             },
             saturated: sample.saturated,
@@ -216,10 +226,10 @@ impl Controller {
         if step != Step::Hold {
             self.moved = now;
         }
-        log(step, &reading);
+        log(step, &reading, limit);
         baseline.best = baseline.best.max(reading.goodput);
-        if let Some(mean) = mean {
-            baseline.fastest = (baseline.fastest * FASTEST_DRIFT).min(mean);
+        if let Some(latency) = latency {
+            baseline.fastest = (baseline.fastest * FASTEST_DRIFT).min(latency);
         }
         self.sample = Sample::new(now);
         Some(step)
@@ -254,11 +264,18 @@ fn next_phase(phase: Phase, step: Step, saturated: bool) -> Phase {
     }
 }
 
-fn log(step: Step, reading: &Reading) {
-    let (goodput, inflation) = (reading.goodput, reading.inflation);
+fn log(step: Step, reading: &Reading, limit: usize) {
+    let (goodput, inflation, best) = (reading.goodput, reading.inflation, reading.best);
     match step {
         Step::Grow(to) => tracing::debug!(parts_in_flight = to, goodput, inflation, "window grows"),
-        Step::Hold => {}
+        Step::Hold => tracing::debug!(
+            parts_in_flight = limit,
+            goodput,
+            best,
+            inflation,
+            saturated = reading.saturated,
+            "window holds"
+        ),
         Step::Shrink(to) => {
             tracing::debug!(
                 parts_in_flight = to,
