@@ -6,6 +6,7 @@
 use super::Postgres;
 use crate::ledger::row;
 use crate::ledger::{FileKey, Forgetting, Result};
+use deadpool_postgres::Transaction;
 
 /// [`row::forgettable`] in PostgreSQL's words, for a row of `files` not aliased.
 static FORGETTABLE: row::Built = row::Built::new(|| row::forgettable("watch", "disposed"));
@@ -47,12 +48,10 @@ impl Postgres {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<std::result::Result<_, _>>()?;
-        let mut shas: Vec<String> = old
+        let shas: Vec<Option<String>> = old
             .iter()
-            .filter_map(|r| r.try_get::<_, Option<String>>(1).transpose())
+            .map(|r| r.try_get(1))
             .collect::<std::result::Result<_, _>>()?;
-        shas.sort();
-        shas.dedup();
         for sql in [
             "DELETE FROM hook_deliveries WHERE file_key = ANY($1)",
             "DELETE FROM files WHERE id = ANY($1)",
@@ -60,17 +59,7 @@ impl Postgres {
             let stmt = tx.prepare_cached(sql).await?;
             tx.execute(&stmt, &[&keys]).await?;
         }
-        // One statement each: a content hashed meanwhile by another node is committed with its
-        // row, so a statement sees both or neither.
-        for table in ["part_hashes", "confirmed_parts", "uploads"] {
-            let stmt = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM {table} c WHERE c.file_sha = ANY($1) \
-                     AND NOT EXISTS (SELECT 1 FROM files f WHERE f.file_sha = c.file_sha)"
-                ))
-                .await?;
-            tx.execute(&stmt, &[&shas]).await?;
-        }
+        forget_contents(&tx, shas).await?;
         tx.commit().await?;
         Ok(Forgetting {
             forgotten: keys.len() as u64,
@@ -79,4 +68,23 @@ impl Postgres {
                 .then_some(FileKey(last)),
         })
     }
+}
+
+/// The part hashes, confirmed parts and signatures of the contents `shas` that no row names any
+/// more. One statement a table: a content hashed meanwhile by another node is committed with its
+/// row, so a statement sees both or neither.
+async fn forget_contents(tx: &Transaction<'_>, shas: Vec<Option<String>>) -> Result<()> {
+    let mut shas: Vec<String> = shas.into_iter().flatten().collect();
+    shas.sort();
+    shas.dedup();
+    for table in ["part_hashes", "confirmed_parts", "uploads"] {
+        let stmt = tx
+            .prepare_cached(&format!(
+                "DELETE FROM {table} c WHERE c.file_sha = ANY($1) \
+                 AND NOT EXISTS (SELECT 1 FROM files f WHERE f.file_sha = c.file_sha)"
+            ))
+            .await?;
+        tx.execute(&stmt, &[&shas]).await?;
+    }
+    Ok(())
 }

@@ -79,7 +79,10 @@ impl Sqlite {
         let conn = self.conn();
         let incremental: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
         if incremental == 2 {
-            conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            // Each step of the pragma frees one page.
+            let mut vacuum = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
         }
         let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         Ok(row::unsigned(free))
