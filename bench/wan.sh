@@ -14,6 +14,7 @@ source "$(dirname "$0")/common.sh"
 WANLINK="$ROOT/../shared/tools/wanlink/wanlink.sh"
 [ "$(id -u)" = 0 ] || { echo "bench/wan.sh needs root (network namespaces)" >&2; exit 2; }
 command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)" >&2; exit 2; }
+[ $(($# % 4)) -eq 0 ] || { echo "usage: bench/wan.sh [DELAY_MS RATE_MBIT SIZE_MIB LOSS_PCT]..." >&2; exit 2; }
 [ $# -ge 4 ] || set -- 25 200 256 0  75 300 256 0.1  75 300 256 1
 build
 trap 'cleanup; "$WANLINK" down >/dev/null 2>&1 || true' EXIT

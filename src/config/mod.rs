@@ -77,9 +77,9 @@ pub struct Config {
     /// reported); 0 disables the periodic rescan.
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
-    /// A file's row is forgotten this long after it ended, once its source left its path
-    /// (deleted, moved, or never in a watch): the ledger stops growing. 0 (the default) keeps
-    /// every row.
+    /// The row of a done file whose source left the watch (deleted, moved), or of a version set
+    /// aside, is forgotten this long after its last change: the ledger stops growing. 0 (the
+    /// default) keeps every row.
     #[serde(with = "humantime_serde")]
     pub forget_after: Duration,
     /// `auto` (human on a terminal, plain under systemd), `human` or `json`.

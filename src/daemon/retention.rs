@@ -1,5 +1,5 @@
-//! Retention (`forget_after`): every so often, forget the rows of files that ended that long ago
-//! and whose source left its path, a batch at a time so the ledger's other calls go on between
+//! Retention (`forget_after`): every so often, forget the rows of done files that left the watch
+//! and of versions set aside, unchanged that long, a batch at a time so the ledger's other calls go on between
 //! batches, then give the freed pages of a SQLite ledger back to the file system. Which rows may
 //! go is the ledger's to say.
 

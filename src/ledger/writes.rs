@@ -40,8 +40,8 @@ impl Ledger {
         .await
     }
 
-    /// One batch of retention: of the `batch` rows after `after`, forget those that ended before
-    /// `ended_before` (Unix seconds) and whose source left its path (see [`Sqlite::forget`]).
+    /// One batch of retention: of the `batch` rows after `after`, forget those unchanged since
+    /// before `ended_before` (Unix seconds) that may go (see [`Sqlite::forget`]).
     pub async fn forget(
         &self,
         ended_before: i64,

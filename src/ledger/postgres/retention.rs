@@ -71,8 +71,8 @@ impl Postgres {
 }
 
 /// The part hashes, confirmed parts and signatures of the contents `shas` that no row names any
-/// more. One statement a table: a content hashed meanwhile by another node is committed with its
-/// row, so a statement sees both or neither.
+/// more. A node that stores the same content's hashes at that moment may see them deleted under
+/// READ COMMITTED (its upsert waits on the delete); that file is then hashed again, nothing worse.
 async fn forget_contents(tx: &Transaction<'_>, shas: Vec<Option<String>>) -> Result<()> {
     let mut shas: Vec<String> = shas.into_iter().flatten().collect();
     shas.sort();

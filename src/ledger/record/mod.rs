@@ -54,14 +54,10 @@ impl Disposed {
         }
     }
 
-    /// The outcomes that took the source away from its path in the watch: a rescan cannot find
-    /// it there again (`Skipped` too: the path was gone, or named another version, with a row of
-    /// its own).
+    /// The outcomes that took the source away from the watch: a rescan cannot find it again
+    /// (not `Skipped`: the file may still be in the watch, at its path or under another name).
     pub fn left_the_path(&self) -> bool {
-        matches!(
-            self,
-            Disposed::Deleted | Disposed::Moved | Disposed::Skipped(_)
-        )
+        matches!(self, Disposed::Deleted | Disposed::Moved)
     }
 
     /// The stored text back; text this version does not know reads as skipped for that reason.

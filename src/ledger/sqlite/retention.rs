@@ -14,8 +14,9 @@ static FORGETTABLE: row::Built = row::Built::new(|| row::forgettable("origin", "
 impl Sqlite {
     /// Look at the `batch` rows after `after` (in key order) and forget those that may be
     /// forgotten ([`row::forgettable`]), unchanged since before `ended_before` (Unix seconds) and
-    /// with no hook delivery still owed: the row, its delivered hooks, and the part hashes,
-    /// confirmed parts and signature of a content no row names any more. The walk ends at the
+    /// with no hook delivery still owed: the row, its delivered hooks, and what is left of the
+    /// part hashes, confirmed parts and signature of a content no row names any more (a done
+    /// file's went at its finish). The walk ends at the
     /// first batch that reaches rows created since `ended_before`: none after them can be older.
     pub fn forget(&self, ended_before: i64, after: FileKey, batch: usize) -> Result<Forgetting> {
         let mut conn = self.conn();
@@ -34,17 +35,18 @@ impl Sqlite {
             });
         };
         let sql = format!(
-            "SELECT id, file_sha FROM files WHERE id > ?1 AND id <= ?2 AND updated_at < ?3 \
+            "SELECT id, file_sha, account FROM files WHERE id > ?1 AND id <= ?2 AND updated_at < ?3 \
              AND {FORGETTABLE} AND NOT EXISTS (SELECT 1 FROM hook_deliveries h \
              WHERE h.file_key = files.id AND h.delivered_at IS NULL)"
         );
-        let old: Vec<(i64, Option<String>)> = tx
+        type Old = (i64, Option<String>, Option<String>);
+        let old: Vec<Old> = tx
             .prepare_cached(&sql)?
             .query_map(params![after, last, ended_before], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        for (key, _) in &old {
+        for (key, _, _) in &old {
             exec(
                 &tx,
                 "DELETE FROM hook_deliveries WHERE file_key = ?1",
@@ -52,17 +54,21 @@ impl Sqlite {
             )?;
             exec(&tx, "DELETE FROM files WHERE id = ?1", [key])?;
         }
-        let contents: BTreeSet<&String> = old.iter().filter_map(|(_, sha)| sha.as_ref()).collect();
-        for sha in contents {
-            for table in ["part_hashes", "confirmed_parts", "uploads"] {
-                exec(
-                    &tx,
-                    &format!(
-                        "DELETE FROM {table} WHERE file_sha = ?1 \
-                         AND NOT EXISTS (SELECT 1 FROM files WHERE file_sha = ?1)"
-                    ),
-                    [sha],
-                )?;
+        // A content's rows go once no row names it: its part hashes by content, its confirmed
+        // parts and signature by account and content (their keys).
+        let contents: BTreeSet<(&String, Option<&String>)> = old
+            .iter()
+            .filter_map(|(_, sha, account)| Some((sha.as_ref()?, account.as_ref())))
+            .collect();
+        let unnamed = "NOT EXISTS (SELECT 1 FROM files WHERE file_sha = ?1)";
+        for (sha, account) in contents {
+            let sql = format!("DELETE FROM part_hashes WHERE file_sha = ?1 AND {unnamed}");
+            exec(&tx, &sql, [sha])?;
+            for table in ["confirmed_parts", "uploads"] {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE account = ?2 AND file_sha = ?1 AND {unnamed}"
+                );
+                exec(&tx, &sql, params![sha, account])?;
             }
         }
         tx.commit()?;

@@ -274,19 +274,19 @@ async fn an_intent_in_a_batch_must_be_queued_as_durable() {
     );
 }
 
-/// `n` rows of `vodup upload` files that ended a day ago, written straight into the table.
-fn old_uploads(l: &Sqlite, n: i64) {
+/// `n` rows of files of a watch, done and moved a day ago, written straight into the table.
+fn old_moved(l: &Sqlite, n: i64) {
     let day_ago = unix_now_i64() - 86_400;
     let conn = l.conn();
     let mut insert = conn
         .prepare(
-            "INSERT INTO files (path, size, mtime_ns, part_size, state, file_sha, processing, \
-             file_id, created_at, updated_at, finished_at) \
-             VALUES (?1, 1, 1, 1048576, 'done', ?2, '{}', 'id', ?3, ?3, ?3)",
+            "INSERT INTO files (path, origin, size, mtime_ns, part_size, state, file_sha, \
+             processing, file_id, disposed, disposal, created_at, updated_at, finished_at) \
+             VALUES (?1, '/drop', 1, 1, 1048576, 'done', ?2, '{}', 'id', 1, 'moved', ?3, ?3, ?3)",
         )
         .unwrap();
     for i in 0..n {
-        let path = format!("/uploads/a-file-with-a-long-name-of-its-own-{i:08}.mp4");
+        let path = format!("/drop/a-file-with-a-long-name-of-its-own-{i:08}.mp4");
         insert
             .execute(params![path, format!("{i:040}"), day_ago])
             .unwrap();
@@ -312,7 +312,7 @@ fn pages(l: &Sqlite) -> i64 {
 #[test]
 fn forgotten_rows_give_their_pages_back_to_the_file_system() {
     let (_dir, l) = ledger();
-    old_uploads(&l, 20_000);
+    old_moved(&l, 20_000);
     let full = pages(&l);
     let (mut after, mut forgotten) = (FileKey(0), 0);
     while let Some(next) = {
@@ -343,14 +343,14 @@ fn a_ledger_made_before_retention_keeps_its_free_pages_for_new_rows() {
     conn.execute_batch("CREATE TABLE made_before (x)").unwrap();
     drop(conn);
     let l = Sqlite::open(&path).unwrap();
-    old_uploads(&l, 5_000);
+    old_moved(&l, 5_000);
     let full = pages(&l);
     let forgotten = l.forget(unix_now_i64(), FileKey(0), 10_000).unwrap();
     assert_eq!(forgotten.forgotten, 5_000);
     let free = l.give_back_space(64).unwrap();
     assert!(free > 0);
     assert_eq!(l.give_back_space(64).unwrap(), free, "nothing given back");
-    old_uploads(&l, 5_000);
+    old_moved(&l, 5_000);
     assert!(
         pages(&l) <= full + full / 10,
         "the free pages were used again"

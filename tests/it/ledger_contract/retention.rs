@@ -1,5 +1,5 @@
-//! Retention: old ended rows whose source left its path are forgotten, with their delivered
-//! hooks and the hashes of a content no row names; every other row stays.
+//! Retention: old done rows whose source left the watch, and set-aside rows, are forgotten with
+//! their delivered hooks and the hashes of a content no row names; every other row stays.
 
 use super::*;
 use vodup::config::AfterUpload;
@@ -15,7 +15,7 @@ fn fresh(name: &str) -> NewFile {
 }
 
 /// A file of the drop watch that ended with `ended` (done, or failed for good), its after-upload
-/// action `outcome` recorded (none: still owed); the moved and the deleted one with a hook
+/// action `outcome` recorded (none: still owed); a done file moved or deleted with a hook
 /// delivery its outcome releases.
 async fn ended(l: &Ledger, name: &str, ended: FileState, outcome: Option<Disposed>) -> FileKey {
     let f = l.enqueue(fresh(name)).await.unwrap();
@@ -30,7 +30,8 @@ async fn ended(l: &Ledger, name: &str, ended: FileState, outcome: Option<Dispose
         target: "[\"true\"]".into(),
         payload: "{}".into(),
     };
-    let hooks = if matches!(outcome, Some(Disposed::Moved | Disposed::Deleted)) {
+    let released = matches!(outcome, Some(Disposed::Moved | Disposed::Deleted));
+    let hooks = if released && ended == FileState::Done {
         vec![hook]
     } else {
         Vec::new()
@@ -60,16 +61,24 @@ async fn forget_all(l: &Ledger, ended_before: i64, batch: usize) -> u64 {
     }
 }
 
+/// A row of the drop watch that recorded the hashes of content `sha`, then set aside or not.
+async fn hashed(l: &Ledger, name: &str, sha: &str, set_aside: bool) -> FileKey {
+    let key = l.enqueue(fresh(name)).await.unwrap().key;
+    let claim = claim(l, key).await;
+    let md5s = vec!["m0".to_owned(), "m1".into(), "m2".into()];
+    l.record_hash(claim, sha, PART, md5s, None).await.unwrap();
+    if set_aside {
+        l.set_aside(claim, FileState::Superseded, "changed")
+            .await
+            .unwrap();
+    }
+    key
+}
+
 pub async fn old_ended_rows_are_forgotten_once_their_source_left_the_path(b: &Backend) {
     let l = b.node().await;
     let moved = ended(&l, "moved.mp4", FileState::Done, Some(Disposed::Moved)).await;
-    let deleted = ended(
-        &l,
-        "deleted.mp4",
-        FileState::Failed,
-        Some(Disposed::Deleted),
-    )
-    .await;
+    let deleted = ended(&l, "deleted.mp4", FileState::Done, Some(Disposed::Deleted)).await;
     let skipped = ended(
         &l,
         "gone.mp4",
@@ -79,33 +88,19 @@ pub async fn old_ended_rows_are_forgotten_once_their_source_left_the_path(b: &Ba
     let skipped = skipped.await;
     let kept = ended(&l, "kept.mp4", FileState::Done, Some(Disposed::Kept)).await;
     let copied = ended(&l, "copied.mp4", FileState::Done, Some(Disposed::Copied)).await;
+    let failed = ended(&l, "failed.mp4", FileState::Failed, Some(Disposed::Moved)).await;
     let owed = ended(&l, "owed.mp4", FileState::Done, None).await;
     let queued = l.enqueue(fresh("queued.mp4")).await.unwrap().key;
     let given = l.enqueue(named(Path::new("/given.mp4"))).await.unwrap();
     l.finish(claim(&l, given.key).await, "id", None, false)
         .await
         .unwrap();
-    let replaced = l.enqueue(fresh("replaced.mp4")).await.unwrap().key;
-    let claim_replaced = claim(&l, replaced).await;
-    l.set_aside(claim_replaced, FileState::Superseded, "changed")
-        .await
-        .unwrap();
-    // A failed content's hashes stay for its retry until its row goes.
-    let hashed = l.enqueue(fresh("hashed.mp4")).await.unwrap().key;
-    let claim_hashed = claim(&l, hashed).await;
-    let md5s = vec!["m0".to_owned(), "m1".into(), "m2".into()];
-    l.record_hash(claim_hashed, "sha-hashed", PART, md5s.clone(), None)
-        .await
-        .unwrap();
-    l.fail(claim_hashed, &error(-1, "refused")).await.unwrap();
-    l.intend_disposal(claim_hashed, AfterUpload::Delete, None, Vec::new())
-        .await
-        .unwrap();
-    l.mark_disposed(claim_hashed, Disposed::Deleted, None, None)
-        .await
-        .unwrap();
-    let hashes = async || l.part_md5s("sha-hashed", PART, 3).await.unwrap();
-    assert_eq!(hashes().await, Some(md5s));
+    // Contents whose rows were set aside: one named by no other row, one still named by another.
+    let alone = hashed(&l, "alone.mp4", "sha-alone", true).await;
+    let shared = hashed(&l, "shared.mp4", "sha-shared", true).await;
+    let sharing = hashed(&l, "sharing.mp4", "sha-shared", false).await;
+    let hashes = async |sha: &str| l.part_md5s(sha, PART, 3).await.unwrap();
+    assert!(hashes("sha-alone").await.is_some() && hashes("sha-shared").await.is_some());
 
     let now = vodup::clock::unix_now_i64();
     assert_eq!(
@@ -120,14 +115,16 @@ pub async fn old_ended_rows_are_forgotten_once_their_source_left_the_path(b: &Ba
     let everything_old = now + 3600;
     // Walked three rows at a time: the walk goes on past batches that forget nothing.
     let forgotten = forget_all(&l, everything_old, 3).await;
-    assert_eq!(
-        forgotten, 4,
-        "skipped, vodup upload's, superseded and hashed ones"
-    );
-    for key in [skipped, given.key, replaced, hashed] {
+    assert_eq!(forgotten, 2, "the two set-aside rows");
+    for key in [alone, shared] {
         assert_eq!(l.file(key).await.unwrap(), None, "{key} forgotten");
     }
-    assert_eq!(hashes().await, None, "its content's hashes went with it");
+    assert_eq!(
+        hashes("sha-alone").await,
+        None,
+        "its content's hashes went with it"
+    );
+    assert!(hashes("sha-shared").await.is_some(), "another row names it");
     for delivery in &due {
         l.hook_delivered(delivery.id).await.unwrap();
     }
@@ -139,10 +136,14 @@ pub async fn old_ended_rows_are_forgotten_once_their_source_left_the_path(b: &Ba
             "{key} forgotten once delivered"
         );
     }
-    for key in [kept, copied, owed, queued] {
+    // Rows that still say something of a file in the watch, or that a person must see, stay.
+    let stay = [
+        skipped, kept, copied, failed, owed, queued, given.key, sharing,
+    ];
+    for key in stay {
         assert!(l.file(key).await.unwrap().is_some(), "{key} stays");
     }
-    assert_eq!(l.files().await.unwrap().len(), 4);
+    assert_eq!(l.files().await.unwrap().len(), stay.len());
     // A file dropped again after its row went is a new row.
     let again = l.enqueue(fresh("moved.mp4")).await.unwrap();
     assert_eq!(again.state, FileState::Queued);
