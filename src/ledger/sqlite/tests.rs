@@ -276,8 +276,15 @@ async fn an_intent_in_a_batch_must_be_queued_as_durable() {
 
 /// `n` rows of files of a watch, done and moved a day ago, written straight into the table.
 fn old_moved(l: &Sqlite, n: i64) {
-    let day_ago = unix_now_i64() - 86_400;
+    moved_at(l, n, unix_now_i64() - 86_400);
+}
+
+/// `n` rows of files of a watch, done and moved at `at` (Unix seconds).
+fn moved_at(l: &Sqlite, n: i64, at: i64) {
     let conn = l.conn();
+    let first: i64 = conn
+        .query_row("SELECT COALESCE(MAX(id), 0) FROM files", [], |r| r.get(0))
+        .unwrap();
     let mut insert = conn
         .prepare(
             "INSERT INTO files (path, origin, size, mtime_ns, part_size, state, file_sha, \
@@ -285,12 +292,36 @@ fn old_moved(l: &Sqlite, n: i64) {
              VALUES (?1, '/drop', 1, 1, 1048576, 'done', ?2, '{}', 'id', 1, 'moved', ?3, ?3, ?3)",
         )
         .unwrap();
-    for i in 0..n {
+    for i in first..first + n {
         let path = format!("/drop/a-file-with-a-long-name-of-its-own-{i:08}.mp4");
         insert
-            .execute(params![path, format!("{i:040}"), day_ago])
+            .execute(params![path, format!("{i:040}"), at])
             .unwrap();
     }
+}
+
+#[test]
+fn the_walk_ends_at_the_first_batch_of_rows_made_after_the_cutoff() {
+    let (_dir, l) = ledger();
+    let now = unix_now_i64();
+    moved_at(&l, 10, now - 86_400);
+    moved_at(&l, 10, now);
+    let (mut after, mut forgotten, mut batches) = (FileKey(0), 0, 0);
+    loop {
+        let batch = l.forget(now - 3600, after, 5).unwrap();
+        (forgotten, batches) = (forgotten + batch.forgotten, batches + 1);
+        let Some(next) = batch.next else { break };
+        after = next;
+    }
+    assert_eq!(forgotten, 10, "every old row");
+    assert_eq!(
+        batches, 3,
+        "two batches of old rows, then the first of new ones"
+    );
+    let left = l
+        .conn()
+        .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0));
+    assert_eq!(left.unwrap(), 10, "the new rows stay");
 }
 
 impl Sqlite {
