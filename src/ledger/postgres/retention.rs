@@ -1,4 +1,4 @@
-//! Retention on PostgreSQL: forgetting old ended rows a batch at a time, beside the other nodes
+//! Retention on PostgreSQL: forgetting old rows a batch at a time, beside the other nodes
 //! (a row another transaction holds is left for the next pass). Which rows may go is
 //! [`row::forgettable`]; when, the daemon's retention task. The server's autovacuum gives the
 //! space back.

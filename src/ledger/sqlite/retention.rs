@@ -1,5 +1,5 @@
-//! Retention on SQLite: forgetting old ended rows a batch at a time, and giving the pages they
-//! held back to the file system. Which rows may go is [`row::forgettable`]; when, the daemon's
+//! Retention on SQLite: forgetting old rows a batch at a time, and giving the pages they held
+//! back to the file system. Which rows may go is [`row::forgettable`]; when, the daemon's
 //! retention task.
 
 use super::{begin, exec, query_one, Sqlite};
@@ -16,8 +16,8 @@ impl Sqlite {
     /// forgotten ([`row::forgettable`]), unchanged since before `ended_before` (Unix seconds) and
     /// with no hook delivery still owed: the row, its delivered hooks, and what is left of the
     /// part hashes, confirmed parts and signature of a content no row names any more (a done
-    /// file's went at its finish). The walk ends at the
-    /// first batch that reaches rows created since `ended_before`: none after them can be older.
+    /// file's went at its finish). The walk ends at the first batch that reaches rows created
+    /// since `ended_before`: none after them can be older.
     pub fn forget(&self, ended_before: i64, after: FileKey, batch: usize) -> Result<Forgetting> {
         let mut conn = self.conn();
         let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
