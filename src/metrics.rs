@@ -68,6 +68,7 @@ struct Inner {
     hooks_oldest_pending: Gauge,
     disposals_failing: Gauge,
     disposal_failures: Counter,
+    forgotten: Counter,
     queue_oldest: Gauge,
     node_seen_age: Family<PeerLabels, Gauge>,
     lease: Gauge,
@@ -109,6 +110,7 @@ impl Metrics {
             hooks_oldest_pending: Gauge::default(),
             disposals_failing: Gauge::default(),
             disposal_failures: Counter::default(),
+            forgotten: Counter::default(),
             queue_oldest: Gauge::default(),
             node_seen_age: Family::default(),
             lease: Gauge::default(),
@@ -189,6 +191,11 @@ impl Metrics {
     /// An after-upload action failed (it is tried again later).
     pub fn disposal_failed(&self) {
         self.inner.disposal_failures.inc();
+    }
+
+    /// Retention forgot `rows` rows of the ledger.
+    pub fn rows_forgotten(&self, rows: u64) {
+        self.inner.forgotten.inc_by(rows);
     }
 
     pub fn hook_delivered(&self, ok: bool) {
@@ -323,6 +330,11 @@ impl Inner {
             "disposal_failures",
             "After-upload actions (move, delete) that failed on this node",
             self.disposal_failures.clone(),
+        );
+        r.register(
+            "ledger_forgotten_rows",
+            "Rows of old files this node's retention (forget_after) forgot",
+            self.forgotten.clone(),
         );
         r.register(
             "queue_oldest_seconds",

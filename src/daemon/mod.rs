@@ -170,6 +170,7 @@ fn spawn_files(
     if !config.forget_after.is_zero() {
         let retention = retention::Retention {
             ledger,
+            metrics: metrics.clone(),
             after: config.forget_after,
         };
         let forget = until_cancelled(cancel.child_token(), retention.run());

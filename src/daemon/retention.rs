@@ -5,6 +5,7 @@
 
 use crate::clock::unix_now_i64;
 use crate::ledger::{FileKey, Ledger};
+use crate::metrics::Metrics;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -17,6 +18,7 @@ const PAUSE: Duration = Duration::from_millis(20);
 
 pub struct Retention {
     pub ledger: Ledger,
+    pub metrics: Metrics,
     /// `forget_after`: more than zero.
     pub after: Duration,
 }
@@ -43,6 +45,7 @@ impl Retention {
             match self.ledger.forget(ended_before, after, BATCH).await {
                 Ok(batch) => {
                     forgotten += batch.forgotten;
+                    self.metrics.rows_forgotten(batch.forgotten);
                     let Some(next) = batch.next else { break };
                     after = next;
                 }

@@ -1,7 +1,9 @@
 //! A ledger a year old: a million rows, built directly (not through uploads), and what people
 //! read from it stays small: `vodup status` by default, and the status page.
 
-use crate::helpers::env::{free_port, json_lines, test_bytes, wait_until, Daemon, Env, PART};
+use crate::helpers::env::{
+    fetch, free_port, json_lines, test_bytes, wait_until, Daemon, Env, PART,
+};
 use std::process::Stdio;
 use std::time::Duration;
 use vodup::config::AfterUpload;
@@ -169,6 +171,8 @@ async fn the_row_of_a_moved_file_is_forgotten_and_a_kept_file_is_not_uploaded_ag
     std::fs::create_dir_all(&keep).unwrap();
     let mut config = env.config();
     config.forget_after = Duration::from_secs(2);
+    let port = free_port();
+    config.http.listen = Some(([127, 0, 0, 1], port).into());
     let mut kept_watch = config.watch[0].clone();
     kept_watch.path = keep.clone();
     kept_watch.after_upload = AfterUpload::Keep;
@@ -200,6 +204,13 @@ async fn the_row_of_a_moved_file_is_forgotten_and_a_kept_file_is_not_uploaded_ag
     assert_eq!(row_of(&kept).map(|r| r.key), Some(kept_row.key));
     let stats = env.emu.stats().await;
     assert_eq!(stats.finishes, 2, "one upload of each file");
+    let metrics = fetch(&format!("http://127.0.0.1:{port}/metrics")).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let forgotten = metrics
+        .lines()
+        .find(|l| l.starts_with("vodup_ledger_forgotten_rows_total"))
+        .expect("the retention counter");
+    assert!(forgotten.ends_with(" 1"), "{forgotten}");
     assert_eq!(
         std::fs::read(&kept).unwrap(),
         test_bytes(PART as usize + 7, 2)
