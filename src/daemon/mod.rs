@@ -2,7 +2,8 @@
 //! the intake (watch, settle, record), the scheduler (claim, upload, the after-upload step), the
 //! hook runner, retention (`forget_after`), the HTTP listener, the systemd watchdog and the
 //! SIGHUP reloader. The reloader sends the watch list it read to the intake, which publishes it
-//! to the scheduler only once it watches its folders. Not the upload itself ([`crate::upload`]) nor the ledger.
+//! to the scheduler only once it watches its folders. Not the upload itself ([`crate::upload`])
+//! nor the ledger.
 
 mod after;
 pub mod folders;

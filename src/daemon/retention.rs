@@ -1,7 +1,7 @@
 //! Retention (`forget_after`): every so often, forget the rows of done files that left the watch
-//! and of versions set aside, unchanged that long, a batch at a time so the ledger's other calls go on between
-//! batches, then give the freed pages of a SQLite ledger back to the file system. Which rows may
-//! go is the ledger's to say.
+//! and of versions set aside, unchanged that long, a batch at a time so the ledger's other calls
+//! go on between batches, then give the freed pages of a SQLite ledger back to the file system.
+//! Which rows may go is the ledger's to say.
 
 use crate::clock::unix_now_i64;
 use crate::ledger::{FileKey, Ledger};

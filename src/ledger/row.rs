@@ -115,8 +115,17 @@ pub(super) fn owed(alias: &str, watched: &str, not_disposed: &str) -> String {
 /// may still hold that file) or a `vodup upload` file (never moved): a rescan would find that
 /// file again, and only its row says it is uploaded.
 pub(super) fn forgettable(watched: &str, disposed: &str) -> String {
-    let away = [Disposed::Deleted, Disposed::Moved].map(|d| format!("'{}'", d.as_text()));
-    debug_assert!(away.len() == 2 && Disposed::Moved.left_the_path());
+    let outcomes = [
+        Disposed::Kept,
+        Disposed::Deleted,
+        Disposed::Moved,
+        Disposed::Copied,
+    ];
+    let away: Vec<String> = outcomes
+        .iter()
+        .filter(|d| d.left_the_path())
+        .map(|d| format!("'{}'", d.as_text()))
+        .collect();
     format!(
         "(state IN {set_aside} OR (state = '{done}' AND {watched} IS NOT NULL AND {disposed} \
          AND disposal IN ({away})))",

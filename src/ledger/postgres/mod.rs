@@ -1,9 +1,9 @@
 //! The PostgreSQL ledger: one database shared by a fleet. This file opens the pool (which
 //! reconnects after a server restart), migrates and maps paths; the `files` table is `files.rs`,
 //! listings `listing.rs`, a content's hashes and parts `content.rs`, claims `claims.rs`, hook
-//! deliveries `hooks.rs`, forgetting old rows `retention.rs`. Where it differs from SQLite (see `migrations/postgres/`): files of a
-//! watch are keyed on the watch's name and their path in its folder, since hosts mount it at
-//! different paths; leases are judged by the server's clock; claims skip rows another node is
+//! deliveries `hooks.rs`, forgetting old rows `retention.rs`. Where it differs from SQLite (see
+//! `migrations/postgres/`): files of a watch are keyed on the watch's name and their path in its
+//! folder, since hosts mount it at different paths; leases are judged by the server's clock; claims skip rows another node is
 //! taking; a write under a claim locks the row and checks its epoch first.
 
 mod claims;

@@ -29,12 +29,6 @@ impl Postgres {
             .await?;
         let walked = tx.query_one(&look, &[&after.0, &(batch as i64)]).await?;
         let (last, newest): (Option<i64>, Option<i64>) = (walked.try_get(0)?, walked.try_get(1)?);
-        let Some(last) = last else {
-            return Ok(Forgetting {
-                forgotten: 0,
-                next: None,
-            });
-        };
         let old = tx
             .prepare_cached(&format!(
                 "SELECT id, file_sha FROM files WHERE id > $1 AND id <= $2 AND updated_at < $3 \
@@ -43,7 +37,8 @@ impl Postgres {
                  FOR UPDATE SKIP LOCKED"
             ))
             .await?;
-        let old = tx.query(&old, &[&after.0, &last, &ended_before]).await?;
+        let until = last.unwrap_or(after.0);
+        let old = tx.query(&old, &[&after.0, &until, &ended_before]).await?;
         let keys: Vec<i64> = old
             .iter()
             .map(|r| r.try_get(0))
@@ -61,12 +56,12 @@ impl Postgres {
         }
         forget_contents(&tx, shas).await?;
         tx.commit().await?;
-        Ok(Forgetting {
-            forgotten: keys.len() as u64,
-            next: newest
-                .is_some_and(|t| t < ended_before)
-                .then_some(FileKey(last)),
-        })
+        let walked = (last.map(FileKey), newest);
+        Ok(Forgetting::of_batch(
+            keys.len() as u64,
+            walked,
+            ended_before,
+        ))
     }
 }
 

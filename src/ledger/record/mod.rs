@@ -19,6 +19,23 @@ pub struct Forgetting {
     pub next: Option<FileKey>,
 }
 
+impl Forgetting {
+    /// A batch that forgot `forgotten` rows of those it looked at, the last of them `last` and
+    /// the newest made at `newest`: the walk goes on after `last` unless the batch was empty or
+    /// reached rows made since `ended_before` (none after them can be older).
+    pub fn of_batch(
+        forgotten: u64,
+        (last, newest): (Option<FileKey>, Option<i64>),
+        ended_before: i64,
+    ) -> Forgetting {
+        let old_to_the_end = newest.is_some_and(|t| t < ended_before);
+        Forgetting {
+            forgotten,
+            next: last.filter(|_| old_to_the_end),
+        }
+    }
+}
+
 /// A file version's row in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -28,12 +28,6 @@ impl Sqlite {
             params![after, batch as i64],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let Some(last) = last else {
-            return Ok(Forgetting {
-                forgotten: 0,
-                next: None,
-            });
-        };
         let sql = format!(
             "SELECT id, file_sha, account FROM files WHERE id > ?1 AND id <= ?2 AND updated_at < ?3 \
              AND {FORGETTABLE} AND NOT EXISTS (SELECT 1 FROM hook_deliveries h \
@@ -42,7 +36,7 @@ impl Sqlite {
         type Old = (i64, Option<String>, Option<String>);
         let old: Vec<Old> = tx
             .prepare_cached(&sql)?
-            .query_map(params![after, last, ended_before], |r| {
+            .query_map(params![after, last.unwrap_or(after), ended_before], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -72,10 +66,12 @@ impl Sqlite {
             }
         }
         tx.commit()?;
-        Ok(Forgetting {
-            forgotten: old.len() as u64,
-            next: newest.is_some_and(|t| t < ended_before).then_some(last),
-        })
+        let forgotten = old.len() as u64;
+        Ok(Forgetting::of_batch(
+            forgotten,
+            (last, newest),
+            ended_before,
+        ))
     }
 
     /// Give up to `pages` free pages back to the file system (a ledger made before retention

@@ -300,19 +300,26 @@ fn moved_at(l: &Sqlite, n: i64, at: i64) {
     }
 }
 
+/// Every batch of a walk, `batch` rows at a time: the rows forgotten and the batches taken.
+fn forget_all(l: &Sqlite, ended_before: i64, batch: usize) -> (u64, usize) {
+    let (mut after, mut forgotten, mut batches) = (FileKey(0), 0, 0);
+    loop {
+        let walked = l.forget(ended_before, after, batch).unwrap();
+        (forgotten, batches) = (forgotten + walked.forgotten, batches + 1);
+        match walked.next {
+            Some(next) => after = next,
+            None => return (forgotten, batches),
+        }
+    }
+}
+
 #[test]
 fn the_walk_ends_at_the_first_batch_of_rows_made_after_the_cutoff() {
     let (_dir, l) = ledger();
     let now = unix_now_i64();
     moved_at(&l, 10, now - 86_400);
     moved_at(&l, 10, now);
-    let (mut after, mut forgotten, mut batches) = (FileKey(0), 0, 0);
-    loop {
-        let batch = l.forget(now - 3600, after, 5).unwrap();
-        (forgotten, batches) = (forgotten + batch.forgotten, batches + 1);
-        let Some(next) = batch.next else { break };
-        after = next;
-    }
+    let (forgotten, batches) = forget_all(&l, now - 3600, 5);
     assert_eq!(forgotten, 10, "every old row");
     assert_eq!(
         batches, 3,
@@ -345,14 +352,7 @@ fn forgotten_rows_give_their_pages_back_to_the_file_system() {
     let (_dir, l) = ledger();
     old_moved(&l, 20_000);
     let full = pages(&l);
-    let (mut after, mut forgotten) = (FileKey(0), 0);
-    while let Some(next) = {
-        let batch = l.forget(unix_now_i64() - 3600, after, 1000).unwrap();
-        forgotten += batch.forgotten;
-        batch.next
-    } {
-        after = next;
-    }
+    let (forgotten, _) = forget_all(&l, unix_now_i64() - 3600, 1000);
     assert_eq!(forgotten, 20_000);
     assert_eq!(pages(&l), full, "SQLite keeps the pages until told");
     let mut free = l.freelist();
