@@ -267,19 +267,17 @@ fn took(elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{FileState, RecordedError};
+    use crate::ledger::{FileRecord, FileState, RecordedError};
     use crate::upload::Finished;
 
     #[test]
     fn the_summary_counts_files_bytes_instant_uploads_and_failures() {
         let mut summary = Summary::default();
         let done = |instant| {
-            Outcome::Done(Finished {
-                file_sha: "s".into(),
-                file_id: "1".into(),
-                url: None,
+            Outcome::Done(Finished::of(FileRecord {
                 instant,
-            })
+                ..FileRecord::moved_sample()
+            }))
         };
         summary.add(&done(false), 3 << 20);
         summary.add(&done(true), 1 << 20);

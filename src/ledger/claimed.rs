@@ -2,9 +2,10 @@
 //! took the file over.
 
 use super::{
-    Claim, Disposed, FileState, Ledger, NewDelivery, RecordedError, Result, Store, Upload,
+    Claim, Disposed, FileRecord, FileState, Ledger, NewDelivery, RecordedError, Result, Store,
+    Upload,
 };
-use crate::config::AfterUpload;
+use crate::config::{AccountName, AfterUpload};
 use crate::protocol::Signature;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -18,19 +19,13 @@ impl Ledger {
         .await
     }
 
-    /// One more attempt at the file begins: count it, record the account it goes to if the row
-    /// had none (queued before accounts were recorded, or re-queued), and mark it `hashing` if it
-    /// is about to be hashed.
-    pub async fn begin_attempt(
-        &self,
-        claim: Claim,
-        account: Option<&crate::config::AccountName>,
-        hashing: bool,
-    ) -> Result<()> {
-        let owned = account.cloned();
+    /// Record the account a file goes to, for a row that had none (queued before accounts were
+    /// recorded, or re-queued).
+    pub async fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
+        let owned = account.clone();
         self.either(
-            move |s| s.begin_attempt(claim, owned.as_ref(), hashing),
-            async |p| p.begin_attempt(claim, account, hashing).await,
+            move |s| s.set_account(claim, &owned),
+            async |p| p.set_account(claim, account).await,
         )
         .await
     }
@@ -110,13 +105,14 @@ impl Ledger {
     }
 
     /// The service confirmed the file: record its id and URL and forget the content's parts.
+    /// The row as it stands then (what the after-upload step works from).
     pub async fn finish(
         &self,
         claim: Claim,
         file_id: &str,
         url: Option<&str>,
         instant: bool,
-    ) -> Result<()> {
+    ) -> Result<FileRecord> {
         let (id, u) = (file_id.to_owned(), url.map(str::to_owned));
         self.either(
             move |s| s.finish(claim, &id, u.as_deref(), instant),

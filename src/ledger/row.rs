@@ -107,6 +107,20 @@ pub(super) fn owed(alias: &str, watched: &str, not_disposed: &str) -> String {
     )
 }
 
+/// What taking a file sets besides the claim, in either dialect (`now`: the dialect's time or
+/// parameter): taking a file owed an upload begins an attempt, which is counted, and a file
+/// never hashed is `hashing` from then on. A file taken for its after-upload action is left as
+/// it is.
+pub(super) fn begin_attempt(now: &str) -> String {
+    format!(
+        "attempts = attempts + CASE WHEN state IN {active} THEN 1 ELSE 0 END, \
+         state = CASE WHEN state IN {active} AND file_sha IS NULL THEN '{hashing}' ELSE state END, \
+         updated_at = CASE WHEN state IN {active} THEN {now} ELSE updated_at END",
+        active = states(&FileState::ACTIVE),
+        hashing = FileState::Hashing.as_str(),
+    )
+}
+
 /// The rows retention may forget, in one backend's dialect (`watched`: the watch column;
 /// `disposed`: the dialect's test of the `disposed` flag): set aside (superseded, gone), or done
 /// files of a watch whose after-upload action took the source away (deleted, moved). Never a

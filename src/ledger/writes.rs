@@ -123,7 +123,9 @@ impl Ledger {
 
     /// Take up to `wanted.limit` files that are owed work (an upload, or the after-upload action
     /// of a file that ended) and that no live claim holds, oldest first: each gets this node, a
-    /// lease and a new epoch, in one statement that skips rows another node is taking. Only files
+    /// lease and a new epoch, in one statement that skips rows another node is taking. Taking a
+    /// file owed an upload begins an attempt: it is counted, and a file never hashed is
+    /// `hashing` from then on (the rows come back so). Only files
     /// of `wanted.watches` (PostgreSQL; SQLite serves one host, which has every watch its rows
     /// name).
     pub async fn claim_next(
@@ -149,8 +151,9 @@ impl Ledger {
         .await
     }
 
-    /// Take the file `key` (`vodup upload`), unless a live claim of another node holds it.
-    pub async fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
+    /// Take the file `key` (`vodup upload`), unless a live claim of another node holds it: the
+    /// claim and the row as taken, its attempt begun as [`Ledger::claim_next`] does.
+    pub async fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<(Claim, FileRecord)>> {
         let owned = lease.clone();
         self.either(
             move |s| s.claim(key, &owned),

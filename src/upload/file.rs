@@ -105,13 +105,11 @@ struct Journey {
 
 impl Journey {
     async fn run(&self, claim: Claim, record: FileRecord) -> Result<Finished, Interrupt> {
+        // Taking the file began the attempt (counted, and `hashing` if never hashed).
         let account = self.account(&record)?;
-        // One write starts the attempt: the count, the account of a row that had none, and the
-        // hashing state when the file was never hashed.
-        let new_account = record.account.is_none().then_some(&account.name);
-        let hashing = record.file_sha.is_none();
-        let ledger = &self.inner.ledger;
-        ledger.begin_attempt(claim, new_account, hashing).await?;
+        if record.account.is_none() {
+            self.inner.ledger.set_account(claim, &account.name).await?;
+        }
         let source = Arc::new(self.open(&record).await?);
         let part_size = PartSize::from_bytes(record.part_size).unwrap_or(self.inner.part_size);
         let (sha, md5s) = self.hashes(claim, &record, &source, part_size).await?;
@@ -409,17 +407,9 @@ impl Journey {
         answer: FinishAnswer,
         instant: bool,
     ) -> Result<Finished, Interrupt> {
-        let finished = Finished {
-            file_sha: job.sha.clone(),
-            file_id: answer.file_id,
-            url: answer.url,
-            instant,
-        };
-        let (file_id, url) = (&finished.file_id, finished.url.as_deref());
-        self.inner
-            .ledger
-            .finish(job.claim, file_id, url, instant)
-            .await?;
+        let (file_id, url) = (&answer.file_id, answer.url.as_deref());
+        let ledger = &self.inner.ledger;
+        let finished = Finished::of(ledger.finish(job.claim, file_id, url, instant).await?);
         let url = finished.url.as_deref().unwrap_or("");
         info!(fileId = %finished.file_id, url, instant, "done");
         Ok(finished)

@@ -56,7 +56,7 @@ impl Outcome {
             )
         };
         match (record.state, &record.error) {
-            (FileState::Done, _) => Some(Outcome::Done(Finished::of(record))),
+            (FileState::Done, _) => Some(Outcome::Done(Finished::of(record.clone()))),
             (FileState::Failed, Some(error)) => Some(Outcome::Failed(error.clone())),
             (state @ (FileState::Waiting | FileState::Superseded | FileState::Gone), _) => {
                 Some(Outcome::SetAside(state, why()))
@@ -74,16 +74,20 @@ pub struct Finished {
     pub file_id: String,
     pub url: Option<String>,
     pub instant: bool,
+    /// The file's row as the finish left it: what its after-upload step works from.
+    #[serde(skip)]
+    pub record: Box<FileRecord>,
 }
 
 impl Finished {
     /// A done row's result.
-    fn of(record: &FileRecord) -> Finished {
+    pub fn of(record: FileRecord) -> Finished {
         Finished {
             file_sha: record.file_sha.clone().unwrap_or_default(),
             file_id: record.file_id.clone().unwrap_or_default(),
             url: record.url.clone(),
             instant: record.instant,
+            record: Box::new(record),
         }
     }
 }
@@ -340,12 +344,12 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<Outcome, EngineError> {
         let (ledger, holder) = (&self.inner.ledger, &self.inner.holder);
-        let claim = ledger.claim(key, holder.lease()).await?;
-        let held = holder.hold(claim.ok_or(EngineError::HeldElsewhere(key))?);
-        let record = ledger
-            .file(key)
-            .await?
-            .ok_or(EngineError::UnknownFile(key))?;
+        let (claim, record) = match ledger.claim(key, holder.lease()).await? {
+            Some(taken) => taken,
+            None if ledger.file(key).await?.is_none() => return Err(EngineError::UnknownFile(key)),
+            None => return Err(EngineError::HeldElsewhere(key)),
+        };
+        let held = holder.hold(claim);
         // Lost to another node: the journey is dropped where it stands.
         let lost = held.lost().clone();
         let outcome = lost

@@ -74,7 +74,8 @@ impl After {
             Some(Ok(Outcome::TakenOver)) => return,
             Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(false),
             None => self.run(claim, record).await,
-            Some(Ok(_)) => match self.ledger.file(claim.key).await {
+            Some(Ok(Outcome::Done(done))) => self.run(claim, *done.record).await,
+            Some(Ok(Outcome::Failed(_))) => match self.ledger.file(claim.key).await {
                 Ok(Some(record)) => self.run(claim, record).await,
                 Ok(None) => Ok(false),
                 Err(e) => Err(e.into()),

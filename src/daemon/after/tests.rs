@@ -49,7 +49,7 @@ fn done_record(ledger: &Sqlite, path: &Path, root: &Path) -> FileRecord {
         node: "here".into(),
         length: std::time::Duration::from_secs(30),
     };
-    let claim = ledger.claim(r.key, &lease).unwrap().unwrap();
+    let claim = ledger.claim(r.key, &lease).unwrap().unwrap().0;
     ledger.finish(claim, "id", None, false).unwrap();
     ledger.file(r.key).unwrap().unwrap()
 }

@@ -117,7 +117,7 @@ impl Postgres {
         accounts: &[String],
     ) -> Result<Vec<(Claim, FileRecord)>> {
         let sql = format!(
-            "UPDATE files f SET node = $1, lease_until = {NOW} + $2, epoch = f.epoch + 1 \
+            "UPDATE files f SET node = $1, lease_until = {NOW} + $2, epoch = f.epoch + 1, {begin} \
              WHERE f.id IN (SELECT o.id FROM files o WHERE {OWED} AND o.watch = ANY($3) \
                  AND (o.lease_until IS NULL OR o.lease_until < {NOW}) \
                  AND (o.disposal_retry_at IS NULL OR o.disposal_retry_at <= {NOW}) \
@@ -126,7 +126,8 @@ impl Postgres {
                  AND (o.account IS NULL OR o.account = ANY($7)) \
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              RETURNING {FILE_COLUMNS}, f.epoch",
-            one_part = one_part_sql()
+            one_part = one_part_sql(),
+            begin = row::begin_attempt(NOW),
         );
         let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -160,25 +161,27 @@ impl Postgres {
 
     /// See [`crate::ledger::Sqlite::claim`]: one statement, taken unless a live claim of another
     /// node holds the file.
-    pub async fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
+    pub async fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<(Claim, FileRecord)>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "UPDATE files SET node = $2, lease_until = {NOW} + $3, epoch = epoch + 1 \
-                 WHERE id = $1 AND (lease_until IS NULL OR lease_until < {NOW} OR node = $2) \
-                 RETURNING epoch"
+                "UPDATE files f SET node = $2, lease_until = {NOW} + $3, epoch = f.epoch + 1, \
+                 {begin} WHERE f.id = $1 \
+                 AND (f.lease_until IS NULL OR f.lease_until < {NOW} OR f.node = $2) \
+                 RETURNING {FILE_COLUMNS}, f.epoch",
+                begin = row::begin_attempt(NOW),
             ))
             .await?;
         let row = client
             .query_opt(&stmt, &[&key.0, &lease.node, &lease_secs(lease)])
             .await?;
-        Ok(match row {
-            Some(row) => Some(Claim {
-                key,
-                epoch: row.try_get("epoch")?,
-            }),
-            None => None,
-        })
+        let Some(row) = row else { return Ok(None) };
+        let record = file_from_row(&row, &self.roots(&[]))?;
+        let claim = Claim {
+            key,
+            epoch: row.try_get("epoch")?,
+        };
+        Ok(Some((claim, record)))
     }
 
     /// See [`crate::ledger::Ledger::renew`]: the node is seen now, and every claim it still

@@ -265,7 +265,7 @@ impl Postgres {
         file_id: &str,
         url: Option<&str>,
         instant: bool,
-    ) -> Result<()> {
+    ) -> Result<FileRecord> {
         let (key, t) = (claim.key.0, unix_now_i64());
         let mut client = self.client().await?;
         let tx = claimed(&mut client, claim).await?;
@@ -278,6 +278,13 @@ impl Postgres {
             .await?;
         tx.execute(&done, &[&key, &file_id, &url, &instant, &t])
             .await?;
+        let select = tx
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files f WHERE f.id = $1"
+            ))
+            .await?;
+        let row = tx.query_one(&select, &[&key]).await?;
+        let done = file_from_row(&row, &self.roots(&[]))?;
         // The account's service holds the content now: its parts, hashes and signature are not
         // needed again. Another account's upload of the same content keeps its own.
         for sql in [
@@ -291,7 +298,7 @@ impl Postgres {
             tx.execute(&stmt, &[&key]).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(done)
     }
 
     /// See [`crate::ledger::Sqlite::write_error`].
@@ -315,18 +322,10 @@ impl Postgres {
         self.claimed_update(claim, sql, &params).await
     }
 
-    /// See [`crate::ledger::Ledger::begin_attempt`].
-    pub async fn begin_attempt(
-        &self,
-        claim: Claim,
-        account: Option<&AccountName>,
-        hashing: bool,
-    ) -> Result<()> {
-        let sql = "UPDATE files SET attempts = attempts + 1, account = COALESCE($2, account), \
-             state = COALESCE($3, state), updated_at = $4 WHERE id = $1";
-        let account = account.map(AccountName::as_str);
-        let hashing = hashing.then_some(FileState::Hashing.as_str());
-        let params: [&(dyn ToSql + Sync); 4] = [&claim.key.0, &account, &hashing, &unix_now_i64()];
+    /// See [`crate::ledger::Ledger::set_account`].
+    pub async fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
+        let sql = "UPDATE files SET account = $2, updated_at = $3 WHERE id = $1";
+        let params: [&(dyn ToSql + Sync); 3] = [&claim.key.0, &account.as_str(), &unix_now_i64()];
         self.claimed_update(claim, sql, &params).await
     }
 

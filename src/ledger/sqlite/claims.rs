@@ -126,10 +126,7 @@ impl Sqlite {
         };
         let mut taken = Vec::with_capacity(keys.len());
         for key in keys {
-            let epoch = take(&tx, key, lease, t)?;
-            let sql = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
-            let record = query_one(&tx, &sql, [key], file_from_row)?;
-            taken.push((Claim { key, epoch }, record));
+            taken.push(take(&tx, key, lease, t)?);
         }
         tx.commit()?;
         Ok(taken)
@@ -137,7 +134,7 @@ impl Sqlite {
 
     /// See [`crate::ledger::Ledger::claim`]: a claim of this node's is taken over too (a
     /// `vodup upload` of a file its daemon holds; a rerun after a crash).
-    pub fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<Claim>> {
+    pub fn claim(&self, key: FileKey, lease: &Lease) -> Result<Option<(Claim, FileRecord)>> {
         let t = unix_now_i64();
         let mut conn = self.conn();
         let tx = begin(&mut conn, TransactionBehavior::Immediate)?;
@@ -148,15 +145,12 @@ impl Sqlite {
             params![key, t, lease.node],
             |r| r.get::<_, i64>(0),
         )? == 1;
-        let claim = match free {
-            true => Some(Claim {
-                key,
-                epoch: take(&tx, key, lease, t)?,
-            }),
+        let taken = match free {
+            true => Some(take(&tx, key, lease, t)?),
             false => None,
         };
         tx.commit()?;
-        Ok(claim)
+        Ok(taken)
     }
 
     /// See [`crate::ledger::Ledger::renew`].
@@ -240,12 +234,21 @@ fn lease_secs(lease: &Lease) -> i64 {
         .max(1)
 }
 
-/// Give `key` to the lease's node at a new epoch; the epoch.
-fn take(tx: &Connection, key: FileKey, lease: &Lease, t: i64) -> Result<i64> {
-    Ok(query_one(
+/// Give `key` to the lease's node at a new epoch (beginning an attempt if it is owed an upload,
+/// [`row::begin_attempt`]); the claim and the row as taken.
+fn take(tx: &Connection, key: FileKey, lease: &Lease, t: i64) -> Result<(Claim, FileRecord)> {
+    let sql = format!(
+        "UPDATE files SET node = ?2, lease_until = ?3, epoch = epoch + 1, {} WHERE id = ?1 \
+         RETURNING epoch",
+        row::begin_attempt("?4")
+    );
+    let epoch = query_one(
         tx,
-        "UPDATE files SET node = ?2, lease_until = ?3, epoch = epoch + 1 WHERE id = ?1 RETURNING epoch",
-        params![key, lease.node, t + lease_secs(lease)],
+        &sql,
+        params![key, lease.node, t + lease_secs(lease), t],
         |r| r.get(0),
-    )?)
+    )?;
+    let select = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
+    let record = query_one(tx, &select, [key], file_from_row)?;
+    Ok((Claim { key, epoch }, record))
 }

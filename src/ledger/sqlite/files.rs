@@ -184,14 +184,14 @@ impl Sqlite {
     }
 
     /// The service confirmed the file: record its id and URL, clear the last error, and forget the
-    /// content's parts.
+    /// content's parts. The row as it stands then.
     pub fn finish(
         &self,
         claim: Claim,
         file_id: &str,
         url: Option<&str>,
         instant: bool,
-    ) -> Result<()> {
+    ) -> Result<FileRecord> {
         let (key, t) = (claim.key, unix_now_i64());
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
@@ -218,8 +218,10 @@ impl Sqlite {
             "DELETE FROM part_hashes WHERE file_sha = (SELECT file_sha FROM files WHERE id = ?1)",
             [key],
         )?;
+        let select = format!("SELECT {FILE_COLUMNS} FROM files f WHERE f.id = ?1");
+        let done = query_one(&tx, &select, [key], file_from_row)?;
         tx.commit()?;
-        Ok(())
+        Ok(done)
     }
 
     /// Record an error, and the state `Failed` when the file failed for good (else a retry is
@@ -245,25 +247,12 @@ impl Sqlite {
         )
     }
 
-    /// Record the account a file goes to (a row queued before accounts were recorded).
-    /// See [`crate::ledger::Ledger::begin_attempt`].
-    pub fn begin_attempt(
-        &self,
-        claim: Claim,
-        account: Option<&AccountName>,
-        hashing: bool,
-    ) -> Result<()> {
-        let hashing = hashing.then_some(FileState::Hashing.as_str());
+    /// See [`crate::ledger::Ledger::set_account`].
+    pub fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
         self.claimed_update(
             claim,
-            "UPDATE files SET attempts = attempts + 1, account = COALESCE(?2, account), \
-             state = COALESCE(?3, state), updated_at = ?4 WHERE id = ?1",
-            params![
-                claim.key,
-                account.map(AccountName::as_str),
-                hashing,
-                unix_now_i64()
-            ],
+            "UPDATE files SET account = ?2, updated_at = ?3 WHERE id = ?1",
+            params![claim.key, account.as_str(), unix_now_i64()],
         )
     }
 

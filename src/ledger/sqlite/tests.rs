@@ -60,7 +60,7 @@ fn lease(node: &str) -> Lease {
 
 /// A claim on `key` for this test's node.
 fn claim(l: &Sqlite, key: FileKey) -> Claim {
-    l.claim(key, &lease("here")).unwrap().expect("claimable")
+    l.claim(key, &lease("here")).unwrap().expect("claimable").0
 }
 
 /// A claim on some file, for writes about a content rather than one file.

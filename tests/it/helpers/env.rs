@@ -73,7 +73,7 @@ impl Env {
     /// A claim on `key` for this host's node, as the code under test would hold it.
     pub fn claim(&self, key: FileKey) -> Claim {
         let lease = vodup::ledger::Lease::of(&self.config());
-        self.ledger().claim(key, &lease).unwrap().unwrap()
+        self.ledger().claim(key, &lease).unwrap().unwrap().0
     }
 
     /// A config for in-process runs: small parts, fast retries, one watch of `drop`.

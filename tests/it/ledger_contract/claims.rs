@@ -83,12 +83,13 @@ pub async fn a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder_is_f
     let after = row(&other, f.key).await;
     assert_eq!(
         (after.state, after.file_id, after.error),
-        (FileState::Uploading, None, None)
+        (FileState::Hashing, None, None),
+        "as the new holder's take left it (never hashed)"
     );
     assert_eq!(
         (after.attempts, after.file_sha),
-        (0, None),
-        "no write of the old holder landed"
+        (2, None),
+        "no write of the old holder landed (each take began an attempt)"
     );
     assert!(other.confirmed(A, "sha").await.unwrap().is_empty());
     other.finish(new, "id", None, false).await.unwrap();
@@ -100,7 +101,7 @@ async fn every_write_is_fenced(l: &Ledger, old: Claim) {
     let (err, sig, up) = (error(1, "zombie"), signature("zombie", 1), upload(A, "sha"));
     let z = AccountName::new("z");
     assert!(fenced(l.set_state(old, FileState::Finishing).await, key));
-    assert!(fenced(l.begin_attempt(old, Some(&z), true).await, key));
+    assert!(fenced(l.set_account(old, &z).await, key));
     let hashed = l.record_hash(old, "sha", PART, vec!["m".into()], None);
     assert!(fenced(hashed.await, key));
     assert!(fenced(l.store_signature(old, &up, &sig).await, key));
@@ -170,4 +171,42 @@ pub async fn a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it(b: 
         .unwrap();
     let nothing = l.claim_next(&lease("n3", 30), wanted(1)).await.unwrap();
     assert!(nothing.is_empty(), "nothing owed");
+}
+
+/// Taking a file owed an upload begins its attempt in the same write; taking one for its
+/// after-upload action does not.
+pub async fn taking_a_file_owed_an_upload_begins_an_attempt(b: &Backend) {
+    let l = b.node().await;
+    let f = l.enqueue(watched("a.mp4")).await.unwrap();
+    assert_eq!((f.state, f.attempts), (FileState::Queued, 0));
+    let (c, taken) = l
+        .claim_next(&lease("n1", 30), wanted(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((taken.state, taken.attempts), (FileState::Hashing, 1));
+    assert_eq!(row(&l, f.key).await, taken, "the row as taken is the row");
+    // Hashed: a later attempt resumes where it was, and is counted.
+    l.record_hash(c, "sha", PART, vec!["m".into(); 3], None)
+        .await
+        .unwrap();
+    l.set_state(c, FileState::Uploading).await.unwrap();
+    l.release(c).await.unwrap();
+    let (c, taken) = l.claim(f.key, &lease("n2", 30)).await.unwrap().unwrap();
+    assert_eq!((taken.state, taken.attempts), (FileState::Uploading, 2));
+    assert_eq!(row(&l, f.key).await, taken);
+    // Done and owed its action: taken for it, without an attempt.
+    l.finish(c, "id", None, false).await.unwrap();
+    l.release(c).await.unwrap();
+    let ended = row(&l, f.key).await;
+    let (_, taken) = l
+        .claim_next(&lease("n3", 30), wanted(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((taken.state, taken.attempts), (FileState::Done, 2));
+    assert_eq!(
+        taken.updated_at, ended.updated_at,
+        "nothing changed but the claim"
+    );
 }

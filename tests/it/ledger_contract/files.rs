@@ -130,11 +130,12 @@ pub async fn a_requeued_file_forgets_its_account_until_an_attempt_records_one(b:
     assert_eq!(row(&l, f.key).await.account, None);
     let other = AccountName::new(B);
     let c = claim(&l, f.key).await;
-    l.begin_attempt(c, Some(&other), true).await.unwrap();
+    l.set_account(c, &other).await.unwrap();
     let begun = row(&l, f.key).await;
     let recorded = (begun.account.clone(), begun.state, begun.attempts);
     assert_eq!(recorded, (Some(other.clone()), FileState::Hashing, 1));
-    l.begin_attempt(c, None, false).await.unwrap();
+    l.release(c).await.unwrap();
+    claim(&l, f.key).await;
     let again = row(&l, f.key).await;
     assert_eq!(
         (again.account, again.attempts),
@@ -155,7 +156,7 @@ pub async fn a_failure_keeps_code_message_and_description_until_done(b: &Backend
     let noted = row(&l, f.key).await;
     assert_eq!(
         (noted.state, noted.error),
-        (FileState::Queued, Some(err.clone()))
+        (FileState::Hashing, Some(err.clone()))
     );
     l.fail(claim(&l, f.key).await, &err).await.unwrap();
     let got = row(&l, f.key).await;

@@ -101,6 +101,7 @@ contract! {
     claims::a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder_is_fenced,
     claims::a_restarted_node_releases_what_its_previous_run_held,
     claims::a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it,
+    claims::taking_a_file_owed_an_upload_begins_an_attempt,
     uploads::an_upload_is_recorded_confirmed_and_finished,
     uploads::reconcile_makes_the_service_list_the_truth,
     uploads::signatures_are_kept_per_account_and_content,
@@ -185,6 +186,7 @@ pub async fn claim(l: &Ledger, key: FileKey) -> Claim {
         .await
         .unwrap()
         .expect("claimable")
+        .0
 }
 
 /// A claim on a file of its own, for writes about a content rather than one file.

@@ -21,7 +21,7 @@ async fn ended(l: &Ledger, name: &str, ended: FileState, outcome: Option<Dispose
     let f = l.enqueue(fresh(name)).await.unwrap();
     let claim = claim(l, f.key).await;
     match ended {
-        FileState::Done => l.finish(claim, "id", None, false).await.unwrap(),
+        FileState::Done => drop(l.finish(claim, "id", None, false).await.unwrap()),
         _ => l.fail(claim, &error(-1, "refused")).await.unwrap(),
     }
     let hook = NewDelivery {

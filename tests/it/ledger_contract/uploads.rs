@@ -9,7 +9,6 @@ pub async fn an_upload_is_recorded_confirmed_and_finished(b: &Backend) {
     let f = l.enqueue(watched("a.mp4")).await.unwrap();
     let claim = claim(&l, f.key).await;
     let a = AccountName::new(A);
-    l.begin_attempt(claim, Some(&a), true).await.unwrap();
     let begun = row(&l, f.key).await;
     let recorded = (begun.account, begun.state, begun.attempts);
     assert_eq!(recorded, (Some(a), FileState::Hashing, 1));
@@ -41,13 +40,16 @@ pub async fn an_upload_is_recorded_confirmed_and_finished(b: &Backend) {
         (FileState::Finishing, SIZE)
     );
     store_signature(&l, A, "sha", "sig", 9).await;
-    l.finish(claim, "file-1", Some("http://u"), true)
-        .await
-        .unwrap();
+    let finished = l.finish(claim, "file-1", Some("http://u"), true);
+    let finished = finished.await.unwrap();
     assert!(l.confirmed(A, "sha").await.unwrap().is_empty());
     assert_eq!(l.part_md5s("sha", PART, 3).await.unwrap(), None);
     assert_eq!(l.signature(A, "sha").await.unwrap(), None);
     let done = row(&l, f.key).await;
+    assert_eq!(
+        finished, done,
+        "the finish answers with the row as it left it"
+    );
     let id = done.file_id.as_deref();
     assert_eq!(
         (done.state, id, done.instant),
