@@ -2,9 +2,11 @@
 //! the parts the service confirmed.
 
 use super::*;
+use tokio_postgres::types::ToSql;
 
 impl Postgres {
-    /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
+    /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part, in one
+    /// statement.
     pub async fn record_hash(
         &self,
         claim: Claim,
@@ -13,29 +15,26 @@ impl Postgres {
         md5s: &[String],
         ctime_ns: Option<i64>,
     ) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        let update = tx
-            .prepare_cached(
-                "UPDATE files SET file_sha = $2, part_size = $3, updated_at = $4, \
-                 hashed_ctime_ns = $5 WHERE id = $1",
-            )
-            .await?;
+        let sql = "WITH f AS (UPDATE files SET file_sha = $3, part_size = $4, updated_at = $5, \
+                 hashed_ctime_ns = $6 WHERE id = $1 AND epoch = $2 RETURNING id), \
+             hashes AS (INSERT INTO part_hashes (file_sha, part_size, \"offset\", md5) \
+                 SELECT $3, $4, p.o, p.m FROM unnest($7::bigint[], $8::text[]) AS p(o, m) \
+                 WHERE EXISTS (SELECT 1 FROM f) \
+                 ON CONFLICT (file_sha, part_size, \"offset\") DO UPDATE SET md5 = excluded.md5) \
+             SELECT id FROM f";
         let size = int(part_size);
-        let now = unix_now_i64();
-        tx.execute(&update, &[&claim.key.0, &sha, &size, &now, &ctime_ns])
-            .await?;
         let offsets: Vec<i64> = (0..md5s.len()).map(|i| int(i as u64 * part_size)).collect();
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO part_hashes (file_sha, part_size, \"offset\", md5) \
-                 SELECT $1, $2, p.o, p.m FROM unnest($3::bigint[], $4::text[]) AS p(o, m) \
-                 ON CONFLICT (file_sha, part_size, \"offset\") DO UPDATE SET md5 = excluded.md5",
-            )
-            .await?;
-        tx.execute(&insert, &[&sha, &size, &offsets, &md5s]).await?;
-        tx.commit().await?;
-        Ok(())
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &claim.key.0,
+            &claim.epoch,
+            &sha,
+            &size,
+            &unix_now_i64(),
+            &ctime_ns,
+            &offsets,
+            &md5s,
+        ];
+        self.fenced(claim, sql, &params).await.map(drop)
     }
 
     /// The stored part MD5s of a content at a part size, in offset order, if a pass stored them.
@@ -87,11 +86,9 @@ impl Postgres {
         upload: &Upload,
         signature: &Signature,
     ) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        upsert_signature(&tx, upload, signature).await?;
-        tx.commit().await?;
-        Ok(())
+        let sql = format!("WITH {FENCE}, {SIGNED} SELECT id FROM f");
+        let signed = Signed::new(claim, upload, Some(signature));
+        self.fenced(claim, &sql, &signed.params()).await.map(drop)
     }
 
     /// Offsets the account's service confirmed for a content.
@@ -121,7 +118,8 @@ impl Postgres {
         Ok(unsigned(row.try_get("bytes")?))
     }
 
-    /// Record parts the account's service answered code 0 for. Call it only then.
+    /// Record parts the account's service answered code 0 for. Call it only then. One
+    /// statement, with the state `then` if given.
     pub async fn confirm_parts(
         &self,
         claim: Claim,
@@ -129,23 +127,36 @@ impl Postgres {
         parts: &[(u64, u64)],
         then: Option<FileState>,
     ) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        insert_confirmed(&tx, upload, parts).await?;
-        if let Some(state) = then {
-            let update = tx
-                .prepare_cached("UPDATE files SET state = $2, updated_at = $3 WHERE id = $1")
-                .await?;
-            tx.execute(&update, &[&claim.key.0, &state.as_str(), &unix_now_i64()])
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let sql = format!(
+            "WITH {FENCE}, \
+             state AS (UPDATE files SET state = $7, updated_at = $5 \
+                 WHERE id = (SELECT id FROM f) AND $7::text IS NOT NULL), \
+             parts AS (INSERT INTO confirmed_parts (account, file_sha, \"offset\", len, \
+                 confirmed_at) SELECT $3, $4, p.o, p.l, $5 \
+                 FROM unnest($6::bigint[], $8::bigint[]) AS p(o, l) \
+                 WHERE EXISTS (SELECT 1 FROM f) ON CONFLICT DO NOTHING) \
+             SELECT id FROM f"
+        );
+        let (offsets, lens): (Vec<i64>, Vec<i64>) =
+            parts.iter().map(|&(o, l)| (int(o), int(l))).unzip();
+        let state = then.map(FileState::as_str);
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &claim.key.0,
+            &claim.epoch,
+            &upload.account,
+            &upload.sha,
+            &unix_now_i64(),
+            &offsets,
+            &state,
+            &lens,
+        ];
+        self.fenced(claim, &sql, &params).await.map(drop)
     }
 
     /// Make the confirmed parts of a content exactly the ones the service listed: the service is
     /// the truth. Parts it lacks are forgotten (and will be re-sent); parts it holds are recorded.
-    /// The file is `uploading` from here; the confirmed offsets.
+    /// The file is `uploading` from here; the confirmed offsets. One statement: the parts not
+    /// listed are deleted and the listed ones written, which are different rows.
     pub async fn reconcile(
         &self,
         claim: Claim,
@@ -153,72 +164,77 @@ impl Postgres {
         held: &[(u64, u64)],
         signature: Option<&Signature>,
     ) -> Result<BTreeSet<u64>> {
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        if let Some(signature) = signature {
-            upsert_signature(&tx, upload, signature).await?;
-        }
-        let delete = tx
-            .prepare_cached("DELETE FROM confirmed_parts WHERE account = $1 AND file_sha = $2")
-            .await?;
-        tx.execute(&delete, &[&upload.account, &upload.sha]).await?;
-        insert_confirmed(&tx, upload, held).await?;
-        let uploading = tx
-            .prepare_cached("UPDATE files SET state = 'uploading', updated_at = $2 WHERE id = $1")
-            .await?;
-        tx.execute(&uploading, &[&claim.key.0, &unix_now_i64()])
-            .await?;
-        tx.commit().await?;
-        Ok(held.iter().map(|&(offset, _)| offset).collect())
+        let mut listed: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        listed.extend(held.iter().copied());
+        let (offsets, lens): (Vec<i64>, Vec<i64>) =
+            listed.iter().map(|(&o, &l)| (int(o), int(l))).unzip();
+        let sql = format!(
+            "WITH {FENCE}, {SIGNED}, \
+             uploading AS (UPDATE files SET state = 'uploading', updated_at = $9 \
+                 WHERE id = (SELECT id FROM f)), \
+             gone AS (DELETE FROM confirmed_parts WHERE account = $3 AND file_sha = $4 \
+                 AND \"offset\" <> ALL($10) AND EXISTS (SELECT 1 FROM f)), \
+             listed AS (INSERT INTO confirmed_parts (account, file_sha, \"offset\", len, \
+                 confirmed_at) SELECT $3, $4, p.o, p.l, $9 \
+                 FROM unnest($10::bigint[], $11::bigint[]) AS p(o, l) \
+                 WHERE EXISTS (SELECT 1 FROM f) ON CONFLICT (account, file_sha, \"offset\") \
+                 DO UPDATE SET len = excluded.len, confirmed_at = excluded.confirmed_at) \
+             SELECT id FROM f"
+        );
+        let (signed, t) = (Signed::new(claim, upload, signature), unix_now_i64());
+        let mut params = signed.params().to_vec();
+        params.extend([&t as &(dyn ToSql + Sync), &offsets, &lens]);
+        self.fenced(claim, &sql, &params).await?;
+        Ok(listed.into_keys().collect())
     }
 }
 
-/// Store the signature of the account's upload of a content (creating the upload's row).
-async fn upsert_signature(
-    tx: &Transaction<'_>,
-    upload: &Upload,
-    signature: &Signature,
-) -> Result<()> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO uploads (account, file_sha, size, part_size, signature, \
-             signature_expires) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (account, file_sha) DO UPDATE SET signature = excluded.signature, \
-             signature_expires = excluded.signature_expires",
-        )
-        .await?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-        &upload.account,
-        &upload.sha,
-        &int(upload.size),
-        &int(upload.part_size),
-        &signature.encoded,
-        &int(signature.expires_at),
-    ];
-    tx.execute(&stmt, &params).await?;
-    Ok(())
+/// The fence of a write that locks the file's row (`$1` its key, `$2` the claim's epoch) and
+/// joins the rest to it: see [`Postgres::fenced`].
+const FENCE: &str = "f AS (SELECT id FROM files WHERE id = $1 AND epoch = $2 FOR UPDATE)";
+
+/// Store the signature of the account's upload of a content (`$3`..`$8`: account, SHA-1, size,
+/// part size, signature, expiry; none stored if the signature is NULL), creating the upload's
+/// row, under [`FENCE`].
+const SIGNED: &str = "signed AS (INSERT INTO uploads (account, file_sha, size, part_size, \
+     signature, signature_expires) SELECT $3, $4, $5, $6, $7, $8 \
+     WHERE $7::text IS NOT NULL AND EXISTS (SELECT 1 FROM f) \
+     ON CONFLICT (account, file_sha) DO UPDATE SET signature = excluded.signature, \
+     signature_expires = excluded.signature_expires)";
+
+/// The values of [`FENCE`] and [`SIGNED`]'s parameters.
+struct Signed<'a> {
+    key: i64,
+    epoch: i64,
+    upload: &'a Upload,
+    sizes: (i64, i64),
+    encoded: Option<&'a str>,
+    expires: Option<i64>,
 }
 
-/// The parts, in one statement; a part already recorded stays as it was.
-async fn insert_confirmed(
-    tx: &Transaction<'_>,
-    upload: &Upload,
-    parts: &[(u64, u64)],
-) -> Result<()> {
-    let (offsets, lens): (Vec<i64>, Vec<i64>) =
-        parts.iter().map(|&(o, l)| (int(o), int(l))).unzip();
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO confirmed_parts (account, file_sha, \"offset\", len, confirmed_at) \
-             SELECT $1, $2, p.o, p.l, $5 FROM unnest($3::bigint[], $4::bigint[]) AS p(o, l) \
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let t = unix_now_i64();
-    tx.execute(
-        &insert,
-        &[&upload.account, &upload.sha, &offsets, &lens, &t],
-    )
-    .await?;
-    Ok(())
+impl<'a> Signed<'a> {
+    fn new(claim: Claim, upload: &'a Upload, signature: Option<&'a Signature>) -> Signed<'a> {
+        Signed {
+            key: claim.key.0,
+            epoch: claim.epoch,
+            upload,
+            sizes: (int(upload.size), int(upload.part_size)),
+            encoded: signature.map(|s| s.encoded.as_str()),
+            expires: signature.map(|s| int(s.expires_at)),
+        }
+    }
+
+    /// `$1`..`$8`, in order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.key,
+            &self.epoch,
+            &self.upload.account,
+            &self.upload.sha,
+            &self.sizes.0,
+            &self.sizes.1,
+            &self.encoded,
+            &self.expires,
+        ]
+    }
 }

@@ -4,7 +4,7 @@
 //! under this host's folder of that watch. Claims are `claims.rs`; the content's parts, hashes and
 //! signature `mod.rs`; hook deliveries `hooks.rs`.
 
-use super::{claimed, int, path_bytes, path_from, Postgres};
+use super::{int, path_bytes, path_from, Postgres};
 use crate::clock::unix_now_i64;
 use crate::config::AccountName;
 use crate::ledger::row;
@@ -242,23 +242,24 @@ impl Postgres {
         records(&client, &sql, params, &self.roots(&[])).await
     }
 
-    /// One statement under `claim` (its first parameter is the file's key).
-    async fn claimed_update(&self, claim: Claim, sql: &str, params: &Params<'_>) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        let stmt = tx.prepare_cached(sql).await?;
-        tx.execute(&stmt, params).await?;
-        tx.commit().await?;
-        Ok(())
+    /// One update of the file's row under `claim` ([`Postgres::fenced`]): `$1` the key, `$2` the
+    /// epoch, `sets` the columns it sets from `$3` on.
+    async fn claimed_update(&self, claim: Claim, sets: &str, params: &Params<'_>) -> Result<()> {
+        let sql = format!("UPDATE files SET {sets} WHERE id = $1 AND epoch = $2 RETURNING id");
+        let fence: [&(dyn ToSql + Sync); 2] = [&claim.key.0, &claim.epoch];
+        let all: Vec<_> = fence.iter().chain(params).copied().collect();
+        self.fenced(claim, &sql, &all).await.map(drop)
     }
 
     pub async fn set_state(&self, claim: Claim, state: FileState) -> Result<()> {
-        let sql = "UPDATE files SET state = $2, updated_at = $3 WHERE id = $1";
-        let params: [&(dyn ToSql + Sync); 3] = [&claim.key.0, &state.as_str(), &unix_now_i64()];
-        self.claimed_update(claim, sql, &params).await
+        let sets = "state = $3, updated_at = $4";
+        let params: [&(dyn ToSql + Sync); 2] = [&state.as_str(), &unix_now_i64()];
+        self.claimed_update(claim, sets, &params).await
     }
 
-    /// See [`crate::ledger::Sqlite::finish`].
+    /// See [`crate::ledger::Sqlite::finish`]: one statement, which forgets the content's parts,
+    /// hashes and signature with the row's update. (The account's service holds the content
+    /// now; another account's upload of the same content keeps its own.)
     pub async fn finish(
         &self,
         claim: Claim,
@@ -266,39 +267,28 @@ impl Postgres {
         url: Option<&str>,
         instant: bool,
     ) -> Result<FileRecord> {
-        let (key, t) = (claim.key.0, unix_now_i64());
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        let done = tx
-            .prepare_cached(
-                "UPDATE files SET state = 'done', file_id = $2, url = $3, instant = $4, \
-                 error_code = NULL, error_message = NULL, error_desc = NULL, updated_at = $5, \
-                 finished_at = $5 WHERE id = $1",
-            )
-            .await?;
-        tx.execute(&done, &[&key, &file_id, &url, &instant, &t])
-            .await?;
-        let select = tx
-            .prepare_cached(&format!(
-                "SELECT {FILE_COLUMNS} FROM files f WHERE f.id = $1"
-            ))
-            .await?;
-        let row = tx.query_one(&select, &[&key]).await?;
-        let done = file_from_row(&row, &self.roots(&[]))?;
-        // The account's service holds the content now: its parts, hashes and signature are not
-        // needed again. Another account's upload of the same content keeps its own.
-        for sql in [
-            "DELETE FROM confirmed_parts WHERE (account, file_sha) = \
-             (SELECT account, file_sha FROM files WHERE id = $1)",
-            "DELETE FROM uploads WHERE (account, file_sha) = \
-             (SELECT account, file_sha FROM files WHERE id = $1)",
-            "DELETE FROM part_hashes WHERE file_sha = (SELECT file_sha FROM files WHERE id = $1)",
-        ] {
-            let stmt = tx.prepare_cached(sql).await?;
-            tx.execute(&stmt, &[&key]).await?;
-        }
-        tx.commit().await?;
-        Ok(done)
+        let sql = format!(
+            "WITH f AS (UPDATE files f SET state = 'done', file_id = $3, url = $4, instant = $5, \
+                 error_code = NULL, error_message = NULL, error_desc = NULL, updated_at = $6, \
+                 finished_at = $6 WHERE f.id = $1 AND f.epoch = $2 RETURNING {FILE_COLUMNS}), \
+             parts AS (DELETE FROM confirmed_parts c USING f \
+                 WHERE c.account = f.account AND c.file_sha = f.file_sha), \
+             signed AS (DELETE FROM uploads u USING f \
+                 WHERE u.account = f.account AND u.file_sha = f.file_sha), \
+             hashes AS (DELETE FROM part_hashes h USING f WHERE h.file_sha = f.file_sha) \
+             SELECT * FROM f"
+        );
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &claim.key.0,
+            &claim.epoch,
+            &file_id,
+            &url,
+            &instant,
+            &unix_now_i64(),
+        ];
+        let rows = self.fenced(claim, &sql, &params).await?;
+        let row = rows.first().ok_or(LedgerError::Fenced { key: claim.key })?;
+        file_from_row(row, &self.roots(&[]))
     }
 
     /// See [`crate::ledger::Sqlite::write_error`].
@@ -308,35 +298,36 @@ impl Postgres {
         e: &RecordedError,
         state: Option<FileState>,
     ) -> Result<()> {
-        let sql = "UPDATE files SET error_code = $2, error_message = $3, error_desc = $4, \
-             state = COALESCE($5::text, state), updated_at = $6 WHERE id = $1 AND state != 'done'";
+        let sql = "UPDATE files SET error_code = $3, error_message = $4, error_desc = $5, \
+             state = COALESCE($6::text, state), updated_at = $7 \
+             WHERE id = $1 AND epoch = $2 AND state != 'done' RETURNING id";
         let state = state.map(FileState::as_str);
-        let params: [&(dyn ToSql + Sync); 6] = [
+        let params: [&(dyn ToSql + Sync); 7] = [
             &claim.key.0,
+            &claim.epoch,
             &e.code,
             &e.message,
             &e.code_desc,
             &state,
             &unix_now_i64(),
         ];
-        self.claimed_update(claim, sql, &params).await
+        self.fenced(claim, sql, &params).await.map(drop)
     }
 
     /// See [`crate::ledger::Ledger::set_account`].
     pub async fn set_account(&self, claim: Claim, account: &AccountName) -> Result<()> {
-        let sql = "UPDATE files SET account = $2, updated_at = $3 WHERE id = $1";
-        let params: [&(dyn ToSql + Sync); 3] = [&claim.key.0, &account.as_str(), &unix_now_i64()];
-        self.claimed_update(claim, sql, &params).await
+        let sets = "account = $3, updated_at = $4";
+        let params: [&(dyn ToSql + Sync); 2] = [&account.as_str(), &unix_now_i64()];
+        self.claimed_update(claim, sets, &params).await
     }
 
     /// See [`crate::ledger::Sqlite::set_aside`].
     pub async fn set_aside(&self, claim: Claim, state: FileState, why: &str) -> Result<()> {
         debug_assert!(matches!(state, FileState::Superseded | FileState::Gone));
-        let sql = "UPDATE files SET state = $2, error_code = 0, error_message = $3, \
-             error_desc = NULL, updated_at = $4 WHERE id = $1";
-        let params: [&(dyn ToSql + Sync); 4] =
-            [&claim.key.0, &state.as_str(), &why, &unix_now_i64()];
-        self.claimed_update(claim, sql, &params).await
+        let sets = "state = $3, error_code = 0, error_message = $4, error_desc = NULL, \
+             updated_at = $5";
+        let params: [&(dyn ToSql + Sync); 3] = [&state.as_str(), &why, &unix_now_i64()];
+        self.claimed_update(claim, sets, &params).await
     }
 
     /// See [`crate::ledger::Sqlite::requeue`].

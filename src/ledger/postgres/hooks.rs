@@ -3,12 +3,11 @@
 //! contracts as the SQLite backend's (`sqlite/hooks.rs`). At-least-once: a delivery leaves the
 //! due list only once [`Postgres::hook_delivered`] ran after the receiver accepted it.
 
-use super::{claimed, path_bytes, unsigned, Postgres, NOW};
+use super::{path_bytes, unsigned, Postgres, NOW};
 use crate::clock::unix_now_i64;
 use crate::config::AfterUpload;
 use crate::ledger::row::{self, HOOK_COLUMNS};
 use crate::ledger::{Claim, Delivery, Disposed, NewDelivery, Result};
-use deadpool_postgres::Transaction;
 use std::path::Path;
 use tokio_postgres::types::ToSql;
 
@@ -22,27 +21,22 @@ impl Postgres {
         target: Option<&Path>,
         hooks: &[NewDelivery],
     ) -> Result<bool> {
-        let key = claim.key.0;
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        let intend = tx
-            .prepare_cached(
-                "UPDATE files SET intent = $2, intent_target = $3, updated_at = $4 \
-                 WHERE id = $1 AND NOT disposed AND state IN ('done', 'failed')",
-            )
-            .await?;
-        let target = target.map(path_bytes);
-        let params: [&(dyn ToSql + Sync); 4] = [&key, &intent.as_str(), &target, &unix_now_i64()];
-        let changed = tx.execute(&intend, &params).await? == 1;
-        if changed {
-            drop_held(&tx, key).await?;
-            insert_deliveries(&tx, key, hooks, true).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        let sql = format!(
+            "WITH f AS (UPDATE files SET intent = $3, intent_target = $4, updated_at = $5 \
+                 WHERE id = $1 AND epoch = $2 AND NOT disposed AND state IN ('done', 'failed') \
+                 RETURNING id), \
+             dropped AS (DELETE FROM hook_deliveries h USING f WHERE h.file_key = f.id AND h.held), \
+             {ADDED} SELECT id FROM f"
+        );
+        let (intent, target, t) = (intent.as_str(), target.map(path_bytes), unix_now_i64());
+        let added = Added::of(hooks, true);
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&claim.key.0, &claim.epoch, &intent, &target, &t];
+        params.extend(added.params());
+        Ok(!self.fenced(claim, &sql, &params).await?.is_empty())
     }
 
-    /// See [`crate::ledger::Sqlite::mark_disposed`]: one transaction, so a crash can neither lose
+    /// See [`crate::ledger::Sqlite::mark_disposed`]: one statement, so a crash can neither lose
     /// the hooks nor run the action twice; it ends the file's work, so its claim is released.
     pub async fn mark_disposed(
         &self,
@@ -51,57 +45,39 @@ impl Postgres {
         moved_to: Option<&Path>,
         hooks: Option<&[NewDelivery]>,
     ) -> Result<()> {
-        let (key, t) = (claim.key.0, unix_now_i64());
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        let mark = tx
-            .prepare_cached(
-                "UPDATE files SET disposed = TRUE, disposal = $3, lease_until = NULL, \
-                 intent_target = COALESCE($4, intent_target), updated_at = $2, \
+        let sql = format!(
+            "WITH f AS (UPDATE files SET disposed = TRUE, disposal = $3, lease_until = NULL, \
+                 intent_target = COALESCE($4, intent_target), updated_at = $5, \
                  disposal_error = NULL, disposal_retry_at = NULL \
-                 WHERE id = $1 AND NOT disposed AND state IN ('done', 'failed')",
-            )
-            .await?;
+                 WHERE id = $1 AND epoch = $2 AND NOT disposed AND state IN ('done', 'failed') \
+                 RETURNING id), \
+             released AS (UPDATE hook_deliveries h SET held = FALSE, next_at = $5 FROM f \
+                 WHERE h.file_key = f.id AND h.held AND NOT $11), \
+             dropped AS (DELETE FROM hook_deliveries h USING f \
+                 WHERE h.file_key = f.id AND h.held AND $11), \
+             {ADDED} SELECT id FROM f"
+        );
         let (disposal, moved_to) = (disposed.as_text(), moved_to.map(path_bytes));
-        let params: [&(dyn ToSql + Sync); 4] = [&key, &t, &disposal.as_ref(), &moved_to];
-        if tx.execute(&mark, &params).await? == 1 {
-            match hooks {
-                Some(hooks) => {
-                    drop_held(&tx, key).await?;
-                    insert_deliveries(&tx, key, hooks, false).await?;
-                }
-                None => {
-                    let release = tx
-                        .prepare_cached(
-                            "UPDATE hook_deliveries SET held = FALSE, next_at = $2 \
-                             WHERE file_key = $1 AND held",
-                        )
-                        .await?;
-                    tx.execute(&release, &[&key, &t]).await?;
-                }
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        let (t, replace) = (unix_now_i64(), hooks.is_some());
+        let added = Added::of(hooks.unwrap_or_default(), false);
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&claim.key.0, &claim.epoch, &disposal, &moved_to, &t];
+        params.extend(added.params());
+        params.push(&replace);
+        self.fenced(claim, &sql, &params).await.map(drop)
     }
 
     /// See [`crate::ledger::Ledger::disposal_failed`]: `retry_in` counts from the server's
     /// clock, which the claim compares it with.
     pub async fn disposal_failed(&self, claim: Claim, reason: &str, retry_in: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE files SET disposal_error = $3, disposal_failures = disposal_failures + 1, \
+             disposal_retry_at = {NOW} + $4, lease_until = NULL, updated_at = $5 \
+             WHERE id = $1 AND epoch = $2 AND NOT disposed RETURNING id"
+        );
         let t = unix_now_i64();
-        let mut client = self.client().await?;
-        let tx = claimed(&mut client, claim).await?;
-        let mark = tx
-            .prepare_cached(&format!(
-                "UPDATE files SET disposal_error = $2, disposal_failures = disposal_failures + 1, \
-                 disposal_retry_at = {NOW} + $3, lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND NOT disposed"
-            ))
-            .await?;
-        tx.execute(&mark, &[&claim.key.0, &reason, &retry_in, &t])
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let params: [&(dyn ToSql + Sync); 5] = [&claim.key.0, &claim.epoch, &reason, &retry_in, &t];
+        self.fenced(claim, &sql, &params).await.map(drop)
     }
 
     /// Deliveries due at `at` (Unix seconds), oldest first.
@@ -189,39 +165,42 @@ impl Postgres {
     }
 }
 
-/// Forget the deliveries a previous intent held for the file.
-async fn drop_held(tx: &Transaction<'_>, key: i64) -> Result<()> {
-    let stmt = tx
-        .prepare_cached("DELETE FROM hook_deliveries WHERE file_key = $1 AND held")
-        .await?;
-    tx.execute(&stmt, &[&key]).await?;
-    Ok(())
+/// The deliveries a write adds for the file its `f` wrote, in their order, at the time `$5`
+/// (`$6`..`$10`: events, kinds, targets, payloads, held).
+const ADDED: &str = "added AS (INSERT INTO hook_deliveries (file_key, event, kind, target, \
+     payload, next_at, created_at, held) \
+     SELECT f.id, d.event, d.kind, d.target, d.payload, $5, $5, $10 \
+     FROM f, unnest($6::text[], $7::text[], $8::text[], $9::text[]) \
+     WITH ORDINALITY AS d(event, kind, target, payload, n) ORDER BY d.n)";
+
+/// The values of [`ADDED`]'s parameters.
+struct Added<'a> {
+    events: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    targets: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    held: bool,
 }
 
-async fn insert_deliveries(
-    tx: &Transaction<'_>,
-    key: i64,
-    hooks: &[NewDelivery],
-    held: bool,
-) -> Result<()> {
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO hook_deliveries (file_key, event, kind, target, payload, next_at, \
-             created_at, held) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
-        )
-        .await?;
-    let t = unix_now_i64();
-    for hook in hooks {
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &key,
-            &hook.event,
-            &hook.kind.as_str(),
-            &hook.target,
-            &hook.payload,
-            &t,
-            &held,
-        ];
-        tx.execute(&insert, &params).await?;
+impl<'a> Added<'a> {
+    fn of(hooks: &'a [NewDelivery], held: bool) -> Added<'a> {
+        Added {
+            events: hooks.iter().map(|h| h.event).collect(),
+            kinds: hooks.iter().map(|h| h.kind.as_str()).collect(),
+            targets: hooks.iter().map(|h| h.target.as_str()).collect(),
+            payloads: hooks.iter().map(|h| h.payload.as_str()).collect(),
+            held,
+        }
     }
-    Ok(())
+
+    /// `$6`..`$10`, in order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.events,
+            &self.kinds,
+            &self.targets,
+            &self.payloads,
+            &self.held,
+        ]
+    }
 }

@@ -3,8 +3,9 @@
 //! listings `listing.rs`, a content's hashes and parts `content.rs`, claims `claims.rs`, hook
 //! deliveries `hooks.rs`, forgetting old rows `retention.rs`. Where it differs from SQLite (see
 //! `migrations/postgres/`): files of a watch are keyed on the watch's name and their path in its
-//! folder, since hosts mount it at different paths; leases are judged by the server's clock; claims skip rows another node is
-//! taking; a write under a claim locks the row and checks its epoch first.
+//! folder, since hosts mount it at different paths; leases are judged by the server's clock; claims
+//! skip rows another node is taking; a write under a claim is one statement that carries the
+//! claim's epoch in its own `WHERE` ([`Postgres::fenced`]).
 
 mod claims;
 mod content;
@@ -23,7 +24,7 @@ use crate::clock::unix_now_i64;
 use crate::config::PostgresUrl;
 use crate::ledger::BackendError;
 use crate::protocol::Signature;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -188,6 +189,35 @@ impl Postgres {
         Ok(self.pool.get().await?)
     }
 
+    /// Run `sql`, one write under `claim`, in one round trip. The statement carries its own
+    /// fence: `$1` is the file's key and `$2` the claim's epoch, both in the `WHERE` of the files
+    /// row it writes or locks (`FOR UPDATE`), and whatever else it writes is joined to that row.
+    /// The row lock orders it with a takeover, which re-checks the epoch if one committed
+    /// meanwhile. Its rows; none means nothing was written, which is refused as
+    /// [`LedgerError::Fenced`] unless the row still carries the epoch (a condition of the write's
+    /// own did not hold: a file already disposed of, say).
+    async fn fenced(
+        &self,
+        claim: Claim,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        let rows = client.query(&stmt, params).await?;
+        if rows.is_empty() {
+            let epoch = client
+                .prepare_cached("SELECT epoch FROM files WHERE id = $1")
+                .await?;
+            let now = client.query_opt(&epoch, &[&claim.key.0]).await?;
+            let epoch: Option<i64> = now.map(|r| r.try_get("epoch")).transpose()?;
+            if epoch != Some(claim.epoch) {
+                return Err(LedgerError::Fenced { key: claim.key });
+            }
+        }
+        Ok(rows)
+    }
+
     /// The watch folders to show rows under: the known ones, and `extra` (the roots a call was
     /// given: they are this host's too).
     fn roots(&self, extra: &[WatchRoot]) -> HashMap<String, PathBuf> {
@@ -211,24 +241,6 @@ impl Postgres {
             })
             .unzip()
     }
-}
-
-/// Begin a write under `claim`: a transaction that locks the file's row (no other node can take
-/// the file over until it ends) and finds the claim's epoch there. Refused with
-/// [`LedgerError::Fenced`] otherwise (the transaction is rolled back).
-async fn claimed(client: &mut deadpool_postgres::Object, claim: Claim) -> Result<Transaction<'_>> {
-    let tx = client.transaction().await?;
-    let lock = tx
-        .prepare_cached("SELECT epoch FROM files WHERE id = $1 FOR UPDATE")
-        .await?;
-    let epoch: Option<i64> = match tx.query_opt(&lock, &[&claim.key.0]).await? {
-        Some(row) => Some(row.try_get("epoch")?),
-        None => None,
-    };
-    if epoch != Some(claim.epoch) {
-        return Err(LedgerError::Fenced { key: claim.key });
-    }
-    Ok(tx)
 }
 
 /// A count or size as PostgreSQL's BIGINT (the ledger's numbers are far below 2^63).

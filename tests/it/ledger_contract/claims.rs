@@ -92,6 +92,9 @@ pub async fn a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder_is_f
         "no write of the old holder landed (each take began an attempt)"
     );
     assert!(other.confirmed(A, "sha").await.unwrap().is_empty());
+    assert_eq!(other.signature(A, "sha").await.unwrap(), None);
+    assert_eq!(other.part_md5s("sha", PART, 1).await.unwrap(), None);
+    assert_eq!(other.pending_hooks().await.unwrap(), 0);
     other.finish(new, "id", None, false).await.unwrap();
 }
 
@@ -107,7 +110,11 @@ async fn every_write_is_fenced(l: &Ledger, old: Claim) {
     assert!(fenced(l.store_signature(old, &up, &sig).await, key));
     let confirmed = l.confirm_parts(old, &up, vec![(0, 1)], None);
     assert!(fenced(confirmed.await, key));
-    assert!(fenced(l.reconcile(old, &up, vec![], None).await, key));
+    let finishing = Some(FileState::Finishing);
+    let confirmed = l.confirm_parts(old, &up, vec![(0, PART)], finishing);
+    assert!(fenced(confirmed.await, key));
+    let listed = l.reconcile(old, &up, vec![(0, PART)], Some(&sig));
+    assert!(fenced(listed.await, key));
     assert!(fenced(l.finish(old, "zombie", None, false).await, key));
     assert!(fenced(l.note_error(old, &err).await, key));
     assert!(fenced(l.fail(old, &err).await, key));
@@ -115,8 +122,16 @@ async fn every_write_is_fenced(l: &Ledger, old: Claim) {
         l.set_aside(old, FileState::Gone, "zombie").await,
         key
     ));
-    let intent = l.intend_disposal(old, AfterUpload::Delete, None, vec![]);
+    let hook = vodup::ledger::NewDelivery {
+        event: "done",
+        kind: vodup::ledger::HookKind::Webhook,
+        target: "http://zombie.example/".into(),
+        payload: "{}".into(),
+    };
+    let intent = l.intend_disposal(old, AfterUpload::Delete, None, vec![hook.clone()]);
     assert!(fenced(intent.await, key));
+    let disposed = l.mark_disposed(old, Disposed::Deleted, None, Some(vec![hook]));
+    assert!(fenced(disposed.await, key));
     let disposed = l.mark_disposed(old, Disposed::Deleted, None, None);
     assert!(fenced(disposed.await, key));
     assert!(fenced(l.disposal_failed(old, "zombie", 5).await, key));
