@@ -46,7 +46,8 @@ where
     Fut: Future<Output = Result<T, CallError>>,
 {
     let mut attempts = Attempts::new();
-    let mut rng = StdRng::from_entropy();
+    // Made once a retry is due: most calls succeed first time, and seeding costs a system call.
+    let mut rng: Option<StdRng> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(Interrupt::Stopped);
@@ -62,7 +63,8 @@ where
             Verdict::Resign => return Err(Interrupt::Resign(error)),
             Verdict::Final => return Err(final_failure(inner, what, &error)),
         };
-        let Some(delay) = inner.retry.next_delay(&mut attempts, pace, &mut rng) else {
+        let rng = rng.get_or_insert_with(StdRng::from_entropy);
+        let Some(delay) = inner.retry.next_delay(&mut attempts, pace, rng) else {
             return Err(final_failure(inner, what, &error));
         };
         if what.offset.is_some() && congestion(&error, pace) {

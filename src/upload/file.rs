@@ -238,7 +238,7 @@ impl Journey {
     /// so the count starts afresh (a long upload is not failed by errors hours apart).
     async fn rounds(&self, job: &mut Job, processing: &Processing) -> Result<Finished, Interrupt> {
         let mut attempts = Attempts::new();
-        let mut rng = StdRng::from_entropy();
+        let mut rng: Option<StdRng> = None; // made once a round has to be retried
         let mut force_sign = false;
         let mut confirmed_before = 0;
         loop {
@@ -270,7 +270,7 @@ impl Journey {
             back_off(
                 &self.inner.retry,
                 &mut attempts,
-                &mut rng,
+                rng.get_or_insert_with(StdRng::from_entropy),
                 &self.cancel,
                 &error,
             )
