@@ -30,23 +30,23 @@ impl Ledger {
         .await
     }
 
-    /// Store the hashing pass: the file's SHA-1 and part size, the MD5 of every part, and the
-    /// file's `ctime` (ns) when it was opened for the pass.
+    /// Store the hashing pass of `upload`'s content: its SHA-1 and part size, the MD5 of every
+    /// part, and the file's `ctime` (ns) when it was opened for the pass. Answers with the
+    /// signature stored for that upload, if an earlier one left it (read in the same write).
     pub async fn record_hash(
         &self,
         claim: Claim,
-        sha: &str,
-        part_size: u64,
+        upload: &Upload,
         md5s: Vec<String>,
         ctime_ns: Option<i64>,
-    ) -> Result<()> {
-        let owned = sha.to_owned();
+    ) -> Result<Option<Signature>> {
+        let owned = upload.clone();
         match &self.store {
             Store::Sqlite(s) => {
-                s.run(move |s| s.record_hash(claim, &owned, part_size, &md5s, ctime_ns))
+                s.run(move |s| s.record_hash(claim, &owned, &md5s, ctime_ns))
                     .await
             }
-            Store::Postgres(p) => p.record_hash(claim, sha, part_size, &md5s, ctime_ns).await,
+            Store::Postgres(p) => p.record_hash(claim, upload, &md5s, ctime_ns).await,
         }
     }
 

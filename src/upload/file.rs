@@ -10,11 +10,12 @@
 use super::call::{back_off, with_retry, Retried};
 use super::job::{Interrupt, Job};
 use super::{parts, Account, EngineError, Event, Finished, Inner, Outcome};
+use crate::config::AccountName;
 use crate::hash::{self, HashError};
-use crate::ledger::{Claim, FileRecord, FileState, LedgerError, RecordedError};
+use crate::ledger::{Claim, FileRecord, FileState, LedgerError, RecordedError, Upload};
 use crate::protocol::plan::{missing, plan};
 use crate::protocol::{
-    Attempts, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize, Processing,
+    Attempts, FinishAnswer, HeldPart, InitAnswer, InitRequest, PartSize, Processing, Signature,
 };
 use crate::shown::shown;
 use crate::source::{Source, SourceError};
@@ -98,6 +99,14 @@ fn taken_over() -> Outcome {
     Outcome::TakenOver
 }
 
+/// A content's hashes at one part size, and the signature stored for its upload to the file's
+/// account.
+struct Hashes {
+    sha: String,
+    md5s: Vec<String>,
+    signature: Option<Signature>,
+}
+
 struct Journey {
     inner: Arc<Inner>,
     cancel: CancellationToken,
@@ -112,16 +121,18 @@ impl Journey {
         }
         let source = Arc::new(self.open(&record).await?);
         let part_size = PartSize::from_bytes(record.part_size).unwrap_or(self.inner.part_size);
-        let (sha, md5s) = self.hashes(claim, &record, &source, part_size).await?;
+        let hashes = self.hashes(claim, &record, &account.name, &source, part_size);
+        let Hashes {
+            sha,
+            md5s,
+            signature: stored,
+        } = hashes.await?;
         tracing::Span::current().record("fileSha", sha.as_str());
-        let _one_upload_per_content = self.inner.contents.lock(&account.name, &sha).await;
         // No other task works on this row meanwhile: it would hold the claim, and this one's next
-        // write would be refused.
-        let stored = self
-            .inner
-            .ledger
-            .signature(account.name.as_str(), &sha)
-            .await?;
+        // write would be refused. The stored signature was read before this lock: any signature
+        // of this content serves (the init makes it the one the service expects), so one that
+        // another upload of it stored meanwhile just goes unused.
+        let _one_upload_per_content = self.inner.contents.lock(&account.name, &sha).await;
         let mut job = Job {
             claim,
             account,
@@ -175,28 +186,30 @@ impl Journey {
         }
     }
 
-    /// The SHA-1 and part MD5s at `part_size`: stored ones if the ledger has them, else hash the
-    /// open file now.
+    /// The SHA-1 and part MD5s at `part_size`, and the signature stored for the content's upload
+    /// to `account`: stored hashes if the ledger has them, else hash the open file now.
     async fn hashes(
         &self,
         claim: Claim,
         record: &FileRecord,
+        account: &AccountName,
         source: &Arc<Source>,
         part_size: PartSize,
-    ) -> Result<(String, Vec<String>), Interrupt> {
-        let (inner, key) = (&self.inner, record.key);
-        let parts = plan(record.size, part_size).len();
+    ) -> Result<Hashes, Interrupt> {
         // A stored hash holds while no write reached the file since it was taken: a rewrite in
         // place that put the mtime back (while vodup was down, or between attempts) moved the
         // ctime, and the file is hashed again.
         let unwritten = record.hashed_ctime_ns == Some(source.changed_ns());
         if let Some(sha) = record.file_sha.clone().filter(|_| unwritten) {
-            let stored = inner
-                .ledger
-                .part_md5s(&sha, part_size.bytes(), parts)
-                .await?;
-            if let Some(md5s) = stored {
-                return Ok((sha, md5s));
+            let parts = plan(record.size, part_size).len();
+            let ledger = &self.inner.ledger;
+            if let Some(md5s) = ledger.part_md5s(&sha, part_size.bytes(), parts).await? {
+                let signature = ledger.signature(account.as_str(), &sha).await?;
+                return Ok(Hashes {
+                    sha,
+                    md5s,
+                    signature,
+                });
             }
         }
         if record.file_sha.is_some() && !unwritten {
@@ -204,8 +217,25 @@ impl Journey {
         }
         if record.file_sha.is_some() {
             // A file never hashed was marked hashing as its attempt began.
-            inner.ledger.set_state(claim, FileState::Hashing).await?;
+            self.inner
+                .ledger
+                .set_state(claim, FileState::Hashing)
+                .await?;
         }
+        self.hash_now(claim, record, account, source, part_size)
+            .await
+    }
+
+    /// Hash the open file and record the pass (which answers with the stored signature).
+    async fn hash_now(
+        &self,
+        claim: Claim,
+        record: &FileRecord,
+        account: &AccountName,
+        source: &Arc<Source>,
+        part_size: PartSize,
+    ) -> Result<Hashes, Interrupt> {
+        let (inner, key) = (&self.inner, record.key);
         let event = Event::Hashing { size: record.size };
         inner.progress.event(key, &record.path, event);
         let started = std::time::Instant::now();
@@ -224,12 +254,22 @@ impl Journey {
         })?;
         let secs = started.elapsed().as_secs_f64();
         info!(fileSha = %digest.sha1, size = digest.size, secs, "hashed");
-        let md5s = digest.part_md5s.clone();
-        let ledger = &inner.ledger;
-        ledger
-            .record_hash(claim, &digest.sha1, part_size.bytes(), md5s, Some(ctime))
-            .await?;
-        Ok((digest.sha1, digest.part_md5s))
+        let upload = Upload {
+            account: account.as_str().to_owned(),
+            sha: digest.sha1,
+            size: record.size,
+            part_size: part_size.bytes(),
+        };
+        let md5s = digest.part_md5s;
+        let pass = inner
+            .ledger
+            .record_hash(claim, &upload, md5s.clone(), Some(ctime));
+        let signature = pass.await?;
+        Ok(Hashes {
+            sha: upload.sha,
+            md5s,
+            signature,
+        })
     }
 
     /// Rounds of init + parts + finish. A round that ends asking for another (a part's -10005, a
@@ -346,7 +386,9 @@ impl Journey {
         );
         let record = self.inner.ledger.file(job.claim.key).await?;
         let record = record.ok_or_else(|| Interrupt::failed("the file left the ledger"))?;
-        let (_, md5s) = self.hashes(job.claim, &record, &job.source, size).await?;
+        let account = &job.account.name;
+        let hashes = self.hashes(job.claim, &record, account, &job.source, size);
+        let md5s = hashes.await?.md5s;
         job.part_size = size;
         job.md5s = md5s;
         Ok(())

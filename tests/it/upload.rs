@@ -246,17 +246,19 @@ async fn a_signature_the_service_finds_expired_is_renewed_and_the_upload_goes_on
         .collect();
     let claim = env.claim(record.key);
     let ctime = vodup::source::ctime_ns(&std::fs::metadata(&path).unwrap());
-    ledger
-        .record_hash(claim, &sha, PART, md5s, Some(ctime))
-        .await
-        .unwrap();
-    // The ledger believes it valid for a day: only the service's -10002 can reveal it.
     let upload = vodup::ledger::Upload {
         account: env.config().default_account().name.as_str().into(),
         sha: sha.clone(),
         size: data.len() as u64,
         part_size: PART,
     };
+    let pass = ledger.record_hash(claim, &upload, md5s, Some(ctime));
+    assert_eq!(
+        pass.await.unwrap(),
+        None,
+        "no upload of it stored a signature yet"
+    );
+    // The ledger believes it valid for a day: only the service's -10002 can reveal it.
     let believed = vodup::protocol::Signature {
         encoded: expired.encoded.clone(),
         expires_at: now + 86_400,

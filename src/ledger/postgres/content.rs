@@ -5,36 +5,47 @@ use super::*;
 use tokio_postgres::types::ToSql;
 
 impl Postgres {
-    /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part, in one
-    /// statement.
+    /// See [`crate::ledger::Ledger::record_hash`]: one statement.
     pub async fn record_hash(
         &self,
         claim: Claim,
-        sha: &str,
-        part_size: u64,
+        upload: &Upload,
         md5s: &[String],
         ctime_ns: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<Option<Signature>> {
         let sql = "WITH f AS (UPDATE files SET file_sha = $3, part_size = $4, updated_at = $5, \
                  hashed_ctime_ns = $6 WHERE id = $1 AND epoch = $2 RETURNING id), \
              hashes AS (INSERT INTO part_hashes (file_sha, part_size, \"offset\", md5) \
                  SELECT $3, $4, p.o, p.m FROM unnest($7::bigint[], $8::text[]) AS p(o, m) \
                  WHERE EXISTS (SELECT 1 FROM f) \
                  ON CONFLICT (file_sha, part_size, \"offset\") DO UPDATE SET md5 = excluded.md5) \
-             SELECT id FROM f";
-        let size = int(part_size);
-        let offsets: Vec<i64> = (0..md5s.len()).map(|i| int(i as u64 * part_size)).collect();
-        let params: [&(dyn ToSql + Sync); 8] = [
+             SELECT f.id, u.signature, u.signature_expires FROM f LEFT JOIN uploads u \
+                 ON u.account = $9 AND u.file_sha = $3 AND u.signature IS NOT NULL";
+        let size = int(upload.part_size);
+        let offsets: Vec<i64> = (0..md5s.len())
+            .map(|i| int(i as u64 * upload.part_size))
+            .collect();
+        let params: [&(dyn ToSql + Sync); 9] = [
             &claim.key.0,
             &claim.epoch,
-            &sha,
+            &upload.sha,
             &size,
             &unix_now_i64(),
             &ctime_ns,
             &offsets,
             &md5s,
+            &upload.account,
         ];
-        self.fenced(claim, sql, &params).await.map(drop)
+        let rows = self.fenced(claim, sql, &params).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let encoded: Option<String> = row.try_get("signature")?;
+        let expires: Option<i64> = row.try_get("signature_expires")?;
+        Ok(encoded.map(|encoded| Signature {
+            encoded,
+            expires_at: unsigned(expires.unwrap_or(0)),
+        }))
     }
 
     /// The stored part MD5s of a content at a part size, in offset order, if a pass stored them.

@@ -105,6 +105,23 @@ fn claimed(conn: &mut Connection, claim: Claim) -> Result<Write<'_>> {
     Ok(tx)
 }
 
+/// The signature stored for the account's upload of a content, if any.
+fn stored_signature(conn: &Connection, account: &str, sha: &str) -> Result<Option<Signature>> {
+    Ok(query_one(
+        conn,
+        "SELECT signature, signature_expires FROM uploads WHERE account = ?1 AND file_sha = ?2 \
+         AND signature IS NOT NULL",
+        [account, sha],
+        |r| {
+            Ok(Signature {
+                encoded: r.get("signature")?,
+                expires_at: r.get("signature_expires")?,
+            })
+        },
+    )
+    .optional()?)
+}
+
 /// `execute` through the connection's statement cache: each statement is parsed once.
 fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
@@ -235,15 +252,15 @@ impl Sqlite {
         self.durable_batch.load(Ordering::SeqCst)
     }
 
-    /// Store the hashing pass: the file's SHA-1 and part size, and the MD5 of every part.
+    /// See [`crate::ledger::Ledger::record_hash`].
     pub fn record_hash(
         &self,
         claim: Claim,
-        sha: &str,
-        part_size: u64,
+        upload: &Upload,
         md5s: &[String],
         ctime_ns: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<Option<Signature>> {
+        let (sha, part_size) = (upload.sha.as_str(), upload.part_size);
         let mut conn = self.conn();
         let tx = claimed(&mut conn, claim)?;
         exec(
@@ -260,8 +277,9 @@ impl Sqlite {
                 insert.execute(params![sha, part_size, i as u64 * part_size, md5])?;
             }
         }
+        let signature = stored_signature(&tx, &upload.account, sha)?;
         tx.commit()?;
-        Ok(())
+        Ok(signature)
     }
 
     /// The stored part MD5s of a content at a part size, in offset order, if a pass stored them.
@@ -283,19 +301,7 @@ impl Sqlite {
 
     /// The signature of a content's upload to an account, if one was stored.
     pub fn signature(&self, account: &str, sha: &str) -> Result<Option<Signature>> {
-        Ok(query_one(
-            &self.conn(),
-            "SELECT signature, signature_expires FROM uploads WHERE account = ?1 AND file_sha = ?2 \
-             AND signature IS NOT NULL",
-            [account, sha],
-            |r| {
-                Ok(Signature {
-                    encoded: r.get("signature")?,
-                    expires_at: r.get("signature_expires")?,
-                })
-            },
-        )
-        .optional()?)
+        stored_signature(&self.conn(), account, sha)
     }
 
     pub fn store_signature(

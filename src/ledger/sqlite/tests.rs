@@ -103,14 +103,15 @@ fn confirmed_parts_survive_a_reopen() {
     {
         let l = Sqlite::open(&db).unwrap();
         let f = l.enqueue(&new_file(Path::new("/a.mp4"))).unwrap();
-        l.record_hash(
-            claim(&l, f.key),
-            "sha",
-            1_048_576,
-            &["m0".into(), "m1".into(), "m2".into()],
-            None,
-        )
-        .unwrap();
+        let upload = Upload {
+            account: A.into(),
+            sha: "sha".into(),
+            size: 3_000_000,
+            part_size: 1_048_576,
+        };
+        let md5s = ["m0".into(), "m1".into(), "m2".into()];
+        l.record_hash(claim(&l, f.key), &upload, &md5s, None)
+            .unwrap();
         confirm_part(&l, A, "sha", 0, 1_048_576);
         confirm_part(&l, A, "sha", 2_097_152, 902_848);
     }

@@ -105,7 +105,7 @@ async fn every_write_is_fenced(l: &Ledger, old: Claim) {
     let z = AccountName::new("z");
     assert!(fenced(l.set_state(old, FileState::Finishing).await, key));
     assert!(fenced(l.set_account(old, &z).await, key));
-    let hashed = l.record_hash(old, "sha", PART, vec!["m".into()], None);
+    let hashed = l.record_hash(old, &up, vec!["m".into()], None);
     assert!(fenced(hashed.await, key));
     assert!(fenced(l.store_signature(old, &up, &sig).await, key));
     let confirmed = l.confirm_parts(old, &up, vec![(0, 1)], None);
@@ -202,7 +202,7 @@ pub async fn taking_a_file_owed_an_upload_begins_an_attempt(b: &Backend) {
     assert_eq!((taken.state, taken.attempts), (FileState::Hashing, 1));
     assert_eq!(row(&l, f.key).await, taken, "the row as taken is the row");
     // Hashed: a later attempt resumes where it was, and is counted.
-    l.record_hash(c, "sha", PART, vec!["m".into(); 3], None)
+    l.record_hash(c, &upload(A, "sha"), vec!["m".into(); 3], None)
         .await
         .unwrap();
     l.set_state(c, FileState::Uploading).await.unwrap();

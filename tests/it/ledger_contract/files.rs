@@ -69,7 +69,7 @@ pub async fn a_revived_row_keeps_its_hash_only_for_the_same_inode(b: &Backend) {
     let l = b.node().await;
     let first = l.enqueue(watched("again.mp4")).await.unwrap();
     let c = claim(&l, first.key).await;
-    l.record_hash(c, "sha-of-old", PART, vec!["m".into(); 3], None)
+    l.record_hash(c, &upload(A, "sha-of-old"), vec!["m".into(); 3], None)
         .await
         .unwrap();
     l.set_aside(c, FileState::Gone, "moved away").await.unwrap();

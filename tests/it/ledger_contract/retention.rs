@@ -66,7 +66,9 @@ async fn hashed(l: &Ledger, name: &str, sha: &str, set_aside: bool) -> FileKey {
     let key = l.enqueue(fresh(name)).await.unwrap().key;
     let claim = claim(l, key).await;
     let md5s = vec!["m0".to_owned(), "m1".into(), "m2".into()];
-    l.record_hash(claim, sha, PART, md5s, None).await.unwrap();
+    l.record_hash(claim, &upload(A, sha), md5s, None)
+        .await
+        .unwrap();
     if set_aside {
         l.set_aside(claim, FileState::Superseded, "changed")
             .await

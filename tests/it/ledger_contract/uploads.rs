@@ -13,7 +13,7 @@ pub async fn an_upload_is_recorded_confirmed_and_finished(b: &Backend) {
     let recorded = (begun.account, begun.state, begun.attempts);
     assert_eq!(recorded, (Some(a), FileState::Hashing, 1));
     let md5s: Vec<String> = ["m0", "m1", "m2"].map(String::from).to_vec();
-    l.record_hash(claim, "sha", PART, md5s.clone(), Some(5))
+    l.record_hash(claim, &upload(A, "sha"), md5s.clone(), Some(5))
         .await
         .unwrap();
     assert_eq!(l.part_md5s("sha", PART, 3).await.unwrap(), Some(md5s));
@@ -95,6 +95,14 @@ pub async fn signatures_are_kept_per_account_and_content(b: &Backend) {
         l.signature(B, "sha").await.unwrap(),
         Some(signature("sigb", 300))
     );
+    // A hashing pass of another file with that content answers with its account's signature.
+    let f = l.enqueue(watched("copy.mp4")).await.unwrap();
+    let c = claim(&l, f.key).await;
+    let (same, other) = (upload(A, "sha"), upload(A, "other"));
+    let pass = l.record_hash(c, &same, vec!["m".into(); 3], None);
+    assert_eq!(pass.await.unwrap(), Some(signature("sig2", 200)));
+    let pass = l.record_hash(c, &other, vec!["m".into(); 3], None);
+    assert_eq!(pass.await.unwrap(), None, "none stored for that content");
 }
 
 pub async fn finishing_for_one_account_keeps_another_accounts_upload_of_the_same_content(
@@ -103,7 +111,7 @@ pub async fn finishing_for_one_account_keeps_another_accounts_upload_of_the_same
     let l = b.node().await;
     let f = l.enqueue(watched("a.mp4")).await.unwrap();
     let c = claim(&l, f.key).await;
-    l.record_hash(c, "sha", PART, vec!["a".into()], None)
+    l.record_hash(c, &upload(A, "sha"), vec!["a".into()], None)
         .await
         .unwrap();
     confirm_part(&l, A, "sha", 0, PART).await;
