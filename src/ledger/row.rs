@@ -107,8 +107,8 @@ pub(super) fn owed(alias: &str, watched: &str, not_disposed: &str) -> String {
     )
 }
 
-/// What taking a file sets besides the claim, in either dialect (`now`: the dialect's time or
-/// parameter): taking a file owed an upload begins an attempt, which is counted, and a file
+/// What taking a file sets besides the claim, in either dialect (`now`: the parameter holding
+/// this node's time, as every other write's `updated_at`): taking a file owed an upload begins an attempt, which is counted, and a file
 /// never hashed is `hashing` from then on. A file taken for its after-upload action is left as
 /// it is.
 pub(super) fn begin_attempt(now: &str) -> String {

@@ -6,6 +6,7 @@
 
 use super::files::{file_from_row, FILE_COLUMNS, OWED};
 use super::{Postgres, NOW};
+use crate::clock::unix_now_i64;
 use crate::ledger::row;
 use crate::ledger::{
     instance, Claim, FileKey, FileRecord, Lease, NodeInfo, NodeStart, Result, WatchRoot,
@@ -127,11 +128,11 @@ impl Postgres {
                  ORDER BY o.id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              RETURNING {FILE_COLUMNS}, f.epoch",
             one_part = one_part_sql(),
-            begin = row::begin_attempt(NOW),
+            begin = row::begin_attempt("$8"),
         );
         let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 7] = [
+        let params: [&(dyn ToSql + Sync); 8] = [
             &lease.node,
             &lease_secs(lease),
             &names,
@@ -139,6 +140,7 @@ impl Postgres {
             &limit,
             &one_part,
             &accounts,
+            &unix_now_i64(),
         ];
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await?;
@@ -169,12 +171,12 @@ impl Postgres {
                  {begin} WHERE f.id = $1 \
                  AND (f.lease_until IS NULL OR f.lease_until < {NOW} OR f.node = $2) \
                  RETURNING {FILE_COLUMNS}, f.epoch",
-                begin = row::begin_attempt(NOW),
+                begin = row::begin_attempt("$4"),
             ))
             .await?;
-        let row = client
-            .query_opt(&stmt, &[&key.0, &lease.node, &lease_secs(lease)])
-            .await?;
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&key.0, &lease.node, &lease_secs(lease), &unix_now_i64()];
+        let row = client.query_opt(&stmt, &params).await?;
         let Some(row) = row else { return Ok(None) };
         let record = file_from_row(&row, &self.roots(&[]))?;
         let claim = Claim {

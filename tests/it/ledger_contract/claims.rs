@@ -73,6 +73,12 @@ pub async fn a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder_is_f
         .remove(0);
     assert_eq!((new.key, record.node.as_deref()), (f.key, Some("b")));
     assert!(new.epoch > old.epoch);
+    // A part the new holder confirmed, which the old holder's reconcile must not wipe.
+    let part = vec![(PART, PART)];
+    other
+        .confirm_parts(new, &upload(A, "sha"), part, None)
+        .await
+        .unwrap();
     every_write_is_fenced(&frozen, old).await;
     assert_eq!(
         frozen.renew(&short, &[old]).await.unwrap(),
@@ -91,7 +97,17 @@ pub async fn a_lapsed_claim_is_taken_over_and_every_write_of_the_old_holder_is_f
         (2, None),
         "no write of the old holder landed (each take began an attempt)"
     );
-    assert!(other.confirmed(A, "sha").await.unwrap().is_empty());
+    let parts: Vec<u64> = other
+        .confirmed(A, "sha")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        parts,
+        [PART],
+        "the new holder's part, and none of the old holder's"
+    );
     assert_eq!(other.signature(A, "sha").await.unwrap(), None);
     assert_eq!(other.part_md5s("sha", PART, 1).await.unwrap(), None);
     assert_eq!(other.pending_hooks().await.unwrap(), 0);
@@ -214,6 +230,7 @@ pub async fn taking_a_file_owed_an_upload_begins_an_attempt(b: &Backend) {
     l.finish(c, "id", None, false).await.unwrap();
     l.release(c).await.unwrap();
     let ended = row(&l, f.key).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // so a write would show a later time
     let (_, taken) = l
         .claim_next(&lease("n3", 30), wanted(1))
         .await
@@ -224,4 +241,45 @@ pub async fn taking_a_file_owed_an_upload_begins_an_attempt(b: &Backend) {
         taken.updated_at, ended.updated_at,
         "nothing changed but the claim"
     );
+}
+
+/// The old holder of a done file's after-upload action: its intent and outcome, hooks and all,
+/// are refused, and the new holder's outcome releases none of them.
+pub async fn an_old_holder_of_an_action_is_fenced_with_its_hooks(b: &Backend) {
+    let (frozen, other) = (b.node().await, b.node().await);
+    let f = frozen.enqueue(watched("a.mp4")).await.unwrap();
+    let c = claim(&frozen, f.key).await;
+    frozen.finish(c, "id", None, false).await.unwrap();
+    frozen.release(c).await.unwrap();
+    let short = lease("frozen", 1);
+    let (old, taken) = frozen
+        .claim_next(&short, wanted(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(taken.state, FileState::Done, "taken for its action");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (new, _) = other
+        .claim_next(&lease("b", 30), wanted(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let hook = vodup::ledger::NewDelivery {
+        event: "done",
+        kind: vodup::ledger::HookKind::Webhook,
+        target: "http://zombie.example/".into(),
+        payload: "{}".into(),
+    };
+    let intent = frozen.intend_disposal(old, AfterUpload::Delete, None, vec![hook.clone()]);
+    assert!(fenced(intent.await, f.key));
+    let outcome = frozen.mark_disposed(old, Disposed::Deleted, None, Some(vec![hook]));
+    assert!(fenced(outcome.await, f.key));
+    // The new holder's outcome releases whatever an intent held: none of the old holder's.
+    other
+        .mark_disposed(new, Disposed::Kept, None, None)
+        .await
+        .unwrap();
+    assert_eq!(other.pending_hooks().await.unwrap(), 0);
+    let after = row(&other, f.key).await;
+    assert_eq!((after.intent, after.disposal), (None, Some(Disposed::Kept)));
 }

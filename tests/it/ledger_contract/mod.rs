@@ -102,6 +102,7 @@ contract! {
     claims::a_restarted_node_releases_what_its_previous_run_held,
     claims::a_done_file_whose_action_has_not_run_is_owed_and_claimed_for_it,
     claims::taking_a_file_owed_an_upload_begins_an_attempt,
+    claims::an_old_holder_of_an_action_is_fenced_with_its_hooks,
     uploads::an_upload_is_recorded_confirmed_and_finished,
     uploads::reconcile_makes_the_service_list_the_truth,
     uploads::signatures_are_kept_per_account_and_content,

@@ -101,6 +101,13 @@ pub async fn signatures_are_kept_per_account_and_content(b: &Backend) {
     let (same, other) = (upload(A, "sha"), upload(A, "other"));
     let pass = l.record_hash(c, &same, vec!["m".into(); 3], None);
     assert_eq!(pass.await.unwrap(), Some(signature("sig2", 200)));
+    let for_b = upload(B, "sha");
+    let pass = l.record_hash(c, &for_b, vec!["m".into(); 3], None);
+    assert_eq!(
+        pass.await.unwrap(),
+        Some(signature("sigb", 300)),
+        "its account's"
+    );
     let pass = l.record_hash(c, &other, vec!["m".into(); 3], None);
     assert_eq!(pass.await.unwrap(), None, "none stored for that content");
 }
