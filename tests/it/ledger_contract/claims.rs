@@ -138,12 +138,7 @@ async fn every_write_is_fenced(l: &Ledger, old: Claim) {
         l.set_aside(old, FileState::Gone, "zombie").await,
         key
     ));
-    let hook = vodup::ledger::NewDelivery {
-        event: "done",
-        kind: vodup::ledger::HookKind::Webhook,
-        target: "http://zombie.example/".into(),
-        payload: "{}".into(),
-    };
+    let hook = zombie_hook();
     let intent = l.intend_disposal(old, AfterUpload::Delete, None, vec![hook.clone()]);
     assert!(fenced(intent.await, key));
     let disposed = l.mark_disposed(old, Disposed::Deleted, None, Some(vec![hook]));
@@ -264,12 +259,7 @@ pub async fn an_old_holder_of_an_action_is_fenced_with_its_hooks(b: &Backend) {
         .await
         .unwrap()
         .remove(0);
-    let hook = vodup::ledger::NewDelivery {
-        event: "done",
-        kind: vodup::ledger::HookKind::Webhook,
-        target: "http://zombie.example/".into(),
-        payload: "{}".into(),
-    };
+    let hook = zombie_hook();
     let intent = frozen.intend_disposal(old, AfterUpload::Delete, None, vec![hook.clone()]);
     assert!(fenced(intent.await, f.key));
     let outcome = frozen.mark_disposed(old, Disposed::Deleted, None, Some(vec![hook]));
@@ -282,4 +272,14 @@ pub async fn an_old_holder_of_an_action_is_fenced_with_its_hooks(b: &Backend) {
     assert_eq!(other.pending_hooks().await.unwrap(), 0);
     let after = row(&other, f.key).await;
     assert_eq!((after.intent, after.disposal), (None, Some(Disposed::Kept)));
+}
+
+/// A delivery an old holder tries to record.
+fn zombie_hook() -> vodup::ledger::NewDelivery {
+    vodup::ledger::NewDelivery {
+        event: "done",
+        kind: vodup::ledger::HookKind::Webhook,
+        target: "http://zombie.example/".into(),
+        payload: "{}".into(),
+    }
 }
