@@ -22,7 +22,14 @@ pub struct FileDigest {
     pub sha1: String,
     /// MD5 of each part in offset order, 32 lowercase hex characters each.
     pub part_md5s: Vec<String>,
+    /// The file's bytes as they were hashed, for a file of at most [`KEPT`] bytes: its one part
+    /// is sent from them, with no second read of the file.
+    pub bytes: Option<bytes::Bytes>,
 }
+
+/// The largest file whose bytes a pass keeps ([`FileDigest::bytes`]): one chunk of a part as
+/// the upload streams it, so keeping it holds no more than sending it does.
+pub const KEPT: u64 = 128 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -81,10 +88,11 @@ pub fn hash_source(
     }
     let size = opened.version.size;
     let parts = plan(size, part_size);
-    let (sha1, part_md5s) = if let [part] = parts.as_slice() {
+    let (sha1, part_md5s, bytes) = if let [part] = parts.as_slice() {
         hash_one_part(source, part, (&stop, &read))?
     } else {
-        hash_in_stages(source, (size, part_size), (&stop, &read))?
+        let (sha1, md5s) = hash_in_stages(source, (size, part_size), (&stop, &read))?;
+        (sha1, md5s, None)
     };
     let mut probe = [0u8; 1];
     let grew = source.file().read_at(&mut probe, size)? != 0;
@@ -95,6 +103,7 @@ pub fn hash_source(
         size,
         sha1,
         part_md5s,
+        bytes,
     })
 }
 
@@ -118,12 +127,13 @@ pub fn sha1_now(source: &Source) -> io::Result<Option<String>> {
 }
 
 /// A file of one part (most small files): read and hashed on this thread, since starting two
-/// threads and passing one buffer along costs more than hashing it.
+/// threads and passing one buffer along costs more than hashing it. Its bytes, if it is no larger
+/// than [`KEPT`].
 fn hash_one_part(
     source: &Source,
     part: &crate::protocol::plan::Part,
     (stop, read): (&impl Fn() -> bool, &impl Fn(u64)),
-) -> Result<(String, Vec<String>), HashError> {
+) -> Result<(String, Vec<String>, Option<bytes::Bytes>), HashError> {
     if stop() {
         return Err(HashError::Stopped);
     }
@@ -135,7 +145,9 @@ fn hash_one_part(
             .map_err(HashError::from),
     )?;
     read(part.len);
-    Ok((sha1_hex(&buffer), vec![md5_many(&[&buffer]).remove(0)]))
+    let (sha1, md5) = (sha1_hex(&buffer), md5_many(&[&buffer]).remove(0));
+    let kept = (part.len <= KEPT).then(|| bytes::Bytes::from(buffer));
+    Ok((sha1, vec![md5], kept))
 }
 
 /// The three stages of a file of several parts (see [`hash_source`]).
@@ -244,6 +256,26 @@ mod tests {
         };
         hash_source(&open(f.path()), PartSize::HalfMiB, || false, count).unwrap();
         assert_eq!(read.into_inner(), 524_288 * 2 + 10);
+    }
+
+    #[test]
+    fn a_small_file_keeps_the_bytes_it_was_hashed_from_and_a_larger_one_does_not() {
+        let pass = |len: usize| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            f.write_all(&bytes).unwrap();
+            let d = hash_source(&open(f.path()), PartSize::OneMiB, || false, |_| ()).unwrap();
+            assert_eq!(d.sha1, sha1_hex(&bytes));
+            (bytes, d.bytes)
+        };
+        let (bytes, kept) = pass(KEPT as usize);
+        assert_eq!(kept.as_deref(), Some(bytes.as_slice()));
+        assert_eq!(
+            pass(KEPT as usize + 1).1,
+            None,
+            "one part, but larger than a chunk"
+        );
+        assert_eq!(pass(3 * 1_048_576).1, None, "several parts");
     }
 
     #[test]

@@ -120,6 +120,7 @@ impl Journey {
             sha,
             md5s,
             signature: stored,
+            bytes,
         } = hashes.await?;
         tracing::Span::current().record("fileSha", sha.as_str());
         // No other task works on this row meanwhile: it would hold the claim, and this one's next
@@ -137,6 +138,7 @@ impl Journey {
             part_size,
             md5s,
             signature: None,
+            hashed: bytes,
         };
         let processing: Processing = serde_json::from_str(&record.processing).unwrap_or_default();
         job.signature = stored.filter(|s| job.account.signer.made(s, &job.sha, &processing));
@@ -297,6 +299,7 @@ impl Journey {
         let account = &job.account.name;
         let hashes = self.hashes(job.claim, &record, account, &job.source, size);
         let md5s = hashes.await?.md5s;
+        job.hashed = None; // the part plan changed: parts are read from the file
         job.part_size = size;
         job.md5s = md5s;
         Ok(())

@@ -26,9 +26,18 @@ pub(super) struct Job {
     pub md5s: Vec<String>,
     /// The signature calls carry; none until the first is made or found in the ledger.
     pub signature: Option<Signature>,
+    /// A small file's bytes as the pass hashed them ([`crate::hash::KEPT`]): its one part goes
+    /// from these, not from a second read of the file.
+    pub hashed: Option<bytes::Bytes>,
 }
 
 impl Job {
+    /// The bytes of `part` as they were hashed, if the job kept them (its one part).
+    pub fn kept(&self, part: crate::protocol::plan::Part) -> Option<bytes::Bytes> {
+        let whole = |b: &bytes::Bytes| part.offset == 0 && b.len() as u64 == part.len;
+        self.hashed.clone().filter(whole)
+    }
+
     /// The upload as the ledger keys it: this content for this account.
     pub fn upload(&self) -> Upload {
         Upload {

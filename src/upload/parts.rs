@@ -155,8 +155,9 @@ fn settle(end: PartEnd, shutdown: &CancellationToken) -> PartEnd {
 ///
 /// Each byte is hashed once, by the hashing pass: the part is not hashed again before it is sent,
 /// and it is never held whole in memory (it streams in [`CHUNK`]s), so memory does not grow with
-/// `parts_in_flight`. A file changed in place is caught by the descriptor's identity (size,
-/// mtime) before the part, and by the service itself: a -10006 answer (body and `dataMd5`
+/// `parts_in_flight`; a file of at most one chunk goes from the bytes the pass hashed. A file
+/// changed in place is caught by the descriptor's identity (size, mtime) before the part, by
+/// the check before finishing, and by the service itself: a -10006 answer (body and `dataMd5`
 /// differ) re-hashes this one part from the file. If it differs from the hashing pass, the file
 /// changed; if not, the bytes were damaged on the way and the part is sent again.
 async fn send(
@@ -168,13 +169,19 @@ async fn send(
     confirmed: Confirmed,
 ) -> PartEnd {
     let _in_flight = inner.metrics.part_started();
-    // The identity check and the first chunk's read in one trip off the async workers (a small
-    // file's part is one chunk).
-    let checked = blocking(&job, move |job| {
-        job.unchanged().then(|| read_chunk(job, part, 0))
-    });
-    let Some(first) = checked.await else {
-        return Err(Interrupt::Changed(CHANGED));
+    let first = match job.kept(part) {
+        // A small file's one part, as hashed: no read, and no trip off the async workers.
+        Some(bytes) => Ok(bytes),
+        None => {
+            // The identity check and the first chunk's read in one trip off the async workers.
+            let checked = blocking(&job, move |job| {
+                job.unchanged().then(|| read_chunk(job, part, 0))
+            });
+            let Some(first) = checked.await else {
+                return Err(Interrupt::Changed(CHANGED));
+            };
+            first
+        }
     };
     debug!(offset = part.offset, len = part.len, "sending part");
     let what = Retried {
@@ -257,7 +264,7 @@ impl Attempt<'_> {
 }
 
 /// How much of a part is read from the file at a time as it is sent.
-const CHUNK: u64 = 128 * 1024;
+const CHUNK: u64 = crate::hash::KEPT;
 
 /// The part's bytes, read from the open file chunk by chunk as the body is sent, starting with
 /// `head` (its first chunk, already read) if given.

@@ -306,6 +306,35 @@ async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
     );
 }
 
+/// A file small enough that its one part goes from the bytes the pass hashed (no second read):
+/// rewritten in place behind its mtime while that part is at the service, it is still never
+/// finished.
+#[tokio::test]
+async fn a_small_file_rewritten_in_place_while_its_hashed_bytes_go_up_is_never_finished() {
+    let env = Env::with_faults(slow_parts(1000)).await;
+    let config = env.config();
+    let first = test_bytes(vodup::hash::KEPT as usize, 51);
+    let path = env.write(&env.drop, "small-inplace.mp4", &first);
+    let (key, task) = upload_in_background(&env, &config, &path).await;
+    wait_until("its part is in flight", Duration::from_secs(10), || async {
+        env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rewrite_in_place(&path, b"another take");
+    let outcome = task.await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
+        "{outcome:?}"
+    );
+    let stats = env.emu.stats().await;
+    assert_eq!(stats.parts_accepted, 1, "the hashed bytes went up");
+    assert_eq!(
+        stats.finishes, 0,
+        "but the rewritten file was never finished"
+    );
+}
+
 /// Wait until the marker hook wrote its line (the shell's `>>` creates the file a moment before
 /// it writes the line).
 async fn hook_ran(marker: &Path) {

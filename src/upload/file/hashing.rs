@@ -19,6 +19,8 @@ pub(super) struct Hashes {
     pub sha: String,
     pub md5s: Vec<String>,
     pub signature: Option<Signature>,
+    /// The bytes of a small file, as a pass now hashed them ([`hash::FileDigest::bytes`]).
+    pub bytes: Option<bytes::Bytes>,
 }
 
 impl Journey {
@@ -45,6 +47,7 @@ impl Journey {
                     sha,
                     md5s,
                     signature,
+                    bytes: None,
                 });
             }
         }
@@ -105,6 +108,7 @@ impl Journey {
             sha: upload.sha,
             md5s,
             signature,
+            bytes: digest.bytes,
         })
     }
 }
