@@ -279,31 +279,15 @@ async fn a_file_changed_after_its_last_part_was_read_but_before_finish_is_never_
 
 #[tokio::test]
 async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
-    let env = Env::with_faults(slow_parts(1000)).await;
-    let config = env.config();
-    let first = test_bytes(2 * PART as usize, 50);
-    let path = env.write(&env.drop, "inplace.mp4", &first);
-    let (key, task) = upload_in_background(&env, &config, &path).await;
-    wait_until("parts are in flight", Duration::from_secs(10), || async {
-        env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
-    })
-    .await;
-    // Both parts were read and match their hashes; then the first is overwritten in place and
-    // the mtime put back, as `dd conv=notrunc` then `touch -r` (or `rsync --inplace -t`) do:
-    // the same inode, size and mtime, other bytes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    rewrite_in_place(&path, b"another take");
-    let outcome = task.await.unwrap();
+    let bytes = test_bytes(2 * PART as usize, 50);
+    let (outcome, accepted, finishes) =
+        rewritten_while_its_parts_are_up("inplace.mp4", &bytes).await;
     assert!(
         matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
         "{outcome:?}"
     );
-    let stats = env.emu.stats().await;
-    assert_eq!(stats.parts_accepted, 2, "the parts went up");
-    assert_eq!(
-        stats.finishes, 0,
-        "but the rewritten file was never finished"
-    );
+    assert_eq!(accepted, 2, "the parts went up");
+    assert_eq!(finishes, 0, "but the rewritten file was never finished");
 }
 
 /// A file small enough that its one part goes from the bytes the pass hashed (no second read):
@@ -311,28 +295,35 @@ async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_never_finished() {
 /// finished.
 #[tokio::test]
 async fn a_small_file_rewritten_in_place_while_its_hashed_bytes_go_up_is_never_finished() {
+    let bytes = test_bytes(vodup::hash::KEPT as usize, 51);
+    let name = "small-inplace.mp4";
+    let (outcome, accepted, finishes) = rewritten_while_its_parts_are_up(name, &bytes).await;
+    assert!(
+        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
+        "{outcome:?}"
+    );
+    assert_eq!(accepted, 1, "the hashed bytes went up");
+    assert_eq!(finishes, 0, "but the rewritten file was never finished");
+}
+
+/// Upload `bytes` as `name` to a slow service and, once its parts were read and are held there,
+/// overwrite its start in place and put the mtime back, as `dd conv=notrunc` then `touch -r` (or
+/// `rsync --inplace -t`) do: the same inode, size and mtime, other bytes. The outcome, and the
+/// parts and finishes the service accepted.
+async fn rewritten_while_its_parts_are_up(name: &str, bytes: &[u8]) -> (Outcome, u64, u64) {
     let env = Env::with_faults(slow_parts(1000)).await;
     let config = env.config();
-    let first = test_bytes(vodup::hash::KEPT as usize, 51);
-    let path = env.write(&env.drop, "small-inplace.mp4", &first);
+    let path = env.write(&env.drop, name, bytes);
     let (key, task) = upload_in_background(&env, &config, &path).await;
-    wait_until("its part is in flight", Duration::from_secs(10), || async {
+    wait_until("parts are in flight", Duration::from_secs(10), || async {
         env.ledger().file(key).unwrap().unwrap().state == FileState::Uploading
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     rewrite_in_place(&path, b"another take");
     let outcome = task.await.unwrap();
-    assert!(
-        matches!(outcome, Outcome::SetAside(FileState::Superseded, _)),
-        "{outcome:?}"
-    );
     let stats = env.emu.stats().await;
-    assert_eq!(stats.parts_accepted, 1, "the hashed bytes went up");
-    assert_eq!(
-        stats.finishes, 0,
-        "but the rewritten file was never finished"
-    );
+    (outcome, stats.parts_accepted, stats.finishes)
 }
 
 /// Wait until the marker hook wrote its line (the shell's `>>` creates the file a moment before
