@@ -137,6 +137,7 @@ fn spawn_files(
     let hook_watches = wanted.clone();
     let (watches, watches_rx) = watch::channel(config.watch.clone());
     let poke_hooks = Arc::new(Notify::new());
+    let (again, look_again) = intake::Again::channel();
     let scheduler = scheduler::Scheduler {
         engine,
         ledger: ledger.clone(),
@@ -147,6 +148,7 @@ fn spawn_files(
         hooks: poke_hooks.clone(),
         metrics: metrics.clone(),
         retry: config.retry.clone(),
+        again,
     };
     tasks.spawn_infallible("scheduler", scheduler.run(cancel.child_token()));
     let intake = intake::Intake {
@@ -157,6 +159,7 @@ fn spawn_files(
         part_size: config.part_size,
         rescan_interval: config.rescan_interval,
         queued,
+        again: look_again,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     tasks.spawn("intake", intake.run(cancel.child_token(), ready_tx));

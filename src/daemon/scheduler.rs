@@ -6,6 +6,7 @@
 //! lets running files drain. Not the upload, the after-upload step or the watch list.
 
 use super::after::After;
+use super::intake::Again;
 use super::watched::Watched;
 use crate::config::Watch;
 use crate::ledger::{FileRecord, Ledger, Wanted};
@@ -49,6 +50,8 @@ pub struct Scheduler {
     pub metrics: Metrics,
     /// Paces the after-upload action of a file whose action failed.
     pub retry: RetryPolicy,
+    /// Where a file set aside as changed goes back to the intake.
+    pub again: Again,
 }
 
 impl Scheduler {
@@ -76,6 +79,7 @@ impl Scheduler {
             watched: Arc::new(Watched::new(self.watches.clone())),
             metrics: self.metrics.clone(),
             retry: self.retry.clone(),
+            again: self.again.clone(),
         };
         loop {
             // A ledger that cannot be reached now (a PostgreSQL restart) is asked again at the

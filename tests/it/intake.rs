@@ -306,6 +306,49 @@ async fn a_small_file_rewritten_in_place_while_its_hashed_bytes_go_up_is_never_f
     assert_eq!(finishes, 0, "but the rewritten file was never finished");
 }
 
+#[tokio::test]
+async fn the_daemon_takes_a_file_rewritten_in_place_during_its_upload_again_without_a_rescan() {
+    let env = Env::with_faults(slow_parts(1000)).await;
+    let mut config = env.config();
+    config.rescan_interval = Duration::from_secs(3600);
+    let daemon = Daemon::start(config).await;
+    let first = test_bytes(2 * PART as usize, 54);
+    let path = env.write(&env.drop, "retake.mp4", &first);
+    wait_until("parts are in flight", Duration::from_secs(20), || async {
+        env.record(&path)
+            .is_some_and(|r| r.state == FileState::Uploading)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its events reach the intake while the row is busy: the row is not open to them then.
+    rewrite_in_place(&path, b"another take");
+    let mut second = first.clone();
+    second[..12].copy_from_slice(b"another take");
+    let moved = env.done.join("retake.mp4");
+    wait_until(
+        "the rewritten file is uploaded and moved",
+        Duration::from_secs(30),
+        || async { moved.exists() },
+    )
+    .await;
+    assert_eq!(std::fs::read(&moved).unwrap(), second);
+    let rows = rows_for(&env, &path);
+    assert_eq!(
+        rows.len(),
+        1,
+        "one row, superseded then taken again: {rows:?}"
+    );
+    assert_eq!(rows[0].state, FileState::Done);
+    assert_eq!(rows[0].file_sha, Some(vodup::hash::sha1_hex(&second)));
+    assert_eq!(fetch(rows[0].url.as_deref().unwrap()).await, second);
+    assert_eq!(
+        env.emu.stats().await.finishes,
+        1,
+        "the first take was never finished"
+    );
+    daemon.stop().await;
+}
+
 /// Upload `bytes` as `name` to a slow service and, once its parts were read and are held there,
 /// overwrite its start in place and put the mtime back, as `dd conv=notrunc` then `touch -r` (or
 /// `rsync --inplace -t`) do: the same inode, size and mtime, other bytes. The outcome, and the
@@ -354,6 +397,8 @@ async fn finishing_slowly(name: &str, seed: u64) -> FinishingSlowly {
     };
     let env = Env::with_faults(slow_finish).await;
     let mut config = env.config();
+    // No rescan comes to the rescue: a new version is taken from what the daemon saw.
+    config.rescan_interval = Duration::from_secs(3600);
     let marker = env.dir.path().join("hooks.log");
     config.watch[0].on_done = marker_hook(&marker);
     let daemon = Daemon::start(config).await;

@@ -7,6 +7,7 @@
 use super::decide::{decide, Disposal, Plan};
 use super::{apply, hook_for, sidecar, AfterError};
 use crate::config::{AfterUpload, Hook, Watch};
+use crate::daemon::intake::Again;
 use crate::hooks;
 use crate::ledger::{Claim, FileRecord, FileState, Lease, Ledger};
 use crate::shown::shown;
@@ -16,6 +17,8 @@ use tracing::warn;
 /// A done or failed file whose after-upload step runs now.
 pub(super) struct One<'a> {
     pub ledger: &'a Ledger,
+    /// Told of a file superseded here, so its new version is taken.
+    pub again: &'a Again,
     pub claim: Claim,
     pub lease: &'a Lease,
     pub record: &'a FileRecord,
@@ -49,6 +52,7 @@ impl One<'_> {
                     .ledger
                     .set_aside(self.claim, FileState::Superseded, why);
                 aside.await?;
+                self.again.look(&record.path);
                 return Ok(None);
             }
             Plan::Act(action, target) => {

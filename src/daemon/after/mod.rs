@@ -14,6 +14,7 @@ mod tests;
 pub use apply::apply;
 pub use decide::{decide, plan, recover, Disposal, Plan};
 
+use super::intake::Again;
 use super::watched::Watched;
 use crate::config::{Hook, Watch};
 use crate::ledger::{Claim, FileRecord, FileState, Lease, Ledger, LedgerError};
@@ -57,6 +58,8 @@ pub struct After {
     pub watched: Arc<Watched>,
     pub metrics: Metrics,
     pub retry: RetryPolicy,
+    /// Where a file set aside as changed goes back to the intake.
+    pub again: Again,
 }
 
 impl After {
@@ -72,6 +75,10 @@ impl After {
         let claim = held.claim;
         let released = match outcome {
             Some(Ok(Outcome::TakenOver)) => return,
+            Some(Ok(Outcome::SetAside(FileState::Superseded, _))) => {
+                self.again.look(&record.path);
+                Ok(false)
+            }
             Some(Ok(Outcome::Stopped | Outcome::SetAside(..))) => Ok(false),
             None => self.run(claim, record).await,
             Some(Ok(Outcome::Done(done))) => self.run(claim, *done.record).await,
@@ -117,6 +124,7 @@ impl After {
         let path = shown(&record.path).to_string();
         let one = dispose::One {
             ledger: &self.ledger,
+            again: &self.again,
             claim,
             lease: &self.lease,
             record: &record,

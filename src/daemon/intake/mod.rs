@@ -5,6 +5,9 @@
 //! `rescan_interval`, and when the watch list is reloaded. An empty file is recorded as
 //! `waiting`, so it shows; a path that stopped naming a regular file is said to.
 //!
+//! A file set aside as changed after it settled comes back through [`Again`]: its new version
+//! may have settled while its row was busy, and is looked at now, not at the next rescan.
+//!
 //! The watch list: the intake watches for a new list wanted by the reloader (`wanted`), starts
 //! watching its folders, and only once that worked publishes it (`watches`, read by the
 //! scheduler) and rescans; a list whose folders cannot be watched is refused and the old one
@@ -53,6 +56,30 @@ pub struct Intake {
     pub rescan_interval: Duration,
     /// Poked once a file is queued.
     pub queued: Arc<Notify>,
+    /// Paths to look at again ([`Again`]).
+    pub again: mpsc::Receiver<PathBuf>,
+}
+
+/// Files set aside as changed after they settled (by their upload, or before their
+/// after-upload action), handed back to the intake: a new version that settled while the row
+/// was busy was not taken then (the path's row was not open to it), and would otherwise wait
+/// for the next rescan.
+#[derive(Debug, Clone)]
+pub struct Again(mpsc::Sender<PathBuf>);
+
+impl Again {
+    /// Where to send them, and the intake's end.
+    pub fn channel() -> (Again, mpsc::Receiver<PathBuf>) {
+        let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
+        (Again(tx), rx)
+    }
+
+    /// Look at `path` again. Never waits: with the intake's inbox full, the next rescan finds it.
+    pub fn look(&self, path: &Path) {
+        if self.0.try_send(path.to_owned()).is_err() {
+            debug!(path = %shown(path), "not looked at again now: the next rescan does");
+        }
+    }
 }
 
 impl Intake {
@@ -126,6 +153,9 @@ impl Intake {
                 }
                 Some(polled) = settled.recv() => {
                     scan_owed |= self.settled(&active, polled).await.is_err();
+                }
+                Some(path) = self.again.recv() => {
+                    scan_owed |= self.look_again(&active, &settler, path).await.is_err();
                 }
             }
         }
@@ -247,6 +277,27 @@ impl Intake {
         let now = Instant::now();
         for (path, identity, rule) in found {
             settler.found(path, identity.map(|i| i.version), rule, now);
+        }
+        Ok(())
+    }
+
+    /// A file set aside as changed: its version now settles as one a scan found (no evidence of
+    /// how it was written), unless it is gone or this version ended already.
+    async fn look_again(
+        &self,
+        active: &Active,
+        settler: &Settling,
+        path: PathBuf,
+    ) -> Result<(), Error> {
+        let Some(rule) = rule_for(active, &path) else {
+            return Ok(());
+        };
+        let at = path.clone();
+        let identity = tokio::task::spawn_blocking(move || FileIdentity::at(&at));
+        let identity = identity.await.expect("stat does not panic");
+        if !is_settled_already(&self.ledger, &path, identity).await? {
+            debug!(path = %shown(&path), "set aside as changed: its version now settles");
+            settler.found(path, identity.map(|i| i.version), rule, Instant::now());
         }
         Ok(())
     }
