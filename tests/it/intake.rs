@@ -321,17 +321,7 @@ async fn the_daemon_takes_a_file_rewritten_in_place_during_its_upload_again_with
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Its events reach the intake while the row is busy: the row is not open to them then.
-    rewrite_in_place(&path, b"another take");
-    let mut second = first.clone();
-    second[..12].copy_from_slice(b"another take");
-    let moved = env.done.join("retake.mp4");
-    wait_until(
-        "the rewritten file is uploaded and moved",
-        Duration::from_secs(30),
-        || async { moved.exists() },
-    )
-    .await;
-    assert_eq!(std::fs::read(&moved).unwrap(), second);
+    let second = rewritten_and_moved(&env, &path, &first).await;
     let rows = rows_for(&env, &path);
     assert_eq!(
         rows.len(),
@@ -424,6 +414,24 @@ async fn finishing_slowly(name: &str, seed: u64) -> FinishingSlowly {
     }
 }
 
+/// Rewrite `path` (holding `first`) in place behind its mtime ([`rewrite_in_place`]), wait for
+/// the daemon to move it to the done folder, and check what landed there is the new content,
+/// which is returned.
+async fn rewritten_and_moved(env: &Env, path: &Path, first: &[u8]) -> Vec<u8> {
+    rewrite_in_place(path, b"another take");
+    let mut second = first.to_vec();
+    second[..12].copy_from_slice(b"another take");
+    let moved = env.done.join(path.file_name().unwrap());
+    wait_until(
+        "the rewritten file is uploaded and moved",
+        Duration::from_secs(30),
+        || async { moved.exists() },
+    )
+    .await;
+    assert_eq!(std::fs::read(&moved).unwrap(), second);
+    second
+}
+
 /// Overwrite the start of `path` in place and put its mtime back, as `dd conv=notrunc` then
 /// `touch -r` (or `rsync --inplace -t`) do: the same inode, size and mtime, other bytes.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) {
@@ -482,18 +490,8 @@ async fn a_file_rewritten_in_place_after_finish_but_before_its_move_is_supersede
         key: first_key,
         marker,
     } = finishing_slowly("rewritten.mp4", 53).await;
-    rewrite_in_place(&path, b"another take");
-    let mut second = first.clone();
-    second[..12].copy_from_slice(b"another take");
-    let moved = env.done.join("rewritten.mp4");
-    wait_until(
-        "the rewritten file is uploaded and moved",
-        Duration::from_secs(30),
-        || async { moved.exists() },
-    )
-    .await;
+    let second = rewritten_and_moved(&env, &path, &first).await;
     // What is in the done folder is exactly what the service holds under the recorded id.
-    assert_eq!(std::fs::read(&moved).unwrap(), second);
     let record = env.ledger().file(first_key).unwrap().unwrap();
     assert_eq!(record.state, FileState::Done);
     assert_eq!(record.file_sha, Some(vodup::hash::sha1_hex(&second)));
