@@ -308,7 +308,9 @@ async fn a_small_file_rewritten_in_place_while_its_hashed_bytes_go_up_is_never_f
 
 #[tokio::test]
 async fn the_daemon_takes_a_file_rewritten_in_place_during_its_upload_again_without_a_rescan() {
-    let env = Env::with_faults(slow_parts(1000)).await;
+    // Parts slow enough that the rewrite settles (and is turned away) well before the check
+    // before finish sets the first take aside.
+    let env = Env::with_faults(slow_parts(3000)).await;
     let mut config = env.config();
     config.rescan_interval = Duration::from_secs(3600);
     let daemon = Daemon::start(config).await;

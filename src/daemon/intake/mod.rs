@@ -282,7 +282,7 @@ impl Intake {
     }
 
     /// A file set aside as changed: its version now settles as one a scan found (no evidence of
-    /// how it was written), unless it is gone or this version ended already.
+    /// how it was written), unless it is gone, has a newer row already, or this version ended.
     async fn look_again(
         &self,
         active: &Active,
@@ -295,6 +295,10 @@ impl Intake {
         let at = path.clone();
         let identity = tokio::task::spawn_blocking(move || FileIdentity::at(&at));
         let identity = identity.await.expect("stat does not panic");
+        let latest = self.ledger.latest_for_path(&path).await?;
+        if latest.is_some_and(|r| r.state != FileState::Superseded) {
+            return Ok(());
+        }
         if !is_settled_already(&self.ledger, &path, identity).await? {
             debug!(path = %shown(&path), "set aside as changed: its version now settles");
             settler.found(path, identity.map(|i| i.version), rule, Instant::now());
