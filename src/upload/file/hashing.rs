@@ -51,11 +51,11 @@ impl Journey {
                 });
             }
         }
-        if record.file_sha.is_some() && !unwritten {
-            info!("the file's status changed since its hash was taken (or the hash is older than its ctime's record): hashing it again");
-        }
+        // A file never hashed was marked hashing as its attempt began.
         if record.file_sha.is_some() {
-            // A file never hashed was marked hashing as its attempt began.
+            if !unwritten {
+                info!("the file's status changed since its hash was taken (or the hash is older than its ctime's record): hashing it again");
+            }
             self.inner
                 .ledger
                 .set_state(claim, FileState::Hashing)
